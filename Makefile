@@ -1,0 +1,39 @@
+# The README's two commands: `make quickstart` (set up, then run the main job) and
+# `make test` (set up, then run the test suite). Both build .venv once.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# A CPU build of PyTorch: a plain `pip install torch` pulls several GB of CUDA packages.
+# On a GPU machine, install the CUDA build of the same version into .venv first.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
+QUICKSTART    ?= runs/quickstart
+
+.PHONY: setup quickstart test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml $(BIN)/python
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || \
+	  $(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" 2>/dev/null || \
+	  $(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(TORCH_INDEX)
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+quickstart: setup
+	$(BIN)/ecgtransfer data verify ptbxl --sample
+	$(BIN)/ecgtransfer data prepare ptbxl --sample --out $(QUICKSTART)/ptbxl-sample
+	$(BIN)/ecgtransfer data info $(QUICKSTART)/ptbxl-sample
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/bench_store.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

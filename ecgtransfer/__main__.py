@@ -1,0 +1,5 @@
+"""``python -m ecgtransfer`` is the ``ecgtransfer`` command."""
+
+from ecgtransfer.cli import main
+
+raise SystemExit(main())

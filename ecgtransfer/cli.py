@@ -1,0 +1,295 @@
+"""The ``ecgtransfer`` command: parses arguments, calls one stage, reports in one line.
+
+Errors the user can fix (bad input, a store of other settings, a missing file) are printed as a
+single ``ecgtransfer: error: ...`` line and exit with status 2; ``--strict`` turns rejected
+records into exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+from ecgtransfer import __version__
+
+__all__ = ["main", "build_parser", "sample_ptbxl_root"]
+
+log = logging.getLogger("ecgtransfer")
+
+
+def sample_ptbxl_root() -> Path:
+    """The PTB-XL sample shipped inside the package (41 records at 500 Hz)."""
+    return Path(str(resources.files("ecgtransfer") / "sample_data" / "ptbxl"))
+
+
+def _rates(text: str) -> list[int]:
+    try:
+        rates = sorted({int(t) for t in text.split(",") if t.strip()}, reverse=True)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 500, 100 or 500,100, got {text!r}") from None
+    if not rates or not set(rates) <= {500, 100}:
+        raise argparse.ArgumentTypeError(f"expected 500, 100 or 500,100, got {text!r}")
+    return rates
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _ptbxl_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--root", type=Path, metavar="DIR",
+                     help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/...)")
+    src.add_argument("--sample", action="store_true",
+                     help="use the 41-record PTB-XL sample shipped with ecgtransfer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``ecgtransfer`` command."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars, warnings only")
+    parser = argparse.ArgumentParser(
+        prog="ecgtransfer",
+        description="Synthetic-to-real transfer learning on ECGs: prepare data into signal "
+                    "stores, generate and label ECGs, pretrain interval regressors and fine-tune "
+                    "PTB-XL classifiers, tracked in MLflow.",
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"ecgtransfer {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = commands.add_parser(
+        "data", help="get, verify and prepare datasets",
+        description="Get, verify and prepare datasets into signal stores.", formatter_class=fmt)
+    data_cmds = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    prepare = data_cmds.add_parser(
+        "prepare", help="copy records into a signal store",
+        description="Copy records into a signal store (int16 microvolts, memory-mapped). "
+                    "Re-running the same command continues an interrupted run.",
+        formatter_class=fmt)
+    sources = prepare.add_subparsers(dest="source", metavar="SOURCE", required=True)
+
+    p = sources.add_parser(
+        "ptbxl", help="PTB-XL with superclass labels, folds and A/B halves",
+        description="Copy PTB-XL into a signal store with its five diagnostic superclasses "
+                    "(multi-label and single-label flag), strat_fold, the standard split "
+                    "(folds 1-8/9/10) and the patient-disjoint A/B halves.",
+        formatter_class=fmt, parents=[common])
+    _ptbxl_source(p)
+    p.add_argument("--out", type=Path, required=True, metavar="STORE", help="store folder")
+    p.add_argument("--fs", type=int, choices=(500, 100), default=500,
+                   help="read records500 (filename_hr) or records100 (filename_lr)")
+    p.add_argument("--leads", type=int, choices=(8, 12), default=8,
+                   help="8 = I, II, V1-V6 (the DeepFake generator's order); 12 = all")
+    p.add_argument("--halves-seed", type=int, default=None, metavar="N",
+                   help="seed of the A/B patient halves (default: the manifest's)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any record is rejected")
+
+    w = sources.add_parser(
+        "wfdb", help="any folder of WFDB records (LUDB, Challenge 2021, ...)",
+        description="Copy every WFDB record under a folder into a signal store. Lead names are "
+                    "matched case-insensitively; records at another rate are resampled.",
+        formatter_class=fmt, parents=[common])
+    w.add_argument("--input", type=Path, required=True, metavar="DIR",
+                   help="folder searched recursively for .hea files")
+    w.add_argument("--out", type=Path, required=True, metavar="STORE", help="store folder")
+    w.add_argument("--fs", type=_positive_float, default=500.0, help="store sampling rate, Hz")
+    w.add_argument("--leads", type=int, choices=(8, 12), default=8,
+                   help="8 = I, II, V1-V6; 12 = all")
+    w.add_argument("--strict", action="store_true", help="exit 1 if any record is rejected")
+
+    verify = data_cmds.add_parser(
+        "verify", help="check a dataset folder against its manifest",
+        description="Check every file of a dataset folder whose SHA-256 the manifest (and the "
+                    "publisher's SHA256SUMS.txt, when present) gives; name missing and "
+                    "mismatching files. Exit 1 if any.",
+        formatter_class=fmt)
+    vsrc = verify.add_subparsers(dest="source", metavar="DATASET", required=True)
+    v = vsrc.add_parser("ptbxl", help="PTB-XL 1.0.3", formatter_class=fmt, parents=[common],
+                        description="Verify a PTB-XL 1.0.3 folder.")
+    _ptbxl_source(v)
+    v.add_argument("--fs", type=_rates, default=None, metavar="RATES",
+                   help="record folders to check: 500, 100 or 500,100 (default both; 500 for "
+                        "--sample, which ships 500 Hz only)")
+
+    fetch = data_cmds.add_parser(
+        "fetch", help="download a dataset, resumable and verified",
+        description="Download a dataset from its publisher into a folder. Each file is checked "
+                    "against its SHA-256 before it takes its final name; re-running continues "
+                    "an interrupted download.",
+        formatter_class=fmt)
+    fsrc = fetch.add_subparsers(dest="source", metavar="DATASET", required=True)
+    f = fsrc.add_parser("ptbxl", help="PTB-XL 1.0.3 from PhysioNet", formatter_class=fmt, parents=[common],
+                        description="Download PTB-XL 1.0.3 (about 3 GB for both rates).")
+    f.add_argument("--root", type=Path, required=True, metavar="DIR", help="destination folder")
+    f.add_argument("--base-url", default=None, metavar="URL",
+                   help="folder URL to download from (default: the manifest's PhysioNet URL)")
+    f.add_argument("--fs", type=_rates, default=[500, 100], metavar="RATES",
+                   help="record folders to fetch: 500, 100 or 500,100")
+    f.add_argument("--jobs", type=_positive_int, default=8, help="parallel downloads")
+
+    info = data_cmds.add_parser(
+        "info", help="summarise a signal store",
+        description="Print a store's size, rate, leads, splits and labels.", formatter_class=fmt, parents=[common])
+    info.add_argument("store", type=Path, metavar="STORE")
+
+    splits = data_cmds.add_parser(
+        "splits", help="write the split table of a dataset",
+        description="Write one row per record: ecg_id, patient_id, strat_fold, split, half.",
+        formatter_class=fmt)
+    ssrc = splits.add_subparsers(dest="source", metavar="DATASET", required=True)
+    s = ssrc.add_parser("ptbxl", help="PTB-XL", formatter_class=fmt, parents=[common],
+                        description="Write PTB-XL's standard split and A/B halves as CSV.")
+    _ptbxl_source(s)
+    s.add_argument("--out", type=Path, required=True, metavar="FILE", help="CSV to write")
+    s.add_argument("--halves-seed", type=int, default=None, metavar="N",
+                   help="seed of the A/B patient halves (default: the manifest's)")
+    return parser
+
+
+# ---- commands ----------------------------------------------------------------------------
+def _root(args: argparse.Namespace) -> Path:
+    return sample_ptbxl_root() if args.sample else args.root
+
+
+def _report_prepare(report, strict: bool) -> int:
+    store = report.store
+    print(f"{store.path}: {len(store)} records at {store.fs:g} Hz, {store.n_leads} leads "
+          f"({report.written} written now, {report.skipped} already there, "
+          f"{len(report.rejects)} rejected)")
+    if report.rejects:
+        print(f"rejected records and reasons: {store.path / 'rejects.csv'}")
+    return 1 if strict and report.rejects else 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from ecgtransfer.data.leads import lead_set
+
+    progress = not args.quiet
+    if args.source == "ptbxl":
+        from ecgtransfer.data.ptbxl import prepare_ptbxl
+
+        report = prepare_ptbxl(_root(args), args.out, fs=args.fs, leads=lead_set(args.leads),
+                               halves_seed=args.halves_seed, progress=progress)
+    else:
+        from ecgtransfer.data.ingest import prepare_wfdb
+
+        report = prepare_wfdb(args.input, args.out, fs=args.fs, leads=lead_set(args.leads),
+                              progress=progress)
+    return _report_prepare(report, args.strict)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from ecgtransfer.data.manifests import load_manifest, verify_tree
+    from ecgtransfer.data.ptbxl import expected_files
+
+    manifest = load_manifest("ptbxl")
+    root = _root(args)
+    rates = args.fs or ([500] if args.sample else [500, 100])
+    report = verify_tree(root, manifest, progress=not args.quiet,
+                         include=expected_files(root, rates))
+    for rel in report.missing:
+        print(f"missing: {rel}")
+    for rel in report.mismatched:
+        print(f"checksum mismatch: {rel}")
+    verdict = "OK" if report.ok else "FAILED"
+    print(f"{root}: {verdict}, {report.checked} files checked against "
+          f"{' + '.join(report.sources)}: {len(report.missing)} missing, "
+          f"{len(report.mismatched)} mismatching")
+    return 0 if report.ok else 1
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from ecgtransfer.data.fetch import fetch_dataset
+    from ecgtransfer.data.manifests import load_manifest
+
+    manifest = load_manifest("ptbxl")
+    report = fetch_dataset(args.root, manifest, base_url=args.base_url, rates=args.fs,
+                           jobs=args.jobs, progress=not args.quiet)
+    for rel, reason in report.failed:
+        print(f"failed: {rel}: {reason}")
+    print(f"{args.root}: {len(report.downloaded)} downloaded, {len(report.reused)} already "
+          f"verified, {len(report.failed)} failed")
+    if report.failed:
+        print("re-run the same command to continue")
+    return 0 if report.ok else 1
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from ecgtransfer.data.store import SignalStore
+
+    store = SignalStore(args.store)
+    idx = store.index
+    print(repr(store))
+    print(f"leads: {', '.join(store.leads)}")
+    for column in ("split", "half", "superclass", "flag"):
+        if column in idx:
+            counts = idx[column].fillna("").replace("", "(none)").value_counts()
+            print(f"{column}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"rejected: {len(store.rejects)}")
+    return 0
+
+
+def _cmd_splits(args: argparse.Namespace) -> int:
+    from ecgtransfer.data.manifests import load_manifest
+    from ecgtransfer.data.ptbxl import ptbxl_index
+
+    seed = args.halves_seed
+    if seed is None:
+        seed = int(load_manifest("ptbxl").halves["seed"])
+    index = ptbxl_index(_root(args), seed)
+    table = index[["patient_id", "strat_fold", "split", "half"]]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out)
+    print(f"{args.out}: {len(table)} records, half A {int((table['half'] == 'A').sum())}, "
+          f"half B {int((table['half'] == 'B').sum())} (seed {seed})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ecgtransfer`` command; returns the exit status."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from ecgtransfer.data.manifests import ManifestError
+    from ecgtransfer.data.ptbxl import PTBXLError
+    from ecgtransfer.data.store import StoreError
+    from ecgtransfer.data.wfdb_io import RecordError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    handler = {"prepare": _cmd_prepare, "verify": _cmd_verify, "fetch": _cmd_fetch,
+               "info": _cmd_info, "splits": _cmd_splits}[args.data_command]
+    try:
+        with logging_redirect_tqdm():
+            return handler(args)
+    except (StoreError, ManifestError, PTBXLError, RecordError, FileNotFoundError,
+            ValueError) as exc:
+        print(f"ecgtransfer: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ecgtransfer: interrupted; re-run the same command to continue", file=sys.stderr)
+        return 130

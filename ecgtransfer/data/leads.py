@@ -1,0 +1,75 @@
+"""Lead names and their canonical order.
+
+The project's 8 leads are I, II, V1-V6: the order the DeepFake generator emits. The limb
+leads III, aVR, aVL, aVF are linear combinations of I and II, which is why 8 leads carry all
+the information of 12.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = ["LEADS_8", "LEADS_12", "MissingLeadsError", "lead_set", "match_leads"]
+
+LEADS_12: tuple[str, ...] = (
+    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+)
+LEADS_8: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+class MissingLeadsError(ValueError):
+    """Raised when a record lacks leads that were asked for."""
+
+    def __init__(self, missing: Sequence[str]):
+        self.missing = list(missing)
+        super().__init__(f"missing lead(s) {', '.join(self.missing)}")
+
+
+def lead_set(n_leads: int | str) -> tuple[str, ...]:
+    """Return the canonical lead names for ``8`` or ``12`` leads.
+
+    Parameters
+    ----------
+    n_leads : int or str
+        ``8`` (I, II, V1-V6) or ``12`` (I, II, III, aVR, aVL, aVF, V1-V6).
+
+    Returns
+    -------
+    tuple of str
+        Lead names in canonical order.
+    """
+    n = int(n_leads)
+    if n == 8:
+        return LEADS_8
+    if n == 12:
+        return LEADS_12
+    raise ValueError(f"leads must be 8 or 12, got {n_leads!r}")
+
+
+def match_leads(available: Sequence[str], wanted: Sequence[str]) -> list[int]:
+    """Find the position of each wanted lead among a record's leads, ignoring case.
+
+    Parameters
+    ----------
+    available : sequence of str
+        Lead names as the record states them (LUDB says ``i``, ``ii``, ``v1``; PTB-XL ``AVR``).
+    wanted : sequence of str
+        Lead names to pick, in the order they should come out.
+
+    Returns
+    -------
+    list of int
+        ``positions[k]`` is the index in ``available`` of ``wanted[k]``.
+
+    Raises
+    ------
+    MissingLeadsError
+        If any wanted lead is absent.
+    """
+    lookup: dict[str, int] = {}
+    for i, name in enumerate(available):
+        lookup.setdefault(str(name).strip().lower(), i)
+    missing = [w for w in wanted if w.lower() not in lookup]
+    if missing:
+        raise MissingLeadsError(missing)
+    return [lookup[w.lower()] for w in wanted]

@@ -1,0 +1,406 @@
+"""The signal store: one on-disk format for every source.
+
+Layout of a store folder::
+
+    store.json      what the store is (source, fs, leads, identity metadata) and whether it is complete
+    signals.i16     every record's samples, int16 microvolts, record after record, each (n_leads, n_samples)
+    journal.jsonl   one line per written record (its offset and index row); the source of truth
+    index.csv       the index table, rebuilt from the journal when a run finishes
+    rejects.csv     records that could not be stored, with the reason
+
+Writes are crash-safe and resumable. Samples are appended and fsync'd before the journal lines
+that point at them, so on reopening, a journal line always points at complete data; bytes after
+the last journal line (a run killed mid-write) are cut off. ``store.json`` says ``complete``
+only after ``index.csv`` is in place, and it is replaced atomically, so a store never reads as
+complete when it is not. Reading returns float32 mV from a memory map: no WFDB parsing in
+training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ecgtransfer import __version__
+from ecgtransfer.data.transforms import to_microvolts
+
+__all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT"]
+
+STORE_FORMAT = 1
+_META = "store.json"
+_SIGNALS = "signals.i16"
+_JOURNAL = "journal.jsonl"
+_INDEX = "index.csv"
+_REJECTS = "rejects.csv"
+_DTYPE = np.dtype("<i2")
+_CORE_COLUMNS = ("record_id", "source", "fs", "n_samples", "leads", "offset")
+
+
+class StoreError(Exception):
+    """A store that cannot be opened or written as asked; the message names the store."""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot store a {type(value).__name__} in the index")
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads((path / _META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable {_META} ({exc})") from None
+
+
+class SignalStore:
+    """Read-only access to a complete signal store.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store folder.
+
+    Attributes
+    ----------
+    path : Path
+    fs : float
+        Sampling rate of every record, Hz.
+    leads : tuple of str
+        Lead names, the rows of every signal.
+    meta : dict
+        The store's ``store.json``.
+    index : pandas.DataFrame
+        One row per record, in storage order: ``record_id, source, fs, n_samples, leads,
+        offset`` and the source's columns (splits, labels, demographics).
+
+    Examples
+    --------
+    >>> store = SignalStore("runs/ptbxl")          # doctest: +SKIP
+    >>> x = store[0]                               # float32 mV, (8, 5000)
+    >>> train = store.index.index[store.index["split"] == "train"]
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / _META).exists():
+            raise StoreError(f"{self.path}: not a signal store (no {_META})")
+        self.meta = _read_meta(self.path)
+        if self.meta.get("format") != STORE_FORMAT:
+            raise StoreError(f"{self.path}: store format {self.meta.get('format')!r} is not "
+                             f"{STORE_FORMAT}")
+        if not self.meta.get("complete"):
+            raise StoreError(f"{self.path}: store is incomplete (an interrupted run?); re-run the "
+                             "command that made it to finish it")
+        self.fs = float(self.meta["fs"])
+        self.leads = tuple(self.meta["leads"])
+        self.index = pd.read_csv(self.path / _INDEX, dtype={"record_id": str},
+                                 keep_default_na=False, na_values=[""])
+        self._offsets = self.index["offset"].to_numpy(np.int64)
+        self._lengths = self.index["n_samples"].to_numpy(np.int64)
+        self._positions = {rid: i for i, rid in enumerate(self.index["record_id"])}
+        n_leads = len(self.leads)
+        end = int((self._offsets + n_leads * self._lengths).max()) if len(self.index) else 0
+        size = (self.path / _SIGNALS).stat().st_size if (self.path / _SIGNALS).exists() else 0
+        if size < end * _DTYPE.itemsize:
+            raise StoreError(f"{self.path}: {_SIGNALS} holds {size} bytes, the index needs "
+                             f"{end * _DTYPE.itemsize}")
+        self._mm: np.memmap | None = None
+
+    # A memory map cannot be pickled; each DataLoader worker maps the file itself.
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_mm"] = None
+        return state
+
+    @property
+    def _data(self) -> np.ndarray:
+        if self._mm is None:
+            if not len(self.index):
+                return np.zeros(0, dtype=_DTYPE)
+            self._mm = np.memmap(self.path / _SIGNALS, dtype=_DTYPE, mode="r")
+        return self._mm
+
+    @property
+    def n_leads(self) -> int:
+        """Number of leads of every record."""
+        return len(self.leads)
+
+    @property
+    def record_ids(self) -> list[str]:
+        """Record ids in storage order."""
+        return self.index["record_id"].tolist()
+
+    @property
+    def rejects(self) -> pd.DataFrame:
+        """Records the run could not store: ``record_id, reason``."""
+        path = self.path / _REJECTS
+        if not path.exists():
+            return pd.DataFrame(columns=["record_id", "reason"])
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def raw(self, i: int) -> np.ndarray:
+        """Record ``i`` as stored: a read-only int16 microvolt view, ``(n_leads, n_samples)``."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"record {i} out of range for a store of {len(self)}")
+        off, n = int(self._offsets[i]), int(self._lengths[i])
+        return self._data[off: off + self.n_leads * n].reshape(self.n_leads, n)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """Record ``i`` as float32 mV, ``(n_leads, n_samples)``."""
+        out = self.raw(int(i)).astype(np.float32)
+        out *= np.float32(1e-3)
+        return out
+
+    def get(self, record_id: str) -> np.ndarray:
+        """The record with this id, as float32 mV."""
+        try:
+            return self[self._positions[str(record_id)]]
+        except KeyError:
+            raise KeyError(f"{self.path}: no record {record_id!r}") from None
+
+    def position(self, record_id: str) -> int:
+        """Row of ``record_id`` in :attr:`index`."""
+        return self._positions[str(record_id)]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (f"SignalStore({str(self.path)!r}, source={self.meta.get('source')!r}, "
+                f"records={len(self)}, fs={self.fs:g}, leads={len(self.leads)})")
+
+
+class StoreWriter:
+    """Appends records to a store, resumably.
+
+    Opening a folder that already holds a store of the same identity continues it: records
+    already written are reported by :attr:`done` and must not be added again. Opening a store
+    of another identity (source, fs, leads or ``identity`` values) raises :class:`StoreError`
+    naming the key that differs.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store folder (created if absent).
+    source : str
+        Where the records come from (``"ptbxl"``, ``"wfdb"``, ``"deepfake"``).
+    fs : float
+        Sampling rate every record is stored at.
+    leads : sequence of str
+        Lead names, the rows of every signal.
+    identity : mapping, optional
+        Further values that must match for a run to continue this store (a seed, a
+        package version); saved in ``store.json``.
+    info : mapping, optional
+        Values saved in ``store.json`` that do not decide identity (where the data came from).
+    flush_every : int
+        Records buffered in memory before they are written and fsync'd.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        source: str,
+        fs: float,
+        leads: Sequence[str],
+        identity: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
+        flush_every: int = 256,
+    ):
+        self.path = Path(path)
+        self.leads = tuple(leads)
+        self.fs = float(fs)
+        self.flush_every = int(flush_every)
+        want = {"format": STORE_FORMAT, "source": source, "fs": self.fs,
+                "leads": list(self.leads), "identity": dict(identity or {})}
+        want = json.loads(json.dumps(want, default=_jsonable))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.TemporaryFile(dir=self.path)
+            probe.close()
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot write here ({exc.strerror or exc})") from None
+
+        if (self.path / _META).exists():
+            meta = _read_meta(self.path)
+            for key in ("format", "source", "fs", "leads", "identity"):
+                if meta.get(key) != want[key]:
+                    raise StoreError(
+                        f"{self.path}: store was made with {key}={meta.get(key)!r}, this run "
+                        f"asks for {key}={want[key]!r}; use another --out or the same settings")
+        else:
+            if any(self.path.iterdir()):
+                raise StoreError(f"{self.path}: folder is not empty and holds no signal store")
+            meta = {**want, "complete": False, "n_records": 0}
+        meta["info"] = {**meta.get("info", {}), **dict(info or {})}
+        meta["created_with"] = meta.get("created_with") or {"ecgtransfer": __version__}
+        self.meta = meta
+        if not (self.path / _META).exists():
+            self._write_meta()
+
+        self._entries: list[dict] = []
+        self._end = 0
+        self._recover()
+        self._done = {e["record_id"] for e in self._entries}
+        self._buffer: list[tuple[dict, np.ndarray]] = []
+        self._rejects: dict[str, str] = {}
+
+    # ---- state -------------------------------------------------------------------------
+    @property
+    def done(self) -> frozenset[str]:
+        """Ids of the records already written (flushed or buffered)."""
+        return frozenset(self._done)
+
+    @property
+    def n_records(self) -> int:
+        return len(self._entries) + len(self._buffer)
+
+    def _write_meta(self) -> None:
+        _write_atomic(self.path / _META, json.dumps(self.meta, indent=2, default=_jsonable) + "\n")
+
+    def _recover(self) -> None:
+        """Read the journal, drop a torn last line, cut signal bytes no line points at."""
+        journal = self.path / _JOURNAL
+        signals = self.path / _SIGNALS
+        valid = 0
+        if journal.exists():
+            raw = journal.read_bytes()
+            pos = 0
+            while True:
+                nl = raw.find(b"\n", pos)
+                if nl < 0:
+                    break
+                try:
+                    entry = json.loads(raw[pos:nl])
+                except ValueError:
+                    break
+                self._entries.append(entry)
+                pos = nl + 1
+            valid = pos
+            if valid != len(raw):
+                with open(journal, "r+b") as f:
+                    f.truncate(valid)
+        n_leads = len(self.leads)
+        self._end = max((e["offset"] + n_leads * e["n_samples"] for e in self._entries), default=0)
+        end_bytes = self._end * _DTYPE.itemsize
+        if signals.exists() and signals.stat().st_size != end_bytes:
+            if signals.stat().st_size < end_bytes:
+                raise StoreError(f"{self.path}: {_SIGNALS} is shorter than its journal; the store "
+                                 "is damaged, remove it and run again")
+            with open(signals, "r+b") as f:
+                f.truncate(end_bytes)
+
+    def _mark_incomplete(self) -> None:
+        if self.meta.get("complete"):
+            self.meta["complete"] = False
+            self._write_meta()
+
+    # ---- writing -----------------------------------------------------------------------
+    def add(self, record_id: str, signal_mv: np.ndarray, **columns: Any) -> None:
+        """Buffer one record for writing.
+
+        Parameters
+        ----------
+        record_id : str
+            Unique id within the store.
+        signal_mv : numpy.ndarray
+            ``(n_leads, n_samples)`` in mV, leads in the store's order.
+        **columns
+            Index columns for this record (splits, labels, ...).
+
+        Raises
+        ------
+        ValueError
+            Wrong shape, NaN, or a value outside the int16 microvolt range. Nothing is written.
+        """
+        record_id = str(record_id)
+        if record_id in self._done:
+            raise ValueError(f"{record_id}: already in the store")
+        if signal_mv.ndim != 2 or signal_mv.shape[0] != len(self.leads):
+            raise ValueError(f"{record_id}: signal shape {signal_mv.shape} is not "
+                             f"({len(self.leads)}, n_samples)")
+        data = to_microvolts(signal_mv)
+        clash = set(columns) & set(_CORE_COLUMNS)
+        if clash:
+            raise ValueError(f"{record_id}: column(s) {sorted(clash)} are set by the store")
+        row = {"record_id": record_id, "source": self.meta["source"], "fs": self.fs,
+               "n_samples": int(data.shape[1]), "leads": ",".join(self.leads), **columns}
+        self._mark_incomplete()
+        self._buffer.append((row, data))
+        self._done.add(record_id)
+        self._rejects.pop(record_id, None)
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def reject(self, record_id: str, reason: str) -> None:
+        """Note a record that could not be stored; it lands in ``rejects.csv``."""
+        self._rejects[str(record_id)] = str(reason)
+
+    def flush(self) -> None:
+        """Write buffered records: samples first (fsync'd), then their journal lines."""
+        if not self._buffer:
+            return
+        entries = []
+        with open(self.path / _SIGNALS, "ab") as f:
+            for row, data in self._buffer:
+                f.write(np.ascontiguousarray(data, dtype=_DTYPE).tobytes())
+                entries.append({**row, "offset": self._end})
+                self._end += data.size
+            f.flush()
+            os.fsync(f.fileno())
+        with open(self.path / _JOURNAL, "a", encoding="utf-8") as f:
+            for e in entries:
+                f.write(json.dumps(e, default=_jsonable) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._entries.extend(entries)
+        self._buffer.clear()
+
+    def finalize(self) -> SignalStore:
+        """Flush, write ``index.csv`` and ``rejects.csv``, then mark the store complete."""
+        self.flush()
+        columns = list(_CORE_COLUMNS)
+        for e in self._entries:
+            columns.extend(k for k in e if k not in columns)
+        index = pd.DataFrame(self._entries, columns=columns)
+        _write_atomic(self.path / _INDEX, index.to_csv(index=False))
+        rejects = pd.DataFrame(sorted(self._rejects.items()), columns=["record_id", "reason"])
+        _write_atomic(self.path / _REJECTS, rejects.to_csv(index=False))
+        self.meta.update(complete=True, n_records=len(index), n_rejected=len(rejects))
+        self._write_meta()
+        return SignalStore(self.path)
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Keep whatever was produced, even when interrupted; completion is finalize()'s job.
+        self.flush()

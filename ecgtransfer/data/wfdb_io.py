@@ -1,0 +1,200 @@
+"""Reading WFDB records: the only module that imports ``wfdb``.
+
+wfdb returns ``(n_samples, n_channels)``; this module transposes once so that everything
+above it sees ``(n_leads, n_samples)`` float32 mV. It also checks what wfdb does not: wfdb
+reads a header whose signal count disagrees with the data file without complaint (the leads
+come out interleaved with each other), and assumes 250 Hz when a header states no sampling
+rate. Both are caught here from the header text and the data file's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import wfdb
+
+from ecgtransfer.data.leads import MissingLeadsError, match_leads
+
+__all__ = ["RecordError", "Recording", "find_records", "read_record"]
+
+# Bytes per sample of the uncompressed WFDB formats (WFDB "signal" specification).
+_BYTES_PER_SAMPLE = {
+    "8": 1.0, "16": 2.0, "24": 3.0, "32": 4.0, "61": 2.0, "80": 1.0, "160": 2.0,
+    "212": 1.5, "310": 4.0 / 3.0, "311": 4.0 / 3.0,
+}
+
+
+class RecordError(Exception):
+    """A record that cannot be used, with the record's name and the reason.
+
+    ``str(error)`` is one line: ``"<record>: <reason>"``.
+    """
+
+    def __init__(self, record: str, reason: str):
+        self.record = str(record)
+        self.reason = str(reason).splitlines()[0] if str(reason) else "unknown error"
+        super().__init__(f"{self.record}: {self.reason}")
+
+
+@dataclass
+class Recording:
+    """A record read from disk.
+
+    Attributes
+    ----------
+    record_id : str
+        Name of the record (path relative to the folder it was found in, no extension).
+    signal : numpy.ndarray
+        ``float32`` mV, shape ``(n_leads, n_samples)``.
+    fs : float
+        Sampling rate stated by the header, Hz.
+    leads : tuple of str
+        Lead names, in the order of ``signal``'s rows (the names asked for, when given).
+    comments : list of str
+        Header comment lines (Challenge 2021 keeps its ``#Dx`` diagnoses there).
+    """
+
+    record_id: str
+    signal: np.ndarray
+    fs: float
+    leads: tuple[str, ...]
+    comments: list[str] = field(default_factory=list)
+
+
+def find_records(folder: str | Path) -> list[str]:
+    """List the WFDB records in a folder and its subfolders.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Folder to search for ``.hea`` files.
+
+    Returns
+    -------
+    list of str
+        Record names relative to ``folder``, without extension, sorted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.hea"))
+
+
+def _record_line(header_path: Path) -> list[str]:
+    with open(header_path, encoding="latin-1") as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                return line.split()
+    return []
+
+
+def _check_header(record_id: str, header_path: Path) -> None:
+    tokens = _record_line(header_path)
+    if len(tokens) < 2:
+        raise RecordError(record_id, "header has no record line")
+    if len(tokens) < 3:
+        raise RecordError(record_id, "header states no sampling rate")
+    fs_token = tokens[2].split("/")[0].split("(")[0]
+    try:
+        fs = float(fs_token)
+    except ValueError:
+        raise RecordError(record_id, f"header sampling rate {tokens[2]!r} is not a number") from None
+    if not np.isfinite(fs) or fs <= 0:
+        raise RecordError(record_id, f"header sampling rate {tokens[2]!r} is not positive")
+
+
+def _check_data_size(record_id: str, folder: Path, header) -> None:
+    """Compare each data file's size with what the header implies."""
+    if not header.sig_len:
+        raise RecordError(record_id, "header states no signal length")
+    by_file: dict[str, list[int]] = {}
+    for i, name in enumerate(header.file_name):
+        by_file.setdefault(name, []).append(i)
+    for name, channels in by_file.items():
+        fmt = str(header.fmt[channels[0]])
+        if fmt not in _BYTES_PER_SAMPLE:
+            continue  # compressed (FLAC) formats have no fixed size
+        path = folder / name
+        if not path.exists():
+            raise RecordError(record_id, f"data file {name} is missing")
+        frame = sum((header.samps_per_frame[c] or 1) for c in channels)
+        offset = header.byte_offset[channels[0]] or 0
+        expected = offset + int(np.ceil(header.sig_len * frame * _BYTES_PER_SAMPLE[fmt]))
+        actual = path.stat().st_size
+        if actual != expected:
+            kind = "truncated" if actual < expected else "longer than the header implies"
+            raise RecordError(
+                record_id,
+                f"data file {name} has {actual} bytes but the header's {len(channels)} signals x "
+                f"{header.sig_len} samples imply {expected} ({kind}; wrong signal count?)",
+            )
+
+
+def read_record(
+    path: str | Path,
+    leads: Sequence[str] | None = None,
+    record_id: str | None = None,
+) -> Recording:
+    """Read one WFDB record as float32 mV, ``(n_leads, n_samples)``.
+
+    Parameters
+    ----------
+    path : str or Path
+        Record path without extension (``.../00001_hr``); ``.hea`` is read beside it.
+    leads : sequence of str, optional
+        Leads to return, in this order, matched case-insensitively. All leads if None.
+    record_id : str, optional
+        Name used in errors and in the result; defaults to the file stem.
+
+    Returns
+    -------
+    Recording
+
+    Raises
+    ------
+    RecordError
+        Missing or malformed header, a data file whose size disagrees with the header,
+        missing leads, or NaN samples. The message names the record and the reason.
+    """
+    path = Path(path)
+    record_id = record_id or path.name
+    header_path = path.with_name(path.name + ".hea")
+    if not header_path.exists():
+        raise RecordError(record_id, f"header file {header_path.name} is missing")
+    _check_header(record_id, header_path)
+    try:
+        header = wfdb.rdheader(str(path))
+    except Exception as exc:  # wfdb raises bare ValueError/IndexError on malformed headers
+        raise RecordError(record_id, f"unreadable header ({exc})") from None
+    if not header.n_sig:
+        raise RecordError(record_id, "header lists no signals")
+    _check_data_size(record_id, path.parent, header)
+
+    names = list(header.sig_name or [])
+    try:
+        channels = match_leads(names, leads) if leads is not None else list(range(len(names)))
+    except MissingLeadsError as exc:
+        raise RecordError(record_id, str(exc)) from None
+    try:
+        rec = wfdb.rdrecord(str(path), channels=channels, physical=True, return_res=64)
+    except Exception as exc:
+        raise RecordError(record_id, f"cannot read signal data ({exc})") from None
+
+    signal = np.asarray(rec.p_signal, dtype=np.float64).T
+    nan_rows = np.isnan(signal).any(axis=1)
+    out_leads = tuple(leads) if leads is not None else tuple(names)
+    if nan_rows.any():
+        bad = [out_leads[i] for i in np.flatnonzero(nan_rows)]
+        n_bad = int(np.isnan(signal).sum())
+        raise RecordError(record_id, f"{n_bad} NaN sample(s) in lead(s) {', '.join(bad)}")
+    return Recording(
+        record_id=record_id,
+        signal=signal.astype(np.float32),
+        fs=float(header.fs),
+        leads=out_leads,
+        comments=list(header.comments or []),
+    )

@@ -1,0 +1,107 @@
+"""The signal store: exact round trips, crash recovery, refusals that name the reason."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from ecgtransfer.data.leads import LEADS_8
+from ecgtransfer.data.store import SignalStore, StoreError, StoreWriter
+from ecgtransfer.data.wfdb_io import read_record
+
+
+@pytest.fixture(scope="module")
+def ludb_signals(ludb_root):
+    return [read_record(ludb_root / "data" / str(i), leads=LEADS_8).signal for i in range(1, 9)]
+
+
+def _write(path, signals, flush_every=3, finalize=True, **kw):
+    w = StoreWriter(path, source="wfdb", fs=500, leads=LEADS_8, flush_every=flush_every, **kw)
+    for i, x in enumerate(signals):
+        w.add(f"r{i}", x, k=i)
+    if finalize:
+        return w.finalize()
+    w.flush()
+    return w
+
+
+def test_round_trip_is_exact_to_the_microvolt(tmp_path, ludb_signals):
+    store = _write(tmp_path / "s", ludb_signals)
+    assert len(store) == len(ludb_signals)
+    for i, x in enumerate(ludb_signals):
+        got = store[i]
+        assert got.dtype == np.float32 and got.shape == (8, 5000)
+        np.testing.assert_allclose(got, np.round(x.astype(np.float64), 3), atol=1e-6)
+        np.testing.assert_array_equal(store.get(f"r{i}"), got)
+    assert store.index["k"].tolist() == list(range(len(ludb_signals)))
+    assert store.index["leads"].iloc[0] == ",".join(LEADS_8)
+
+
+def test_store_pickles_for_dataloader_workers(tmp_path, ludb_signals):
+    store = _write(tmp_path / "s", ludb_signals[:2])
+    _ = store[0]  # opens the memory map
+    clone = pickle.loads(pickle.dumps(store))
+    np.testing.assert_array_equal(clone[1], store[1])
+
+
+def test_a_run_killed_mid_write_recovers_to_the_uninterrupted_store(tmp_path, ludb_signals):
+    ref = _write(tmp_path / "ref", ludb_signals)
+    path = tmp_path / "killed"
+    _write(path, ludb_signals[:5], finalize=False)
+    # the kill: half a record's samples and half a journal line reach the disk
+    with open(path / "signals.i16", "ab") as f:
+        f.write(b"\x01\x02" * 7000)
+    with open(path / "journal.jsonl", "a") as f:
+        f.write('{"record_id": "r5", "off')
+    with pytest.raises(StoreError, match="incomplete"):
+        SignalStore(path)
+    w = StoreWriter(path, source="wfdb", fs=500, leads=LEADS_8)
+    assert w.done == {f"r{i}" for i in range(5)}
+    for i, x in enumerate(ludb_signals):
+        if f"r{i}" not in w.done:
+            w.add(f"r{i}", x, k=i)
+    store = w.finalize()
+    assert (path / "signals.i16").read_bytes() == (tmp_path / "ref" / "signals.i16").read_bytes()
+    assert store.index.equals(ref.index)
+
+
+def test_store_of_other_settings_is_refused_naming_the_key(tmp_path, ludb_signals):
+    _write(tmp_path / "s", ludb_signals[:1], identity={"seed": 1})
+    with pytest.raises(StoreError, match="fs=500.0.*fs=250.0"):
+        StoreWriter(tmp_path / "s", source="wfdb", fs=250, leads=LEADS_8, identity={"seed": 1})
+    with pytest.raises(StoreError, match="identity="):
+        StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8, identity={"seed": 2})
+    assert len(SignalStore(tmp_path / "s")) == 1  # still readable, nothing lost
+
+
+def test_bad_output_folders_are_refused(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not empty"):
+        StoreWriter(tmp_path / "notes", source="wfdb", fs=500, leads=LEADS_8)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StoreError, match="cannot write here"):
+        StoreWriter(tmp_path / "afile" / "store", source="wfdb", fs=500, leads=LEADS_8)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_bad_signals_are_refused_before_anything_is_written(tmp_path, ludb_signals):
+    w = StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8)
+    with pytest.raises(ValueError, match=r"shape \(12, 5000\)"):
+        w.add("a", np.vstack([ludb_signals[0], ludb_signals[0][:4]]))
+    w.add("b", ludb_signals[0])
+    with pytest.raises(ValueError, match="already in the store"):
+        w.add("b", ludb_signals[1])
+    store = w.finalize()
+    assert store.record_ids == ["b"]
+
+
+def test_complete_flag_is_written_last(tmp_path, ludb_signals):
+    path = tmp_path / "s"
+    w = _write(path, ludb_signals[:2], finalize=False)
+    assert json.loads((path / "store.json").read_text())["complete"] is False
+    assert not (path / "index.csv").exists()
+    w.finalize()
+    meta = json.loads((path / "store.json").read_text())
+    assert meta["complete"] is True and meta["n_records"] == 2
