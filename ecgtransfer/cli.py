@@ -36,24 +36,19 @@ def _rates(text: str) -> list[int]:
     return rates
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _positive(kind: type):
+    """An argparse type accepting positive values of ``kind`` (int or float)."""
 
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    return parse
 
 
 def _ptbxl_source(p: argparse.ArgumentParser) -> None:
@@ -116,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--input", type=Path, required=True, metavar="DIR",
                    help="folder searched recursively for .hea files")
     w.add_argument("--out", type=Path, required=True, metavar="STORE", help="store folder")
-    w.add_argument("--fs", type=_positive_float, default=500.0, help="store sampling rate, Hz")
+    w.add_argument("--fs", type=_positive(float), default=500.0, help="store sampling rate, Hz")
     w.add_argument("--leads", type=int, choices=(8, 12), default=8,
                    help="8 = I, II, V1-V6; 12 = all")
     w.add_argument("--strict", action="store_true", help="exit 1 if any record is rejected")
@@ -149,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder URL to download from (default: the manifest's PhysioNet URL)")
     f.add_argument("--fs", type=_rates, default=[500, 100], metavar="RATES",
                    help="record folders to fetch: 500, 100 or 500,100")
-    f.add_argument("--jobs", type=_positive_int, default=8, help="parallel downloads")
+    f.add_argument("--jobs", type=_positive(int), default=8, help="parallel downloads")
 
     info = data_cmds.add_parser(
         "info", help="summarise a signal store",
