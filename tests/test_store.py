@@ -83,6 +83,7 @@ def test_bad_output_folders_are_refused(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(StoreError, match="cannot write here"):
         StoreWriter(tmp_path / "afile" / "store", source="wfdb", fs=500, leads=LEADS_8)
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["keep.txt"]
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
@@ -105,3 +106,13 @@ def test_complete_flag_is_written_last(tmp_path, ludb_signals):
     w.finalize()
     meta = json.loads((path / "store.json").read_text())
     assert meta["complete"] is True and meta["n_records"] == 2
+
+
+def test_one_writer_at_a_time(tmp_path, ludb_signals):
+    first = StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8)
+    first.add("a", ludb_signals[0])
+    with pytest.raises(StoreError, match="another process is writing"):
+        StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8)
+    first.finalize()
+    second = StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8)
+    assert second.done == {"a"}

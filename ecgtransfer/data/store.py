@@ -21,6 +21,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # not on Windows; there the lock is skipped
+    fcntl = None
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -38,6 +43,7 @@ _SIGNALS = "signals.i16"
 _JOURNAL = "journal.jsonl"
 _INDEX = "index.csv"
 _REJECTS = "rejects.csv"
+_LOCK = ".lock"
 _DTYPE = np.dtype("<i2")
 _CORE_COLUMNS = ("record_id", "source", "fs", "n_samples", "leads", "offset")
 
@@ -249,16 +255,19 @@ class StoreWriter:
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot write here ({exc.strerror or exc})") from None
 
+        if not (self.path / _META).exists() and any(
+                p.name != _LOCK for p in self.path.iterdir()):
+            raise StoreError(f"{self.path}: folder is not empty and holds no signal store")
+        self._lock = self._acquire_lock()
         if (self.path / _META).exists():
             meta = _read_meta(self.path)
             for key in ("format", "source", "fs", "leads", "identity"):
                 if meta.get(key) != want[key]:
+                    self._release_lock()
                     raise StoreError(
                         f"{self.path}: store was made with {key}={meta.get(key)!r}, this run "
                         f"asks for {key}={want[key]!r}; use another --out or the same settings")
         else:
-            if any(self.path.iterdir()):
-                raise StoreError(f"{self.path}: folder is not empty and holds no signal store")
             meta = {**want, "complete": False, "n_records": 0}
         meta["info"] = {**meta.get("info", {}), **dict(info or {})}
         meta["created_with"] = meta.get("created_with") or {"ecgtransfer": __version__}
@@ -282,6 +291,21 @@ class StoreWriter:
     @property
     def n_records(self) -> int:
         return len(self._entries) + len(self._buffer)
+
+    def _acquire_lock(self):
+        """Hold an exclusive lock on the store while this writer lives: one writer at a time."""
+        handle = open(self.path / _LOCK, "a")
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise StoreError(f"{self.path}: another process is writing to this store") from None
+        return handle
+
+    def _release_lock(self) -> None:
+        if self._lock is not None and not self._lock.closed:
+            self._lock.close()
 
     def _write_meta(self) -> None:
         _write_atomic(self.path / _META, json.dumps(self.meta, indent=2, default=_jsonable) + "\n")
@@ -396,6 +420,7 @@ class StoreWriter:
         _write_atomic(self.path / _REJECTS, rejects.to_csv(index=False))
         self.meta.update(complete=True, n_records=len(index), n_rejected=len(rejects))
         self._write_meta()
+        self._release_lock()
         return SignalStore(self.path)
 
     def __enter__(self) -> "StoreWriter":
@@ -403,4 +428,7 @@ class StoreWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         # Keep whatever was produced, even when interrupted; completion is finalize()'s job.
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._release_lock()
