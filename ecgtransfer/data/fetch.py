@@ -172,7 +172,7 @@ def fetch_dataset(
             return rel, "reused", ""
         try:
             return rel, _download(_url(base, rel), dest, expected[rel], timeout, retries), ""
-        except (OSError, FileNotFoundError) as exc:
+        except OSError as exc:  # FileNotFoundError (404) included
             return rel, "failed", str(exc)
 
     with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
