@@ -28,8 +28,9 @@ from ecgtransfer.data.manifests import (
     parse_sha256sums,
     sha256_file,
 )
+from ecgtransfer.data.ptbxl import select_ptbxl_files
 
-__all__ = ["FetchReport", "fetch_dataset", "select_ptbxl_files"]
+__all__ = ["FetchReport", "fetch_dataset"]
 
 _CHUNK = 1 << 16
 
@@ -98,13 +99,6 @@ def _download(url: str, dest: Path, digest: str, timeout: float, retries: int) -
         part.unlink(missing_ok=True)  # a bad .part cannot be continued; start over
         last_error = "checksum mismatch"
     raise OSError(last_error or "failed")
-
-
-def select_ptbxl_files(paths: Iterable[str], rates: Iterable[int]) -> list[str]:
-    """Keep PTB-XL's tables and the record folders of the chosen rates (500 and/or 100 Hz)."""
-    folders = {500: "records500/", 100: "records100/"}
-    unwanted = tuple(f for fs, f in folders.items() if fs not in set(int(r) for r in rates))
-    return sorted(p for p in paths if not p.startswith(unwanted))
 
 
 def fetch_dataset(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,10 +33,13 @@ __all__ = [
     "prepare_ptbxl",
     "subset_ptbxl",
     "expected_files",
+    "select_ptbxl_files",
+    "RECORD_FOLDERS",
 ]
 
 SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 _FS_COLUMN = {500: "filename_hr", 100: "filename_lr"}
+RECORD_FOLDERS = {500: "records500/", 100: "records100/"}
 
 
 class PTBXLError(Exception):
@@ -310,7 +313,6 @@ def expected_files(root: str | Path, rates: Sequence[int] = (500, 100)):
         ``keep(path) -> bool``.
     """
     root = Path(root)
-    folders = {500: "records500/", 100: "records100/"}
     chosen = {int(r) for r in rates}
     named: set[str] | None = None
     table = root / "ptbxl_database.csv"
@@ -322,7 +324,8 @@ def expected_files(root: str | Path, rates: Sequence[int] = (500, 100)):
             named = None
 
     def keep(path: str) -> bool:
-        folder = next((fs for fs, prefix in folders.items() if path.startswith(prefix)), None)
+        folder = next((fs for fs, prefix in RECORD_FOLDERS.items() if path.startswith(prefix)),
+                      None)
         if folder is None:
             return True
         if folder not in chosen:
@@ -330,3 +333,10 @@ def expected_files(root: str | Path, rates: Sequence[int] = (500, 100)):
         return named is None or path.rsplit(".", 1)[0] in named
 
     return keep
+
+
+def select_ptbxl_files(paths: Iterable[str], rates: Iterable[int]) -> list[str]:
+    """Keep PTB-XL's tables and the record folders of the chosen rates (500 and/or 100 Hz)."""
+    chosen = {int(r) for r in rates}
+    unwanted = tuple(prefix for fs, prefix in RECORD_FOLDERS.items() if fs not in chosen)
+    return sorted(p for p in paths if not p.startswith(unwanted))
