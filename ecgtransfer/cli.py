@@ -51,6 +51,16 @@ def _positive(kind: type):
     return parse
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative int, got {text!r}")
+    return value
+
+
 def _ptbxl_source(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--root", type=Path, metavar="DIR",
@@ -162,6 +172,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, metavar="FILE", help="CSV to write")
     s.add_argument("--halves-seed", type=int, default=None, metavar="N",
                    help="seed of the A/B patient halves (default: the manifest's)")
+
+    m = data_cmds.add_parser(
+        "merge", help="merge stores of one identity (the shards of a synth run) into one",
+        description="Merge complete stores of one identity into one store, records in "
+                    "record-id order: the shards of a synth run merge into exactly the store an "
+                    "unsharded run makes. Every shard must be given; re-running continues.",
+        formatter_class=fmt, parents=[common])
+    m.add_argument("inputs", type=Path, nargs="+", metavar="STORE", help="stores to merge")
+    m.add_argument("--out", type=Path, required=True, metavar="STORE", help="merged store folder")
+
+    synth = commands.add_parser(
+        "synth", help="generate DeepFake ECGs into a signal store",
+        description="Generate DeepFake ECGs (the deepfake-ecg package's Pulse2Pulse generator "
+                    "and weights; 10 s, 500 Hz, int16 microvolts) into a signal store. Record i "
+                    "depends only on (seed, i): the same for any batch size, thread count, "
+                    "shard split or resume. Re-running continues a killed run; a larger --n "
+                    "adds the missing records only.",
+        formatter_class=fmt, parents=[common])
+    synth.add_argument("--n", type=_positive(int), required=True, help="records 0 .. N-1")
+    synth.add_argument("--seed", type=_non_negative, default=0, help="generation seed")
+    synth.add_argument("--out", type=Path, required=True, metavar="STORE", help="store folder")
+    synth.add_argument("--leads", type=int, choices=(8, 12), default=8,
+                       help="8 = I, II, V1-V6 as generated; 12 adds III, aVR, aVL, aVF derived "
+                            "from I and II (Einthoven, Goldberger)")
+    synth.add_argument("--batch-size", type=_positive(int), default=None, metavar="B",
+                       help="CPU: records in flight (memory only; default 64). CUDA: records per "
+                            "forward pass (default 512), part of the store's identity")
+    synth.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    synth.add_argument("--threads", type=_positive(int), default=None,
+                       help="CPU: passes computed side by side (default: torch's thread count)")
+    synth.add_argument("--shard-index", type=_non_negative, default=0, metavar="K",
+                       help="make shard K of --num-shards (merge them with `data merge`)")
+    synth.add_argument("--num-shards", type=_positive(int), default=1, metavar="M")
     return parser
 
 
@@ -264,6 +307,30 @@ def _cmd_splits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from ecgtransfer.data.store import merge_stores
+
+    store = merge_stores(args.inputs, args.out, progress=not args.quiet)
+    print(f"{store.path}: {len(store)} records merged from {len(args.inputs)} stores")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from ecgtransfer.data.deepfake import SynthConfig, synthesize
+
+    config = SynthConfig(n=args.n, seed=args.seed, leads=args.leads, batch_size=args.batch_size,
+                         device=args.device, threads=args.threads,
+                         shard_index=args.shard_index, num_shards=args.num_shards)
+    report = synthesize(args.out, config, progress=not args.quiet)
+    store = report.store
+    rate = report.written / report.seconds if report.seconds > 0 else 0.0
+    shard = f" (shard {args.shard_index}/{args.num_shards})" if args.num_shards > 1 else ""
+    print(f"{store.path}: {len(store)} DeepFake ECGs{shard}, seed {args.seed}, "
+          f"{store.n_leads} leads ({report.written} generated now at {rate:.0f}/s, "
+          f"{report.skipped} already there)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ecgtransfer`` command; returns the exit status."""
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -276,8 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
-    handler = {"prepare": _cmd_prepare, "verify": _cmd_verify, "fetch": _cmd_fetch,
-               "info": _cmd_info, "splits": _cmd_splits}[args.data_command]
+    if args.command == "synth":
+        handler = _cmd_synth
+    else:
+        handler = {"prepare": _cmd_prepare, "verify": _cmd_verify, "fetch": _cmd_fetch,
+                   "info": _cmd_info, "splits": _cmd_splits, "merge": _cmd_merge}[args.data_command]
     try:
         with logging_redirect_tqdm():
             return handler(args)

@@ -70,7 +70,7 @@ def test_store_of_other_settings_is_refused_naming_the_key(tmp_path, ludb_signal
     _write(tmp_path / "s", ludb_signals[:1], identity={"seed": 1})
     with pytest.raises(StoreError, match="fs=500.0.*fs=250.0"):
         StoreWriter(tmp_path / "s", source="wfdb", fs=250, leads=LEADS_8, identity={"seed": 1})
-    with pytest.raises(StoreError, match="identity="):
+    with pytest.raises(StoreError, match="identity.seed=1"):
         StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8, identity={"seed": 2})
     assert len(SignalStore(tmp_path / "s")) == 1  # still readable, nothing lost
 

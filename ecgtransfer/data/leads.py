@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["LEADS_8", "LEADS_12", "MissingLeadsError", "lead_set", "match_leads"]
+import numpy as np
+
+__all__ = ["LEADS_8", "LEADS_12", "MissingLeadsError", "expand_to_12", "lead_set", "match_leads"]
 
 LEADS_12: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
@@ -73,3 +75,33 @@ def match_leads(available: Sequence[str], wanted: Sequence[str]) -> list[int]:
     if missing:
         raise MissingLeadsError(missing)
     return [lookup[w.lower()] for w in wanted]
+
+
+def expand_to_12(signal: np.ndarray) -> np.ndarray:
+    """Add the limb leads III, aVR, aVL, aVF to an 8-lead signal (Einthoven, Goldberger).
+
+    ``III = II - I``, ``aVR = -(I + II) / 2``, ``aVL = I - II / 2``, ``aVF = II - I / 2``.
+
+    Parameters
+    ----------
+    signal : numpy.ndarray
+        ``(..., 8, n_samples)`` in :data:`LEADS_8` order, float (any unit) or integer
+        (e.g. int16 µV, whose derived halves are rounded to the nearest integer, ties to even).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., 12, n_samples)`` in :data:`LEADS_12` order, the input's dtype.
+    """
+    signal = np.asarray(signal)
+    if signal.ndim < 2 or signal.shape[-2] != len(LEADS_8):
+        raise ValueError(f"expected (..., {len(LEADS_8)}, n_samples) in {'/'.join(LEADS_8)} "
+                         f"order, got shape {signal.shape}")
+    x = signal.astype(np.float64)
+    lead_i, lead_ii = x[..., 0, :], x[..., 1, :]
+    limb = np.stack([lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2,
+                     lead_i - lead_ii / 2, lead_ii - lead_i / 2], axis=-2)
+    out = np.concatenate([limb, x[..., 2:, :]], axis=-2)
+    if np.issubdtype(signal.dtype, np.integer):
+        out = np.rint(out)
+    return out.astype(signal.dtype)

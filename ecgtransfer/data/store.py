@@ -19,6 +19,7 @@ training.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 
@@ -35,7 +36,7 @@ import pandas as pd
 from ecgtransfer import __version__
 from ecgtransfer.data.transforms import to_microvolts
 
-__all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT"]
+__all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT", "merge_stores"]
 
 STORE_FORMAT = 1
 _META = "store.json"
@@ -72,6 +73,19 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     raise TypeError(f"cannot store a {type(value).__name__} in the index")
+
+
+def _first_difference(meta: Mapping[str, Any], want: Mapping[str, Any]):
+    """The first identity setting where an existing store and a run differ, as
+    ``(key, store's value, run's value)``; ``identity`` values are compared key by key."""
+    for key in ("format", "source", "fs", "leads"):
+        if meta.get(key) != want[key]:
+            return key, meta.get(key), want[key]
+    have, asked = meta.get("identity") or {}, want["identity"]
+    for key in sorted(set(have) | set(asked)):
+        if have.get(key) != asked.get(key):
+            return f"identity.{key}", have.get(key), asked.get(key)
+    return None
 
 
 def _read_meta(path: Path) -> dict:
@@ -261,12 +275,13 @@ class StoreWriter:
         self._lock = self._acquire_lock()
         if (self.path / _META).exists():
             meta = _read_meta(self.path)
-            for key in ("format", "source", "fs", "leads", "identity"):
-                if meta.get(key) != want[key]:
-                    self._release_lock()
-                    raise StoreError(
-                        f"{self.path}: store was made with {key}={meta.get(key)!r}, this run "
-                        f"asks for {key}={want[key]!r}; use another --out or the same settings")
+            clash = _first_difference(meta, want)
+            if clash is not None:
+                self._release_lock()
+                key, have, asked = clash
+                raise StoreError(
+                    f"{self.path}: store was made with {key}={have!r}, this run asks for "
+                    f"{key}={asked!r}; use another --out or the same settings")
         else:
             meta = {**want, "complete": False, "n_records": 0}
         meta["info"] = {**meta.get("info", {}), **dict(info or {})}
@@ -275,10 +290,11 @@ class StoreWriter:
         if not (self.path / _META).exists():
             self._write_meta()
 
-        self._entries: list[dict] = []
+        # Only ids and the end offset stay in memory; the index is rebuilt from the journal.
+        self._done: set[str] = set()
+        self._n_written = 0
         self._end = 0
         self._recover()
-        self._done = {e["record_id"] for e in self._entries}
         self._buffer: list[tuple[dict, np.ndarray]] = []
         self._rejects: dict[str, str] = {}
 
@@ -290,7 +306,7 @@ class StoreWriter:
 
     @property
     def n_records(self) -> int:
-        return len(self._entries) + len(self._buffer)
+        return self._n_written + len(self._buffer)
 
     def _acquire_lock(self):
         """Hold an exclusive lock on the store while this writer lives: one writer at a time."""
@@ -326,14 +342,14 @@ class StoreWriter:
                     entry = json.loads(raw[pos:nl])
                 except ValueError:
                     break
-                self._entries.append(entry)
+                self._done.add(str(entry["record_id"]))
+                self._end = max(self._end, entry["offset"] + len(self.leads) * entry["n_samples"])
+                self._n_written += 1
                 pos = nl + 1
             valid = pos
             if valid != len(raw):
                 with open(journal, "r+b") as f:
                     f.truncate(valid)
-        n_leads = len(self.leads)
-        self._end = max((e["offset"] + n_leads * e["n_samples"] for e in self._entries), default=0)
         end_bytes = self._end * _DTYPE.itemsize
         if signals.exists() and signals.stat().st_size != end_bytes:
             if signals.stat().st_size < end_bytes:
@@ -366,12 +382,25 @@ class StoreWriter:
             Wrong shape, NaN, or a value outside the int16 microvolt range. Nothing is written.
         """
         record_id = str(record_id)
-        if record_id in self._done:
-            raise ValueError(f"{record_id}: already in the store")
-        if signal_mv.ndim != 2 or signal_mv.shape[0] != len(self.leads):
-            raise ValueError(f"{record_id}: signal shape {signal_mv.shape} is not "
-                             f"({len(self.leads)}, n_samples)")
-        data = to_microvolts(signal_mv)
+        self._check(record_id, signal_mv)
+        self.add_microvolts(record_id, to_microvolts(signal_mv), **columns)
+
+    def add_microvolts(self, record_id: str, data: np.ndarray, **columns: Any) -> None:
+        """Buffer one record that is already int16 microvolts, as it will be stored.
+
+        Parameters
+        ----------
+        record_id : str
+            Unique id within the store.
+        data : numpy.ndarray
+            ``int16``, ``(n_leads, n_samples)``, leads in the store's order.
+        **columns
+            Index columns for this record.
+        """
+        record_id = str(record_id)
+        self._check(record_id, data)
+        if data.dtype != _DTYPE:
+            raise ValueError(f"{record_id}: microvolt data must be int16, got {data.dtype}")
         clash = set(columns) & set(_CORE_COLUMNS)
         if clash:
             raise ValueError(f"{record_id}: column(s) {sorted(clash)} are set by the store")
@@ -383,6 +412,13 @@ class StoreWriter:
         self._rejects.pop(record_id, None)
         if len(self._buffer) >= self.flush_every:
             self.flush()
+
+    def _check(self, record_id: str, signal: np.ndarray) -> None:
+        if record_id in self._done:
+            raise ValueError(f"{record_id}: already in the store")
+        if signal.ndim != 2 or signal.shape[0] != len(self.leads):
+            raise ValueError(f"{record_id}: signal shape {signal.shape} is not "
+                             f"({len(self.leads)}, n_samples)")
 
     def reject(self, record_id: str, reason: str) -> None:
         """Note a record that could not be stored; it lands in ``rejects.csv``."""
@@ -405,16 +441,21 @@ class StoreWriter:
                 f.write(json.dumps(e, default=_jsonable) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self._entries.extend(entries)
+        self._n_written += len(entries)
         self._buffer.clear()
 
     def finalize(self) -> SignalStore:
         """Flush, write ``index.csv`` and ``rejects.csv``, then mark the store complete."""
         self.flush()
+        entries = []
+        if (self.path / _JOURNAL).exists():
+            with open(self.path / _JOURNAL, encoding="utf-8") as f:
+                entries = [json.loads(line) for line in f]
         columns = list(_CORE_COLUMNS)
-        for e in self._entries:
+        for e in entries:
             columns.extend(k for k in e if k not in columns)
-        index = pd.DataFrame(self._entries, columns=columns)
+        index = pd.DataFrame(entries, columns=columns)
+        del entries
         _write_atomic(self.path / _INDEX, index.to_csv(index=False))
         rejects = pd.DataFrame(sorted(self._rejects.items()), columns=["record_id", "reason"])
         _write_atomic(self.path / _REJECTS, rejects.to_csv(index=False))
@@ -432,3 +473,109 @@ class StoreWriter:
             self.flush()
         finally:
             self._release_lock()
+
+
+def _shard_of(store: SignalStore) -> tuple[int, int] | None:
+    shard = (store.meta.get("identity") or {}).get("shard")
+    if shard is None:
+        return None
+    k, m = str(shard).split("/")
+    return int(k), int(m)
+
+
+def merge_stores(inputs: Sequence[str | Path], out: str | Path, *,
+                 progress: bool = True) -> SignalStore:
+    """Merge complete stores of one identity, such as the shards of one run, into one store.
+
+    Records come out in record-id order, so the shards of a run merge into exactly the store
+    an unsharded run makes. Shards (stores whose identity has a ``shard`` value ``"k/M"``) must
+    all be there, each once, made for the same number of records; the merged store's identity
+    is theirs without ``shard``, so it can be extended by an unsharded run. Merging into an
+    existing store of that identity adds only the records it lacks.
+
+    Parameters
+    ----------
+    inputs : sequence of str or Path
+        Complete stores to merge.
+    out : str or Path
+        The merged store folder.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    SignalStore
+        The merged, complete store.
+
+    Raises
+    ------
+    StoreError
+        An input that is incomplete or of another identity, a missing or repeated shard, or
+        one record id with different signals in two inputs.
+    """
+    from tqdm.auto import tqdm
+
+    if not inputs:
+        raise StoreError(f"{out}: nothing to merge")
+    stores = [SignalStore(p) for p in inputs]
+    first = stores[0]
+
+    def settings(store: SignalStore) -> dict:
+        identity = {k: v for k, v in (store.meta.get("identity") or {}).items() if k != "shard"}
+        return {**{k: store.meta.get(k) for k in ("format", "source", "fs", "leads")},
+                "identity": identity}
+
+    want = settings(first)
+    for store in stores[1:]:
+        clash = _first_difference(settings(store), want)
+        if clash is not None:
+            key, have, asked = clash
+            raise StoreError(f"{store.path}: made with {key}={have!r}, {first.path} with "
+                             f"{key}={asked!r}; only stores of one identity merge")
+    shards = [_shard_of(s) for s in stores]
+    if any(shards):
+        if not all(shards):
+            plain = stores[shards.index(None)].path
+            raise StoreError(f"{plain}: not a shard, the other inputs are; merge shards of one run")
+        counts = {m for _, m in shards}
+        if len(counts) > 1:
+            raise StoreError(f"{out}: inputs are shards of different splits ({sorted(counts)} shards)")
+        num = counts.pop()
+        seen = [k for k, _ in shards]
+        for k in range(num):
+            if seen.count(k) != 1:
+                what = "missing from" if k not in seen else "given more than once to"
+                raise StoreError(f"{out}: shard {k}/{num} is {what} the merge")
+        sizes = {s.meta.get("info", {}).get("n") for s in stores}
+        if len(sizes) > 1:
+            raise StoreError(f"{out}: shards were made for different record counts "
+                             f"{sorted(sizes, key=str)}; re-run the short ones with the larger count")
+
+    rows = sorted((rid, k, i) for k, s in enumerate(stores) for i, rid in enumerate(s.record_ids))
+    writer = StoreWriter(out, source=first.meta["source"], fs=first.fs, leads=first.leads,
+                         identity=want["identity"],
+                         info={**{k: v for k, v in first.meta.get("info", {}).items()
+                                  if k not in ("runs", "merged_from")},
+                               "merged_from": [str(s.path) for s in stores],
+                               "runs": [r for s in stores for r in s.meta.get("info", {}).get("runs", [])]})
+    stored: dict[str, tuple[int, int]] = {}
+    with writer:
+        for rid, k, i in tqdm(rows, desc="merge", unit="rec", disable=not progress):
+            if rid in stored:
+                k0, i0 = stored[rid]
+                if not np.array_equal(stores[k0].raw(i0), stores[k].raw(i)):
+                    raise StoreError(f"{stores[k].path}: record {rid} differs from the one in "
+                                     f"{stores[k0].path}")
+                continue
+            stored[rid] = (k, i)
+            if rid in writer.done:
+                continue
+            row = stores[k].index.iloc[i]
+            columns = {c: v for c, v in row.items() if c not in _CORE_COLUMNS
+                       and not (isinstance(v, float) and math.isnan(v))}
+            writer.add_microvolts(rid, np.array(stores[k].raw(i)), **columns)
+        for s in stores:
+            for rid, reason in s.rejects.itertuples(index=False):
+                if rid not in stored:
+                    writer.reject(rid, reason)
+        return writer.finalize()
