@@ -28,12 +28,16 @@ quickstart: setup
 	$(BIN)/ecgtransfer data verify ptbxl --sample
 	$(BIN)/ecgtransfer data prepare ptbxl --sample --out $(QUICKSTART)/ptbxl-sample
 	$(BIN)/ecgtransfer data info $(QUICKSTART)/ptbxl-sample
+	$(BIN)/ecgtransfer synth --n 256 --seed 0 --out $(QUICKSTART)/deepfake
+	$(BIN)/ecgtransfer data info $(QUICKSTART)/deepfake
 
 test: setup
 	$(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/python benchmarks/synth_amplitude.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

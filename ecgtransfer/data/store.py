@@ -18,6 +18,8 @@ training.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import math
 import os
@@ -28,7 +30,7 @@ try:
 except ImportError:  # not on Windows; there the lock is skipped
     fcntl = None
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import IO, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,18 +55,31 @@ class StoreError(Exception):
     """A store that cannot be opened or written as asked; the message names the store."""
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never half of one."""
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[IO[str]]:
+    """A text file that takes the name ``path`` only once it is completely written and synced,
+    so that readers see the old or the new file, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    with _atomic(path) as f:
+        f.write(text)
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -447,19 +462,24 @@ class StoreWriter:
     def finalize(self) -> SignalStore:
         """Flush, write ``index.csv`` and ``rejects.csv``, then mark the store complete."""
         self.flush()
-        entries = []
-        if (self.path / _JOURNAL).exists():
-            with open(self.path / _JOURNAL, encoding="utf-8") as f:
-                entries = [json.loads(line) for line in f]
+        # Streamed from the journal in two passes (columns, then rows): memory stays flat in the
+        # number of records.
+        journal = self.path / _JOURNAL
         columns = list(_CORE_COLUMNS)
-        for e in entries:
-            columns.extend(k for k in e if k not in columns)
-        index = pd.DataFrame(entries, columns=columns)
-        del entries
-        _write_atomic(self.path / _INDEX, index.to_csv(index=False))
+        if journal.exists():
+            with open(journal, encoding="utf-8") as f:
+                for line in f:
+                    columns.extend(k for k in json.loads(line) if k not in columns)
+        with _atomic(self.path / _INDEX) as out:
+            table = csv.DictWriter(out, fieldnames=columns, restval="", lineterminator="\n")
+            table.writeheader()
+            if journal.exists():
+                with open(journal, encoding="utf-8") as f:
+                    for line in f:
+                        table.writerow({k: _csv_cell(v) for k, v in json.loads(line).items()})
         rejects = pd.DataFrame(sorted(self._rejects.items()), columns=["record_id", "reason"])
         _write_atomic(self.path / _REJECTS, rejects.to_csv(index=False))
-        self.meta.update(complete=True, n_records=len(index), n_rejected=len(rejects))
+        self.meta.update(complete=True, n_records=self._n_written, n_rejected=len(rejects))
         self._write_meta()
         self._release_lock()
         return SignalStore(self.path)
