@@ -436,8 +436,7 @@ def synthesize(out: str | Path, config: SynthConfig, *, progress: bool = True) -
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    generator_device = _check_device(config.device)
-    pass_size = config.batch_size if generator_device.type == "cuda" else None
+    pass_size = config.batch_size if _check_device(config.device).type == "cuda" else None
     leads = lead_set(config.leads)
     gen = DeepFakeGenerator(config.device, pass_size=pass_size, threads=config.threads)
     run = {"ecgtransfer": __version__, "torch": torch.__version__, "device": str(gen.device),

@@ -14,7 +14,6 @@ import hashlib
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from ecgtransfer.data.ingest import PrepareReport, RecordJob, ingest
