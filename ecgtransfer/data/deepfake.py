@@ -296,10 +296,9 @@ class DeepFakeGenerator:
     def generate(self, seed: int, indices: Sequence[int]) -> np.ndarray:
         """Records ``indices`` of ``seed`` as int16 µV, ``(len(indices), 8, 5000)``."""
         indices = [int(i) for i in indices]
-        wanted = sorted({i // self.pass_size for i in indices})
-        done = dict(self.passes(seed, wanted))
         if not indices:
             return np.zeros((0, len(LEADS_8), N_SAMPLES), dtype=np.int16)
+        done = dict(self.passes(seed, sorted({i // self.pass_size for i in indices})))
         return np.stack([done[i // self.pass_size][i % self.pass_size] for i in indices])
 
 
