@@ -18,7 +18,7 @@ import wfdb
 
 from ecgtransfer.data.leads import MissingLeadsError, match_leads
 
-__all__ = ["RecordError", "Recording", "find_records", "read_record"]
+__all__ = ["Annotation", "RecordError", "Recording", "find_records", "read_annotation", "read_record"]
 
 # Bytes per sample of the uncompressed WFDB formats (WFDB "signal" specification).
 _BYTES_PER_SAMPLE = {
@@ -198,3 +198,54 @@ def read_record(
         leads=out_leads,
         comments=list(header.comments or []),
     )
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One WFDB annotation file: marks at sample positions.
+
+    Attributes
+    ----------
+    samples : numpy.ndarray
+        int64 sample positions, ascending.
+    symbols : tuple of str
+        One symbol per mark (LUDB: ``(`` onset, ``p``/``N``/``t`` peak, ``)`` offset).
+    fs : float
+        Sampling rate the positions refer to.
+    """
+
+    samples: np.ndarray
+    symbols: tuple[str, ...]
+    fs: float
+
+
+def read_annotation(path: str | Path, extension: str, *, record_id: str | None = None) -> Annotation:
+    """Read the annotation file ``<path>.<extension>`` (e.g. a LUDB record's ``ii`` file).
+
+    Parameters
+    ----------
+    path : str or Path
+        Record path without extension.
+    extension : str
+        Annotator extension.
+    record_id : str, optional
+        Name for error messages (default: the path).
+
+    Raises
+    ------
+    RecordError
+        Missing or unreadable file, naming the record and the file.
+    """
+    path = Path(path)
+    name = record_id or str(path)
+    file = path.with_name(f"{path.name}.{extension}")
+    if not file.exists():
+        raise RecordError(name, f"no annotation file {file.name}")
+    try:
+        ann = wfdb.rdann(str(path), extension)
+    except Exception as exc:  # wfdb raises many types on a damaged file
+        raise RecordError(name, f"unreadable annotation file {file.name} ({exc})") from None
+    samples = np.asarray(ann.sample, dtype=np.int64)
+    order = np.argsort(samples, kind="stable")
+    fs = float(ann.fs) if ann.fs else float("nan")
+    return Annotation(samples[order], tuple(ann.symbol[i] for i in order), fs)
