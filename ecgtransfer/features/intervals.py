@@ -1,0 +1,364 @@
+"""HR, PR, QRS and QT of one ECG with NeuroKit2: the labeller behind ``ecgtransfer label``.
+
+How a record is measured (every step justified by ``benchmarks/bench_label.py`` against LUDB's
+cardiologists; ``docs/labels.md`` has the figures):
+
+1. **Checks.** A record shorter than ``min_duration_s``, or with a lead that is missing, holds NaN,
+   is flat or saturated, gets NaN for every interval with that reason. Other rates are resampled to
+   ``fs`` (500 Hz).
+2. **Cleaning.** ``nk.ecg_clean`` on each of the 8 leads (I, II, V1-V6); III, aVR, aVL and aVF are
+   derived from the cleaned I and II, so 12 leads are delineated as the cardiologists did.
+3. **R peaks agreed across leads.** ``nk.ecg_findpeaks`` with several methods on each of the 8 leads;
+   a beat is a time where more than half of those (lead, method) detections fall within
+   ``vote_tolerance_s``, placed at their median. One lead's T waves taken for R peaks are outvoted.
+4. **Templates.** Per lead, the median beat over the beats aligned at the agreed peaks: noise and
+   ectopic beats do not move a median.
+5. **Delineation of each lead's template.**
+   QRS onset/offset: where the smoothed absolute slope stays below a fraction of the QRS's
+   steepest slope for ``qrs_quiet_s``, searched outwards from the steepest slopes before and after R.
+   T offset: the trapezium-area method (Zhang et al., IEEE TBME 2006) after the T wave's steepest
+   return to baseline. P onset: the tangent at the P wave's steepest slope, met with the level
+   before it.
+6. **Fusion.** Per lead PR = QRS onset - P onset, QRS = offset - onset, QT = T offset - QRS onset;
+   the record's value is the median over the 12 leads, as LUDB's reference is built.
+   HR = 60 / median RR of the agreed peaks.
+7. **No P wave.** PR is NaN when the beats' P-wave windows do not repeat (median correlation with the
+   template below ``p_wave_min_correlation``): atrial fibrillation and flutter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.ndimage
+import scipy.signal
+
+from ecgtransfer.data.leads import LEADS_8
+from ecgtransfer.data.transforms import resample
+from ecgtransfer.features.reference import INTERVALS
+
+__all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "STATUS_COLUMNS",
+           "ecg_intervals"]
+
+# Bumped whenever the algorithm changes what it computes: part of the config hash.
+LABELLER_VERSION = 1
+STATUS_COLUMNS: tuple[str, ...] = tuple(c.split("_")[0] + "_status" for c in INTERVALS)
+LABEL_COLUMNS: tuple[str, ...] = ("record_id", *INTERVALS, "n_beats", *STATUS_COLUMNS)
+OK = "ok"
+
+
+@dataclass(frozen=True)
+class LabellerConfig:
+    """Settings of the labeller. Their hash keys label files (see :meth:`config_hash`).
+
+    Parameters
+    ----------
+    fs : float
+        Rate records are resampled to before measuring, Hz.
+    peak_methods : tuple of str
+        ``nk.ecg_findpeaks`` methods that vote on R peaks, each run on each of the 8 leads.
+    vote_tolerance_s : float
+        Detections this close to each other count as the same beat.
+    min_rr_s : float
+        Shortest RR interval accepted (0.25 s: 240 bpm).
+    min_beats : int
+        Fewest beats a template is built from.
+    min_duration_s : float
+        Shorter records are not measured.
+    flat_mv : float
+        A lead whose peak-to-peak amplitude is below this is flat.
+    saturation_s : float
+        A lead that sits at its own maximum or minimum for this long in all (plateaus of 3 samples
+        or more: clipped R peaks add up, a rail is one long plateau) is saturated.
+    qrs_onset_fraction, qrs_offset_fraction : float
+        QRS boundaries: the slope falls below this fraction of the QRS's steepest slope ...
+    qrs_quiet_s : float
+        ... and stays there this long.
+    slope_smoothing_s : float
+        Moving-average width applied to the absolute slope.
+    t_area_window_s : float
+        Trapezium-area window after the T wave's steepest point (Zhang's ``t_r``).
+    p_wave_min_correlation : float
+        PR is measured only where the beats' P-wave windows correlate at least this well with
+        the template (median over beats and leads).
+    """
+
+    fs: float = 500.0
+    peak_methods: tuple[str, ...] = ("kalidas2017", "rodrigues2021", "neurokit")
+    vote_tolerance_s: float = 0.05
+    min_rr_s: float = 0.25
+    min_beats: int = 3
+    min_duration_s: float = 2.0
+    flat_mv: float = 0.02
+    saturation_s: float = 0.2
+    qrs_onset_fraction: float = 0.10
+    qrs_offset_fraction: float = 0.06
+    qrs_quiet_s: float = 0.012
+    slope_smoothing_s: float = 0.010
+    t_area_window_s: float = 0.12
+    p_wave_min_correlation: float = 0.7
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "peak_methods", tuple(self.peak_methods))
+        if not self.peak_methods:
+            raise ValueError("peak_methods: at least one method is needed")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "peak_methods" and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{f.name}: must be a positive number, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "LabellerConfig":
+        """Build a config from a mapping, refusing unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown labeller setting {unknown[0]!r}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-able values."""
+        out = asdict(self)
+        out["peak_methods"] = list(self.peak_methods)
+        return out
+
+    def config_hash(self) -> str:
+        """12 hex digits identifying what this labeller computes.
+
+        Covers the settings, :data:`LABELLER_VERSION` and the NeuroKit2 version: labels made by
+        another NeuroKit2 are another labelling.
+        """
+        import neurokit2
+
+        key = {"labeller": LABELLER_VERSION, "neurokit2": neurokit2.__version__,
+               "config": self.to_dict()}
+        text = json.dumps(key, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _empty(record_id: str, reason: str, n_beats: float = np.nan) -> dict[str, Any]:
+    row: dict[str, Any] = {"record_id": record_id, **dict.fromkeys(INTERVALS, np.nan),
+                           "n_beats": n_beats}
+    row.update(dict.fromkeys(STATUS_COLUMNS, reason))
+    return row
+
+
+def _lead_problem(name: str, x: np.ndarray, fs: float, cfg: LabellerConfig) -> str | None:
+    """Why a lead cannot be used, or None."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        return f"{int(bad.sum())} NaN sample(s) in lead {name}"
+    if np.ptp(x) < cfg.flat_mv:
+        return f"flat lead {name} (peak-to-peak {np.ptp(x) * 1000:.0f} uV)"
+    for extreme in (x.max(), x.min()):
+        at = np.r_[False, x == extreme, False].astype(np.int8)
+        edges = np.flatnonzero(np.diff(at))
+        runs = edges[1::2] - edges[::2]
+        pinned = runs[runs >= 3].sum() / fs  # plateaus, not a sample or two at a rounded peak
+        if pinned >= cfg.saturation_s:
+            return (f"saturated lead {name} ({pinned * 1000:.0f} ms at {extreme:.3f} mV, "
+                    f">= {cfg.saturation_s * 1000:.0f} ms)")
+    return None
+
+
+def _clean(signal: np.ndarray, fs: float) -> np.ndarray:
+    import neurokit2 as nk
+
+    return np.stack([nk.ecg_clean(x, sampling_rate=fs) for x in signal])
+
+
+def _agreed_peaks(clean: np.ndarray, fs: float, cfg: LabellerConfig) -> np.ndarray:
+    """R peaks that more than half of the (lead, method) detections agree on."""
+    import neurokit2 as nk
+
+    n = clean.shape[1]
+    half = int(round(cfg.vote_tolerance_s * fs))
+    votes = np.zeros(n + 1, dtype=np.int32)
+    found = []
+    for method in cfg.peak_methods:
+        for x in clean:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    info = nk.ecg_findpeaks(x, sampling_rate=fs, method=method)
+                peaks = np.unique(np.asarray(info["ECG_R_Peaks"], dtype=np.int64))
+            except Exception:  # a detector that fails on a lead casts no votes there
+                peaks = np.zeros(0, dtype=np.int64)
+            peaks = peaks[(peaks >= 0) & (peaks < n)]
+            found.append(peaks)
+            # +1 over [p - half, p + half], counted once per (lead, method)
+            cover = np.zeros(n + 1, dtype=np.int32)
+            np.add.at(cover, np.clip(peaks - half, 0, n), 1)
+            np.add.at(cover, np.clip(peaks + half + 1, 0, n), -1)
+            votes += np.cumsum(cover) > 0
+    voters = len(cfg.peak_methods) * len(clean)
+    padded = np.r_[0, votes[:n], 0]
+    centres, _ = scipy.signal.find_peaks(padded, height=voters / 2 + 1e-9,
+                                         distance=max(int(cfg.min_rr_s * fs), 1), plateau_size=1)
+    centres -= 1
+    allp = np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    out = []
+    for c in centres:
+        lo, hi = np.searchsorted(allp, [c - half, c + half + 1])
+        out.append(int(np.median(allp[lo:hi])))
+    return np.unique(np.asarray(out, dtype=np.int64))
+
+
+def _runs(low: np.ndarray, m: int, *, ending: bool) -> np.ndarray:
+    """True where ``m`` consecutive True values end (``ending``) or start at that sample."""
+    x = low if ending else low[::-1]
+    count = np.convolve(x.astype(np.int32), np.ones(m, np.int32), "full")[: len(x)] >= m
+    return count if ending else count[::-1]
+
+
+def _delineate(tpl: np.ndarray, r: int, fs: float, rr: float, cfg: LabellerConfig) -> np.ndarray:
+    """Per lead P onset, QRS onset, QRS offset, T offset of templates, samples relative to R."""
+    out = np.full((len(tpl), 4), np.nan)
+    slope = np.gradient(tpl, axis=-1)
+    smooth = scipy.ndimage.uniform_filter1d(np.abs(slope), max(int(cfg.slope_smoothing_s * fs), 1),
+                                            axis=-1)
+    w = int(0.15 * fs)
+    quiet = max(int(cfg.qrs_quiet_s * fs), 1)
+    n = tpl.shape[1]
+    for lead, (x, dx, sx) in enumerate(zip(tpl, slope, smooth)):
+        seg = sx[r - w: r + w + 1]
+        top = seg.max()
+        if not top > 0:
+            continue
+        i1, i2 = int(np.argmax(seg[: w + 1])), w + int(np.argmax(seg[w:]))
+        on = np.flatnonzero(_runs(seg < cfg.qrs_onset_fraction * top, quiet, ending=True)[: i1 + 1])
+        off = np.flatnonzero(_runs(seg < cfg.qrs_offset_fraction * top, quiet, ending=False)[i2:])
+        qon = r - w + (on[-1] if len(on) else 0)
+        qoff = r - w + i2 + (off[0] if len(off) else 2 * w - i2)
+        out[lead, 1:3] = qon - r, qoff - r
+        base = float(np.median(x[max(qon - int(0.02 * fs), 0): qon + 1]))
+
+        # T wave: its peak is the largest excursion from the PR level after the QRS
+        t_lo, t_hi = qoff + int(0.06 * fs), min(r + int(min(0.7 * rr, 0.65 * fs)), n - 1)
+        if t_hi - t_lo > int(0.05 * fs):
+            tp = t_lo + int(np.argmax(np.abs(x[t_lo:t_hi] - base)))
+            sign = np.sign(x[tp] - base)
+            end = min(tp + int(0.2 * fs), t_hi)
+            if end - tp > 2:
+                ts = tp + int(np.argmin(dx[tp:end] * sign))  # steepest return to baseline
+                tr = min(ts + int(cfg.t_area_window_s * fs), t_hi + int(0.1 * fs), n - 1)
+                ti = np.arange(ts, tr)
+                if len(ti):
+                    area = 0.5 * (x[ts] - x[ti]) * (2 * tr - ti - ts)
+                    out[lead, 3] = ti[int(np.argmax(np.abs(area)))] - r
+
+        # P wave: the largest excursion before the QRS, from a line through the window's ends
+        p_lo, p_hi = max(qon - int(min(0.3 * fs, 0.5 * rr)), 0), qon - int(0.04 * fs)
+        if p_hi - p_lo > int(0.04 * fs):
+            y = x[p_lo:p_hi] - np.linspace(x[p_lo], x[p_hi - 1], p_hi - p_lo)
+            pp = p_lo + int(np.argmax(np.abs(y)))
+            sign = np.sign(y[pp - p_lo])
+            lo = max(pp - int(0.1 * fs), p_lo)
+            if pp - lo > 2:
+                ps = lo + int(np.argmax(dx[lo:pp] * sign))  # steepest rise towards the peak
+                if dx[ps] != 0:
+                    out[lead, 0] = ps + (x[lo] - x[ps]) / dx[ps] - r
+    return out
+
+
+def _p_wave_correlation(beats: np.ndarray, tpl: np.ndarray, lo: int, hi: int) -> float:
+    """Median correlation of each beat's P-wave window with the template's, over beats and leads."""
+    seg = beats[:, :, lo:hi] - beats[:, :, lo:hi].mean(-1, keepdims=True)
+    ref = tpl[:, None, lo:hi] - tpl[:, None, lo:hi].mean(-1, keepdims=True)
+    num = (seg * ref).sum(-1)
+    den = np.sqrt((seg ** 2).sum(-1) * (ref ** 2).sum(-1)) + 1e-12
+    return float(np.median(num / den))
+
+
+def _median(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if len(values) else np.nan
+
+
+def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id: str = "",
+                  config: LabellerConfig | None = None) -> dict[str, Any]:
+    """Measure HR, PR, QRS and QT of one record.
+
+    Parameters
+    ----------
+    signal : numpy.ndarray
+        ``(n_leads, n_samples)`` mV.
+    fs : float
+        Sampling rate, Hz; other rates than ``config.fs`` are resampled.
+    leads : sequence of str
+        Names of ``signal``'s rows; the 8 leads I, II, V1-V6 must be among them (case-insensitive).
+    record_id : str
+        Copied into the result.
+    config : LabellerConfig, optional
+        Defaults to ``LabellerConfig()``.
+
+    Returns
+    -------
+    dict
+        ``record_id, hr_bpm, pr_ms, qrs_ms, qt_ms, n_beats`` and ``hr_status, pr_status,
+        qrs_status, qt_status``: ``"ok"``, or why the value is NaN. Never raises on bad signals.
+    """
+    cfg = config or LabellerConfig()
+    signal = np.asarray(signal, dtype=np.float64)
+    if signal.ndim != 2 or signal.shape[0] != len(leads):
+        return _empty(record_id, f"signal of shape {signal.shape} does not match {len(leads)} leads")
+    lookup = {str(name).strip().lower(): i for i, name in enumerate(leads)}
+    missing = [name for name in LEADS_8 if name.lower() not in lookup]
+    if missing:
+        return _empty(record_id, f"missing lead(s) {', '.join(missing)}")
+    if not fs > 0:
+        return _empty(record_id, f"sampling rate {fs!r} is not positive")
+    x = signal[[lookup[name.lower()] for name in LEADS_8]]
+    seconds = x.shape[1] / fs
+    if seconds < cfg.min_duration_s:
+        return _empty(record_id, f"too short ({seconds:.2f} s < {cfg.min_duration_s:g} s)")
+    for name, lead in zip(LEADS_8, x):
+        problem = _lead_problem(name, lead, fs, cfg)
+        if problem:
+            return _empty(record_id, problem)
+    if fs != cfg.fs:
+        x, fs = resample(x, fs, cfg.fs).astype(np.float64), cfg.fs
+
+    clean = _clean(x, fs)
+    peaks = _agreed_peaks(clean, fs, cfg)
+    if len(peaks) < 2:
+        return _empty(record_id, f"too few beats ({len(peaks)} R peak(s) agreed across leads)",
+                      n_beats=float(len(peaks)))
+    rr = float(np.median(np.diff(peaks)))
+    row = _empty(record_id, OK, n_beats=float(len(peaks)))
+    row["hr_bpm"] = 60.0 * fs / rr
+
+    i, ii = clean[0], clean[1]
+    twelve = np.vstack([clean, [ii - i, -(i + ii) / 2, i - ii / 2, ii - i / 2]])
+    before, after = int(0.4 * fs), int(0.7 * fs)
+    whole = peaks[(peaks >= before) & (peaks + after <= clean.shape[1])]
+    if len(whole) < cfg.min_beats:
+        reason = f"too few beats ({len(whole)} whole beat(s) < {cfg.min_beats})"
+        row.update({c: reason for c in STATUS_COLUMNS[1:]})
+        return row
+    beats = np.stack([twelve[:, p - before: p + after] for p in whole], axis=1)  # lead, beat, t
+    tpl = np.median(beats, axis=1)
+    pos = _delineate(tpl, before, fs, rr, cfg)
+    ms = 1000.0 / fs
+    values = {"pr_ms": _median(pos[:, 1] - pos[:, 0]) * ms, "qrs_ms": _median(pos[:, 2] - pos[:, 1]) * ms,
+              "qt_ms": _median(pos[:, 3] - pos[:, 1]) * ms}
+    qon = before + _median(pos[:, 1])
+    if np.isfinite(qon):
+        lo = max(int(qon) - int(min(0.3 * fs, 0.5 * rr)), 0)
+        corr = _p_wave_correlation(beats, tpl, lo, int(qon) - int(0.02 * fs))
+        if not corr >= cfg.p_wave_min_correlation:
+            values["pr_ms"] = np.nan
+            row["pr_status"] = (f"no P wave (P windows correlate {corr:.2f} < "
+                                f"{cfg.p_wave_min_correlation:g} across beats)")
+    for name, value in values.items():
+        status = name.split("_")[0] + "_status"
+        if row[status] == OK and not (np.isfinite(value) and value > 0):
+            row[status] = "not measurable on any lead"
+            value = np.nan
+        row[name] = value if row[status] == OK else np.nan
+    return row
