@@ -11,7 +11,7 @@ from ecgtransfer.cli import main
 HELP = [
     [], ["data"], ["data", "prepare"], ["data", "prepare", "ptbxl"], ["data", "prepare", "wfdb"],
     ["data", "verify"], ["data", "verify", "ptbxl"], ["data", "fetch", "ptbxl"],
-    ["data", "info"], ["data", "splits", "ptbxl"], ["data", "merge"], ["synth"],
+    ["data", "info"], ["data", "splits", "ptbxl"], ["data", "merge"], ["synth"], ["label"],
 ]
 
 

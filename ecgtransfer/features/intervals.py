@@ -43,7 +43,7 @@ from ecgtransfer.data.transforms import resample
 from ecgtransfer.features.reference import INTERVALS
 
 __all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "STATUS_COLUMNS",
-           "ecg_intervals"]
+           "ecg_intervals", "unmeasured"]
 
 # Bumped whenever the algorithm changes what it computes: part of the config hash.
 LABELLER_VERSION = 1
@@ -141,7 +141,8 @@ class LabellerConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _empty(record_id: str, reason: str, n_beats: float = np.nan) -> dict[str, Any]:
+def unmeasured(record_id: str, reason: str, n_beats: float = np.nan) -> dict[str, Any]:
+    """A result row with every interval NaN for one reason."""
     row: dict[str, Any] = {"record_id": record_id, **dict.fromkeys(INTERVALS, np.nan),
                            "n_beats": n_beats}
     row.update(dict.fromkeys(STATUS_COLUMNS, reason))
@@ -306,31 +307,31 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
     cfg = config or LabellerConfig()
     signal = np.asarray(signal, dtype=np.float64)
     if signal.ndim != 2 or signal.shape[0] != len(leads):
-        return _empty(record_id, f"signal of shape {signal.shape} does not match {len(leads)} leads")
+        return unmeasured(record_id, f"signal of shape {signal.shape} does not match {len(leads)} leads")
     lookup = {str(name).strip().lower(): i for i, name in enumerate(leads)}
     missing = [name for name in LEADS_8 if name.lower() not in lookup]
     if missing:
-        return _empty(record_id, f"missing lead(s) {', '.join(missing)}")
+        return unmeasured(record_id, f"missing lead(s) {', '.join(missing)}")
     if not fs > 0:
-        return _empty(record_id, f"sampling rate {fs!r} is not positive")
+        return unmeasured(record_id, f"sampling rate {fs!r} is not positive")
     x = signal[[lookup[name.lower()] for name in LEADS_8]]
     seconds = x.shape[1] / fs
     if seconds < cfg.min_duration_s:
-        return _empty(record_id, f"too short ({seconds:.2f} s < {cfg.min_duration_s:g} s)")
+        return unmeasured(record_id, f"too short ({seconds:.2f} s < {cfg.min_duration_s:g} s)")
     for name, lead in zip(LEADS_8, x):
         problem = _lead_problem(name, lead, fs, cfg)
         if problem:
-            return _empty(record_id, problem)
+            return unmeasured(record_id, problem)
     if fs != cfg.fs:
         x, fs = resample(x, fs, cfg.fs).astype(np.float64), cfg.fs
 
     clean = _clean(x, fs)
     peaks = _agreed_peaks(clean, fs, cfg)
     if len(peaks) < 2:
-        return _empty(record_id, f"too few beats ({len(peaks)} R peak(s) agreed across leads)",
+        return unmeasured(record_id, f"too few beats ({len(peaks)} R peak(s) agreed across leads)",
                       n_beats=float(len(peaks)))
     rr = float(np.median(np.diff(peaks)))
-    row = _empty(record_id, OK, n_beats=float(len(peaks)))
+    row = unmeasured(record_id, OK, n_beats=float(len(peaks)))
     row["hr_bpm"] = 60.0 * fs / rr
 
     i, ii = clean[0], clean[1]
