@@ -30,6 +30,7 @@ quickstart: setup
 	$(BIN)/ecgtransfer data info $(QUICKSTART)/ptbxl-sample
 	$(BIN)/ecgtransfer synth --n 256 --seed 0 --out $(QUICKSTART)/deepfake
 	$(BIN)/ecgtransfer data info $(QUICKSTART)/deepfake
+	$(BIN)/ecgtransfer label --store $(QUICKSTART)/deepfake --workers 2
 
 test: setup
 	$(BIN)/python -m pytest
@@ -38,6 +39,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/synth_amplitude.py
+	$(BIN)/python benchmarks/bench_label.py
+	$(BIN)/python benchmarks/label_realism.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

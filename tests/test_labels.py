@@ -4,7 +4,6 @@ resume, shards and config keys."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -234,3 +233,19 @@ def test_cli_label(small_store, tmp_path, capsys):
     assert len(err) == 1 and "qrs_treshold" in err[0]
     assert main(["label", "--input", str(tmp_path), "-q"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_realism_summary_and_histograms(ludb_labels):
+    from ecgtransfer.features.realism import interval_histograms, interval_summary
+
+    table = ludb_labels.reset_index()
+    half = table.iloc[:50]
+    summary = interval_summary({"all": table, "half": half})
+    qrs = summary.loc[("all", "qrs_ms")]
+    ok = table.loc[table["qrs_status"] == "ok", "qrs_ms"]
+    assert qrs["median"] == pytest.approx(ok.median()) and qrs["records"] == len(table)
+    pr = summary.loc[("all", "pr_ms")]
+    assert pr["measured"] == pytest.approx((table["pr_status"] == "ok").mean())
+    assert pr["p5"] <= pr["q25"] <= pr["median"] <= pr["q75"] <= pr["p95"]
+    fig = interval_histograms({"all": table, "half": half})
+    assert len(fig.axes) == 4 and len(fig.axes[0].patches) == 2
