@@ -266,15 +266,14 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
     meta = {"config_hash": digest, "config": cfg.to_dict(), "versions": _versions(),
             "source": src.describe(), "shard": list(shard) if shard else None,
             "columns": list(LABEL_COLUMNS)}
-    for existing in (path, _partial(path)):
-        side = _sidecar(path)
-        if existing.exists() and side.exists():
-            theirs = json.loads(side.read_text()).get("config_hash")
-            if theirs != digest:
-                raise LabelError(f"{path}: made by labeller config {theirs}, this run is {digest}; "
-                                 "choose another --out")
-        elif existing.exists():
-            raise LabelError(f"{path}: exists without its {side.name}; not overwriting it")
+    side = _sidecar(path)
+    if side.exists():
+        theirs = json.loads(side.read_text()).get("config_hash")
+        if theirs != digest:
+            raise LabelError(f"{path}: made by labeller config {theirs}, this run is {digest}; "
+                             "choose another --out")
+    elif path.exists() or _partial(path).exists():
+        raise LabelError(f"{path}: exists without its {side.name}; not overwriting it")
 
     ids = src.record_ids()
     if shard is not None and shard[1] > 1:
