@@ -230,6 +230,48 @@ def build_parser() -> argparse.ArgumentParser:
                        help="label records K, K+M, ... only; an unsharded run afterwards "
                             "gathers the shard files into one")
     label.add_argument("--num-shards", type=_positive(int), default=1, metavar="M")
+
+    pre = commands.add_parser(
+        "pretrain", help="train HR/PR/QRS/QT regressors on a labelled store, tracked in MLflow",
+        description="Train 1D-CNN regressors of HR, PR, QRS and QT on a labelled signal store: "
+                    "one model per target, or one multi-output model. Settings come from "
+                    "defaults, then --config, then the flags below, then --set. Each model is "
+                    "one MLflow run (params, per-epoch metrics, test MAE, plots, the model). "
+                    "Under torchrun, trains data-parallel. See docs/pretrain.md.",
+        formatter_class=fmt, parents=[common])
+    pre.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="YAML of settings (PretrainConfig fields)")
+    pre.add_argument("--store", default=None, metavar="STORE", help="labelled signal store")
+    pre.add_argument("--labels", default=None, metavar="FILE",
+                     help="label file (default: the store's only labels-*.csv)")
+    pre.add_argument("--targets", default=None, metavar="LIST",
+                     help="comma-separated: hr, pr, qrs, qt (default qrs)")
+    pre.add_argument("--multi-output", action="store_true", default=None,
+                     help="one model for all targets instead of one per target")
+    pre.add_argument("--model", default=None, metavar="NAME",
+                     help="registered model (see --list-models; default resnet1d_fast)")
+    pre.add_argument("--fs", type=_positive(float), default=None, metavar="HZ",
+                     help="input rate; records are resampled (default: the store's)")
+    pre.add_argument("--split", default=None, choices=("auto", "folds", "A", "B", "random"),
+                     help="PTB-XL folds 1-8/9/10, one A/B half, or a seeded random split "
+                          "(default auto)")
+    pre.add_argument("--epochs", type=_positive(int), default=None, metavar="N")
+    pre.add_argument("--batch-size", type=_positive(int), default=None, metavar="N")
+    pre.add_argument("--lr", type=_positive(float), default=None)
+    pre.add_argument("--seed", type=_non_negative, default=None, metavar="N")
+    pre.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    pre.add_argument("--out", default=None, metavar="DIR",
+                     help="run folder: config, checkpoints, models (default runs/pretrain)")
+    pre.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment")
+    pre.add_argument("--tracking-uri", default=None, metavar="URI",
+                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                          "sqlite:///mlflow.db)")
+    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="any setting, value as YAML (e.g. model_kwargs.width=64); repeatable")
+    pre.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run in --out (same settings)")
+    pre.add_argument("--list-models", action="store_true",
+                     help="print the registered models and their parameters, then exit")
     return parser
 
 
@@ -394,6 +436,35 @@ def _cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from ecgtransfer.config import PretrainConfig, load_config
+
+    if args.list_models:
+        from ecgtransfer.models import DEFAULT_MODEL, list_models, model_defaults
+
+        for name in list_models():
+            kw = ", ".join(f"{k}={v}" for k, v in model_defaults(name).items())
+            print(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {kw}")
+        return 0
+    config = load_config(
+        PretrainConfig, args.config, args.overrides, store=args.store, labels=args.labels,
+        targets=args.targets, multi_output=args.multi_output, model=args.model, fs=args.fs,
+        split=args.split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, device=args.device, out=args.out, experiment=args.experiment,
+        tracking_uri=args.tracking_uri)
+    from ecgtransfer.pretrain import pretrain
+
+    results = pretrain(config, resume=args.resume, progress=not args.quiet)
+    for r in results:
+        if r.run_id is None:  # a torchrun rank other than 0
+            continue
+        shown = ", ".join(f"{k.split('_')[0].upper()} {v:.2f} {k.split('_')[1]}"
+                          for k, v in r.test_mae.items())
+        print(f"{r.path}: best epoch {r.best_epoch}, test MAE {shown or 'n/a'}"
+              f"{' (reused)' if r.reused else ''}; MLflow run {r.run_id}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ecgtransfer`` command; returns the exit status."""
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -403,12 +474,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ecgtransfer.data.ptbxl import PTBXLError
     from ecgtransfer.data.store import StoreError
     from ecgtransfer.data.wfdb_io import RecordError
+    from ecgtransfer.training import TrainingError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
-    if args.command in ("synth", "label"):
-        handler = {"synth": _cmd_synth, "label": _cmd_label}[args.command]
+    if args.command != "data":
+        handler = {"synth": _cmd_synth, "label": _cmd_label, "pretrain": _cmd_pretrain}[args.command]
     else:
         handler = {"prepare": _cmd_prepare, "verify": _cmd_verify, "fetch": _cmd_fetch,
                    "info": _cmd_info, "splits": _cmd_splits, "merge": _cmd_merge}[args.data_command]
@@ -416,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with logging_redirect_tqdm():
             return handler(args)
     except (StoreError, ManifestError, PTBXLError, RecordError, LabelError, FileNotFoundError,
+            TrainingError,
             ValueError) as exc:
         print(f"ecgtransfer: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

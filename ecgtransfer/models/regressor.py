@@ -1,0 +1,90 @@
+"""A trained interval regressor as one module: per-lead normalisation, the network, and the
+target de-standardisation, so that it takes an ECG in mV and returns intervals in ms / bpm.
+
+This is what ``pretrain`` saves (``model.pt``) and logs to MLflow; ``finetune`` takes its trunk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecgtransfer.models.registry import create_model
+
+__all__ = ["IntervalRegressor", "save_regressor", "load_regressor", "REGRESSOR_FORMAT"]
+
+REGRESSOR_FORMAT = "ecgtransfer-regressor/1"
+
+
+class IntervalRegressor(nn.Module):
+    """ECG in mV ``(B, leads, n_samples)`` at :attr:`fs` -> intervals ``(B, n_targets)``.
+
+    Parameters
+    ----------
+    net : ECGModel
+        The trained network (inputs normalised per lead, outputs standardised).
+    meta : dict
+        ``model``, ``model_kwargs``, ``targets``, ``units``, ``fs``, ``n_samples``, ``leads``:
+        what the network is and what it expects.
+    lead_mean, lead_std, target_mean, target_std : array-like
+        The normalisation fitted on the training split.
+    """
+
+    def __init__(self, net: nn.Module, meta: dict[str, Any], lead_mean: Sequence[float],
+                 lead_std: Sequence[float], target_mean: Sequence[float],
+                 target_std: Sequence[float]):
+        super().__init__()
+        self.net = net
+        self.meta = dict(meta)
+        f32 = torch.float32
+        self.register_buffer("lead_mean", torch.as_tensor(np.asarray(lead_mean), dtype=f32).view(1, -1, 1))
+        self.register_buffer("lead_std", torch.as_tensor(np.asarray(lead_std), dtype=f32).view(1, -1, 1))
+        self.register_buffer("target_mean", torch.as_tensor(np.asarray(target_mean), dtype=f32).view(1, -1))
+        self.register_buffer("target_std", torch.as_tensor(np.asarray(target_std), dtype=f32).view(1, -1))
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.meta["targets"])
+
+    @property
+    def fs(self) -> float:
+        return float(self.meta["fs"])
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.lead_mean) / self.lead_std
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's features of an ECG in mV."""
+        return self.net.forward_features(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x)) * self.target_std + self.target_mean
+
+
+def save_regressor(model: IntervalRegressor, path: str | Path) -> None:
+    """Write ``model`` as a plain checkpoint (weights, buffers and meta; no pickled classes)."""
+    from ecgtransfer.training.checkpoint import save_checkpoint
+
+    save_checkpoint({"format": REGRESSOR_FORMAT, "meta": model.meta,
+                     "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
+
+
+def load_regressor(path: str | Path, map_location: str | torch.device = "cpu") -> IntervalRegressor:
+    """A regressor written by :func:`save_regressor`."""
+    from ecgtransfer.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path, map_location)
+    if not isinstance(state, dict) or state.get("format") != REGRESSOR_FORMAT:
+        raise ValueError(f"{path}: not an ecgtransfer regressor checkpoint")
+    meta = state["meta"]
+    net = create_model(meta["model"], in_channels=len(meta["leads"]),
+                       num_outputs=len(meta["targets"]), **meta["model_kwargs"])
+    n_leads, n_targets = len(meta["leads"]), len(meta["targets"])
+    model = IntervalRegressor(net, meta, np.zeros(n_leads), np.ones(n_leads), np.zeros(n_targets),
+                              np.ones(n_targets))
+    model.load_state_dict(state["state_dict"])
+    return model.eval()

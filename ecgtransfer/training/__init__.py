@@ -1,0 +1,9 @@
+"""Training: the one loop (``loop``), task objects (``tasks``), metrics, checkpoints and
+``torchrun`` helpers. Importing this package does not import torch."""
+
+
+class TrainingError(RuntimeError):
+    """Training that cannot go on (diverged); the message says where and what to try."""
+
+
+__all__ = ["TrainingError"]

@@ -1,0 +1,272 @@
+"""The one training loop: every task (regression now, classification later) trains here.
+
+Adam or AdamW, a learning-rate schedule, early stopping on the task's validation score with the
+best weights *copied* (not a reference to the live model), a checkpoint after every epoch that a
+killed run resumes from to the same final weights, mixed precision on CUDA, and data-parallel
+training under ``torchrun`` with rank 0 alone writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from ecgtransfer.training import TrainingError
+from ecgtransfer.training.checkpoint import load_checkpoint, save_checkpoint
+from ecgtransfer.training.distributed import DistInfo, gather_objects
+
+__all__ = ["LoopConfig", "FitResult", "Trainer", "TrainingError"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopConfig:
+    """Settings of the loop itself (a subset of a stage's config)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    scheduler: str = "cosine"
+    patience: int = 8
+    seed: int = 0
+    num_workers: int = 0
+    amp: bool = True
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` found: the best epoch's weights and every epoch's metrics."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class Trainer:
+    """Train ``model`` on ``task``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps a batch of inputs to outputs the task scores; trained in place.
+    task : object
+        A task (:class:`~ecgtransfer.training.tasks.RegressionTask`): ``loss``, ``metrics``,
+        ``monitor``.
+    train_set, val_set : Dataset
+        ``(x, y)`` pairs.
+    config : LoopConfig
+    device : torch.device
+    dist : DistInfo
+        This process's place under ``torchrun``.
+    checkpoint : Path, optional
+        Where the per-epoch checkpoint lives (rank 0 writes it).
+    on_epoch : callable, optional
+        Called on rank 0 with each finished epoch's metrics (a dict with ``epoch``).
+    param_groups : list of dict, optional
+        Optimizer parameter groups (default: every parameter of ``model``).
+    desc : str
+        Label of the progress bar and log lines.
+    """
+
+    def __init__(self, model: nn.Module, task: Any, train_set: Dataset, val_set: Dataset,
+                 config: LoopConfig, *, device: torch.device, dist: DistInfo = DistInfo(),
+                 checkpoint: Path | None = None,
+                 on_epoch: Callable[[dict[str, float]], None] | None = None,
+                 param_groups: list[dict] | None = None, desc: str = ""):
+        self.task = task
+        self.config = config
+        self.device = device
+        self.dist = dist
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.on_epoch = on_epoch
+        self.desc = desc
+        self.model = model.to(device)
+        self.net: nn.Module = self.model
+        if dist.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        groups = param_groups or [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        wd = config.weight_decay if config.optimizer == "adamw" else 0.0
+        self.optimizer = opt(groups, lr=config.lr, weight_decay=wd)
+        self.scheduler: Any = None
+        if config.scheduler == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.epochs)
+        elif config.scheduler == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=0.5, patience=2)
+        self.amp = bool(config.amp and device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
+                                          shuffle=True, seed=config.seed, drop_last=False)
+        per_rank = math.ceil(len(train_set) / dist.world_size)
+        self.train_loader = DataLoader(
+            train_set, batch_size=config.batch_size, sampler=self.sampler,
+            num_workers=config.num_workers, drop_last=per_rank > config.batch_size,
+            pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0)
+        self.val_loader = self._eval_loader(val_set)
+
+    # ---- evaluation ----------------------------------------------------------------------
+    def _eval_loader(self, dataset: Dataset, shard: bool = True) -> DataLoader:
+        if shard and self.dist.enabled:
+            dataset = Subset(dataset, range(self.dist.rank, len(dataset), self.dist.world_size))
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False,
+                          num_workers=self.config.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    @torch.no_grad()
+    def _outputs(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+        self.model.eval()
+        outs, ys = [], []
+        for x, y in loader:
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                out = self.model(x.to(self.device, non_blocking=True))
+            outs.append(out.float().cpu().numpy())
+            ys.append(y.numpy())
+        if not outs:
+            return np.zeros((0, 0), np.float32), np.zeros((0,), np.float32)
+        return np.concatenate(outs), np.concatenate(ys)
+
+    def predict(self, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """Outputs and targets of the current model on ``dataset`` (this process alone)."""
+        return self._outputs(self._eval_loader(dataset, shard=False))
+
+    def _gathered(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parts = [p for p in gather_objects((outputs, targets), self.dist) if len(p[0])]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+    # ---- one epoch -----------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        losses, outs, ys = [], [], []
+        bar = tqdm(self.train_loader, desc=f"{self.desc} epoch {epoch}/{self.config.epochs}",
+                   leave=False, disable=not (self.config.progress and self.dist.is_main),
+                   unit="batch")
+        for x, y in bar:
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                out = self.net(x)
+                loss = self.task.loss(out, y)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{self.desc}: training diverged at epoch {epoch} (loss is "
+                                    f"{loss.item()}); try a lower lr")
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            losses.append(loss.item() * len(x))
+            outs.append(out.detach().float().cpu().numpy())
+            ys.append(y.cpu().numpy())
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        out_all, y_all = self._gathered(np.concatenate(outs), np.concatenate(ys))
+        total = sum(gather_objects(sum(losses), self.dist))
+        metrics = {"train_loss": total / max(len(out_all), 1)}
+        metrics.update(self.task.metrics(out_all, y_all, "train"))
+        return metrics
+
+    def _validate(self) -> dict[str, float]:
+        out, y = self._gathered(*self._outputs(self.val_loader))
+        loss = self.task.loss(torch.from_numpy(out), torch.from_numpy(y)).item()
+        return {"val_loss": loss, **self.task.metrics(out, y, "val")}
+
+    # ---- state -----------------------------------------------------------------------------
+    def _state(self, epoch: int, best: dict, history: list, done: bool) -> dict[str, Any]:
+        state = {"epoch": epoch, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                 "scaler": self.scaler.state_dict(), "best": best, "history": history,
+                 "done": done, "rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    # ---- fit -------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> FitResult:
+        """Train until ``epochs`` or early stopping; returns the best epoch's weights.
+
+        With ``resume`` and a checkpoint in place, training continues after its last finished
+        epoch, with the optimizer, schedule, early-stopping state and random state it had.
+        """
+        cfg = self.config
+        best = {"state": _copy_state(self.model), "epoch": 0, "score": math.inf, "bad": 0}
+        history: list[dict[str, float]] = []
+        start, done = 1, False
+        if resume and self.checkpoint is not None and self.checkpoint.exists():
+            state = load_checkpoint(self.checkpoint, map_location=self.device)
+            self._restore(state)
+            best, history, done = state["best"], state["history"], state["done"]
+            start = state["epoch"] + 1
+            if self.dist.is_main:
+                log.info("%s: resuming after epoch %d", self.desc, state["epoch"])
+        epoch = start - 1
+        for epoch in range(start, cfg.epochs + 1):
+            if done:
+                break
+            t0 = time.perf_counter()
+            metrics = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            metrics.update(self._train_epoch(epoch))
+            metrics.update(self._validate())
+            score = metrics[self.task.monitor]
+            if score < best["score"]:
+                best = {"state": _copy_state(self.model), "epoch": epoch, "score": score, "bad": 0}
+            else:
+                best["bad"] += 1
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(score)
+            elif self.scheduler is not None:
+                self.scheduler.step()
+            metrics["epoch_seconds"] = time.perf_counter() - t0
+            history.append(metrics)
+            done = bool(cfg.patience and best["bad"] >= cfg.patience) or epoch == cfg.epochs
+            if self.dist.is_main:
+                self._report(metrics, best)
+                if self.on_epoch is not None:
+                    self.on_epoch(metrics)
+                if self.checkpoint is not None:
+                    save_checkpoint(self._state(epoch, best, history, done), self.checkpoint)
+        return FitResult(best_state=best["state"], best_epoch=best["epoch"],
+                         best_score=best["score"], history=history,
+                         stopped_early=bool(cfg.patience and best["bad"] >= cfg.patience
+                                            and best["epoch"] < cfg.epochs and epoch < cfg.epochs))
+
+    def _report(self, metrics: dict[str, float], best: dict) -> None:
+        shown = ", ".join(f"{k[8:].split('_')[0].upper()} MAE {v:.3g} {k.rsplit('_', 1)[1]}"
+                          for k, v in metrics.items() if k.startswith("val_mae_"))
+        mark = " (best)" if best["epoch"] == metrics["epoch"] else ""
+        log.info("%s epoch %d/%d: train loss %.4f, val loss %.4f, %s%s [%.0f s]", self.desc,
+                 metrics["epoch"], self.config.epochs, metrics["train_loss"], metrics["val_loss"],
+                 shown, mark, metrics["epoch_seconds"])
