@@ -276,6 +276,7 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
     rank 0 alone writes files and talks to MLflow.
     """
     from ecgtransfer import tracking
+    from ecgtransfer.models import create_model
     from ecgtransfer.training.distributed import barrier, shutdown
 
     stage = _Stage(config, progress)
@@ -283,6 +284,11 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
     groups = _groups(config)
     parent_id = None
     try:
+        # Check every model's data before anything is written.
+        selections = [stage.select(targets) for targets in groups]
+        for targets in groups:
+            create_model(config.model, in_channels=stage.store.n_leads,
+                         num_outputs=len(targets), **config.model_kwargs)
         if stage.dist.is_main:
             _check_resume(out, config, resume)
             out.mkdir(parents=True, exist_ok=True)
@@ -291,7 +297,8 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
             if len(groups) > 1:
                 parent_id = _parent_run(stage, out)
         barrier(stage.dist)
-        results = [_train_one(stage, targets, resume, parent_id) for targets in groups]
+        results = [_train_one(stage, targets, selection, resume, parent_id)
+                   for targets, selection in zip(groups, selections)]
         if parent_id is not None:
             import mlflow
 
@@ -321,7 +328,7 @@ def _parent_run(stage: _Stage, out: Path) -> str:
     return run_id
 
 
-def _train_one(stage: _Stage, targets: list[str], resume: bool,
+def _train_one(stage: _Stage, targets: list[str], selection: tuple, resume: bool,
                parent_id: str | None) -> PretrainResult:
     from ecgtransfer.data.dataset import StoreDataset, fit_lead_stats
     from ecgtransfer.models import create_model, model_defaults
@@ -335,7 +342,7 @@ def _train_one(stage: _Stage, targets: list[str], resume: bool,
         log.info("%s: finished already (run %s); reused", folder, info.get("run_id"))
         return PretrainResult(name, targets, folder, info.get("run_id"), info["best_epoch"],
                               info["test_mae"], info.get("counts", {}), reused=True)
-    chosen, values, counts = stage.select(targets)
+    chosen, values, counts = selection
     units = [TARGET_UNITS[t] for t in targets]
     lead_mean, lead_std = fit_lead_stats(stage.store, chosen["train"])
     train_y = values[chosen["train"]]

@@ -1,0 +1,324 @@
+"""``ecgtransfer pretrain`` end to end on real stores, checked through the MLflow client: params,
+per-epoch metrics, test MAE, artifacts, tags, dataset inputs and a model that loads and
+predicts; resume, torchrun and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ecgtransfer.config import ConfigError, PretrainConfig
+from ecgtransfer.data.dataset import fit_lead_stats
+from ecgtransfer.data.labels import label_records
+from ecgtransfer.data.splits import split_positions
+from ecgtransfer.models.regressor import load_regressor
+from ecgtransfer.pretrain import pretrain, target_table
+
+
+@pytest.fixture(scope="module")
+def ptbxl_labelled(tmp_path_factory, ptbxl_root):
+    """The 350-record PTB-XL sample, 500 Hz, labelled."""
+    from ecgtransfer.data.ptbxl import prepare_ptbxl
+
+    out = tmp_path_factory.mktemp("pretrain") / "ptbxl"
+    store = prepare_ptbxl(ptbxl_root, out, progress=False).store
+    label_records(store.path, workers=2, progress=False)
+    return store
+
+
+@pytest.fixture(scope="module")
+def deepfake_labelled(tmp_path_factory):
+    """48 DeepFake ECGs, labelled."""
+    from ecgtransfer.data.deepfake import SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("pretrain") / "deepfake"
+    store = synthesize(out, SynthConfig(n=48, seed=0), progress=False).store
+    label_records(store.path, workers=2, progress=False)
+    return store
+
+
+def _config(store, tmp_path, **kw) -> PretrainConfig:
+    values = dict(store=str(store.path), fs=100.0, epochs=2, batch_size=32, device="cpu",
+                  out=str(tmp_path / "run"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                  experiment="test")
+    values.update(kw)
+    return PretrainConfig(**values)
+
+
+def _client(config: PretrainConfig):
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    return mlflow.MlflowClient()
+
+
+def test_pretrain_ptbxl_logs_a_complete_mlflow_run(ptbxl_labelled, tmp_path):
+    import mlflow
+
+    config = _config(ptbxl_labelled, tmp_path, targets=["qrs", "hr"])
+    results = pretrain(config, progress=False)
+    assert [r.name for r in results] == ["qrs", "hr"]
+    client = _client(config)
+    qrs = client.get_run(results[0].run_id)
+    parent_id = qrs.data.tags["mlflow.parentRunId"]
+    assert client.get_run(results[1].run_id).data.tags["mlflow.parentRunId"] == parent_id
+    assert client.get_run(parent_id).info.status == "FINISHED"
+
+    params, tags = qrs.data.params, qrs.data.tags
+    assert params["model"] == "resnet1d_fast" and params["targets"] == "qrs"
+    assert params["lr"] == "0.001" and params["input.fs"] == "100.0"
+    assert params["model_kwargs.stem_stride"] == "4"
+    assert int(params["data.n_train"]) > 200 and int(params["data.n_val"]) > 30
+    sidecar = json.loads(next(ptbxl_labelled.path.glob("labels-*.json")).read_text())
+    assert tags["ecgtransfer.labeller_config_hash"] == sidecar["config_hash"]
+    assert tags["ecgtransfer.dataset"] == "ptbxl-1.0.3"
+    assert len(tags["ecgtransfer.store_hash"]) == 12
+    assert tags["ecgtransfer.code_version"].startswith("0.")
+
+    history = client.get_metric_history(qrs.info.run_id, "val_mae_qrs_ms")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert all(0 < m.value < 200 for m in history)
+    assert {"train_loss", "val_loss", "train_mae_qrs_ms", "lr"} <= set(qrs.data.metrics)
+    test_mae = qrs.data.metrics["test_mae_qrs_ms"]
+    assert 0 < test_mae < 60 and test_mae == pytest.approx(results[0].test_mae["qrs_ms"])
+
+    artifacts = {a.path for a in client.list_artifacts(qrs.info.run_id)}
+    assert {"config.yaml", "history.csv", "data_counts.json"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(qrs.info.run_id, "plots")}
+    assert plots == {"plots/learning_curves.png", "plots/scatter_test.png"}
+    contexts = {d.dataset.name: d.tags[0].value for d in qrs.inputs.dataset_inputs}
+    assert contexts == {"ptbxl:train": "training", "ptbxl:val": "validation",
+                        "ptbxl:test": "testing"}
+
+    # The logged model loads back, has a signature, and predicts QRS in ms from mV input,
+    # the same as the saved model.pt.
+    uri = tags["ecgtransfer.model_uri"]
+    assert mlflow.models.get_model_info(uri).signature is not None
+    logged = mlflow.pytorch.load_model(uri).eval()
+    saved = load_regressor(results[0].path / "model.pt")
+    from ecgtransfer.data.transforms import resample
+
+    x = torch.from_numpy(np.stack([resample(ptbxl_labelled[i], 500, 100) for i in range(4)]))
+    with torch.no_grad():
+        pred = logged(x)
+        assert torch.allclose(pred, saved(x), atol=1e-4)
+    assert pred.shape == (4, 1) and ((pred > 40) & (pred < 200)).all()
+    assert logged.forward_features(x).shape == (4, logged.net.num_features)
+
+
+def test_pretrain_synthetic_store_multi_output(deepfake_labelled, tmp_path):
+    config = _config(deepfake_labelled, tmp_path, targets="qrs,qt", multi_output=True,
+                     epochs=1, fs=None)
+    (result,) = pretrain(config, progress=False)
+    assert result.name == "qrs+qt"
+    run = _client(config).get_run(result.run_id)
+    assert run.data.tags["ecgtransfer.dataset"] == "deepfake"
+    assert "mlflow.parentRunId" not in run.data.tags
+    counts = result.counts
+    assert sum(c["records"] for c in counts.values()) == 48
+    # the random split is the documented seeded one
+    expected = split_positions(deepfake_labelled.index, "random", seed=0)
+    assert counts["test"]["records"] == len(expected["test"])
+    assert set(result.test_mae) == {"qrs_ms", "qt_ms"}
+    assert run.data.params["input.n_samples"] == "5000"
+
+
+def test_normalisation_is_fitted_on_training_records_only(ptbxl_labelled, tmp_path):
+    config = _config(ptbxl_labelled, tmp_path, targets=["qt"], epochs=1)
+    (result,) = pretrain(config, progress=False)
+    model = load_regressor(result.path / "model.pt")
+    train = split_positions(ptbxl_labelled.index, "folds")["train"]
+    values, reasons = target_table(ptbxl_labelled.index, pd.read_csv(
+        next(ptbxl_labelled.path.glob("labels-*.csv")), dtype={"record_id": str}), ["qt"])
+    used = train[reasons[train, 0] == ""]
+    mean, std = fit_lead_stats(ptbxl_labelled, used)
+    np.testing.assert_allclose(model.lead_mean.flatten().numpy(), mean, rtol=1e-5)
+    np.testing.assert_allclose(model.lead_std.flatten().numpy(), std, rtol=1e-5)
+    everyone, _ = fit_lead_stats(ptbxl_labelled, range(len(ptbxl_labelled)))
+    assert not np.allclose(mean, everyone, rtol=1e-4)
+    assert model.target_mean.item() == pytest.approx(np.mean(values[used, 0]), rel=1e-5)
+    assert model.meta["fs"] == 100.0 and model.meta["n_samples"] == 1000
+
+
+def test_flagged_and_nan_labels_are_left_out_and_counted(ptbxl_labelled, tmp_path):
+    labels = pd.read_csv(next(ptbxl_labelled.path.glob("labels-*.csv")), dtype={"record_id": str})
+    train = split_positions(ptbxl_labelled.index, "folds")["train"]
+    ids = ptbxl_labelled.index["record_id"].to_numpy()[train[:7]]
+    rows = labels["record_id"].isin(ids[:4])
+    labels.loc[rows, "qrs_ms"] = np.nan
+    labels.loc[rows, "qrs_status"] = "flat lead V2"
+    labels = labels[~labels["record_id"].isin(ids[4:])]  # 3 records without a label row
+    path = tmp_path / "labels-edited.csv"
+    labels.to_csv(path, index=False)
+    config = _config(ptbxl_labelled, tmp_path, labels=str(path), epochs=1)
+    (result,) = pretrain(config, progress=False)
+    excluded = result.counts["train"]["excluded"]
+    before = ((pd.read_csv(next(ptbxl_labelled.path.glob("labels-*.csv")),
+                           dtype={"record_id": str}).set_index("record_id")
+               .loc[ptbxl_labelled.index["record_id"].to_numpy()[train], "qrs_status"] != "ok")
+              .sum())
+    assert excluded.get("label NaN or flagged", 0) == before + 4
+    assert excluded["no label row"] == 3
+    params = _client(config).get_run(result.run_id).data.params
+    assert int(params["data.n_train_excluded"]) == before + 7
+    assert int(params["data.n_train"]) == len(train) - before - 7
+
+
+def test_resume_continues_to_the_same_weights(ptbxl_labelled, tmp_path, monkeypatch):
+    from ecgtransfer.training.loop import Trainer
+
+    kw = dict(targets=["pr"], epochs=4, max_train_records=96, model_kwargs={"head_dropout": 0.3},
+              scheduler="cosine")
+    whole = _config(ptbxl_labelled, tmp_path / "a", **kw)
+    (a,) = pretrain(whole, progress=False)
+
+    killed = _config(ptbxl_labelled, tmp_path / "b", **kw)
+    original = Trainer._train_epoch
+
+    def dies_in_epoch_3(self, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(killed, progress=False)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    assert not (Path(killed.out) / "pr" / "model.pt").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        pretrain(killed, progress=False)
+    (b,) = pretrain(killed, resume=True, progress=False)
+
+    sa = load_regressor(a.path / "model.pt").state_dict()
+    sb = load_regressor(b.path / "model.pt").state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.best_epoch == b.best_epoch and a.test_mae == b.test_mae
+    client = _client(killed)
+    assert b.run_id == json.loads((Path(killed.out) / "pr" / "run.json").read_text())["run_id"]
+    steps = [m.step for m in client.get_metric_history(b.run_id, "val_mae_pr_ms")]
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert client.get_run(b.run_id).info.status == "FINISHED"
+    # a finished run is reused, not retrained
+    (again,) = pretrain(killed, resume=True, progress=False)
+    assert again.reused and again.run_id == b.run_id
+
+
+def test_best_weights_are_a_copy(ptbxl_labelled):
+    from ecgtransfer.data.dataset import StoreDataset
+    from ecgtransfer.models import create_model
+    from ecgtransfer.training.loop import LoopConfig, Trainer
+    from ecgtransfer.training.tasks import RegressionTask
+
+    store = ptbxl_labelled
+    mean, std = fit_lead_stats(store, range(40))
+    y = np.linspace(-1, 1, 40, dtype=np.float32)[:, None]
+    train = StoreDataset(store, range(40), y, mean, std, fs=100)
+    val = StoreDataset(store, range(40, 60), y[:20], mean, std, fs=100)
+    torch.manual_seed(0)
+    states = []
+    trainer = Trainer(create_model("cnn"), RegressionTask(["x"], ["u"], [0], [1]), train, val,
+                      LoopConfig(epochs=3, batch_size=16, progress=False),
+                      device=torch.device("cpu"),
+                      on_epoch=lambda m: states.append({k: v.clone() for k, v in
+                                                        trainer.model.state_dict().items()}))
+    fit = trainer.fit()
+    best = states[fit.best_epoch - 1]
+    assert all(torch.equal(fit.best_state[k], best[k]) for k in best)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(fit.best_state[k], best[k]) for k in best)
+    assert len(fit.history) == 3
+
+
+class _Done:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """Run ``ecgtransfer`` in this process (in ``tmp_path``), capturing its output."""
+    from ecgtransfer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args):
+        code = main(list(args))
+        out = capsys.readouterr()
+        return _Done(code, out.out, out.err)
+
+    return run
+
+
+def test_torchrun_two_processes_on_cpu(deepfake_labelled, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29517", "-m", "ecgtransfer", "pretrain", "-q",
+         "--store", str(deepfake_labelled.path), "--targets", "qrs", "--epochs", "2",
+         "--fs", "100", "--device", "cpu", "--out", str(tmp_path / "run"),
+         "--tracking-uri", uri, "--experiment", "ddp"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert len(runs) == 1  # rank 0 alone logs
+    assert runs[0].data.params["world_size"] == "2"
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id,
+                                                            "val_mae_qrs_ms")) == [1, 2]
+    assert (tmp_path / "run" / "qrs" / "model.pt").exists()
+    assert proc.stdout.count("MLflow run") == 1
+
+
+def test_bad_config_and_missing_labels_fail_with_one_line(ptbxl_labelled, ptbxl_store, tmp_path,
+                                                          cli):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"store: {ptbxl_labelled.path}\nepoch: 3\n")
+    proc = cli("pretrain", "--config", str(bad))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"ecgtransfer: error: {bad}: unknown key 'epoch'"
+
+    proc = cli("pretrain", "--store", str(ptbxl_labelled.path), "--set",
+               "model_kwargs.widht=3", "--out", str(tmp_path / "r1"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "model_kwargs.widht" in proc.stderr
+
+    proc = cli("pretrain", "--store", str(ptbxl_labelled.path), "--targets", "qrs,st")
+    assert proc.returncode == 2 and "unknown target 'st'" in proc.stderr
+
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(ptbxl_store.path, unlabelled,
+                    ignore=shutil.ignore_patterns("labels-*"))
+    proc = cli("pretrain", "--store", str(unlabelled))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "no label file" in proc.stderr and "ecgtransfer label" in proc.stderr
+
+    other = tmp_path / "other.csv"
+    labels = pd.read_csv(next(ptbxl_labelled.path.glob("labels-*.csv")), dtype=str)
+    labels["record_id"] = "x" + labels["record_id"]
+    labels.to_csv(other, index=False)
+    proc = cli("pretrain", "--store", str(ptbxl_labelled.path), "--labels", str(other),
+               "--out", "r2")
+    assert proc.returncode == 2 and "none of its rows is a record of this store" in proc.stderr
+    # nothing was written: the same command with the right labels then runs
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_cli_lists_models(cli):
+    proc = cli("pretrain", "--list-models")
+    assert proc.returncode == 0
+    assert "resnet1d_fast (default)" in proc.stdout and "inception1d:" in proc.stdout
