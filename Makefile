@@ -31,6 +31,8 @@ quickstart: setup
 	$(BIN)/ecgtransfer synth --n 256 --seed 0 --out $(QUICKSTART)/deepfake
 	$(BIN)/ecgtransfer data info $(QUICKSTART)/deepfake
 	$(BIN)/ecgtransfer label --store $(QUICKSTART)/deepfake --workers 2
+	$(BIN)/ecgtransfer pretrain --store $(QUICKSTART)/deepfake --targets qrs --epochs 10 \
+	  --out $(QUICKSTART)/pretrain --experiment quickstart --resume
 
 test: setup
 	$(BIN)/python -m pytest
@@ -41,6 +43,7 @@ bench: setup
 	$(BIN)/python benchmarks/synth_amplitude.py
 	$(BIN)/python benchmarks/bench_label.py
 	$(BIN)/python benchmarks/label_realism.py
+	$(BIN)/python benchmarks/bench_pretrain.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

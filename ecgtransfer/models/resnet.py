@@ -96,8 +96,9 @@ def resnet1d(in_channels: int = 8, num_outputs: int = 1, layers: tuple[int, ...]
 @register_model
 def resnet1d_fast(in_channels: int = 8, num_outputs: int = 1, layers: tuple[int, ...] = (1, 1, 1),
                   width: int = 32, kernel_size: int = 5, stem_kernel: int = 15,
-                  stem_stride: int = 4, stem_pool: int = 2, head_hidden: int | None = None,
-                  head_dropout: float = 0.0) -> ResNet1d:
-    """The default: shallow, small-kernel ResNet with a stride-8 stem (fast on CPU)."""
+                  stem_stride: int = 4, stem_pool: int = 2, head_hidden: int | None = 128,
+                  head_dropout: float = 0.25) -> ResNet1d:
+    """The default: shallow, small-kernel ResNet with a stride-8 stem (fast on CPU) and the
+    same 256 -> 128 -> outputs head as ``inception1d``."""
     return ResNet1d(in_channels, num_outputs, tuple(layers), width, kernel_size, stem_kernel,
                     stem_stride, stem_pool, head_hidden, head_dropout)
