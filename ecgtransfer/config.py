@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
-__all__ = ["ConfigError", "PretrainConfig", "TARGET_UNITS", "from_dict", "load_config",
-           "apply_overrides", "to_yaml", "config_hash"]
+__all__ = ["ConfigError", "LoopConfig", "PretrainConfig", "TARGET_UNITS", "from_dict", "load_config",
+           "apply_overrides", "to_yaml", "config_hash", "loop_config"]
 
 T = TypeVar("T")
 
@@ -30,8 +30,55 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class PretrainConfig:
-    """Everything ``ecgtransfer pretrain`` does, as one record.
+class LoopConfig:
+    """The settings of the one training loop, shared by every training stage.
+
+    Attributes
+    ----------
+    epochs, batch_size : int
+        ``batch_size`` is per process under ``torchrun``.
+    optimizer : str
+        ``adamw`` or ``adam``.
+    lr, weight_decay : float
+    scheduler : str
+        ``cosine`` (to 0 over ``epochs``), ``plateau`` (halve after 2 epochs without improvement)
+        or ``constant``.
+    patience : int
+        Stop after this many epochs without a better validation score (0: never stop early).
+    seed : int
+        Seeds model initialisation, shuffling, splits and dropout.
+    num_workers : int
+        DataLoader worker processes.
+    amp : bool
+        Mixed precision on CUDA (ignored on CPU).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    scheduler: str = "cosine"
+    patience: int = 8
+    seed: int = 0
+    num_workers: int = 0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.optimizer not in ("adam", "adamw"), "optimizer", "adam or adamw")
+        _check(self.scheduler not in ("cosine", "plateau", "constant"), "scheduler",
+               "cosine, plateau or constant")
+        for key in ("epochs", "batch_size"):
+            _check(int(getattr(self, key)) < 1, key, "must be at least 1")
+        _check(self.lr <= 0, "lr", "must be positive")
+        _check(self.patience < 0 or self.num_workers < 0, "patience/num_workers",
+               "must not be negative")
+
+
+@dataclass
+class PretrainConfig(LoopConfig):
+    """Everything ``ecgtransfer pretrain`` does, as one record (the loop's settings are
+    :class:`LoopConfig`'s).
 
     Attributes
     ----------
@@ -57,25 +104,10 @@ class PretrainConfig:
         patients).
     max_train_records : int, optional
         Use at most this many training records (a seeded subsample), e.g. for quick runs.
-    epochs, batch_size : int
-    optimizer : str
-        ``adamw`` or ``adam``.
-    lr, weight_decay : float
-    scheduler : str
-        ``cosine`` (to 0 over ``epochs``), ``plateau`` (halve after 2 epochs without improvement)
-        or ``constant``.
     loss : str
         ``huber`` (smooth L1), ``mse`` or ``l1``, on standardised targets.
-    patience : int
-        Stop after this many epochs without a better validation MAE (0: never stop early).
-    seed : int
-        Seeds model initialisation, shuffling, splits and dropout.
-    num_workers : int
-        DataLoader worker processes.
     device : str
         ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-    amp : bool
-        Mixed precision on CUDA (ignored on CPU).
     out : str
         Run folder: resolved config, checkpoints, the final models.
     experiment : str
@@ -96,24 +128,15 @@ class PretrainConfig:
     split: str = "auto"
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     max_train_records: int | None = None
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    scheduler: str = "cosine"
     loss: str = "huber"
-    patience: int = 8
-    seed: int = 0
-    num_workers: int = 0
     device: str = "auto"
-    amp: bool = True
     out: str = "runs/pretrain"
     experiment: str = "ecgtransfer-pretrain"
     tracking_uri: str | None = None
     run_name: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.targets, str):
             self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]
         self.targets = [str(t).lower() for t in self.targets]
@@ -127,17 +150,9 @@ class PretrainConfig:
         _check(len(self.split_fractions) != 3 or min(self.split_fractions) <= 0
                or abs(sum(self.split_fractions) - 1) > 1e-6, "split_fractions",
                "three positive fractions summing to 1")
-        _check(self.optimizer not in ("adam", "adamw"), "optimizer", "adam or adamw")
-        _check(self.scheduler not in ("cosine", "plateau", "constant"), "scheduler",
-               "cosine, plateau or constant")
         _check(self.loss not in ("huber", "mse", "l1"), "loss", "huber, mse or l1")
         _check(self.device not in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
-        for key in ("epochs", "batch_size"):
-            _check(int(getattr(self, key)) < 1, key, "must be at least 1")
-        _check(self.lr <= 0, "lr", "must be positive")
         _check(self.fs is not None and self.fs <= 0, "fs", "must be positive")
-        _check(self.patience < 0 or self.num_workers < 0, "patience/num_workers",
-               "must not be negative")
         _check(self.max_train_records is not None and self.max_train_records < 2,
                "max_train_records", "must be at least 2")
         _check(not isinstance(self.model_kwargs, dict), "model_kwargs", "must be a mapping")
@@ -193,16 +208,20 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "") -> T:
-    """Build config ``cls`` from a mapping; an unknown key or a wrong type is a
-    :class:`ConfigError` naming the key (prefixed by ``where``, e.g. the file)."""
-    prefix = f"{where}: " if where else ""
+def _check_keys(cls: type, values: Any, prefix: str) -> None:
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix}expected a mapping of settings")
     known = {f.name for f in fields(cls)}
     for key in values:
         if key not in known:
             raise ConfigError(f"{prefix}unknown key {key!r}")
+
+
+def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "") -> T:
+    """Build config ``cls`` from a mapping; an unknown key or a wrong type is a
+    :class:`ConfigError` naming the key (prefixed by ``where``, e.g. the file)."""
+    prefix = f"{where}: " if where else ""
+    _check_keys(cls, values, prefix)
     try:
         kwargs = {k: _coerce(v, _type_of(cls, k), k) for k, v in values.items()}
         return cls(**kwargs)
@@ -238,12 +257,7 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] 
             raise ConfigError(f"{path}: no such config file") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(merged, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings")
-        known = {f.name for f in fields(cls)}
-        for key in merged:
-            if key not in known:
-                raise ConfigError(f"{path}: unknown key {key!r}")
+        _check_keys(cls, merged, f"{path}: ")
     merged.update({k: v for k, v in values.items() if v is not None})
     merged = apply_overrides(merged, overrides)
     return from_dict(cls, merged, where=where if not overrides else "")
@@ -276,8 +290,18 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A config as plain YAML/JSON-able values."""
-    return json.loads(json.dumps(asdict(config)))
+    """A config as plain YAML/JSON-able values: the class's own settings first, then those it
+    inherits (a stage's data and model before the loop's)."""
+    values = json.loads(json.dumps(asdict(config)))
+    inherited = {f.name for base in type(config).__mro__[1:] if dataclasses.is_dataclass(base)
+                 for f in fields(base)}
+    own = [k for k in values if k not in inherited]
+    return {k: values[k] for k in own + [k for k in values if k in inherited]}
+
+
+def loop_config(config: Any) -> "LoopConfig":
+    """The :class:`LoopConfig` part of a stage's config."""
+    return LoopConfig(**{f.name: getattr(config, f.name) for f in fields(LoopConfig)})
 
 
 def to_yaml(config: Any) -> str:

@@ -374,18 +374,15 @@ def _train_one(stage: _Stage, targets: list[str], selection: tuple, resume: bool
 
 def _fit(stage: _Stage, net, targets, units, t_mean, t_std, dataset, folder: Path, resume: bool,
          on_epoch):
-    from ecgtransfer.training.loop import LoopConfig, Trainer
+    from ecgtransfer.config import loop_config
+    from ecgtransfer.training.loop import Trainer
     from ecgtransfer.training.tasks import RegressionTask
 
     config = stage.config
     task = RegressionTask(targets, units, t_mean, t_std, loss=config.loss)
-    loop = LoopConfig(epochs=config.epochs, batch_size=config.batch_size,
-                      optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-                      scheduler=config.scheduler, patience=config.patience, seed=config.seed,
-                      num_workers=config.num_workers, amp=config.amp, progress=stage.progress)
-    trainer = Trainer(net, task, dataset("train"), dataset("val"), loop, device=stage.device,
-                      dist=stage.dist, checkpoint=folder / "checkpoint.pt", on_epoch=on_epoch,
-                      desc="+".join(targets))
+    trainer = Trainer(net, task, dataset("train"), dataset("val"), loop_config(config),
+                      device=stage.device, dist=stage.dist, checkpoint=folder / "checkpoint.pt",
+                      on_epoch=on_epoch, desc="+".join(targets), progress=stage.progress)
     return trainer, task, trainer.fit(resume=resume)
 
 

@@ -215,7 +215,8 @@ def test_resume_continues_to_the_same_weights(ptbxl_labelled, tmp_path, monkeypa
 def test_best_weights_are_a_copy(ptbxl_labelled):
     from ecgtransfer.data.dataset import StoreDataset
     from ecgtransfer.models import create_model
-    from ecgtransfer.training.loop import LoopConfig, Trainer
+    from ecgtransfer.config import LoopConfig
+    from ecgtransfer.training.loop import Trainer
     from ecgtransfer.training.tasks import RegressionTask
 
     store = ptbxl_labelled
@@ -226,7 +227,7 @@ def test_best_weights_are_a_copy(ptbxl_labelled):
     torch.manual_seed(0)
     states = []
     trainer = Trainer(create_model("cnn"), RegressionTask(["x"], ["u"], [0], [1]), train, val,
-                      LoopConfig(epochs=3, batch_size=16, progress=False),
+                      LoopConfig(epochs=3, batch_size=16), progress=False,
                       device=torch.device("cpu"),
                       on_epoch=lambda m: states.append({k: v.clone() for k, v in
                                                         trainer.model.state_dict().items()}))

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ecgtransfer.data.store import SignalStore, _atomic
+from ecgtransfer.data.store import SignalStore, atomic_file
 from ecgtransfer.features.intervals import (LABEL_COLUMNS, LabellerConfig, ecg_intervals,
                                             unmeasured)
 
@@ -298,7 +298,7 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
 
     start = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic(_sidecar(path)) as fh:
+    with atomic_file(_sidecar(path)) as fh:
         json.dump({**meta, "complete": False}, fh, indent=2)
     computed = 0
     if todo:
@@ -331,14 +331,14 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
             finally:
                 if bar is not None:
                     bar.close()
-    with _atomic(path) as fh:
+    with atomic_file(path) as fh:
         fh.write(",".join(LABEL_COLUMNS) + "\n")
         for rid in ids:
             fh.write(known[rid])
     seconds = time.perf_counter() - start
     table = read_labels(path)
     n_ok = {c: int((table[c] == "ok").sum()) for c in LABEL_COLUMNS if c.endswith("_status")}
-    with _atomic(_sidecar(path)) as fh:
+    with atomic_file(_sidecar(path)) as fh:
         json.dump({**meta, "complete": True, "n_records": len(ids), "n_ok": n_ok,
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, fh, indent=2)
     _partial(path).unlink(missing_ok=True)

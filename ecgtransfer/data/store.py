@@ -38,7 +38,8 @@ import pandas as pd
 from ecgtransfer import __version__
 from ecgtransfer.data.transforms import to_microvolts
 
-__all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT", "merge_stores"]
+__all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT", "atomic_file",
+           "merge_stores"]
 
 STORE_FORMAT = 1
 _META = "store.json"
@@ -56,12 +57,13 @@ class StoreError(Exception):
 
 
 @contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[IO[str]]:
-    """A text file that takes the name ``path`` only once it is completely written and synced,
+def atomic_file(path: Path, binary: bool = False) -> Iterator[IO]:
+    """A file that takes the name ``path`` only once it is completely written and synced,
     so that readers see the old or the new file, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with (os.fdopen(fd, "wb") if binary
+              else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -72,7 +74,7 @@ def _atomic(path: Path) -> Iterator[IO[str]]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    with _atomic(path) as f:
+    with atomic_file(path) as f:
         f.write(text)
 
 
@@ -470,7 +472,7 @@ class StoreWriter:
             with open(journal, encoding="utf-8") as f:
                 for line in f:
                     columns.extend(k for k in json.loads(line) if k not in columns)
-        with _atomic(self.path / _INDEX) as out:
+        with atomic_file(self.path / _INDEX) as out:
             table = csv.DictWriter(out, fieldnames=columns, restval="", lineterminator="\n")
             table.writeheader()
             if journal.exists():

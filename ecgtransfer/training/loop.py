@@ -21,30 +21,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from ecgtransfer.config import LoopConfig
 from ecgtransfer.training import TrainingError
 from ecgtransfer.training.checkpoint import load_checkpoint, save_checkpoint
 from ecgtransfer.training.distributed import DistInfo, gather_objects
 
-__all__ = ["LoopConfig", "FitResult", "Trainer", "TrainingError"]
+__all__ = ["FitResult", "Trainer"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoopConfig:
-    """Settings of the loop itself (a subset of a stage's config)."""
-
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    scheduler: str = "cosine"
-    patience: int = 8
-    seed: int = 0
-    num_workers: int = 0
-    amp: bool = True
-    progress: bool = True
 
 
 @dataclass
@@ -86,13 +70,15 @@ class Trainer:
         Optimizer parameter groups (default: every parameter of ``model``).
     desc : str
         Label of the progress bar and log lines.
+    progress : bool
+        Show a progress bar (rank 0).
     """
 
     def __init__(self, model: nn.Module, task: Any, train_set: Dataset, val_set: Dataset,
                  config: LoopConfig, *, device: torch.device, dist: DistInfo = DistInfo(),
                  checkpoint: Path | None = None,
                  on_epoch: Callable[[dict[str, float]], None] | None = None,
-                 param_groups: list[dict] | None = None, desc: str = ""):
+                 param_groups: list[dict] | None = None, desc: str = "", progress: bool = True):
         self.task = task
         self.config = config
         self.device = device
@@ -100,6 +86,7 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.on_epoch = on_epoch
         self.desc = desc
+        self.progress = progress
         self.model = model.to(device)
         self.net: nn.Module = self.model
         if dist.enabled:
@@ -163,7 +150,7 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         losses, outs, ys = [], [], []
         bar = tqdm(self.train_loader, desc=f"{self.desc} epoch {epoch}/{self.config.epochs}",
-                   leave=False, disable=not (self.config.progress and self.dist.is_main),
+                   leave=False, disable=not (self.progress and self.dist.is_main),
                    unit="batch")
         for x, y in bar:
             x = x.to(self.device, non_blocking=True)
