@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -209,14 +210,12 @@ class _Stage:
         self.labels = read_labels(self.labels_path)
         self.splits = split_positions(self.store.index, config.split, seed=config.seed,
                                       fractions=config.split_fractions, where=str(self.store.path))
-        import os
-
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = pick_device(config.device, local_rank)
+        self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = init_distributed(self.device)
         self.fs = float(config.fs or self.store.fs)
         lengths = self.store.index["n_samples"].to_numpy()
-        self.n_samples = int(round(float(np.median(lengths)) * self.fs / self.store.fs)) if len(lengths) else 0
+        median = float(np.median(lengths)) if len(lengths) else 0.0
+        self.n_samples = int(round(median * self.fs / self.store.fs))
         self.out = Path(config.out)
 
     def tags(self, targets: list[str]) -> dict[str, str]:
@@ -237,23 +236,27 @@ class _Stage:
         """Usable positions per split, the target values, and the exclusion counts."""
         values, reasons = target_table(self.store.index, self.labels, targets, self.labels_path)
         usable = (reasons == "").all(axis=1)
+        limit = self.config.max_train_records
         chosen, counts = {}, {}
         for split, pos in self.splits.items():
             keep = pos[usable[pos]]
-            if split == "train" and self.config.max_train_records and len(keep) > self.config.max_train_records:
+            if split == "train" and limit and len(keep) > limit:
                 rng = np.random.default_rng(self.config.seed)
-                keep = np.sort(rng.choice(keep, self.config.max_train_records, replace=False))
+                keep = np.sort(rng.choice(keep, limit, replace=False))
             chosen[split] = keep
             excluded: dict[str, int] = {}
             for i in pos[~usable[pos]]:
                 first = next(r for r in reasons[i] if r)
-                key = first if first in ("no label row",) or first.startswith("index:") else "label NaN or flagged"
-                excluded[key] = excluded.get(key, 0) + 1
-            counts[split] = {"records": int(len(pos)), "used": int(len(keep)), "excluded": excluded}
+                if first != "no label row" and not first.startswith("index:"):
+                    first = "label NaN or flagged"
+                excluded[first] = excluded.get(first, 0) + 1
+            counts[split] = {"records": int(len(pos)), "used": int(len(keep)),
+                             "excluded": excluded}
         for split in ("train", "val"):
             if len(chosen[split]) < 2:
-                raise ValueError(f"{self.store.path}: {len(chosen[split])} usable {split} records for "
-                                 f"{'+'.join(targets)} (split {self.config.split!r}); need at least 2")
+                raise ValueError(f"{self.store.path}: {len(chosen[split])} usable {split} records "
+                                 f"for {'+'.join(targets)} (split {self.config.split!r}); "
+                                 "need at least 2")
         return chosen, values, counts
 
 
