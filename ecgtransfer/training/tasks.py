@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ecgtransfer.training.metrics import mae
 
-__all__ = ["RegressionTask"]
+__all__ = ["RegressionTask", "ClassificationTask"]
 
 
 class RegressionTask:
@@ -64,4 +64,64 @@ class RegressionTask:
         out = {f"{prefix}_mae_{n}_{u}": float(e * s)
                for n, u, e, s in zip(self.names, self.units, err, self.std)}
         out[f"{prefix}_score"] = float(np.mean(err))
+        return out
+
+
+class ClassificationTask:
+    """Five-superclass diagnosis: single-label (softmax, cross-entropy with optional class
+    weights) or multi-label (sigmoid, binary cross-entropy), scored by macro AUROC.
+
+    Parameters
+    ----------
+    classes : sequence of str
+        Class names, in output order.
+    multilabel : bool
+        Targets are ``(n, k)`` 0/1 rows instead of class indices.
+    class_weights : sequence of float, optional
+        Cross-entropy weight per class (single-label) or BCE ``pos_weight`` (multi-label).
+
+    Notes
+    -----
+    Early stopping watches ``val_score = 1 - macro AUROC`` (lower is better).
+    """
+
+    monitor = "val_score"
+
+    def __init__(self, classes: Sequence[str], multilabel: bool = False,
+                 class_weights: Sequence[float] | None = None):
+        self.classes = list(classes)
+        self.multilabel = multilabel
+        self.weights = (None if class_weights is None
+                        else torch.as_tensor(np.asarray(class_weights), dtype=torch.float32))
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        w = None if self.weights is None else self.weights.to(outputs.device)
+        if self.multilabel:
+            return F.binary_cross_entropy_with_logits(outputs.float(), targets.float(),
+                                                      pos_weight=w)
+        return F.cross_entropy(outputs.float(), targets.long().view(-1), weight=w)
+
+    def probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        """Logits to probabilities (sigmoid or softmax)."""
+        z = np.asarray(outputs, dtype=np.float64)
+        if self.multilabel:
+            return 1.0 / (1.0 + np.exp(-z))
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def metrics(self, outputs: np.ndarray, targets: np.ndarray, prefix: str) -> dict[str, float]:
+        """``<prefix>_accuracy``, ``_macro_auroc``, ``_macro_f1``, ``_auroc_<class>`` and
+        ``<prefix>_score``."""
+        from ecgtransfer.training.metrics import classification_metrics
+
+        values = classification_metrics(self.probabilities(outputs), targets, self.classes,
+                                        self.multilabel)
+        out = {f"{prefix}_{k}": v for k, v in values.items()}
+        auroc = values["macro_auroc"]
+        out[f"{prefix}_score"] = float(1.0 - auroc) if np.isfinite(auroc) else float("inf")
         return out

@@ -1,0 +1,74 @@
+"""Classification metrics on cases worked out by hand, bootstrap intervals, and the
+classification task's loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ecgtransfer.training.metrics import bootstrap_interval, classification_metrics
+from ecgtransfer.training.tasks import ClassificationTask
+
+PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.5, 0.3], [0.4, 0.35, 0.25]])
+Y = np.array([0, 1, 2, 0])
+
+
+def test_single_label_by_hand():
+    m = classification_metrics(PROBS, Y, ["A", "B", "C"])
+    assert m["accuracy"] == pytest.approx(0.75)          # record 2 is called B
+    assert m["auroc_A"] == pytest.approx(1.0)
+    assert m["auroc_B"] == pytest.approx(1.0)
+    assert m["auroc_C"] == pytest.approx(2.5 / 3)        # one tie with record 1
+    assert m["macro_auroc"] == pytest.approx((2 + 2.5 / 3) / 3)
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+def test_multi_label_by_hand():
+    probs = np.array([[0.9, 0.2], [0.3, 0.8], [0.6, 0.4], [0.1, 0.1]])
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    m = classification_metrics(probs, y, ["X", "Y"], multilabel=True)
+    assert m["accuracy"] == pytest.approx(0.75)          # record 2 misses Y at 0.5
+    assert m["auroc_X"] == pytest.approx(1.0) and m["auroc_Y"] == pytest.approx(1.0)
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_absent_class_has_no_auroc():
+    m = classification_metrics(PROBS[:2], Y[:2], ["A", "B", "C"])
+    assert np.isnan(m["auroc_C"])
+    assert m["macro_auroc"] == pytest.approx(1.0)
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    probs = rng.dirichlet([1, 1, 1], 300)
+    probs[np.arange(300), y] += 0.5
+    probs /= probs.sum(axis=1, keepdims=True)
+
+    def metric(p, t):
+        return classification_metrics(p, t, ["A", "B", "C"])
+
+    point = metric(probs, y)
+    ci = bootstrap_interval(metric, probs, y, n_resamples=200, seed=1)
+    assert ci == bootstrap_interval(metric, probs, y, n_resamples=200, seed=1)
+    for key in ("accuracy", "macro_auroc", "macro_f1"):
+        low, high = ci[key]
+        assert low < point[key] < high and high - low < 0.2
+    small = bootstrap_interval(metric, probs[:60], y[:60], n_resamples=200, seed=1)
+    assert np.diff(small["accuracy"]) > np.diff(ci["accuracy"])
+
+
+def test_classification_task_loss_and_score():
+    task = ClassificationTask(["A", "B", "C"], class_weights=[1.0, 2.0, 0.5])
+    logits = torch.log(torch.tensor(PROBS, dtype=torch.float32))
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor(Y),
+                                                 weight=torch.tensor([1.0, 2.0, 0.5]))
+    assert task.loss(logits, torch.tensor(Y)).item() == pytest.approx(expected.item())
+    np.testing.assert_allclose(task.probabilities(logits.numpy()), PROBS, rtol=1e-6)
+    m = task.metrics(logits.numpy(), Y, "val")
+    assert m["val_score"] == pytest.approx(1 - m["val_macro_auroc"])
+    multi = ClassificationTask(["X", "Y"], multilabel=True)
+    out = torch.tensor([[2.0, -1.0]])
+    assert multi.loss(out, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(out, torch.tensor([[1.0, 0.0]])).item())
