@@ -1,0 +1,93 @@
+"""Trunk transfer: the classifier's trunk starts equal to the pretrained one, a frozen trunk stays
+fixed while the head learns, ``combined`` holds every trunk, and bad sources are named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ecgtransfer.models import create_model
+from ecgtransfer.models.regressor import IntervalRegressor, load_regressor, save_regressor
+from ecgtransfer.transfer import TransferClassifier, load_regressors, set_trunk_trainable
+
+
+def _regressor(path, seed, fs=100.0, model="resnet1d_fast"):
+    torch.manual_seed(seed)
+    net = create_model(model, num_outputs=1)
+    meta = {"model": model, "model_kwargs": {}, "targets": ["qrs"], "units": ["ms"], "fs": fs,
+            "n_samples": int(10 * fs), "leads": ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]}
+    rng = np.random.default_rng(seed)
+    save_regressor(IntervalRegressor(net, meta, rng.normal(0, 0.01, 8), rng.uniform(0.1, 0.3, 8),
+                                     [95.0], [12.0]), path)
+    return path
+
+
+@pytest.fixture
+def batch(ptbxl_store):
+    from ecgtransfer.data.transforms import resample
+
+    return torch.from_numpy(np.stack([resample(ptbxl_store[i], 500, 100) for i in range(8)]))
+
+
+def test_trunk_equals_the_pretrained_trunk(tmp_path, batch):
+    (tmp_path / "qrs").mkdir()
+    path = _regressor(tmp_path / "qrs" / "model.pt", 0)
+    (source,) = load_regressors(str(path))
+    clf = TransferClassifier(load_regressors(str(tmp_path / "qrs")), num_outputs=5)  # a folder
+    reference = load_regressor(path).eval()
+    clf.eval()
+    trunk = {k: v for k, v in clf.trunks[0].state_dict().items() if not k.startswith("net.head")}
+    original = {k: v for k, v in source.state_dict().items() if not k.startswith("net.head")}
+    assert trunk.keys() == original.keys()
+    assert all(torch.equal(trunk[k], original[k]) for k in trunk)
+    with torch.no_grad():
+        assert torch.allclose(clf.forward_features(batch), reference.forward_features(batch))
+        assert clf(batch).shape == (8, 5)
+
+
+def test_frozen_trunk_stays_while_the_head_learns(tmp_path, batch):
+    clf = TransferClassifier(load_regressors(str(_regressor(tmp_path / "a.pt", 0))), 5)
+    clf.train()
+    set_trunk_trainable(clf, False)
+    before = {k: v.clone() for k, v in clf.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in clf.parameters() if p.requires_grad], lr=1e-2)
+    y = torch.arange(8) % 5
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(clf(batch), y).backward()
+        opt.step()
+    after = clf.state_dict()
+    trunk_keys = [k for k in before if k.startswith("trunks.")]
+    assert trunk_keys and all(torch.equal(before[k], after[k]) for k in trunk_keys)  # BN stats too
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
+    set_trunk_trainable(clf, True)
+    assert all(p.requires_grad for p in clf.parameters())
+
+
+def test_combined_holds_every_trunk(tmp_path, batch):
+    paths = [_regressor(tmp_path / f"{t}.pt", i) for i, t in enumerate(["hr", "pr", "qrs", "qt"])]
+    sources = [r for p in paths for r in load_regressors(str(p))]
+    clf = TransferClassifier(sources, 5).eval()
+    assert len(clf.trunks) == 4
+    assert clf.num_features == sum(s.net.num_features for s in sources)
+    with torch.no_grad():
+        feats = clf.forward_features(batch)
+        width = sources[0].net.num_features
+        for i, p in enumerate(paths):
+            alone = load_regressor(p).eval().forward_features(batch)
+            assert torch.allclose(feats[:, i * width:(i + 1) * width], alone)
+
+
+def test_bad_sources_are_named(tmp_path):
+    a = load_regressors(str(_regressor(tmp_path / "a.pt", 0, fs=100.0)))
+    b = load_regressors(str(_regressor(tmp_path / "b.pt", 1, fs=500.0)))
+    with pytest.raises(ValueError, match="b.pt: fs 500.0 differs"):
+        TransferClassifier(a + b, 5, names=["a.pt", "b.pt"])
+    with pytest.raises(ValueError, match="not a model.pt"):
+        load_regressors(str(tmp_path / "missing"))
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(ValueError, match="no such MLflow run"):
+        load_regressors("0123456789abcdef0123456789abcdef")
