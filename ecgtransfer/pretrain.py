@@ -121,7 +121,7 @@ def _groups(config: PretrainConfig) -> list[list[str]]:
 def _check_resume(folder: Path, config: PretrainConfig, resume: bool) -> None:
     saved = folder / "config.yaml"
     if not resume:
-        if any((folder / d).exists() for d in ("config.yaml",)):
+        if saved.exists():
             raise ConfigError(f"{folder}: holds a pretrain run already; pass --resume to continue "
                               "it or choose another --out")
         return
@@ -402,8 +402,8 @@ def _train_tracked(stage, targets, units, folder, net, meta, dataset, counts, va
     marker = folder / "run.json"
     run_id = json.loads(marker.read_text())["run_id"] if resume and marker.exists() else None
     run_name = config.run_name or f"pretrain {config.model} {name}"
-    if parent_id is not None:
-        run_name = f"{run_name} {name}" if config.run_name else run_name
+    if parent_id is not None and config.run_name:
+        run_name = f"{run_name} {name}"
     with tracking.open_run(run_id, run_name=run_name, tags=stage.tags(targets),
                            parent_run_id=parent_id) as run:
         marker.write_text(json.dumps({"run_id": run.info.run_id}))
