@@ -272,6 +272,53 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run in --out (same settings)")
     pre.add_argument("--list-models", action="store_true",
                      help="print the registered models and their parameters, then exit")
+    fin = commands.add_parser(
+        "finetune", help="fine-tune pretrained trunks (or train from scratch) on PTB-XL's five "
+                         "superclasses, tracked in MLflow",
+        description="Put the trunks of pretrained interval regressors under a new head and train "
+                    "it on a PTB-XL store's diagnostic superclasses (NORM, MI, STTC, CD, HYP); "
+                    "evaluate on the test fold with 95% bootstrap intervals. Settings come from "
+                    "defaults, then --config, then the flags below, then --set. One MLflow run "
+                    "per call. Under torchrun, trains data-parallel. See docs/finetune.md.",
+        formatter_class=fmt, parents=[common])
+    fin.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="YAML of settings (FinetuneConfig fields)")
+    fin.add_argument("--store", default=None, metavar="STORE", help="PTB-XL signal store")
+    fin.add_argument("--from", dest="sources", default=None, metavar="REF[,REF...]",
+                     help="pretrained regressors: model.pt files or folders, pretrain run "
+                          "folders, MLflow model URIs or run ids")
+    fin.add_argument("--strategy", default=None, choices=("single", "combined", "scratch"),
+                     help="one trunk, several side by side, or the same architecture from "
+                          "random weights (default single)")
+    fin.add_argument("--freeze", default=None, choices=("full", "frozen", "gradual"),
+                     help="train everything, keep the trunks fixed, or fixed for "
+                          "--frozen-epochs then unfrozen at a lower lr (default full)")
+    fin.add_argument("--frozen-epochs", type=_positive(int), default=None, metavar="N")
+    fin.add_argument("--task", default=None, choices=("single_label", "multi_label"),
+                     help="records with one superclass (softmax) or any (sigmoid per class; "
+                          "the PTB-XL benchmark's task) (default single_label)")
+    fin.add_argument("--class-weights", default=None, choices=("none", "balanced"))
+    fin.add_argument("--split", default=None, choices=("auto", "folds", "A", "B", "random"),
+                     help="PTB-XL folds 1-8/9/10, or within one A/B half (B for A->B transfer)")
+    fin.add_argument("--train-fraction", type=_positive(float), default=None, metavar="F",
+                     help="train on this seeded fraction of the training patients (default 1)")
+    fin.add_argument("--model", default=None, metavar="NAME",
+                     help="scratch without --from: the architecture (default resnet1d_fast)")
+    fin.add_argument("--epochs", type=_positive(int), default=None, metavar="N")
+    fin.add_argument("--batch-size", type=_positive(int), default=None, metavar="N")
+    fin.add_argument("--lr", type=_positive(float), default=None)
+    fin.add_argument("--seed", type=_non_negative, default=None, metavar="N")
+    fin.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    fin.add_argument("--out", default=None, metavar="DIR",
+                     help="run folder: config, checkpoint, model (default runs/finetune)")
+    fin.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment")
+    fin.add_argument("--tracking-uri", default=None, metavar="URI",
+                     help="MLflow tracking URI, also where run ids in --from are looked up "
+                          "(default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    fin.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="any setting, value as YAML (e.g. head_hidden=null); repeatable")
+    fin.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run in --out (same settings)")
     return parser
 
 
@@ -465,6 +512,32 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from ecgtransfer.config import FinetuneConfig, load_config
+
+    config = load_config(
+        FinetuneConfig, args.config, args.overrides, store=args.store, sources=args.sources,
+        strategy=args.strategy, freeze=args.freeze, frozen_epochs=args.frozen_epochs,
+        task=args.task, class_weights=args.class_weights, split=args.split,
+        train_fraction=args.train_fraction, model=args.model, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, out=args.out,
+        experiment=args.experiment, tracking_uri=args.tracking_uri)
+    from ecgtransfer.finetune import finetune
+
+    r = finetune(config, resume=args.resume, progress=not args.quiet)
+    if r.run_id is None:  # a torchrun rank other than 0
+        return 0
+    shown = "no test records"
+    if r.test:
+        shown = ", ".join(f"{name} {r.test[key]:.3f}" + (
+            f" [{r.intervals[key][0]:.3f}, {r.intervals[key][1]:.3f}]" if key in r.intervals else "")
+            for key, name in (("macro_auroc", "macro AUROC"), ("accuracy", "accuracy"),
+                              ("macro_f1", "macro F1")))
+    print(f"{r.path}: best epoch {r.best_epoch}, test {shown}{' (reused)' if r.reused else ''}; "
+          f"MLflow run {r.run_id}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ecgtransfer`` command; returns the exit status."""
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -480,7 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     if args.command != "data":
-        handler = {"synth": _cmd_synth, "label": _cmd_label, "pretrain": _cmd_pretrain}[args.command]
+        handler = {"synth": _cmd_synth, "label": _cmd_label, "pretrain": _cmd_pretrain,
+                   "finetune": _cmd_finetune}[args.command]
     else:
         handler = {"prepare": _cmd_prepare, "verify": _cmd_verify, "fetch": _cmd_fetch,
                    "info": _cmd_info, "splits": _cmd_splits, "merge": _cmd_merge}[args.data_command]

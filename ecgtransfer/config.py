@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
-__all__ = ["ConfigError", "LoopConfig", "PretrainConfig", "TARGET_UNITS", "from_dict", "load_config",
-           "apply_overrides", "to_yaml", "config_hash", "loop_config"]
+__all__ = ["ConfigError", "LoopConfig", "PretrainConfig", "FinetuneConfig", "TARGET_UNITS", "from_dict", "load_config",
+           "apply_overrides", "to_yaml", "config_hash", "loop_config", "check_run_folder"]
 
 T = TypeVar("T")
 
@@ -155,6 +155,116 @@ class PretrainConfig(LoopConfig):
         _check(self.fs is not None and self.fs <= 0, "fs", "must be positive")
         _check(self.max_train_records is not None and self.max_train_records < 2,
                "max_train_records", "must be at least 2")
+        _check(not isinstance(self.model_kwargs, dict), "model_kwargs", "must be a mapping")
+
+
+@dataclass
+class FinetuneConfig(LoopConfig):
+    """Everything ``ecgtransfer finetune`` does, as one record (the loop's settings are
+    :class:`LoopConfig`'s).
+
+    Attributes
+    ----------
+    store : str
+        A PTB-XL signal store (its index holds the diagnostic superclasses).
+    sources : list of str
+        Where the pretrained trunks come from (``--from``): ``model.pt`` files or their folders,
+        pretrain run folders, MLflow model URIs or run ids (a parent run stands for its
+        children).
+    strategy : str
+        ``single`` (one trunk, a new head), ``combined`` (several trunks side by side, features
+        concatenated into one head) or ``scratch`` (the same architecture as ``sources``,
+        randomly initialised; without ``sources``, ``model``).
+    freeze : str
+        ``full`` (everything trains), ``frozen`` (the trunks stay fixed, batch-norm statistics
+        included) or ``gradual`` (frozen for ``frozen_epochs`` epochs, then everything trains,
+        the trunks at ``lr * trunk_lr_factor``).
+    frozen_epochs : int
+        Epochs with frozen trunks under ``gradual``.
+    trunk_lr_factor : float
+        The trunks' learning rate relative to the head's once ``gradual`` unfreezes them.
+    task : str
+        ``single_label`` (records with exactly one superclass, softmax and cross-entropy) or
+        ``multi_label`` (records with at least one, sigmoid and BCE per superclass: the PTB-XL
+        benchmark's task).
+    class_weights : str
+        ``none`` or ``balanced`` (cross-entropy weight ``n / (k * n_c)``; multi-label: BCE
+        ``pos_weight = negatives / positives``), from the training records.
+    split : str
+        ``auto`` (= ``folds``), ``folds`` (PTB-XL folds 1-8/9/10), ``A`` or ``B`` (that patient
+        half, its own folds: ``B`` for A->B transfer) or ``random``.
+    split_fractions : list of float
+        Fractions of a ``random`` split.
+    train_fraction : float
+        Train on this seeded fraction of the training patients (0.05, 0.1, 0.25, 1.0, ...);
+        validation and test sets stay whole.
+    model, model_kwargs : str, dict
+        ``scratch`` without ``sources``: the architecture (default ``resnet1d_fast``). With
+        ``sources``, a given ``model`` must be theirs.
+    fs : float, optional
+        ``scratch`` without ``sources``: input rate (default the store's). With sources, their
+        rate.
+    head_hidden : int, optional
+        Hidden width of the new head (None: linear).
+    head_dropout : float
+    bootstrap : int
+        Resamples of the test-set bootstrap intervals (0: none).
+    device, out, experiment, tracking_uri, run_name
+        As for ``pretrain``; ``out`` defaults to ``runs/finetune``.
+    """
+
+    store: str = ""
+    sources: list[str] = field(default_factory=list)
+    strategy: str = "single"
+    freeze: str = "full"
+    frozen_epochs: int = 5
+    trunk_lr_factor: float = 0.1
+    task: str = "single_label"
+    class_weights: str = "none"
+    split: str = "auto"
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    train_fraction: float = 1.0
+    model: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    fs: float | None = None
+    head_hidden: int | None = 128
+    head_dropout: float = 0.25
+    bootstrap: int = 1000
+    device: str = "auto"
+    out: str = "runs/finetune"
+    experiment: str = "ecgtransfer-finetune"
+    tracking_uri: str | None = None
+    run_name: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.sources, str):
+            self.sources = [s.strip() for s in self.sources.split(",") if s.strip()]
+        _check(self.strategy not in ("single", "combined", "scratch"), "strategy",
+               f"{self.strategy!r} is not single, combined or scratch")
+        _check(self.strategy != "scratch" and not self.sources, "sources",
+               f"strategy {self.strategy} needs pretrained trunks (--from)")
+        _check(self.freeze not in ("full", "frozen", "gradual"), "freeze",
+               f"{self.freeze!r} is not full, frozen or gradual")
+        _check(self.freeze == "gradual" and not 1 <= self.frozen_epochs < self.epochs,
+               "frozen_epochs", f"gradual needs 1 <= frozen_epochs < epochs ({self.epochs})")
+        _check(self.trunk_lr_factor <= 0, "trunk_lr_factor", "must be positive")
+        _check(self.task not in ("single_label", "multi_label"), "task",
+               f"{self.task!r} is not single_label or multi_label")
+        _check(self.class_weights not in ("none", "balanced"), "class_weights",
+               f"{self.class_weights!r} is not none or balanced")
+        _check(self.split not in ("auto", "folds", "A", "B", "random"), "split",
+               f"{self.split!r} is not auto, folds, A, B or random")
+        _check(len(self.split_fractions) != 3 or min(self.split_fractions) <= 0
+               or abs(sum(self.split_fractions) - 1) > 1e-6, "split_fractions",
+               "three positive fractions summing to 1")
+        _check(not 0 < self.train_fraction <= 1, "train_fraction", "must be in (0, 1]")
+        _check(self.fs is not None and self.fs <= 0, "fs", "must be positive")
+        _check(self.head_hidden is not None and self.head_hidden < 1, "head_hidden",
+               "must be at least 1 (or null for a linear head)")
+        _check(not 0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
+        _check(self.bootstrap < 0, "bootstrap", "must not be negative")
+        _check(self.device not in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
         _check(not isinstance(self.model_kwargs, dict), "model_kwargs", "must be a mapping")
 
 
@@ -316,6 +426,28 @@ def config_hash(config: Any, exclude: Sequence[str] = ()) -> str:
     values = {k: v for k, v in to_dict(config).items() if k not in exclude}
     text = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def check_run_folder(folder: Path, config: Any, resume: bool, stage: str,
+                     may_change: Sequence[str] = ("num_workers", "device")) -> None:
+    """Refuse to start a run in a folder that holds one (without ``resume``), or to resume one
+    with other settings than it was started with (``may_change`` excepted)."""
+    import yaml
+
+    saved = Path(folder) / "config.yaml"
+    if not resume:
+        if saved.exists():
+            raise ConfigError(f"{folder}: holds a {stage} run already; pass --resume to continue "
+                              "it or choose another --out")
+        return
+    if not saved.exists():
+        return
+    old = yaml.safe_load(saved.read_text()) or {}
+    new = to_dict(config)
+    for key in new:
+        if key not in may_change and old.get(key) != new[key]:
+            raise ConfigError(f"--resume: {key} is {new[key]!r} now but {old.get(key)!r} in "
+                              f"{saved}; resume with the same settings or choose another --out")
 
 
 # dataclasses.replace re-runs __post_init__, which keeps derived configs checked.

@@ -1,4 +1,5 @@
-"""Figures the stages log: learning curves and predicted-against-true scatter plots.
+"""Figures the stages log: learning curves, predicted-against-true scatter plots, confusion
+matrices and ROC curves.
 
 Each function takes arrays or tables and returns a matplotlib Figure (the Agg backend, no screen
 needed); :mod:`ecgtransfer.tracking` saves them as PNG artifacts.
@@ -10,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["learning_curves", "scatter_true_pred"]
+__all__ = ["learning_curves", "scatter_true_pred", "classification_curves", "confusion_matrix",
+           "roc_curves"]
 
 
 def _figure(n_panels: int, width: float = 4.0, height: float = 3.4):
@@ -59,5 +61,68 @@ def scatter_true_pred(true: np.ndarray, pred: np.ndarray, names: Sequence[str],
             ax.set_title(f"{name.upper()} ({title}, n={len(t)}): MAE {mae:.1f} {unit}")
         ax.set(xlabel=f"label ({unit})", ylabel=f"predicted ({unit})")
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def classification_curves(history: Sequence[dict[str, float]], best_epoch: int | None = None):
+    """Loss, macro AUROC and accuracy, for train and validation against epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, axes = _figure(3)
+    for ax, key in zip(axes, ("loss", "macro_auroc", "accuracy")):
+        for split, style in (("train", "-"), ("val", "--")):
+            ax.plot(epochs, [h.get(f"{split}_{key}", np.nan) for h in history], style,
+                    marker="o", ms=3, label=split)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", lw=0.8, ls=":", label=f"best ({best_epoch})")
+        ax.set(title=key.replace("_", " "), xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(y: np.ndarray, probs: np.ndarray, classes: Sequence[str],
+                     multilabel: bool = False, title: str = "test"):
+    """Single-label: the ``k x k`` confusion matrix of the arg-max decisions (counts, and row
+    fractions in colour). Multi-label: one 2 x 2 matrix per class at threshold 0.5."""
+    from sklearn.metrics import ConfusionMatrixDisplay, multilabel_confusion_matrix
+
+    probs = np.asarray(probs)
+    if not multilabel:
+        fig, (ax,) = _figure(1, width=5.2, height=4.6)
+        ConfusionMatrixDisplay.from_predictions(
+            np.asarray(y).reshape(-1), probs.argmax(axis=1), labels=list(range(len(classes))),
+            display_labels=list(classes), ax=ax, colorbar=False, cmap="Blues")
+        ax.set_title(f"{title} (n={len(probs)}): rows true, columns predicted")
+    else:
+        fig, axes = _figure(len(classes), width=2.8, height=3.0)
+        matrices = multilabel_confusion_matrix(np.asarray(y), (probs >= 0.5).astype(int))
+        for ax, name, m in zip(axes, classes, matrices):
+            ConfusionMatrixDisplay(m, display_labels=["no", "yes"]).plot(
+                ax=ax, colorbar=False, cmap="Blues")
+            ax.set_title(name)
+        fig.suptitle(f"{title} (n={len(probs)}), threshold 0.5")
+    fig.tight_layout()
+    return fig
+
+
+def roc_curves(y: np.ndarray, probs: np.ndarray, classes: Sequence[str],
+               multilabel: bool = False, title: str = "test"):
+    """One-vs-rest ROC curve per class, with its AUROC in the legend."""
+    from sklearn.metrics import RocCurveDisplay
+
+    probs = np.asarray(probs)
+    truth = np.asarray(y)
+    if not multilabel:
+        truth = np.eye(len(classes), dtype=int)[truth.reshape(-1)]
+    fig, (ax,) = _figure(1, width=5.0, height=4.6)
+    for j, name in enumerate(classes):
+        if 0 < truth[:, j].sum() < len(truth):
+            RocCurveDisplay.from_predictions(truth[:, j], probs[:, j], name=name, ax=ax)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(title=f"ROC, one vs rest ({title}, n={len(probs)})", xlabel="false positive rate",
+           ylabel="true positive rate")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -16,9 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ecgtransfer.config import TARGET_UNITS, ConfigError, PretrainConfig, to_dict, to_yaml
+from ecgtransfer.config import (TARGET_UNITS, ConfigError, PretrainConfig, check_run_folder,
+                                to_dict, to_yaml)
 
 __all__ = ["PretrainResult", "pretrain", "find_labels", "target_table"]
 
@@ -118,80 +116,6 @@ def _groups(config: PretrainConfig) -> list[list[str]]:
     return [list(config.targets)] if config.multi_output else [[t] for t in config.targets]
 
 
-def _check_resume(folder: Path, config: PretrainConfig, resume: bool) -> None:
-    saved = folder / "config.yaml"
-    if not resume:
-        if saved.exists():
-            raise ConfigError(f"{folder}: holds a pretrain run already; pass --resume to continue "
-                              "it or choose another --out")
-        return
-    if not saved.exists():
-        return
-    import yaml
-
-    old = yaml.safe_load(saved.read_text()) or {}
-    new = to_dict(config)
-    for key in new:
-        if key not in _RESUMABLE_CHANGES and old.get(key) != new[key]:
-            raise ConfigError(f"--resume: {key} is {new[key]!r} now but {old.get(key)!r} in "
-                              f"{saved}; resume with the same settings or choose another --out")
-
-
-def _model_code_dir(tmp: Path) -> Path:
-    """A copy of the code a logged model needs to unpickle (the package root and models/)."""
-    import ecgtransfer
-
-    src = Path(ecgtransfer.__file__).parent
-    dst = tmp / "ecgtransfer"
-    (dst / "models").mkdir(parents=True)
-    shutil.copy(src / "__init__.py", dst / "__init__.py")
-    for f in (src / "models").glob("*.py"):
-        shutil.copy(f, dst / "models" / f.name)
-    return dst
-
-
-def _log_model(regressor: torch.nn.Module, example: np.ndarray) -> str:
-    """Log the regressor with its signature, an input example and the code it unpickles with;
-    returns the model URI. Pickled (not ``torch.export``-ed) so that the loaded model keeps
-    ``forward_features`` for transfer."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    regressor.eval()
-    with torch.no_grad():
-        out = regressor(torch.from_numpy(example)).numpy()
-    quiet = logging.getLogger("mlflow.pytorch")  # its warning about pickling is the choice above
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
-        info = mlflow.pytorch.log_model(
-            regressor, name="model", signature=infer_signature(example, out),
-            input_example=example, serialization_format="pickle",
-            code_paths=[str(_model_code_dir(Path(tmp)))],
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                              f"numpy=={np.__version__}"])
-    quiet.setLevel(level)
-    return info.model_uri
-
-
-def _log_inputs(store_path: Path, index: pd.DataFrame, splits: dict[str, np.ndarray],
-                values: np.ndarray, targets: list[str], name: str) -> None:
-    import mlflow
-    import mlflow.data
-
-    columns = [f"{t}_{TARGET_UNITS[t]}" for t in targets]
-    context = {"train": "training", "val": "validation", "test": "testing"}
-    for split, pos in splits.items():
-        df = pd.DataFrame(values[pos], columns=columns)
-        df.insert(0, "record_id", index["record_id"].to_numpy()[pos])
-        with warnings.catch_warnings():  # MLflow registers two local-file source classes
-            warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
-            ds = mlflow.data.from_pandas(df, source=store_path.resolve().as_uri(),
-                                         name=f"{name}:{split}",
-                                         targets=columns[0] if len(columns) == 1 else None)
-        mlflow.log_input(ds, context=context[split])
-
-
 class _Stage:
     """The work shared by every model of one ``pretrain`` call."""
 
@@ -218,14 +142,17 @@ class _Stage:
         self.n_samples = int(round(median * self.fs / self.store.fs))
         self.out = Path(config.out)
 
+    @property
+    def dataset(self) -> str:
+        """What the store holds: its identity's ``dataset`` (e.g. ``ptbxl``), else its source."""
+        meta = self.store.meta
+        return str((meta.get("identity") or {}).get("dataset") or meta.get("source", ""))
+
     def tags(self, targets: list[str]) -> dict[str, str]:
         from ecgtransfer.tracking import TAG, code_version, store_hash
 
-        meta = self.store.meta
-        dataset = meta.get("source", "")
-        ident = (meta.get("identity") or {}).get("dataset")
-        return {TAG + "stage": "pretrain", TAG + "dataset": str(ident or dataset),
-                TAG + "source": str(dataset), TAG + "store": str(self.store.path.resolve()),
+        return {TAG + "stage": "pretrain", TAG + "dataset": self.dataset,
+                TAG + "source": str(self.store.meta.get("source", "")), TAG + "store": str(self.store.path.resolve()),
                 TAG + "store_hash": store_hash(self.store.path),
                 TAG + "labels": str(self.labels_path.resolve()),
                 TAG + "labeller_config_hash": _labeller_hash(self.labels_path),
@@ -293,7 +220,7 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
             create_model(config.model, in_channels=stage.store.n_leads,
                          num_outputs=len(targets), **config.model_kwargs)
         if stage.dist.is_main:
-            _check_resume(out, config, resume)
+            check_run_folder(out, config, resume, "pretrain", _RESUMABLE_CHANGES)
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.yaml").write_text(to_yaml(config))
             tracking.setup(config.tracking_uri, config.experiment)
@@ -362,7 +289,7 @@ def _train_one(stage: _Stage, targets: list[str], selection: tuple, resume: bool
                        **config.model_kwargs)
     meta = {"model": config.model, "model_kwargs": {**model_defaults(config.model), **config.model_kwargs},
             "targets": targets, "units": units, "fs": stage.fs, "n_samples": stage.n_samples,
-            "leads": list(stage.store.leads)}
+            "leads": list(stage.store.leads), "dataset": stage.dataset}
     meta["model_kwargs"] = json.loads(json.dumps(meta["model_kwargs"]))
     summary = ", ".join(f"{s} {c['used']}" for s, c in counts.items())
     excluded = sum(sum(c["excluded"].values()) for c in counts.values())
@@ -417,8 +344,11 @@ def _train_tracked(stage, targets, units, folder, net, meta, dataset, counts, va
                                  "world_size": stage.dist.world_size})
             tracking.log_text(to_yaml(config), "config.yaml")
             tracking.log_text(json.dumps(counts, indent=2), "data_counts.json")
-            _log_inputs(stage.store.path, stage.store.index, chosen, values, targets,
-                        stage.store.path.name)
+            columns = [f"{t}_{TARGET_UNITS[t]}" for t in targets]
+            table = pd.DataFrame(values, columns=columns)
+            table.insert(0, "record_id", stage.store.index["record_id"].to_numpy())
+            tracking.log_inputs(stage.store.path, table, chosen,
+                                targets=columns[0] if len(columns) == 1 else None)
 
         def on_epoch(metrics: dict[str, float]) -> None:
             mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"},
@@ -448,7 +378,7 @@ def _train_tracked(stage, targets, units, folder, net, meta, dataset, counts, va
         save_regressor(regressor, folder / "model.pt")
         example = (stage.store[int(chosen["test"][0] if len(test) else chosen["val"][0])])
         example = _fit_length(example, stage)[None]
-        model_uri = _log_model(regressor, example)
+        model_uri = tracking.log_model(regressor, example)
         mlflow.set_tag(tracking.TAG + "model_uri", model_uri)
         result = {"run_id": run.info.run_id, "model_uri": model_uri, "targets": targets,
                   "best_epoch": fit.best_epoch, "best_val_score": fit.best_score,

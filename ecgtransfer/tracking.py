@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 __all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "setup", "code_version", "store_hash",
-           "flat_params", "log_params", "log_figure", "log_text", "open_run", "TAG"]
+           "flat_params", "log_params", "log_figure", "log_text", "log_model", "log_inputs", "open_run", "TAG"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG = "ecgtransfer."
@@ -134,6 +134,82 @@ def log_text(text: str, name: str) -> None:
     import mlflow
 
     mlflow.log_text(text, name)
+
+
+def log_inputs(store_path: str | Path, table: Any, splits: Mapping[str, Any],
+                targets: str | None = None) -> None:
+    """Log each split's records as an MLflow dataset input (``<store>:train``, ...).
+
+    Parameters
+    ----------
+    store_path : path
+        The store (the datasets' source).
+    table : pandas.DataFrame
+        One row per store record: ``record_id`` and the values trained on.
+    splits : mapping of str to row positions
+        ``train``, ``val``, ``test``.
+    targets : str, optional
+        The target column, when there is one.
+    """
+    import warnings
+
+    import mlflow
+    import mlflow.data
+
+    context = {"train": "training", "val": "validation", "test": "testing"}
+    for split, pos in splits.items():
+        with warnings.catch_warnings():  # MLflow registers two local-file source classes
+            warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
+            ds = mlflow.data.from_pandas(table.iloc[pos].reset_index(drop=True),
+                                         source=Path(store_path).resolve().as_uri(),
+                                         name=f"{Path(store_path).name}:{split}", targets=targets)
+        mlflow.log_input(ds, context=context.get(split, split))
+
+
+def _model_code_dir(tmp: Path) -> Path:
+    """A copy of the code a logged model needs to unpickle (the package root and models/)."""
+    import shutil
+
+    import ecgtransfer
+
+    src = Path(ecgtransfer.__file__).parent
+    dst = tmp / "ecgtransfer"
+    (dst / "models").mkdir(parents=True)
+    shutil.copy(src / "__init__.py", dst / "__init__.py")
+    for f in (src / "models").glob("*.py"):
+        shutil.copy(f, dst / "models" / f.name)
+    return dst
+
+
+def log_model(model: Any, example: Any) -> str:
+    """Log a model of :mod:`ecgtransfer.models` with ``mlflow.pytorch.log_model``: its
+    signature, an input example (a NumPy batch) and the code it unpickles with; returns the model
+    URI. Pickled (not ``torch.export``-ed) so that the loaded model keeps ``forward_features``
+    for transfer."""
+    import tempfile
+
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(example)).numpy()
+    quiet = logging.getLogger("mlflow.pytorch")  # its warning about pickling is the choice above
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            info = mlflow.pytorch.log_model(
+                model, name="model", signature=infer_signature(example, out),
+                input_example=example, serialization_format="pickle",
+                code_paths=[str(_model_code_dir(Path(tmp)))],
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                  f"numpy=={np.__version__}"])
+    finally:
+        quiet.setLevel(level)
+    return info.model_uri
 
 
 @contextlib.contextmanager

@@ -1,29 +1,93 @@
-"""Trunk transfer: load pretrained regressors, put their trunks side by side under a new head,
-and freeze or unfreeze them.
+"""Where pretrained trunks come from: ``--from`` references resolved to regressors, with the
+pretrain runs they came from (for the fine-tune run's links).
 
-A regressor reference is a ``model.pt`` written by ``pretrain`` (or the folder holding it), an
-MLflow model URI (``models:/...``, ``runs:/.../model``) or an MLflow run id (the run's
-``ecgtransfer.model_uri`` tag; a parent run stands for all its child regressors).
+A reference is a ``model.pt`` written by ``pretrain``, the folder holding it, a pretrain run
+folder (every model in it), an MLflow model URI (``models:/...``, ``runs:/.../model``) or an
+MLflow run id (the run's ``ecgtransfer.model_uri`` tag; a parent run stands for all its child
+regressors). MLflow references are looked up at the current tracking URI.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-import torch
-from torch import nn
-
-from ecgtransfer.models.base import make_head
 from ecgtransfer.models.regressor import IntervalRegressor, load_regressor
 
-__all__ = ["load_regressors", "TransferClassifier", "set_trunk_trainable"]
+__all__ = ["Source", "load_sources"]
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_TAG = "ecgtransfer."
 
 
-def _from_run(run_id: str) -> list[IntervalRegressor]:
+@dataclass
+class Source:
+    """One pretrained regressor and where it came from."""
+
+    ref: str
+    regressor: IntervalRegressor
+    run_id: str = ""
+    model_uri: str = ""
+    dataset: str = ""
+
+    @property
+    def name(self) -> str:
+        """The regressor's targets, ``qrs`` or ``hr+pr+qrs+qt``."""
+        return "+".join(self.regressor.meta.get("targets") or ["?"])
+
+
+def _run_tags(run_id: str) -> dict[str, str]:
+    """Tags of a pretrain run, or {} when the run cannot be reached (a copied model folder)."""
+    if not run_id:
+        return {}
+    try:
+        import mlflow
+
+        return dict(mlflow.MlflowClient().get_run(run_id).data.tags)
+    except Exception:  # another tracking store, or none: the link is informative only
+        return {}
+
+
+def _model_run(uri: str) -> str:
+    """The run a ``models:/m-...`` logged model came from ("" when unknown)."""
+    try:
+        import mlflow
+
+        return mlflow.MlflowClient().get_logged_model(uri.split("/")[1]).source_run_id or ""
+    except Exception:  # a registered-model URI, or another store: the link is informative only
+        return ""
+
+
+def _from_file(ref: str, path: Path) -> Source:
+    info = {}
+    result = path.parent / "result.json"
+    if result.exists():
+        try:
+            info = json.loads(result.read_text())
+        except ValueError:
+            info = {}
+    regressor = load_regressor(path)
+    run_id = str(info.get("run_id") or "")
+    dataset = regressor.meta.get("dataset") or _run_tags(run_id).get(_TAG + "dataset", "")
+    return Source(ref, regressor, run_id, str(info.get("model_uri") or ""), dataset)
+
+
+def _load_uri(ref: str, uri: str) -> IntervalRegressor:
+    import mlflow
+
+    try:
+        model = mlflow.pytorch.load_model(uri)
+    except Exception as exc:  # MLflow raises several kinds for a bad or missing URI
+        raise ValueError(f"--from {ref}: cannot load the model {uri} ({type(exc).__name__})") from None
+    if not isinstance(model, IntervalRegressor):
+        raise ValueError(f"--from {ref}: {uri} is a {type(model).__name__}, not a pretrained "
+                         "interval regressor")
+    return model.eval()
+
+
+def _from_run(run_id: str) -> list[Source]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -32,89 +96,36 @@ def _from_run(run_id: str) -> list[IntervalRegressor]:
         run = client.get_run(run_id)
     except MlflowException:
         raise ValueError(f"--from {run_id}: no such MLflow run at {mlflow.get_tracking_uri()}") from None
-    uri = run.data.tags.get("ecgtransfer.model_uri")
-    if uri:
-        return [mlflow.pytorch.load_model(uri).eval()]
-    children = client.search_runs([run.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{run_id}'",
+    runs = [run]
+    if _TAG + "model_uri" not in run.data.tags:
+        runs = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'",
                                   order_by=["attributes.start_time ASC"])
-    models = [mlflow.pytorch.load_model(c.data.tags["ecgtransfer.model_uri"]).eval()
-              for c in children if "ecgtransfer.model_uri" in c.data.tags]
-    if not models:
-        raise ValueError(f"--from {run_id}: the run has no pretrained regressor (not a pretrain run?)")
-    return models
+        runs = [r for r in runs if _TAG + "model_uri" in r.data.tags]
+        if not runs:
+            raise ValueError(f"--from {run_id}: the run holds no pretrained regressor (not a "
+                             "finished pretrain run?)")
+    return [Source(run_id, _load_uri(run_id, r.data.tags[_TAG + "model_uri"]), r.info.run_id,
+                   r.data.tags[_TAG + "model_uri"], r.data.tags.get(_TAG + "dataset", ""))
+            for r in runs]
 
 
-def load_regressors(ref: str) -> list[IntervalRegressor]:
+def load_sources(ref: str) -> list[Source]:
     """The pretrained regressor(s) ``ref`` names (see the module docstring)."""
     path = Path(ref)
+    if path.is_dir() and not (path / "model.pt").exists():
+        found = sorted(path.glob("*/model.pt"))
+        if not found:
+            raise ValueError(f"--from {ref}: the folder holds no model.pt (an unfinished "
+                             "pretrain run?)")
+        return [_from_file(ref, p) for p in found]
     if path.is_dir():
         path = path / "model.pt"
     if path.is_file():
-        return [load_regressor(path)]
+        return [_from_file(ref, path)]
     if ref.startswith(("models:/", "runs:/")):
-        import mlflow
-
-        try:
-            return [mlflow.pytorch.load_model(ref).eval()]
-        except Exception as exc:  # MLflow raises several kinds for a bad URI
-            raise ValueError(f"--from {ref}: cannot load the model ({type(exc).__name__})") from None
+        run_id = ref.split("/")[1] if ref.startswith("runs:/") else _model_run(ref)
+        tags = _run_tags(run_id)
+        return [Source(ref, _load_uri(ref, ref), run_id, ref, tags.get(_TAG + "dataset", ""))]
     if _RUN_ID.match(ref):
         return _from_run(ref)
     raise ValueError(f"--from {ref}: not a model.pt, a pretrain folder, a model URI or a run id")
-
-
-class TransferClassifier(nn.Module):
-    """Pretrained trunks side by side, their features concatenated into one new head.
-
-    Each trunk keeps the lead normalisation it was trained with, so the input is the ECG in mV
-    at the trunks' common rate.
-
-    Parameters
-    ----------
-    regressors : sequence of IntervalRegressor
-        The sources; their networks' heads are dropped.
-    num_outputs : int
-        Classes.
-    head_hidden : int, optional
-        Hidden width of the new head (None: linear).
-    head_dropout : float
-    names : sequence of str, optional
-        Names of the sources, for error messages.
-    """
-
-    def __init__(self, regressors: Sequence[IntervalRegressor], num_outputs: int,
-                 head_hidden: int | None = None, head_dropout: float = 0.0,
-                 names: Sequence[str] | None = None):
-        super().__init__()
-        if not regressors:
-            raise ValueError("no trunk to transfer")
-        names = list(names or [f"source {i}" for i in range(len(regressors))])
-        first = regressors[0].meta
-        for name, r in zip(names, regressors):
-            for key in ("fs", "n_samples", "leads"):
-                if r.meta[key] != first[key]:
-                    raise ValueError(f"{name}: {key} {r.meta[key]!r} differs from "
-                                     f"{names[0]}'s {first[key]!r}; trunks must share it")
-        self.meta = {"fs": first["fs"], "n_samples": first["n_samples"], "leads": first["leads"],
-                     "sources": [dict(r.meta) for r in regressors]}
-        self.trunks = nn.ModuleList(regressors)
-        for r in self.trunks:
-            r.net.head = nn.Identity()
-        self.num_features = sum(r.net.num_features for r in self.trunks)
-        self.head = make_head(self.num_features, num_outputs, head_hidden, head_dropout)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([r.forward_features(x) for r in self.trunks], dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
-
-
-def set_trunk_trainable(model: TransferClassifier, trainable: bool) -> None:
-    """Freeze (``False``) or unfreeze the trunks; the head always trains. A frozen trunk also
-    keeps its batch-norm statistics: call after ``model.train()``."""
-    for trunk in model.trunks:
-        for p in trunk.parameters():
-            p.requires_grad_(trainable)
-        trunk.train(trainable and model.training)

@@ -63,6 +63,50 @@ def ptbxl_store(tmp_path_factory, ptbxl_root):
     return prepare_ptbxl(ptbxl_root, out, progress=False).store
 
 
+@pytest.fixture(scope="session")
+def ptbxl_labelled(tmp_path_factory, ptbxl_root):
+    """The 350-record PTB-XL sample, 500 Hz, labelled."""
+    from ecgtransfer.data.labels import label_records
+    from ecgtransfer.data.ptbxl import prepare_ptbxl
+
+    out = tmp_path_factory.mktemp("pretrain") / "ptbxl"
+    store = prepare_ptbxl(ptbxl_root, out, progress=False).store
+    label_records(store.path, workers=2, progress=False)
+    return store
+
+
+@pytest.fixture(scope="session")
+def deepfake_labelled(tmp_path_factory):
+    """48 DeepFake ECGs, labelled."""
+    from ecgtransfer.data.deepfake import SynthConfig, synthesize
+    from ecgtransfer.data.labels import label_records
+
+    out = tmp_path_factory.mktemp("pretrain") / "deepfake"
+    store = synthesize(out, SynthConfig(n=48, seed=0), progress=False).store
+    label_records(store.path, workers=2, progress=False)
+    return store
+
+
+class _Done:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """Run ``ecgtransfer`` in this process (in ``tmp_path``), capturing its output."""
+    from ecgtransfer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args):
+        code = main(list(args))
+        out = capsys.readouterr()
+        return _Done(code, out.out, out.err)
+
+    return run
+
+
 def copy_records(src_dir: Path, names, dest: Path) -> Path:
     """Copy WFDB records (all their files) into ``dest`` for corrupting."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -18,32 +18,9 @@ import torch
 
 from ecgtransfer.config import ConfigError, PretrainConfig
 from ecgtransfer.data.dataset import fit_lead_stats
-from ecgtransfer.data.labels import label_records
 from ecgtransfer.data.splits import split_positions
 from ecgtransfer.models.regressor import load_regressor
 from ecgtransfer.pretrain import pretrain, target_table
-
-
-@pytest.fixture(scope="module")
-def ptbxl_labelled(tmp_path_factory, ptbxl_root):
-    """The 350-record PTB-XL sample, 500 Hz, labelled."""
-    from ecgtransfer.data.ptbxl import prepare_ptbxl
-
-    out = tmp_path_factory.mktemp("pretrain") / "ptbxl"
-    store = prepare_ptbxl(ptbxl_root, out, progress=False).store
-    label_records(store.path, workers=2, progress=False)
-    return store
-
-
-@pytest.fixture(scope="module")
-def deepfake_labelled(tmp_path_factory):
-    """48 DeepFake ECGs, labelled."""
-    from ecgtransfer.data.deepfake import SynthConfig, synthesize
-
-    out = tmp_path_factory.mktemp("pretrain") / "deepfake"
-    store = synthesize(out, SynthConfig(n=48, seed=0), progress=False).store
-    label_records(store.path, workers=2, progress=False)
-    return store
 
 
 def _config(store, tmp_path, **kw) -> PretrainConfig:
@@ -239,26 +216,6 @@ def test_best_weights_are_a_copy(ptbxl_labelled):
             p.add_(1.0)
     assert all(torch.equal(fit.best_state[k], best[k]) for k in best)
     assert len(fit.history) == 3
-
-
-class _Done:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    """Run ``ecgtransfer`` in this process (in ``tmp_path``), capturing its output."""
-    from ecgtransfer.cli import main
-
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args):
-        code = main(list(args))
-        out = capsys.readouterr()
-        return _Done(code, out.out, out.err)
-
-    return run
 
 
 def test_torchrun_two_processes_on_cpu(deepfake_labelled, tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecgtransfer.data.splits import split_positions
+from ecgtransfer.data.splits import split_positions, subsample_patients
 
 
 def _patients(index, pos):
@@ -43,3 +43,20 @@ def test_folds_need_ptbxl_columns():
     index = pd.DataFrame({"record_id": ["a", "b"]})
     with pytest.raises(ValueError, match="no 'split' column"):
         split_positions(index, "folds", where="mystore")
+
+
+def test_train_fraction_takes_whole_patients_nested_and_seeded(ptbxl_store):
+    index = ptbxl_store.index
+    train = split_positions(index, "folds")["train"]
+    n_patients = len(_patients(index, train))
+    small = subsample_patients(index, train, 0.1, seed=0)
+    large = subsample_patients(index, train, 0.5, seed=0)
+    assert abs(len(_patients(index, small)) - 0.1 * n_patients) <= 1
+    assert abs(len(_patients(index, large)) - 0.5 * n_patients) <= 1
+    assert set(small) <= set(large) <= set(train)  # nested: a smaller fraction within a larger
+    # every record of a chosen patient comes along
+    chosen = _patients(index, small)
+    assert set(small) == {p for p in train if index["patient_id"].to_numpy()[p] in chosen}
+    assert np.array_equal(small, subsample_patients(index, train, 0.1, seed=0))
+    assert not np.array_equal(small, subsample_patients(index, train, 0.1, seed=1))
+    assert np.array_equal(subsample_patients(index, train, 1.0, seed=5), train)

@@ -1,5 +1,6 @@
 """Trunk transfer: the classifier's trunk starts equal to the pretrained one, a frozen trunk stays
-fixed while the head learns, ``combined`` holds every trunk, and bad sources are named."""
+fixed while the head learns, ``combined`` holds every trunk, the classifier saves and loads, and
+bad sources are named."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import torch
 
 from ecgtransfer.models import create_model
 from ecgtransfer.models.regressor import IntervalRegressor, load_regressor, save_regressor
-from ecgtransfer.transfer import TransferClassifier, load_regressors, set_trunk_trainable
+from ecgtransfer.models.classifier import (TransferClassifier, load_classifier, save_classifier,
+                                          set_trunk_trainable)
+from ecgtransfer.transfer import load_sources
+
+
+def load_regressors(ref):
+    return [s.regressor for s in load_sources(ref)]
 
 
 def _regressor(path, seed, fs=100.0, model="resnet1d_fast"):
@@ -34,7 +41,8 @@ def test_trunk_equals_the_pretrained_trunk(tmp_path, batch):
     (tmp_path / "qrs").mkdir()
     path = _regressor(tmp_path / "qrs" / "model.pt", 0)
     (source,) = load_regressors(str(path))
-    clf = TransferClassifier(load_regressors(str(tmp_path / "qrs")), num_outputs=5)  # a folder
+    clf = TransferClassifier(load_regressors(str(tmp_path / "qrs")), num_outputs=5)  # its folder
+    assert len(load_regressors(str(tmp_path))) == 1  # a pretrain run folder
     reference = load_regressor(path).eval()
     clf.eval()
     trunk = {k: v for k, v in clf.trunks[0].state_dict().items() if not k.startswith("net.head")}
@@ -91,3 +99,30 @@ def test_bad_sources_are_named(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(ValueError, match="no such MLflow run"):
         load_regressors("0123456789abcdef0123456789abcdef")
+
+
+
+def test_weights_of_another_architecture_are_named(tmp_path):
+    path = _regressor(tmp_path / "a.pt", 0)
+    from ecgtransfer.training.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(path)
+    state["meta"]["model_kwargs"] = {"width": 48}  # weights of width 32 under another meta
+    save_checkpoint(state, tmp_path / "b.pt")
+    with pytest.raises(ValueError, match=r"b.pt: the weights do not fit the architecture "
+                                         r"resnet1d_fast \(.* is \(32, 8, 15\)"):
+        load_sources(str(tmp_path / "b.pt"))
+
+
+def test_classifier_saves_and_loads(tmp_path, batch):
+    paths = [_regressor(tmp_path / f"{t}.pt", i) for i, t in enumerate(["hr", "qrs"])]
+    clf = TransferClassifier([r for p in paths for r in load_regressors(str(p))], 5,
+                             head_hidden=16, head_dropout=0.1, meta={"classes": list("ABCDE")})
+    torch.nn.init.normal_(clf.head[-1].weight)
+    save_classifier(clf.eval(), tmp_path / "clf.pt")
+    again = load_classifier(tmp_path / "clf.pt")
+    assert again.meta["classes"] == list("ABCDE") and len(again.trunks) == 2
+    with torch.no_grad():
+        assert torch.allclose(again(batch), clf(batch))
+    with pytest.raises(ValueError, match="not an ecgtransfer classifier"):
+        load_classifier(paths[0])

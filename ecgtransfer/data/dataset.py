@@ -64,11 +64,14 @@ class StoreDataset(Dataset):
     n_samples : int, optional
         Length at ``fs``: longer records are cut, shorter zero-padded (after normalisation).
         Default: 10 s.
+    leads : sequence of int, optional
+        Rows (leads) of the store to keep, in this order; default all. ``lead_mean`` and
+        ``lead_std`` are of the kept leads.
     """
 
     def __init__(self, store: SignalStore, positions: Sequence[int], targets: np.ndarray | None,
                  lead_mean: np.ndarray, lead_std: np.ndarray, fs: float | None = None,
-                 n_samples: int | None = None):
+                 n_samples: int | None = None, leads: Sequence[int] | None = None):
         self.store = store
         self.positions = np.asarray(positions, dtype=np.int64)
         if targets is not None and len(targets) != len(self.positions):
@@ -78,6 +81,7 @@ class StoreDataset(Dataset):
         self.std = np.asarray(lead_std, dtype=np.float32)[:, None]
         self.fs = float(fs or store.fs)
         self.n_samples = int(n_samples or round(10 * self.fs))
+        self.leads = None if leads is None else np.asarray(leads, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -85,6 +89,8 @@ class StoreDataset(Dataset):
     def signal(self, i: int) -> np.ndarray:
         """Record ``i`` of this dataset at ``fs``, normalised, ``(leads, n_samples)``."""
         x = self.store[int(self.positions[i])]
+        if self.leads is not None:
+            x = x[self.leads]
         if self.fs != self.store.fs:
             x = resample(x, self.store.fs, self.fs)
         x = (x - self.mean) / self.std

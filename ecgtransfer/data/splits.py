@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "split_positions"]
+__all__ = ["SPLITS", "split_positions", "subsample_patients"]
 
 SPLITS = ("train", "val", "test")
 
@@ -67,3 +67,35 @@ def split_positions(index: pd.DataFrame, how: str = "auto", *, seed: int = 0,
     of_group = dict(zip(unique, side))
     assigned = np.array([of_group[g] for g in groups])
     return {s: np.flatnonzero(assigned == s) for s in SPLITS}
+
+
+def subsample_patients(index: pd.DataFrame, positions: np.ndarray, fraction: float,
+                       seed: int = 0) -> np.ndarray:
+    """A seeded ``fraction`` of the patients behind ``positions``, with all their records.
+
+    Parameters
+    ----------
+    index : pandas.DataFrame
+        The store's index; patients are its ``patient_id`` column (each record its own patient
+        when there is none).
+    positions : numpy.ndarray
+        Rows to draw from (e.g. the training split).
+    fraction : float
+        In (0, 1]; at least one patient is kept.
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray
+        The sorted rows of the chosen patients. The choice is nested: with one seed, the
+        patients of a smaller fraction are among those of a larger one.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    if fraction >= 1.0 or not len(positions):
+        return positions
+    column = "patient_id" if "patient_id" in index.columns else "record_id"
+    groups = index[column].astype(str).to_numpy()[positions]
+    unique = np.unique(groups)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    keep = unique[order[:max(1, int(round(fraction * len(unique))))]]
+    return np.sort(positions[np.isin(groups, keep)])

@@ -15,7 +15,8 @@ from torch import nn
 
 from ecgtransfer.models.registry import create_model
 
-__all__ = ["IntervalRegressor", "save_regressor", "load_regressor", "REGRESSOR_FORMAT"]
+__all__ = ["IntervalRegressor", "blank_regressor", "save_regressor", "load_regressor", "load_weights",
+           "REGRESSOR_FORMAT"]
 
 REGRESSOR_FORMAT = "ecgtransfer-regressor/1"
 
@@ -80,11 +81,32 @@ def load_regressor(path: str | Path, map_location: str | torch.device = "cpu") -
     state = load_checkpoint(path, map_location)
     if not isinstance(state, dict) or state.get("format") != REGRESSOR_FORMAT:
         raise ValueError(f"{path}: not an ecgtransfer regressor checkpoint")
-    meta = state["meta"]
-    net = create_model(meta["model"], in_channels=len(meta["leads"]),
-                       num_outputs=len(meta["targets"]), **meta["model_kwargs"])
-    n_leads, n_targets = len(meta["leads"]), len(meta["targets"])
-    model = IntervalRegressor(net, meta, np.zeros(n_leads), np.ones(n_leads), np.zeros(n_targets),
-                              np.ones(n_targets))
-    model.load_state_dict(state["state_dict"])
+    model = blank_regressor(state["meta"])
+    load_weights(model, state["state_dict"], path)
     return model.eval()
+
+
+def blank_regressor(meta: dict[str, Any]) -> IntervalRegressor:
+    """A regressor of the architecture ``meta`` describes, freshly initialised (drawing from
+    torch's global generator), with identity normalisation."""
+    n_leads, n_out = len(meta["leads"]), max(len(meta.get("targets") or []), 1)
+    net = create_model(meta["model"], in_channels=n_leads, num_outputs=n_out,
+                       **meta["model_kwargs"])
+    return IntervalRegressor(net, meta, np.zeros(n_leads), np.ones(n_leads), np.zeros(n_out),
+                             np.ones(n_out))
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], where: str | Path) -> None:
+    """``model.load_state_dict`` with a one-line error naming ``where`` and the first key that
+    does not fit (weights of another architecture)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    extra = [k for k in state_dict if k not in own]
+    shape = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    if missing or extra or shape:
+        what = (f"{shape[0]} is {tuple(state_dict[shape[0]].shape)}, the architecture wants "
+                f"{tuple(own[shape[0]].shape)}" if shape else
+                f"{(missing or extra)[0]} is {'missing' if missing else 'unexpected'}")
+        name = getattr(model, "meta", {}).get("model", type(model).__name__)
+        raise ValueError(f"{where}: the weights do not fit the architecture {name} ({what})")
+    model.load_state_dict(state_dict)

@@ -66,6 +66,10 @@ class Trainer:
         Where the per-epoch checkpoint lives (rank 0 writes it).
     on_epoch : callable, optional
         Called on rank 0 with each finished epoch's metrics (a dict with ``epoch``).
+    before_epoch : callable, optional
+        Called with the epoch number on every rank after ``model.train()`` and before the
+        epoch's first batch: e.g. to freeze or unfreeze parts of the model. It must depend on the
+        epoch alone, so that a resumed run repeats it.
     param_groups : list of dict, optional
         Optimizer parameter groups (default: every parameter of ``model``).
     desc : str
@@ -78,6 +82,7 @@ class Trainer:
                  config: LoopConfig, *, device: torch.device, dist: DistInfo = DistInfo(),
                  checkpoint: Path | None = None,
                  on_epoch: Callable[[dict[str, float]], None] | None = None,
+                 before_epoch: Callable[[int], None] | None = None,
                  param_groups: list[dict] | None = None, desc: str = "", progress: bool = True):
         self.task = task
         self.config = config
@@ -85,13 +90,13 @@ class Trainer:
         self.dist = dist
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.on_epoch = on_epoch
+        self.before_epoch = before_epoch
         self.desc = desc
         self.progress = progress
         self.model = model.to(device)
         self.net: nn.Module = self.model
-        if dist.enabled:
-            self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self._trainable: tuple[bool, ...] = ()
+        self._wrap()
         groups = param_groups or [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         wd = config.weight_decay if config.optimizer == "adamw" else 0.0
@@ -112,6 +117,16 @@ class Trainer:
             num_workers=config.num_workers, drop_last=per_rank > config.batch_size,
             pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0)
         self.val_loader = self._eval_loader(val_set)
+
+    def _wrap(self) -> None:
+        """Wrap the model for data-parallel training; again whenever the set of trainable
+        parameters changed (DDP synchronises the gradients of those it was built with)."""
+        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        if not self.dist.enabled or trainable == self._trainable:
+            return
+        self._trainable = trainable
+        self.net = nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     # ---- evaluation ----------------------------------------------------------------------
     def _eval_loader(self, dataset: Dataset, shard: bool = True) -> DataLoader:
@@ -147,6 +162,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
+        if self.before_epoch is not None:
+            self.before_epoch(epoch)
+            self._wrap()
         self.sampler.set_epoch(epoch)
         losses, outs, ys = [], [], []
         bar = tqdm(self.train_loader, desc=f"{self.desc} epoch {epoch}/{self.config.epochs}",
@@ -225,6 +243,8 @@ class Trainer:
                 break
             t0 = time.perf_counter()
             metrics = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            metrics.update({f"lr_{g.get('name', i)}": g["lr"]
+                            for i, g in enumerate(self.optimizer.param_groups) if i})
             metrics.update(self._train_epoch(epoch))
             metrics.update(self._validate())
             score = metrics[self.task.monitor]
@@ -251,8 +271,7 @@ class Trainer:
                                             and best["epoch"] < cfg.epochs and epoch < cfg.epochs))
 
     def _report(self, metrics: dict[str, float], best: dict) -> None:
-        shown = ", ".join(f"{k[8:].split('_')[0].upper()} MAE {v:.3g} {k.rsplit('_', 1)[1]}"
-                          for k, v in metrics.items() if k.startswith("val_mae_"))
+        shown = self.task.describe(metrics, "val")
         mark = " (best)" if best["epoch"] == metrics["epoch"] else ""
         log.info("%s epoch %d/%d: train loss %.4f, val loss %.4f, %s%s [%.0f s]", self.desc,
                  metrics["epoch"], self.config.epochs, metrics["train_loss"], metrics["val_loss"],

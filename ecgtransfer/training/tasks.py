@@ -66,6 +66,11 @@ class RegressionTask:
         out[f"{prefix}_score"] = float(np.mean(err))
         return out
 
+    def describe(self, metrics: dict[str, float], prefix: str) -> str:
+        """One line of ``metrics`` for the log: ``QRS MAE 9.61 ms, ...``."""
+        return ", ".join(f"{n.upper()} MAE {metrics[f'{prefix}_mae_{n}_{u}']:.3g} {u}"
+                         for n, u in zip(self.names, self.units))
+
 
 class ClassificationTask:
     """Five-superclass diagnosis: single-label (softmax, cross-entropy with optional class
@@ -125,3 +130,9 @@ class ClassificationTask:
         auroc = values["macro_auroc"]
         out[f"{prefix}_score"] = float(1.0 - auroc) if np.isfinite(auroc) else float("inf")
         return out
+
+    def describe(self, metrics: dict[str, float], prefix: str) -> str:
+        """One line of ``metrics`` for the log: ``macro AUROC 0.871, accuracy 0.702, ...``."""
+        return ", ".join(f"{name} {metrics[f'{prefix}_{key}']:.3f}" for key, name in
+                         (("macro_auroc", "macro AUROC"), ("accuracy", "accuracy"),
+                          ("macro_f1", "macro F1")))

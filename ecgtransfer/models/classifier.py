@@ -1,0 +1,106 @@
+"""The fine-tuned classifier: pretrained (or freshly initialised) trunks side by side, their
+features concatenated into one new head; saved and loaded without pickling classes.
+
+Each trunk is an :class:`~ecgtransfer.models.regressor.IntervalRegressor` whose head is dropped:
+it keeps the lead normalisation it was trained with, so the classifier takes the ECG in mV at the
+trunks' common rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ecgtransfer.models.base import make_head
+from ecgtransfer.models.regressor import IntervalRegressor, blank_regressor, load_weights
+
+__all__ = ["TransferClassifier", "set_trunk_trainable", "save_classifier", "load_classifier",
+           "CLASSIFIER_FORMAT"]
+
+CLASSIFIER_FORMAT = "ecgtransfer-classifier/1"
+
+
+class TransferClassifier(nn.Module):
+    """Trunks side by side under one new head.
+
+    Parameters
+    ----------
+    regressors : sequence of IntervalRegressor
+        The sources; their networks' heads are dropped.
+    num_outputs : int
+        Classes.
+    head_hidden : int, optional
+        Hidden width of the new head (None: linear).
+    head_dropout : float
+    names : sequence of str, optional
+        Names of the sources, for error messages.
+    meta : dict, optional
+        Extra description kept in :attr:`meta` (``classes``, ``multilabel``, ...).
+    """
+
+    def __init__(self, regressors: Sequence[IntervalRegressor], num_outputs: int,
+                 head_hidden: int | None = None, head_dropout: float = 0.0,
+                 names: Sequence[str] | None = None, meta: dict[str, Any] | None = None):
+        super().__init__()
+        if not regressors:
+            raise ValueError("no trunk to transfer")
+        names = list(names or [f"source {i}" for i in range(len(regressors))])
+        first = regressors[0].meta
+        for name, r in zip(names, regressors):
+            for key in ("fs", "n_samples", "leads"):
+                if r.meta[key] != first[key]:
+                    raise ValueError(f"{name}: {key} {r.meta[key]!r} differs from "
+                                     f"{names[0]}'s {first[key]!r}; trunks must share it")
+        self.meta = {**(meta or {}), "fs": first["fs"], "n_samples": first["n_samples"],
+                     "leads": list(first["leads"]), "num_outputs": num_outputs,
+                     "head_hidden": head_hidden, "head_dropout": head_dropout,
+                     "sources": [dict(r.meta) for r in regressors]}
+        self.trunks = nn.ModuleList(regressors)
+        for r in self.trunks:
+            r.net.head = nn.Identity()
+        self.num_features = sum(r.net.num_features for r in self.trunks)
+        self.head = make_head(self.num_features, num_outputs, head_hidden, head_dropout)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([r.forward_features(x) for r in self.trunks], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        return [p for t in self.trunks for p in t.parameters()]
+
+
+def set_trunk_trainable(model: TransferClassifier, trainable: bool) -> None:
+    """Freeze (``False``) or unfreeze the trunks; the head always trains. A frozen trunk also
+    keeps its batch-norm statistics: call after ``model.train()``."""
+    for trunk in model.trunks:
+        for p in trunk.parameters():
+            p.requires_grad_(trainable)
+        trunk.train(trainable and model.training)
+
+
+def save_classifier(model: TransferClassifier, path: str | Path) -> None:
+    """Write ``model`` as a plain checkpoint (weights and meta; no pickled classes)."""
+    from ecgtransfer.training.checkpoint import save_checkpoint
+
+    save_checkpoint({"format": CLASSIFIER_FORMAT, "meta": model.meta,
+                     "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
+
+
+def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> TransferClassifier:
+    """A classifier written by :func:`save_classifier`, in eval mode."""
+    from ecgtransfer.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path, map_location)
+    if not isinstance(state, dict) or state.get("format") != CLASSIFIER_FORMAT:
+        raise ValueError(f"{path}: not an ecgtransfer classifier checkpoint")
+    meta = dict(state["meta"])
+    trunks = [blank_regressor(m) for m in meta.pop("sources")]
+    model = TransferClassifier(trunks, meta.pop("num_outputs"), meta.pop("head_hidden"),
+                               meta.pop("head_dropout"), meta=meta)
+    load_weights(model, state["state_dict"], path)
+    return model.eval()

@@ -1,0 +1,229 @@
+"""``ecgtransfer finetune`` on the PTB-XL sample: trunks pretrained on half A transferred to half
+B, checked through the MLflow client (tags linking the pretrain runs, test metrics with
+intervals, plots, the logged classifier); freezing, scratch, train fraction, resume, torchrun and
+one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ecgtransfer.config import ConfigError, FinetuneConfig, PretrainConfig
+from ecgtransfer.data.ptbxl import SUPERCLASSES
+from ecgtransfer.finetune import diagnostic_targets, finetune
+from ecgtransfer.models.classifier import load_classifier
+from ecgtransfer.models.regressor import load_regressor
+from ecgtransfer.pretrain import pretrain
+
+
+@pytest.fixture(scope="module")
+def pretrained(ptbxl_labelled, tmp_path_factory):
+    """QRS and HR regressors pretrained (briefly) on PTB-XL half A, tracked in MLflow."""
+    folder = tmp_path_factory.mktemp("finetune")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    config = PretrainConfig(store=str(ptbxl_labelled.path), targets=["qrs", "hr"], split="A",
+                            fs=100.0, epochs=1, batch_size=32, device="cpu",
+                            out=str(folder / "pretrain"), tracking_uri=uri, experiment="pre")
+    results = pretrain(config, progress=False)
+    parent = json.loads((folder / "pretrain" / "parent_run.json").read_text())["run_id"]
+    return {"uri": uri, "results": {r.name: r for r in results}, "parent": parent,
+            "folder": folder / "pretrain"}
+
+
+def _config(store, pretrained, tmp_path, **kw) -> FinetuneConfig:
+    values = dict(store=str(store.path), split="B", epochs=2, batch_size=32, device="cpu",
+                  bootstrap=50, out=str(tmp_path / "run"), tracking_uri=pretrained["uri"],
+                  experiment="ft")
+    values.update(kw)
+    return FinetuneConfig(**values)
+
+
+def _client(uri):
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient()
+
+
+def _trunk_state(model) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("net.head")}
+
+
+def test_diagnostic_targets_follow_the_superclass_columns(ptbxl_store):
+    index = ptbxl_store.index
+    single, why = diagnostic_targets(index, "single_label")
+    ok = why == ""
+    assert np.array_equal(ok, index["single_label"].to_numpy(bool))
+    assert [SUPERCLASSES[t] for t in single[ok]] == list(index["superclass"][ok])
+    multi, why_multi = diagnostic_targets(index, "multi_label")
+    assert multi.shape == (len(index), 5)
+    assert np.array_equal(why_multi == "", index["n_superclasses"].to_numpy() > 0)
+    assert set(why[~ok]) <= {"no superclass", "several superclasses"}
+
+
+def test_combined_gradual_multilabel_logs_a_complete_run(ptbxl_labelled, pretrained, tmp_path):
+    import mlflow
+
+    config = _config(ptbxl_labelled, pretrained, tmp_path, sources=[pretrained["parent"]],
+                     strategy="combined", freeze="gradual", frozen_epochs=1, task="multi_label")
+    result = finetune(config, progress=False)
+    client = _client(pretrained["uri"])
+    run = client.get_run(result.run_id)
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    children = {r.run_id for r in pretrained["results"].values()}
+    assert tags["ecgtransfer.stage"] == "finetune" and tags["ecgtransfer.strategy"] == "combined"
+    assert tags["ecgtransfer.freeze"] == "gradual" and tags["ecgtransfer.task"] == "multi_label"
+    assert tags["ecgtransfer.train_fraction"] == "1" and tags["ecgtransfer.seed"] == "0"
+    assert set(tags["ecgtransfer.source_runs"].split(",")) == children
+    assert tags["ecgtransfer.source_targets"] == "qrs,hr"
+    assert tags["ecgtransfer.source"].startswith("ptbxl")
+    assert all(rid in tags["mlflow.note.content"] for rid in children)
+    assert params["trunks"] == "2" and params["freeze"] == "gradual"
+
+    # the trunks' learning rate: the lower one once unfrozen, and their weights moved then
+    lr_trunk = [m.value for m in client.get_metric_history(run.info.run_id, "lr_trunk")]
+    assert len(lr_trunk) == 2 and lr_trunk[0] == pytest.approx(0.1 * config.lr)
+
+    # test metrics with 95% intervals around them
+    for key in ["accuracy", "macro_auroc", "macro_f1"] + [f"auroc_{c}" for c in SUPERCLASSES]:
+        value = result.test[key]
+        if np.isfinite(value):
+            lo, hi = result.intervals[key]
+            assert lo <= value <= hi, key
+            assert metrics[f"test_{key}"] == pytest.approx(value)
+            assert metrics[f"test_{key}_ci_low"] == pytest.approx(lo)
+    assert 0.0 <= result.test["macro_auroc"] <= 1.0
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "history.csv", "test_predictions.csv", "test_metrics.json"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/confusion_matrix_test.png", "plots/roc_test.png",
+                     "plots/learning_curves.png"}
+    predictions = pd.read_csv(tmp_path / "run" / "test_predictions.csv", dtype={"record_id": str})
+    assert len(predictions) == result.counts["test"]["used"]
+    probs = predictions[[f"p_{c}" for c in SUPERCLASSES]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    index = ptbxl_labelled.index.set_index(ptbxl_labelled.index["record_id"].astype(str))
+    truth = index.loc[predictions["record_id"].astype(str)]
+    assert np.array_equal(predictions[[f"true_{c}" for c in SUPERCLASSES]].to_numpy(),
+                          truth[list(SUPERCLASSES)].to_numpy())
+
+    # the logged classifier loads and gives the saved one's outputs
+    logged = mlflow.pytorch.load_model(tags["ecgtransfer.model_uri"]).eval()
+    saved = load_classifier(tmp_path / "run" / "model.pt")
+    x = torch.from_numpy(np.stack([ptbxl_labelled[i][:, ::5] for i in range(4)]).copy())
+    with torch.no_grad():
+        assert torch.allclose(logged(x), saved(x), atol=1e-5)
+    assert len(saved.trunks) == 2 and saved.meta["task"] == "multi_label"
+    contexts = {i.dataset.name: i.tags[0].value for i in run.inputs.dataset_inputs}
+    assert contexts == {"ptbxl:train": "training", "ptbxl:val": "validation",
+                        "ptbxl:test": "testing"}
+
+
+def test_frozen_single_keeps_the_pretrained_trunk(ptbxl_labelled, pretrained, tmp_path):
+    qrs = pretrained["folder"] / "qrs"
+    config = _config(ptbxl_labelled, pretrained, tmp_path, sources=[str(qrs)], freeze="frozen",
+                     bootstrap=0)
+    result = finetune(config, progress=False)
+    trained = load_classifier(tmp_path / "run" / "model.pt")
+    source = load_regressor(qrs / "model.pt")
+    before, after = _trunk_state(source), _trunk_state(trained.trunks[0])
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # batch-norm statistics too
+    assert result.intervals == {} and np.isfinite(result.test["accuracy"])
+    run = _client(pretrained["uri"]).get_run(result.run_id)
+    assert run.data.tags["ecgtransfer.source_runs"] == pretrained["results"]["qrs"].run_id
+
+
+def test_full_scratch_and_train_fraction(ptbxl_labelled, pretrained, tmp_path):
+    qrs = pretrained["folder"] / "qrs"
+    full = finetune(_config(ptbxl_labelled, pretrained, tmp_path / "a", sources=[str(qrs)],
+                            epochs=1, bootstrap=0), progress=False)
+    tuned = load_classifier(tmp_path / "a" / "run" / "model.pt")
+    source = load_regressor(qrs / "model.pt")
+    assert any(not torch.equal(v, _trunk_state(tuned.trunks[0])[k])
+               for k, v in _trunk_state(source).items() if v.is_floating_point())
+
+    def scratch(folder):
+        return finetune(_config(ptbxl_labelled, pretrained, folder, sources=[str(qrs)],
+                                strategy="scratch", train_fraction=0.5, epochs=1, bootstrap=0),
+                        progress=False)
+
+    one, two = scratch(tmp_path / "b"), scratch(tmp_path / "c")
+    assert abs(one.counts["train"]["used"] / full.counts["train"]["used"] - 0.5) < 0.2
+    assert one.counts["val"] == full.counts["val"] and one.counts["test"] == full.counts["test"]
+    np.testing.assert_equal(one.test, two.test)  # seeded: the same numbers again
+    fresh = load_classifier(tmp_path / "b" / "run" / "model.pt")
+    assert fresh.meta["sources"][0]["model"] == source.meta["model"]
+    assert fresh.num_features == tuned.num_features
+    run = _client(pretrained["uri"]).get_run(one.run_id)
+    assert run.data.tags["ecgtransfer.strategy"] == "scratch"
+    assert run.data.tags["ecgtransfer.train_fraction"] == "0.5"
+
+
+def test_resume_reuses_a_finished_run_and_refuses_other_settings(ptbxl_labelled, pretrained,
+                                                                  tmp_path):
+    sources = [str(pretrained["folder"] / "hr")]
+    config = _config(ptbxl_labelled, pretrained, tmp_path, sources=sources, epochs=1, bootstrap=0)
+    first = finetune(config, progress=False)
+    again = finetune(config, resume=True, progress=False)
+    assert again.reused and again.run_id == first.run_id
+    np.testing.assert_equal(again.test, first.test)  # NaN (a class absent from test) included
+    with pytest.raises(ConfigError, match="holds a finetune run already"):
+        finetune(config, progress=False)
+    changed = _config(ptbxl_labelled, pretrained, tmp_path, sources=sources, epochs=1,
+                      bootstrap=0, lr=0.01)
+    with pytest.raises(ConfigError, match="--resume: lr is 0.01 now"):
+        finetune(changed, resume=True, progress=False)
+
+
+def test_bad_sources_and_stores_fail_with_one_line(ptbxl_labelled, deepfake_labelled, pretrained,
+                                                   tmp_path, cli):
+    store = str(ptbxl_labelled.path)
+    common = ["--tracking-uri", pretrained["uri"], "--out", str(tmp_path / "run"), "--split", "B"]
+    cases = [
+        (["--store", store, "--from", "0123456789abcdef0123456789abcdef"], "no such MLflow run"),
+        (["--store", store, "--from", str(pretrained["folder"] / "qrs"), "--model",
+          "inception1d"], "its trunk is a resnet1d_fast, not the model inception1d"),
+        (["--store", str(deepfake_labelled.path), "--from", str(pretrained["folder"] / "qrs")],
+         "no diagnostic labels"),
+        (["--store", store, "--from", pretrained["parent"]], "strategy single takes one trunk"),
+        (["--store", store, "--from", str(pretrained["folder"] / "qrs"), "--strategy",
+          "combined"], "strategy combined takes two or more"),
+        (["--store", store, "--strategy", "combined"], "sources: strategy combined needs"),
+        (["--store", store, "--from", str(tmp_path)], "holds no model.pt"),
+    ]
+    for args, message in cases:
+        done = cli("finetune", "-q", *args, *common)
+        assert done.returncode == 2, args
+        assert message in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "run").exists()  # nothing written by a run that could not start
+
+
+def test_torchrun_gradual_two_processes_on_cpu(ptbxl_labelled, pretrained, tmp_path):
+    """Freezing and unfreezing mid-run re-wrap DDP (a stale wrapper waits for gradients that
+    frozen parameters never get, and fails)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29519", "-m", "ecgtransfer", "finetune", "-q",
+         "--store", str(ptbxl_labelled.path), "--from", str(pretrained["folder"] / "qrs"),
+         "--split", "B", "--freeze", "gradual", "--frozen-epochs", "1", "--epochs", "2",
+         "--batch-size", "16", "--device", "cpu", "--out", str(tmp_path / "run"),
+         "--tracking-uri", pretrained["uri"], "--experiment", "ft-ddp", "--set", "bootstrap=20"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = _client(pretrained["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("ft-ddp").experiment_id])
+    assert len(runs) == 1 and runs[0].data.params["world_size"] == "2"
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id,
+                                                            "val_macro_auroc")) == [1, 2]
+    assert proc.stdout.count("MLflow run") == 1
