@@ -33,6 +33,8 @@ quickstart: setup
 	$(BIN)/ecgtransfer label --store $(QUICKSTART)/deepfake --workers 2
 	$(BIN)/ecgtransfer pretrain --store $(QUICKSTART)/deepfake --targets qrs --epochs 10 \
 	  --out $(QUICKSTART)/pretrain --experiment quickstart --resume
+	$(BIN)/ecgtransfer finetune --store $(QUICKSTART)/ptbxl-sample --from $(QUICKSTART)/pretrain/qrs \
+	  --epochs 10 --out $(QUICKSTART)/finetune --experiment quickstart --resume
 
 test: setup
 	$(BIN)/python -m pytest
@@ -44,6 +46,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_label.py
 	$(BIN)/python benchmarks/label_realism.py
 	$(BIN)/python benchmarks/bench_pretrain.py
+	$(BIN)/python benchmarks/bench_finetune.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -70,9 +70,35 @@ def _ptbxl_source(p: argparse.ArgumentParser) -> None:
                      help="use the 41-record PTB-XL sample shipped with ecgtransfer")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it says something (not None, False or [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _loop_flags(p: argparse.ArgumentParser, out: str, holds: str, uri_help: str,
+                set_example: str) -> None:
+    """The flags every training command shares."""
+    p.add_argument("--epochs", type=_positive(int), default=None, metavar="N")
+    p.add_argument("--batch-size", type=_positive(int), default=None, metavar="N")
+    p.add_argument("--lr", type=_positive(float), default=None)
+    p.add_argument("--seed", type=_non_negative, default=None, metavar="N")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", default=None, metavar="DIR", help=f"run folder: {holds} (default {out})")
+    p.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment")
+    p.add_argument("--tracking-uri", default=None, metavar="URI", help=uri_help)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help=f"any setting, value as YAML (e.g. {set_example}); repeatable")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (same settings)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``ecgtransfer`` command."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bars, warnings only")
@@ -255,21 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--split", default=None, choices=("auto", "folds", "A", "B", "random"),
                      help="PTB-XL folds 1-8/9/10, one A/B half, or a seeded random split "
                           "(default auto)")
-    pre.add_argument("--epochs", type=_positive(int), default=None, metavar="N")
-    pre.add_argument("--batch-size", type=_positive(int), default=None, metavar="N")
-    pre.add_argument("--lr", type=_positive(float), default=None)
-    pre.add_argument("--seed", type=_non_negative, default=None, metavar="N")
-    pre.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
-    pre.add_argument("--out", default=None, metavar="DIR",
-                     help="run folder: config, checkpoints, models (default runs/pretrain)")
-    pre.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment")
-    pre.add_argument("--tracking-uri", default=None, metavar="URI",
-                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                          "sqlite:///mlflow.db)")
-    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                     help="any setting, value as YAML (e.g. model_kwargs.width=64); repeatable")
-    pre.add_argument("--resume", action="store_true",
-                     help="continue an interrupted run in --out (same settings)")
+    _loop_flags(pre, "runs/pretrain", "config, checkpoints, models",
+                "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+                "model_kwargs.width=64")
     pre.add_argument("--list-models", action="store_true",
                      help="print the registered models and their parameters, then exit")
     fin = commands.add_parser(
@@ -304,21 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train on this seeded fraction of the training patients (default 1)")
     fin.add_argument("--model", default=None, metavar="NAME",
                      help="scratch without --from: the architecture (default resnet1d_fast)")
-    fin.add_argument("--epochs", type=_positive(int), default=None, metavar="N")
-    fin.add_argument("--batch-size", type=_positive(int), default=None, metavar="N")
-    fin.add_argument("--lr", type=_positive(float), default=None)
-    fin.add_argument("--seed", type=_non_negative, default=None, metavar="N")
-    fin.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
-    fin.add_argument("--out", default=None, metavar="DIR",
-                     help="run folder: config, checkpoint, model (default runs/finetune)")
-    fin.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment")
-    fin.add_argument("--tracking-uri", default=None, metavar="URI",
-                     help="MLflow tracking URI, also where run ids in --from are looked up "
-                          "(default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    fin.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                     help="any setting, value as YAML (e.g. head_hidden=null); repeatable")
-    fin.add_argument("--resume", action="store_true",
-                     help="continue an interrupted run in --out (same settings)")
+    _loop_flags(fin, "runs/finetune", "config, checkpoint, model",
+                "MLflow tracking URI, also where run ids in --from are looked up (default: "
+                "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)", "head_hidden=null")
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ecgtransfer.config import ConfigError, PretrainConfig, load_config, to_yaml
+from ecgtransfer.config import ConfigError, FinetuneConfig, PretrainConfig, load_config, to_yaml
 
 
 def test_precedence_file_flags_overrides(tmp_path):
@@ -43,3 +43,26 @@ def test_bad_override_is_named():
         load_config(PretrainConfig, None, ["epoch=3"])
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(PretrainConfig, None, ["epochs"])
+
+
+def test_finetune_config_round_trips_and_takes_a_source_list(tmp_path):
+    config = load_config(FinetuneConfig, None, ["head_hidden=null", "train_fraction=0.1"],
+                         sources="runs/pretrain/qrs, runs/pretrain/hr", strategy="combined")
+    assert config.sources == ["runs/pretrain/qrs", "runs/pretrain/hr"]
+    assert config.head_hidden is None and config.train_fraction == 0.1
+    path = tmp_path / "f.yaml"
+    path.write_text(to_yaml(config))
+    assert load_config(FinetuneConfig, path) == config
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"strategy": "single"}, "sources: strategy single needs pretrained trunks"),
+    ({"strategy": "mixed", "sources": ["a"]}, "strategy: 'mixed' is not single"),
+    ({"sources": ["a"], "freeze": "gradual", "frozen_epochs": 30}, "frozen_epochs: gradual needs"),
+    ({"sources": ["a"], "train_fraction": 0.0}, "train_fraction: must be in (0, 1]"),
+    ({"sources": ["a"], "task": "multilabel"}, "task: 'multilabel' is not"),
+    ({"strategy": "scratch", "class_weights": "inverse"}, "class_weights: 'inverse'"),
+])
+def test_bad_finetune_settings_are_named(values, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FinetuneConfig(**values)

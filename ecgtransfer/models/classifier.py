@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ecgtransfer.models.base import make_head
-from ecgtransfer.models.regressor import IntervalRegressor, blank_regressor, load_weights
+from ecgtransfer.models.regressor import (IntervalRegressor, blank_regressor, load_plain, load_weights,
+                                          save_plain)
 
 __all__ = ["TransferClassifier", "set_trunk_trainable", "save_classifier", "load_classifier",
            "CLASSIFIER_FORMAT"]
@@ -85,19 +86,12 @@ def set_trunk_trainable(model: TransferClassifier, trainable: bool) -> None:
 
 def save_classifier(model: TransferClassifier, path: str | Path) -> None:
     """Write ``model`` as a plain checkpoint (weights and meta; no pickled classes)."""
-    from ecgtransfer.training.checkpoint import save_checkpoint
-
-    save_checkpoint({"format": CLASSIFIER_FORMAT, "meta": model.meta,
-                     "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
+    save_plain(model, CLASSIFIER_FORMAT, path)
 
 
 def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> TransferClassifier:
     """A classifier written by :func:`save_classifier`, in eval mode."""
-    from ecgtransfer.training.checkpoint import load_checkpoint
-
-    state = load_checkpoint(path, map_location)
-    if not isinstance(state, dict) or state.get("format") != CLASSIFIER_FORMAT:
-        raise ValueError(f"{path}: not an ecgtransfer classifier checkpoint")
+    state = load_plain(path, CLASSIFIER_FORMAT, "classifier", map_location)
     meta = dict(state["meta"])
     trunks = [blank_regressor(m) for m in meta.pop("sources")]
     model = TransferClassifier(trunks, meta.pop("num_outputs"), meta.pop("head_hidden"),

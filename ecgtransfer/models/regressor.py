@@ -16,7 +16,7 @@ from torch import nn
 from ecgtransfer.models.registry import create_model
 
 __all__ = ["IntervalRegressor", "blank_regressor", "save_regressor", "load_regressor", "load_weights",
-           "REGRESSOR_FORMAT"]
+           "save_plain", "load_plain", "REGRESSOR_FORMAT"]
 
 REGRESSOR_FORMAT = "ecgtransfer-regressor/1"
 
@@ -68,22 +68,34 @@ class IntervalRegressor(nn.Module):
 
 def save_regressor(model: IntervalRegressor, path: str | Path) -> None:
     """Write ``model`` as a plain checkpoint (weights, buffers and meta; no pickled classes)."""
-    from ecgtransfer.training.checkpoint import save_checkpoint
-
-    save_checkpoint({"format": REGRESSOR_FORMAT, "meta": model.meta,
-                     "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
+    save_plain(model, REGRESSOR_FORMAT, path)
 
 
 def load_regressor(path: str | Path, map_location: str | torch.device = "cpu") -> IntervalRegressor:
     """A regressor written by :func:`save_regressor`."""
-    from ecgtransfer.training.checkpoint import load_checkpoint
-
-    state = load_checkpoint(path, map_location)
-    if not isinstance(state, dict) or state.get("format") != REGRESSOR_FORMAT:
-        raise ValueError(f"{path}: not an ecgtransfer regressor checkpoint")
+    state = load_plain(path, REGRESSOR_FORMAT, "regressor", map_location)
     model = blank_regressor(state["meta"])
     load_weights(model, state["state_dict"], path)
     return model.eval()
+
+
+def save_plain(model: nn.Module, fmt: str, path: str | Path) -> None:
+    """``model``'s meta and weights as a checkpoint marked ``fmt``."""
+    from ecgtransfer.training.checkpoint import save_checkpoint
+
+    save_checkpoint({"format": fmt, "meta": model.meta,
+                     "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
+
+
+def load_plain(path: str | Path, fmt: str, kind: str,
+               map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`save_plain` with ``fmt``; else a one-line error."""
+    from ecgtransfer.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path, map_location)
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise ValueError(f"{path}: not an ecgtransfer {kind} checkpoint")
+    return state
 
 
 def blank_regressor(meta: dict[str, Any]) -> IntervalRegressor:
