@@ -227,3 +227,40 @@ def test_torchrun_gradual_two_processes_on_cpu(ptbxl_labelled, pretrained, tmp_p
     assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id,
                                                             "val_macro_auroc")) == [1, 2]
     assert proc.stdout.count("MLflow run") == 1
+
+
+def test_killed_gradual_run_resumes_to_the_same_weights(ptbxl_labelled, pretrained, tmp_path,
+                                                        monkeypatch):
+    """Killed in epoch 3, after the trunk was unfrozen in epoch 2: the resumed run unfreezes it
+    again and ends where an uninterrupted run does."""
+    from ecgtransfer.training.loop import Trainer
+
+    kw = dict(sources=[str(pretrained["folder"] / "qrs")], freeze="gradual", frozen_epochs=1,
+              epochs=3, bootstrap=0, patience=0)
+    whole = finetune(_config(ptbxl_labelled, pretrained, tmp_path / "a", **kw), progress=False)
+    original = Trainer._train_epoch
+
+    def dies_in_epoch_3(self, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    killed = _config(ptbxl_labelled, pretrained, tmp_path / "b", **kw)
+    monkeypatch.setattr(Trainer, "_train_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(killed, progress=False)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    assert not (tmp_path / "b" / "run" / "model.pt").exists()
+    resumed = finetune(killed, resume=True, progress=False)
+    a = load_classifier(tmp_path / "a" / "run" / "model.pt").state_dict()
+    b = load_classifier(tmp_path / "b" / "run" / "model.pt").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from ecgtransfer.training.checkpoint import load_checkpoint
+
+    last_a = load_checkpoint(tmp_path / "a" / "run" / "checkpoint.pt")["model"]
+    last_b = load_checkpoint(tmp_path / "b" / "run" / "checkpoint.pt")["model"]
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)  # the last epoch's, too
+    np.testing.assert_equal(resumed.test, whole.test)
+    steps = [m.step for m in _client(pretrained["uri"]).get_metric_history(resumed.run_id,
+                                                                             "val_loss")]
+    assert sorted(steps) == [1, 2, 3]
