@@ -321,6 +321,39 @@ def build_parser() -> argparse.ArgumentParser:
     _loop_flags(fin, "runs/finetune", "config, checkpoint, model",
                 "MLflow tracking URI, also where run ids in --from are looked up (default: "
                 "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)", "head_hidden=null")
+    run = commands.add_parser(
+        "run", help="run a whole experiment: the stages of a pipeline file, under one MLflow "
+                    "parent run",
+        description="Run the stages a pipeline YAML names (prepare, synth, label, pretrain, "
+                    "finetune, compare) in order, under one MLflow parent run with a child run "
+                    "per stage. A stage whose inputs and settings are unchanged is reused; a "
+                    "killed pipeline re-run continues where it stopped. The file is checked "
+                    "whole before any work. See docs/pipelines.md.",
+        formatter_class=fmt, parents=[common])
+    run.add_argument("pipeline", type=Path, metavar="PIPELINE.yaml")
+    run.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                     dest="overrides",
+                     help="change a stage's setting, value as YAML (e.g. deepfake.n=64, "
+                          "finetune.grid.seed=[0]); repeatable")
+    cmp_ = commands.add_parser(
+        "compare", help="table and plot of fine-tune runs: strategy, source, freezing, train "
+                        "fraction -> test metrics over seeds",
+        description="Group finished fine-tune runs that differ only in seed and report test "
+                    "accuracy, macro AUROC and macro F1 as the mean over seeds with a 95% "
+                    "interval (t over seeds; one seed: its bootstrap interval). Prints the "
+                    "table and writes comparison.csv, comparison.md and comparison.png.",
+        formatter_class=fmt, parents=[common])
+    cmp_.add_argument("--experiment", action="append", default=None, metavar="NAME",
+                      help="MLflow experiment(s) of the fine-tune runs (repeatable; default "
+                           "ecgtransfer-finetune)")
+    cmp_.add_argument("--tracking-uri", default=None, metavar="URI",
+                      help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    cmp_.add_argument("--pipeline-run", default=None, metavar="RUN_ID",
+                      help="only the runs of this pipeline run")
+    cmp_.add_argument("--metric", default="macro_auroc", choices=("macro_auroc", "accuracy",
+                                                                   "macro_f1"),
+                      help="the metric of the plot")
+    cmp_.add_argument("--out", type=Path, default=Path("runs/compare"), metavar="DIR")
     return parser
 
 
@@ -540,6 +573,44 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ecgtransfer.pipeline import load_pipeline, run_pipeline
+    from ecgtransfer.tracking import tracking_uri
+
+    pipeline = load_pipeline(args.pipeline, args.overrides)
+
+    def report(r) -> None:
+        first = r.summary.splitlines()[0] if r.summary and r.kind != "compare" else ""
+        print(f"{r.kind} {r.name}: {'reused' if r.reused else 'done'} -> {r.output}"
+              f"{'; ' + first if first else ''}", flush=True)
+
+    results = run_pipeline(pipeline, progress=not args.quiet, on_stage=report)
+    for r in results:
+        if r.kind == "compare":
+            print(f"\n{r.summary}", end="")
+    uri = tracking_uri(pipeline.tracking_uri)
+    if uri.startswith("sqlite:"):
+        print(f"\nMLflow experiment {pipeline.experiment!r}. To browse and compare the runs: "
+              f"mlflow ui --backend-store-uri {uri} (then open http://127.0.0.1:5000)")
+    else:
+        print(f"\nMLflow experiment {pipeline.experiment!r} at {uri}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ecgtransfer.compare import comparison_table, finetune_runs, summary_text, write_comparison
+
+    runs = finetune_runs(args.experiment or ["ecgtransfer-finetune"], args.tracking_uri,
+                         args.pipeline_run)
+    table = comparison_table(runs)
+    print(summary_text(table), end="")
+    if table.empty:
+        return 1
+    paths = write_comparison(table, args.out, args.metric)
+    print(f"{len(runs)} runs in {len(table)} groups; wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ecgtransfer`` command; returns the exit status."""
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -556,7 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(message)s", stream=sys.stderr)
     if args.command != "data":
         handler = {"synth": _cmd_synth, "label": _cmd_label, "pretrain": _cmd_pretrain,
-                   "finetune": _cmd_finetune}[args.command]
+                   "finetune": _cmd_finetune, "compare": _cmd_compare,
+                   "run": _cmd_run}[args.command]
     else:
         handler = {"prepare": _cmd_prepare, "verify": _cmd_verify, "fetch": _cmd_fetch,
                    "info": _cmd_info, "splits": _cmd_splits, "merge": _cmd_merge}[args.data_command]
@@ -564,8 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with logging_redirect_tqdm():
             return handler(args)
     except (StoreError, ManifestError, PTBXLError, RecordError, LabelError, FileNotFoundError,
-            TrainingError,
-            ValueError) as exc:
+            TrainingError, ValueError) as exc:
         print(f"ecgtransfer: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ecgtransfer.config import ConfigError, FinetuneConfig, check_run_folder, to_dict, to_yaml
+from ecgtransfer.config import (ConfigError, FinetuneConfig, check_run_folder, config_hash, to_dict,
+                                to_yaml)
 from ecgtransfer.data.ptbxl import SUPERCLASSES
 
 __all__ = ["FinetuneResult", "finetune", "diagnostic_targets"]
@@ -47,6 +48,14 @@ class FinetuneResult:
     intervals: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     reused: bool = False
+
+
+def setting_hash(config: FinetuneConfig) -> str:
+    """12 hex digits of the settings that make runs comparable: all but the seed, the trunks'
+    references (their source and targets are tagged apart), and where the run is written or
+    logged."""
+    return config_hash(config, exclude=("seed", "sources", "store", "out", "experiment",
+                                         "tracking_uri", "run_name", "device", "num_workers"))
 
 
 def diagnostic_targets(index: pd.DataFrame, task: str, where: str = "store"
@@ -247,6 +256,8 @@ class _Stage:
         return {TAG + "stage": "finetune", TAG + "strategy": c.strategy,
                 TAG + "freeze": c.freeze, TAG + "task": c.task,
                 TAG + "train_fraction": f"{c.train_fraction:g}", TAG + "seed": str(c.seed),
+                TAG + "split": "folds" if c.split == "auto" else c.split,
+                TAG + "setting": setting_hash(c),
                 TAG + "dataset": self.dataset_name, TAG + "store": str(self.store.path.resolve()),
                 TAG + "store_hash": store_hash(self.store.path),
                 TAG + "model": ",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
@@ -258,7 +269,8 @@ class _Stage:
                 TAG + "code_version": code_version()}
 
 
-def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> FinetuneResult:
+def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = True,
+             parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> FinetuneResult:
     """Fine-tune (or train from scratch) the classifier ``config`` describes.
 
     Parameters
@@ -269,6 +281,10 @@ def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = T
         reused. Without it, a folder that holds a run already is an error.
     progress : bool
         Progress bars.
+    parent_run_id : str, optional
+        Nest the MLflow run under this run (a pipeline's).
+    tags : dict, optional
+        Extra tags of the run.
 
     Notes
     -----
@@ -300,7 +316,7 @@ def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = T
             (out / "config.yaml").write_text(to_yaml(config))
         barrier(stage.dist)
         if stage.dist.is_main:
-            return _train_tracked(stage, model, task, resume)
+            return _train_tracked(stage, model, task, resume, parent_run_id, tags or {})
         _fit(stage, model, task, resume, None)
         return FinetuneResult(out, None, 0, {}, counts=stage.counts)
     finally:
@@ -355,7 +371,8 @@ def evaluate(task, probs: np.ndarray, y: np.ndarray, n_resamples: int, seed: int
     return values, intervals
 
 
-def _train_tracked(stage: _Stage, model, task, resume: bool) -> FinetuneResult:
+def _train_tracked(stage: _Stage, model, task, resume: bool, parent_run_id: str | None,
+                   tags: dict[str, str]) -> FinetuneResult:
     import mlflow
 
     from ecgtransfer import plots, tracking
@@ -366,8 +383,9 @@ def _train_tracked(stage: _Stage, model, task, resume: bool) -> FinetuneResult:
     run_id = json.loads(marker.read_text())["run_id"] if resume and marker.exists() else None
     name = config.run_name or (f"finetune {config.strategy} {config.freeze} "
                                f"{'+'.join(s.name for s in stage.sources) or model.meta['sources'][0]['model']}"
-                               f" frac {config.train_fraction:g}")
-    with tracking.open_run(run_id, run_name=name, tags=stage.tags(model)) as run:
+                               f" frac {config.train_fraction:g} seed {config.seed}")
+    with tracking.open_run(run_id, run_name=name, tags={**stage.tags(model), **tags},
+                           parent_run_id=parent_run_id) as run:
         marker.write_text(json.dumps({"run_id": run.info.run_id}))
         if run_id is None:
             _log_setup(stage, model)

@@ -141,6 +141,7 @@ class _Stage:
         median = float(np.median(lengths)) if len(lengths) else 0.0
         self.n_samples = int(round(median * self.fs / self.store.fs))
         self.out = Path(config.out)
+        self.extra_tags: dict[str, str] = {}
 
     @property
     def dataset(self) -> str:
@@ -157,7 +158,7 @@ class _Stage:
                 TAG + "labels": str(self.labels_path.resolve()),
                 TAG + "labeller_config_hash": _labeller_hash(self.labels_path),
                 TAG + "code_version": code_version(), TAG + "model": self.config.model,
-                TAG + "targets": ",".join(targets)}
+                TAG + "targets": ",".join(targets), **self.extra_tags}
 
     def select(self, targets: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
         """Usable positions per split, the target values, and the exclusion counts."""
@@ -187,7 +188,9 @@ class _Stage:
         return chosen, values, counts
 
 
-def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = True) -> list[PretrainResult]:
+def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = True,
+             parent_run_id: str | None = None, tags: dict[str, str] | None = None
+             ) -> list[PretrainResult]:
     """Train the regressors ``config`` describes; returns one result per model.
 
     Parameters
@@ -198,6 +201,10 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
         reused. Without it, a folder that holds a run already is an error.
     progress : bool
         Progress bars.
+    parent_run_id : str, optional
+        Nest the stage's MLflow run(s) under this run (a pipeline's).
+    tags : dict, optional
+        Extra tags of every run.
 
     Notes
     -----
@@ -210,9 +217,10 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
     from ecgtransfer.training.distributed import barrier, shutdown
 
     stage = _Stage(config, progress)
+    stage.extra_tags = dict(tags or {})
     out = stage.out
     groups = _groups(config)
-    parent_id = None
+    parent_id = parent_run_id
     try:
         # Check every model's data before anything is written.
         selections = [stage.select(targets) for targets in groups]
@@ -225,11 +233,11 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
             (out / "config.yaml").write_text(to_yaml(config))
             tracking.setup(config.tracking_uri, config.experiment)
             if len(groups) > 1:
-                parent_id = _parent_run(stage, out)
+                parent_id = _parent_run(stage, out, parent_run_id)
         barrier(stage.dist)
         results = [_train_one(stage, targets, selection, resume, parent_id)
                    for targets, selection in zip(groups, selections)]
-        if parent_id is not None:
+        if parent_id is not None and parent_id != parent_run_id:
             import mlflow
 
             mlflow.MlflowClient().set_terminated(parent_id, "FINISHED")
@@ -238,7 +246,7 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
         shutdown(stage.dist)
 
 
-def _parent_run(stage: _Stage, out: Path) -> str:
+def _parent_run(stage: _Stage, out: Path, outer: str | None) -> str:
     import mlflow
 
     from ecgtransfer import tracking
@@ -248,7 +256,7 @@ def _parent_run(stage: _Stage, out: Path) -> str:
     config = stage.config
     name = config.run_name or f"pretrain {config.model} {','.join(config.targets)}"
     tags = stage.tags(list(config.targets))
-    with tracking.open_run(run_id, run_name=name, tags=tags) as run:
+    with tracking.open_run(run_id, run_name=name, tags=tags, parent_run_id=outer) as run:
         tracking.log_params(to_dict(config))
         tracking.log_text(to_yaml(config), "config.yaml")
         run_id = run.info.run_id
