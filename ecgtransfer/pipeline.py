@@ -171,9 +171,10 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> Pipeline:
         raise PipelineError(f"{path}:{lines['top'].get('stages', 1)}: stages: expected a list of "
                             "stages")
     specs: list[StageSpec] = []
+    every = {s.get("name") for s in raw_stages if isinstance(s, dict)}
     for i, raw in enumerate(raw_stages):
         line, key_lines = lines["stages"][i] if i < len(lines["stages"]) else (1, {})
-        specs.append(_check_stage(path, raw, line, key_lines, specs))
+        specs.append(_check_stage(path, raw, line, key_lines, specs, every))
     pipeline = Pipeline(path=path, name=name, experiment=str(data.get("experiment") or name),
                         work=Path(data.get("work") or Path("runs") / name),
                         tracking_uri=data.get("tracking_uri"), stages=specs,
@@ -184,7 +185,7 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> Pipeline:
 
 
 def _check_stage(path: Path, raw: Any, line: int, key_lines: dict[str, int],
-                 before: list[StageSpec]) -> StageSpec:
+                 before: list[StageSpec], every: set) -> StageSpec:
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}:{line}: a stage is a mapping with name and stage")
     name, kind = raw.get("name"), raw.get("stage")
@@ -202,7 +203,7 @@ def _check_stage(path: Path, raw: Any, line: int, key_lines: dict[str, int],
         for ref in _refs(value):
             target = ref.split("/", 1)[0]
             if target not in known:
-                later = " (it comes later; stages run in order)" if target else ""
+                later = " (it comes later; stages run in order)" if target in every else ""
                 raise PipelineError(f"{path}:{spec.where(key)}: stage {name!r}: {key} refers to "
                                     f"${{{ref}}}, and no earlier stage is named {target!r}{later}")
     for key in _MANAGED:
@@ -497,7 +498,9 @@ def _fingerprint(spec: StageSpec, results: dict[str, StageResult]) -> str:
 
 
 def _stage_run(ctx: _Context, spec: StageSpec, settings: dict, folder: Path) -> str:
-    """The stage's own MLflow run (a child of the pipeline run), reopened on a re-run."""
+    """The stage's own MLflow run (a child of the pipeline run), reopened on a re-run. Tagged
+    ``ecgtransfer.stage = pipeline-stage`` (and ``stage_kind``), so that searching for the
+    fine-tune runs themselves (``stage = finetune``) does not find the stage's run."""
     from ecgtransfer import tracking
 
     marker = folder / "stage_run.json"
@@ -509,7 +512,8 @@ def _stage_run(ctx: _Context, spec: StageSpec, settings: dict, folder: Path) -> 
     experiment = client.get_experiment_by_name(ctx.pipeline.experiment).experiment_id
     run = client.create_run(experiment, run_name=f"{spec.kind} {spec.name}", tags={
         **ctx.tags, "mlflow.parentRunId": ctx.parent_run_id,
-        tracking.TAG + "stage": spec.kind, tracking.TAG + "stage_name": spec.name})
+        tracking.TAG + "stage": "pipeline-stage", tracking.TAG + "stage_kind": spec.kind,
+        tracking.TAG + "stage_name": spec.name})
     for key, value in tracking.flat_params(settings).items():
         client.log_param(run.info.run_id, key, value[:6000])
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,257 @@
+"""Pipelines: the quickstart in a reduced size end to end (nested MLflow runs, the comparison), a
+re-run that reuses every stage, a killed run that continues, and bad files named by line before
+any work; ``compare`` on runs made here gives the numbers computed by hand; a real ``mlflow
+server`` serves the runs over its REST API."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecgtransfer.compare import comparison_table, finetune_runs, write_comparison
+from ecgtransfer.pipeline import PipelineError, load_pipeline, run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "pipelines" / "quickstart.yaml"
+SMALL = ["deepfake.n=32", "pretrain.epochs=1", "pretrain.targets=[qrs,hr]", "finetune.epochs=1",
+         "finetune.bootstrap=20", "finetune.grid.seed=[0]"]
+
+
+def _runs(uri: str, experiment: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    """The quickstart pipeline, reduced, run once."""
+    folder = tmp_path_factory.mktemp("quickstart")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    pipeline = load_pipeline(QUICKSTART, [*SMALL, f"work={folder / 'work'}", f"tracking_uri={uri}"])
+    results = run_pipeline(pipeline, progress=False)
+    return {"folder": folder, "uri": uri, "pipeline": pipeline, "results": results}
+
+
+def test_quickstart_runs_every_stage_under_one_parent(quickstart):
+    results = {r.name: r for r in quickstart["results"]}
+    assert list(results) == ["ptbxl", "deepfake", "labels", "pretrain", "finetune", "compare"]
+    assert not any(r.reused for r in results.values())
+    assert len(results["finetune"].run_ids) == 3  # scratch, single, combined x one seed
+    client, runs = _runs(quickstart["uri"], "quickstart")
+    by_id = {r.info.run_id: r for r in runs}
+    (parent,) = [r for r in runs if r.data.tags.get("ecgtransfer.stage") == "pipeline"]
+    assert parent.info.status == "FINISHED"
+    stage_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    kinds = [r.data.tags.get("ecgtransfer.stage_kind", r.data.tags["ecgtransfer.stage"])
+             for r in stage_runs]
+    assert sorted(kinds) == sorted(["prepare", "synth", "label", "pretrain", "finetune", "compare"])
+    for run_id in results["finetune"].run_ids:  # fine-tunes nest under the finetune stage's run
+        grand = by_id[by_id[run_id].data.tags["mlflow.parentRunId"]]
+        assert grand.data.tags["ecgtransfer.stage_kind"] == "finetune"
+        assert grand.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert by_id[run_id].data.tags["ecgtransfer.pipeline_run"] == parent.info.run_id
+
+    table = pd.read_csv(Path(results["compare"].output) / "comparison.csv")
+    assert sorted(table["strategy"]) == ["combined", "scratch", "single"]
+    assert (table["seeds"] == 1).all()
+    assert (Path(results["compare"].output) / "comparison.png").stat().st_size > 10_000
+    compare_run = by_id[results["compare"].run_ids[0]]
+    assert {a.path for a in client.list_artifacts(compare_run.info.run_id)} == {
+        "comparison.csv", "comparison.md", "comparison.png"}
+
+
+def test_rerun_reuses_every_stage_and_a_killed_run_continues(quickstart, monkeypatch):
+    import ecgtransfer.pipeline as pipeline_mod
+
+    pipeline = quickstart["pipeline"]
+    _, before = _runs(quickstart["uri"], "quickstart")
+    again = run_pipeline(pipeline, progress=False)
+    assert all(r.reused for r in again)
+    _, after = _runs(quickstart["uri"], "quickstart")
+    assert len(after) == len(before)  # no new MLflow run
+
+    # a changed compare setting: the stages before it are reused, compare is killed, then
+    # a re-run finishes it
+    changed = load_pipeline(QUICKSTART, [*SMALL, f"work={quickstart['folder'] / 'work'}",
+                                         f"tracking_uri={quickstart['uri']}",
+                                         "compare.metric=accuracy"])
+    original = pipeline_mod._run_compare
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_mod._STAGES["compare"], "run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(changed, progress=False)
+    monkeypatch.setattr(pipeline_mod._STAGES["compare"], "run", original)
+    client, runs = _runs(quickstart["uri"], "quickstart")
+    parents = [r for r in runs if r.data.tags.get("ecgtransfer.stage") == "pipeline"]
+    assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]
+    resumed = run_pipeline(changed, progress=False)
+    assert [r.reused for r in resumed] == [True] * 5 + [False]
+    assert resumed[-1].output != again[-1].output  # a new folder; the old comparison stays
+    assert Path(again[-1].output, "comparison.csv").exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("stage: synth", "stage: synthesise"), r":\d+: stage 'deepfake': unknown stage 'synthesise'"),
+    (lambda t: t.replace("store: ${deepfake}", "store: ${deepfak}"), r":\d+: stage 'labels': store refers to \$\{deepfak\}"),
+    (lambda t: t.replace("store: ${labels}", "store: ${finetune}"), r"no earlier stage is named 'finetune'"),
+    (lambda t: t.replace("epochs: 10\n    batch_size: 32", "epoch: 10\n    batch_size: 32"), r":\d+: stage 'pretrain': unknown key 'epoch'"),
+    (lambda t: t.replace("sample: true", "root: /no/such/ptbxl"), r":\d+: stage 'ptbxl': root /no/such/ptbxl does not exist"),
+    (lambda t: t.replace("{strategy: single,", "{strategy: singel,"), r"stage 'finetune': strategy: 'singel' is not"),
+    (lambda t: t + "  - name: compare\n    stage: compare\n", r"stage name 'compare' is used twice"),
+])
+def test_bad_pipeline_files_fail_before_any_work(tmp_path, edit, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(edit(QUICKSTART.read_text()).replace("runs/quickstart", str(tmp_path / "work")))
+    with pytest.raises(PipelineError, match=message) as info:
+        load_pipeline(path)
+    assert str(info.value).startswith(f"{path}:")
+    assert not (tmp_path / "work").exists()
+
+
+def test_the_line_named_is_the_offending_one(tmp_path):
+    path = tmp_path / "p.yaml"
+    text = QUICKSTART.read_text().replace("stage: synth", "stage: synthesise")
+    path.write_text(text)
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(path)
+    line = int(str(info.value).split(":")[1])
+    assert "stage: synthesise" in text.splitlines()[line - 1]
+
+
+def test_cli_run_names_a_bad_file_in_one_line(tmp_path, cli):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: x\nstages:\n  - name: a\n    stage: pretrain\n    store: ${b}\n")
+    done = cli("run", str(path))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"ecgtransfer: error: {path}:5: stage 'a': store refers to "
+                                   "${b}, and no earlier stage is named 'b'")
+
+
+def _log_finetune(client, experiment_id, strategy, fraction, seed, auroc, accuracy, f1,
+                  setting="s1", ci=None):
+    run = client.create_run(experiment_id, tags={
+        "ecgtransfer.stage": "finetune", "ecgtransfer.task": "single_label",
+        "ecgtransfer.split": "folds", "ecgtransfer.source": "deepfake" if strategy != "scratch" else "none",
+        "ecgtransfer.source_targets": "qrs", "ecgtransfer.strategy": strategy,
+        "ecgtransfer.freeze": "full", "ecgtransfer.train_fraction": f"{fraction:g}",
+        "ecgtransfer.seed": str(seed), "ecgtransfer.setting": setting})
+    for name, value in (("macro_auroc", auroc), ("accuracy", accuracy), ("macro_f1", f1)):
+        client.log_metric(run.info.run_id, f"test_{name}", value)
+        if ci:
+            client.log_metric(run.info.run_id, f"test_{name}_ci_low", value - ci)
+            client.log_metric(run.info.run_id, f"test_{name}_ci_high", value + ci)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_compare_gives_the_numbers_computed_by_hand(tmp_path, cli):
+    import mlflow
+    from scipy import stats
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("cmp")
+    aurocs = {0: 0.70, 1: 0.74, 2: 0.78}
+    for seed, a in aurocs.items():
+        _log_finetune(client, exp, "single", 0.1, seed, a, 0.5 + seed / 10, 0.3)
+        _log_finetune(client, exp, "scratch", 0.1, seed, a - 0.1, 0.4, 0.2)
+    _log_finetune(client, exp, "single", 1.0, 0, 0.9, 0.8, 0.6, ci=0.05)
+    _log_finetune(client, exp, "single", 1.0, 0, 0.5, 0.5, 0.5, setting="other lr")
+    client.create_run(exp, tags={"ecgtransfer.stage": "finetune"})  # unfinished: left out
+
+    runs = finetune_runs(["cmp"], uri)
+    assert len(runs) == 8
+    table = comparison_table(runs).set_index(["strategy", "train_fraction", "setting"])
+    row = table.loc[("single", 0.1, "s1")]
+    values = np.array(list(aurocs.values()))
+    half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)
+    assert row["seeds"] == 3 and row["macro_auroc"] == pytest.approx(0.74)
+    assert row["macro_auroc_low"] == pytest.approx(0.74 - half)
+    assert row["macro_auroc_high"] == pytest.approx(0.74 + half)
+    assert row["accuracy"] == pytest.approx(0.6)
+    assert table.loc[("scratch", 0.1, "s1"), "macro_auroc"] == pytest.approx(0.64)
+    one = table.loc[("single", 1.0, "s1")]  # one seed: its own bootstrap interval
+    assert one["seeds"] == 1 and one["interval"] == "bootstrap"
+    assert (one["macro_auroc_low"], one["macro_auroc_high"]) == pytest.approx((0.85, 0.95))
+    assert table.loc[("single", 1.0, "other lr"), "macro_auroc"] == pytest.approx(0.5)  # not pooled
+
+    paths = write_comparison(comparison_table(runs), tmp_path / "out")
+    assert pd.read_csv(paths["csv"]).shape[0] == 4
+    assert "0.740 [" in paths["md"].read_text()
+    done = cli("compare", "--experiment", "cmp", "--tracking-uri", uri, "--out", str(tmp_path / "c"))
+    assert done.returncode == 0 and "4 groups" in done.stdout
+    missing = cli("compare", "--experiment", "nope", "--tracking-uri", uri)
+    assert missing.returncode == 2 and "--experiment nope: no such MLflow experiment" in missing.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_serves_the_quickstart_runs(quickstart):
+    """``mlflow server`` on 127.0.0.1 against the quickstart's store: the fine-tune runs come
+    back through the REST API with their tags and test metrics."""
+    port = _free_port()
+    store = quickstart["folder"] / "mlflow.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"mlflow server did not start: {proc.stderr.read()[-2000:]}")
+                time.sleep(0.5)
+
+        def api(path: str, body: dict) -> dict:
+            request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}",
+                                             data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return json.loads(r.read())
+
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?"
+                                    "experiment_name=quickstart", timeout=30) as r:
+            exp_id = json.loads(r.read())["experiment"]["experiment_id"]
+        found = api("runs/search", {"experiment_ids": [exp_id],
+                                    "filter": "tags.`ecgtransfer.stage` = 'finetune'"})
+        runs = found["runs"]
+        expected = {r.name: r for r in quickstart["results"]}["finetune"].run_ids
+        assert sorted(r["info"]["run_id"] for r in runs) == sorted(expected)
+        for run in runs:
+            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+            metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+            assert tags["ecgtransfer.strategy"] in ("scratch", "single", "combined")
+            assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
