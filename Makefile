@@ -7,7 +7,6 @@ BIN    := $(VENV)/bin
 # On a GPU machine, install the CUDA build of the same version into .venv first.
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
-QUICKSTART    ?= runs/quickstart
 
 .PHONY: setup quickstart test bench clean
 
@@ -26,15 +25,7 @@ setup: $(VENV)/.installed
 
 quickstart: setup
 	$(BIN)/ecgtransfer data verify ptbxl --sample
-	$(BIN)/ecgtransfer data prepare ptbxl --sample --out $(QUICKSTART)/ptbxl-sample
-	$(BIN)/ecgtransfer data info $(QUICKSTART)/ptbxl-sample
-	$(BIN)/ecgtransfer synth --n 256 --seed 0 --out $(QUICKSTART)/deepfake
-	$(BIN)/ecgtransfer data info $(QUICKSTART)/deepfake
-	$(BIN)/ecgtransfer label --store $(QUICKSTART)/deepfake --workers 2
-	$(BIN)/ecgtransfer pretrain --store $(QUICKSTART)/deepfake --targets qrs --epochs 10 \
-	  --out $(QUICKSTART)/pretrain --experiment quickstart --resume
-	$(BIN)/ecgtransfer finetune --store $(QUICKSTART)/ptbxl-sample --from $(QUICKSTART)/pretrain/qrs \
-	  --epochs 10 --out $(QUICKSTART)/finetune --experiment quickstart --resume
+	$(BIN)/ecgtransfer run pipelines/quickstart.yaml
 
 test: setup
 	$(BIN)/python -m pytest

@@ -255,3 +255,16 @@ def test_mlflow_server_serves_the_quickstart_runs(quickstart):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.mark.parametrize("name", ["baseline", "ptbxl_a_to_b", "deepfake_to_ptbxl", "label_fraction"])
+def test_study_pipelines_are_valid(name, ptbxl_root, tmp_path):
+    """The full-size pipelines check out (pointed at the sample instead of a full download),
+    and without a download they say so on the line of ``root``."""
+    path = REPO / "pipelines" / f"{name}.yaml"
+    pipeline = load_pipeline(path, [f"ptbxl.root={ptbxl_root}", f"work={tmp_path / 'w'}"])
+    kinds = [s.kind for s in pipeline.stages]
+    assert kinds[-1] == "compare" and "finetune" in kinds
+    if not Path("data/ptbxl").exists():
+        with pytest.raises(PipelineError, match=r":\d+: stage 'ptbxl': root data/ptbxl does not exist"):
+            load_pipeline(path)
