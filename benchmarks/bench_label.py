@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecgtransfer.features.reference import agreement
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = HERE.parents[1] / "shared" / "data" / "ludb-sample"
 COLUMNS = ("hr_bpm", "pr_ms", "qrs_ms", "qt_ms")
@@ -66,17 +68,6 @@ def naive_lead_ii(signal: np.ndarray, fs: float, method: str) -> dict:
             "pr_ms": _median(column("ECG_R_Onsets") - column("ECG_P_Onsets")) * ms,
             "qrs_ms": _median(column("ECG_R_Offsets") - column("ECG_R_Onsets")) * ms,
             "qt_ms": _median(column("ECG_T_Offsets") - column("ECG_R_Onsets")) * ms}
-
-
-def errors(estimate: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-    """MAE, bias and coverage per interval over the records that have a reference value."""
-    rows = {}
-    for col in COLUMNS:
-        has = reference[col].notna()
-        diff = (estimate[col] - reference[col])[has]
-        rows[col] = {"mae": diff.abs().mean(), "bias": diff.mean(),
-                     "coverage": diff.notna().mean(), "records": int(has.sum())}
-    return pd.DataFrame(rows).T
 
 
 def _ours(root: Path, work: Path) -> pd.DataFrame:
@@ -239,7 +230,7 @@ def main() -> None:
         estimates["ours, 8 leads, 2 processes"] = (ours[list(COLUMNS)].astype(float),
                                                    (time.perf_counter() - t) / len(records))
     for label, (est, seconds) in estimates.items():
-        for col, r in errors(est, reference).iterrows():
+        for col, r in agreement(est, reference).iterrows():
             print(f"| {label} | {col} | {r['mae']:.1f} | {r['bias']:+.1f} | "
                   f"{r['coverage']:.0%} | {seconds:.3f} |")
     print("\nOurs by halves of the records (MAE; a method tuned to some records shows here):")
@@ -247,7 +238,7 @@ def main() -> None:
     print("|---|" + "---|" * len(COLUMNS))
     ids = sorted(reference.index, key=int)
     for part in (ids[: len(ids) // 2], ids[len(ids) // 2:]):
-        table = errors(ours.loc[part, list(COLUMNS)].astype(float), reference.loc[part])
+        table = agreement(ours.loc[part, list(COLUMNS)].astype(float), reference.loc[part])
         print(f"| {part[0]}-{part[-1]} | " + " | ".join(f"{v:.1f}" for v in table["mae"]) + " |")
     no_ref = reference["pr_ms"].isna()
     print(f"\nPR where the cardiologists marked no P wave ({int(no_ref.sum())} records): ours "

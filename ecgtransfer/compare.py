@@ -116,10 +116,10 @@ def _label(row: pd.Series) -> str:
 def plot_comparison(table: pd.DataFrame, metric: str = "macro_auroc"):
     """``metric`` against train fraction, one line (with its interval) per strategy and source;
     one panel per task."""
-    from ecgtransfer.plots import _figure
+    from ecgtransfer.plots import figure
 
     tasks = sorted(table["task"].unique()) or ["single_label"]
-    fig, axes = _figure(len(tasks), width=5.6, height=4.2)
+    fig, axes = figure(len(tasks), width=5.6, height=4.2)
     for ax, task in zip(axes, tasks):
         part = table[table["task"] == task].assign(label=lambda d: d.apply(_label, axis=1))
         for label, line in part.groupby("label", sort=True):
@@ -149,8 +149,6 @@ def _markdown(table: pd.DataFrame) -> str:
 def write_comparison(table: pd.DataFrame, out: str | Path, metric: str = "macro_auroc") -> dict[str, Path]:
     """``comparison.csv``, ``comparison.md`` and ``comparison.png`` in ``out``; returns their
     paths. Each file is written whole or not at all."""
-    import matplotlib.pyplot as plt
-
     from ecgtransfer.data.store import atomic_file
 
     out = Path(out)
@@ -164,7 +162,6 @@ def write_comparison(table: pd.DataFrame, out: str | Path, metric: str = "macro_
     fig = plot_comparison(table, metric)
     with atomic_file(paths["png"], binary=True) as f:
         fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
     return paths
 
 

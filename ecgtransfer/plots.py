@@ -1,8 +1,8 @@
 """Figures the stages log: learning curves, predicted-against-true scatter plots, confusion
 matrices and ROC curves.
 
-Each function takes arrays or tables and returns a matplotlib Figure (the Agg backend, no screen
-needed); :mod:`ecgtransfer.tracking` saves them as PNG artifacts.
+Each function takes arrays or tables and returns a matplotlib Figure, made without pyplot (no
+screen needed, no backend changed); :mod:`ecgtransfer.tracking` saves them as PNG artifacts.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ __all__ = ["learning_curves", "scatter_true_pred", "classification_curves", "con
            "roc_curves"]
 
 
-def _figure(n_panels: int, width: float = 4.0, height: float = 3.4):
-    import matplotlib
+def figure(n_panels: int, width: float = 4.0, height: float = 3.4):
+    """A figure of ``n_panels`` axes side by side, made without pyplot: no backend is chosen or
+    changed (a notebook keeps its inline backend, a server needs no display) and nothing is left
+    open."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False)
+    fig = Figure(figsize=(width * n_panels, height))
+    axes = fig.subplots(1, n_panels, squeeze=False)
     return fig, axes[0]
 
 
@@ -29,7 +30,7 @@ def learning_curves(history: Sequence[dict[str, float]], names: Sequence[str],
                     units: Sequence[str], best_epoch: int | None = None):
     """Loss, then MAE per target, for train and validation against epoch."""
     epochs = [h["epoch"] for h in history]
-    fig, axes = _figure(1 + len(names))
+    fig, axes = figure(1 + len(names))
     panels = [("loss", "loss", "loss (standardised)")]
     panels += [(f"mae_{n}_{u}", f"{n.upper()} MAE", f"MAE ({u})") for n, u in zip(names, units)]
     for ax, (key, title, ylabel) in zip(axes, panels):
@@ -50,7 +51,7 @@ def scatter_true_pred(true: np.ndarray, pred: np.ndarray, names: Sequence[str],
     """Predicted against labelled value per target, with the identity line and the MAE."""
     true = np.asarray(true).reshape(len(true), -1)
     pred = np.asarray(pred).reshape(len(pred), -1)
-    fig, axes = _figure(len(names), width=3.8, height=3.8)
+    fig, axes = figure(len(names), width=3.8, height=3.8)
     for j, (ax, name, unit) in enumerate(zip(axes, names, units)):
         t, p = true[:, j], pred[:, j]
         ax.scatter(t, p, s=8, alpha=0.6)
@@ -68,7 +69,7 @@ def scatter_true_pred(true: np.ndarray, pred: np.ndarray, names: Sequence[str],
 def classification_curves(history: Sequence[dict[str, float]], best_epoch: int | None = None):
     """Loss, macro AUROC and accuracy, for train and validation against epoch."""
     epochs = [h["epoch"] for h in history]
-    fig, axes = _figure(3)
+    fig, axes = figure(3)
     for ax, key in zip(axes, ("loss", "macro_auroc", "accuracy")):
         for split, style in (("train", "-"), ("val", "--")):
             ax.plot(epochs, [h.get(f"{split}_{key}", np.nan) for h in history], style,
@@ -90,13 +91,13 @@ def confusion_matrix(y: np.ndarray, probs: np.ndarray, classes: Sequence[str],
 
     probs = np.asarray(probs)
     if not multilabel:
-        fig, (ax,) = _figure(1, width=5.2, height=4.6)
+        fig, (ax,) = figure(1, width=5.2, height=4.6)
         ConfusionMatrixDisplay.from_predictions(
             np.asarray(y).reshape(-1), probs.argmax(axis=1), labels=list(range(len(classes))),
             display_labels=list(classes), ax=ax, colorbar=False, cmap="Blues")
         ax.set_title(f"{title} (n={len(probs)}): rows true, columns predicted")
     else:
-        fig, axes = _figure(len(classes), width=2.8, height=3.0)
+        fig, axes = figure(len(classes), width=2.8, height=3.0)
         matrices = multilabel_confusion_matrix(np.asarray(y), (probs >= 0.5).astype(int))
         for ax, name, m in zip(axes, classes, matrices):
             ConfusionMatrixDisplay(m, display_labels=["no", "yes"]).plot(
@@ -116,7 +117,7 @@ def roc_curves(y: np.ndarray, probs: np.ndarray, classes: Sequence[str],
     truth = np.asarray(y)
     if not multilabel:
         truth = np.eye(len(classes), dtype=int)[truth.reshape(-1)]
-    fig, (ax,) = _figure(1, width=5.0, height=4.6)
+    fig, (ax,) = figure(1, width=5.0, height=4.6)
     for j, name in enumerate(classes):
         if 0 < truth[:, j].sum() < len(truth):
             RocCurveDisplay.from_predictions(truth[:, j], probs[:, j], name=name, ax=ax)

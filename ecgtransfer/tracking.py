@@ -122,12 +122,10 @@ def log_params(values: Mapping[str, Any]) -> None:
 
 
 def log_figure(fig: Any, name: str) -> None:
-    """A matplotlib figure as a PNG artifact, then closed."""
-    import matplotlib.pyplot as plt
+    """A matplotlib figure as a PNG artifact."""
     import mlflow
 
     mlflow.log_figure(fig, name)
-    plt.close(fig)
 
 
 def log_text(text: str, name: str) -> None:

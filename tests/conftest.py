@@ -107,6 +107,25 @@ def cli(capsys, monkeypatch, tmp_path):
     return run
 
 
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "pipelines" / "quickstart.yaml"
+SMALL = ["deepfake.n=32", "pretrain.epochs=1", "pretrain.targets=[qrs,hr]", "finetune.epochs=1",
+         "finetune.bootstrap=20", "finetune.grid.seed=[0]"]
+"""Overrides that make the quickstart pipeline a test-sized run."""
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory):
+    """The quickstart pipeline, reduced, run once."""
+    from ecgtransfer.pipeline import load_pipeline, run_pipeline
+
+    folder = tmp_path_factory.mktemp("quickstart")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    pipeline = load_pipeline(QUICKSTART, [*SMALL, f"work={folder / 'work'}", f"tracking_uri={uri}"])
+    results = run_pipeline(pipeline, progress=False)
+    return {"folder": folder, "uri": uri, "pipeline": pipeline, "results": results}
+
+
 def copy_records(src_dir: Path, names, dest: Path) -> Path:
     """Copy WFDB records (all their files) into ``dest`` for corrupting."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,7 @@ import pytest
 from ecgtransfer.compare import comparison_table, finetune_runs, write_comparison
 from ecgtransfer.pipeline import PipelineError, load_pipeline, run_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = REPO / "pipelines" / "quickstart.yaml"
-SMALL = ["deepfake.n=32", "pretrain.epochs=1", "pretrain.targets=[qrs,hr]", "finetune.epochs=1",
-         "finetune.bootstrap=20", "finetune.grid.seed=[0]"]
+from conftest import QUICKSTART, REPO, SMALL  # noqa: E402
 
 
 def _runs(uri: str, experiment: str):
@@ -33,16 +30,6 @@ def _runs(uri: str, experiment: str):
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     return client, client.search_runs([exp.experiment_id], max_results=1000)
-
-
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    """The quickstart pipeline, reduced, run once."""
-    folder = tmp_path_factory.mktemp("quickstart")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    pipeline = load_pipeline(QUICKSTART, [*SMALL, f"work={folder / 'work'}", f"tracking_uri={uri}"])
-    results = run_pipeline(pipeline, progress=False)
-    return {"folder": folder, "uri": uri, "pipeline": pipeline, "results": results}
 
 
 def test_quickstart_runs_every_stage_under_one_parent(quickstart):

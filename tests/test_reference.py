@@ -88,3 +88,22 @@ def test_a_missing_annotation_file_names_record_and_file(tmp_path, ludb_root):
     (tmp_path / "7.v2").write_bytes(np.random.default_rng(0).bytes(300))
     with pytest.raises(RecordError, match="7: damaged annotation file 7.v2 .unexpected marks"):
         read_ludb_annotations(tmp_path / "7", record_id="7")
+
+
+def test_ludb_reference_and_agreement(ludb_root):
+    from ecgtransfer.features import INTERVALS, agreement, ludb_reference
+
+    reference = ludb_reference(ludb_root / "data", ["1", "2", "3", "4"])
+    assert list(reference.index) == ["1", "2", "3", "4"]
+    assert (reference["n_leads"] == 12).all()
+    assert reference["qrs_ms"].between(60, 160).all()
+    shifted = reference.copy()
+    shifted["qrs_ms"] += 10.0
+    shifted.loc["2", "pr_ms"] = float("nan")  # one value the estimate lacks
+    table = agreement(shifted, reference)
+    assert list(table.index) == list(INTERVALS)
+    assert table.loc["qrs_ms", "mae"] == pytest.approx(10.0)
+    assert table.loc["qrs_ms", "bias"] == pytest.approx(10.0)
+    assert table.loc["hr_bpm", "mae"] == pytest.approx(0.0)
+    has_pr = reference["pr_ms"].notna().sum()
+    assert table.loc["pr_ms", "coverage"] == pytest.approx((has_pr - 1) / has_pr)

@@ -62,12 +62,9 @@ def interval_histograms(tables: Mapping[str, pd.DataFrame], *, bins: int = 40):
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib
+    from ecgtransfer.plots import figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(INTERVALS), figsize=(4 * len(INTERVALS), 3.4))
+    fig, axes = figure(len(INTERVALS), width=4, height=3.4)
     for ax, interval in zip(axes, INTERVALS):
         lo, hi = _RANGES[interval]
         edges = np.linspace(lo, hi, bins + 1)

@@ -15,12 +15,13 @@ An interval no lead has (no P waves in atrial fibrillation) is NaN.
 
 from __future__ import annotations
 
-from typing import Mapping
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["INTERVALS", "annotated_waves", "reference_intervals"]
+__all__ = ["INTERVALS", "annotated_waves", "reference_intervals", "ludb_reference", "agreement"]
 
 INTERVALS: tuple[str, ...] = ("hr_bpm", "pr_ms", "qrs_ms", "qt_ms")
 _WAVES = {"p": "P", "N": "QRS", "t": "T"}
@@ -118,3 +119,53 @@ def reference_intervals(annotations: Mapping[str, tuple[np.ndarray, object]], fs
             "pr_ms": med.get("pr", np.nan) * to_ms, "qrs_ms": med.get("qrs", np.nan) * to_ms,
             "qt_ms": med.get("qt", np.nan) * to_ms,
             "n_beats": float(med.get("beats", 0) or 0), "n_leads": int(len(per_lead))}
+
+
+def ludb_reference(folder: str | Path, records: Sequence[str] | None = None) -> pd.DataFrame:
+    """The reference intervals of LUDB records (:func:`reference_intervals` on each record's
+    12 annotated leads).
+
+    Parameters
+    ----------
+    folder : path
+        LUDB's ``data/`` folder.
+    records : sequence of str, optional
+        Record names (default: every record found).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by record name: ``hr_bpm, pr_ms, qrs_ms, qt_ms, n_beats, n_leads``.
+    """
+    import wfdb
+
+    from ecgtransfer.data.ludb import read_ludb_annotations
+    from ecgtransfer.data.wfdb_io import find_records
+
+    folder = Path(folder)
+    names = list(records) if records is not None else find_records(folder)
+    rows = {}
+    for name in names:
+        ann = read_ludb_annotations(folder / name, record_id=name)
+        fs = wfdb.rdheader(str(folder / name)).fs
+        rows[name] = reference_intervals({k: (a.samples, a.symbols) for k, a in ann.items()}, fs)
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def agreement(estimate: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """MAE, bias (estimate - reference) and coverage per interval, over the records that have a
+    reference value; both tables indexed by record.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per interval of :data:`INTERVALS`: ``mae, bias, coverage`` (share of those records
+        the estimate has a value for) and ``records``.
+    """
+    rows = {}
+    for col in INTERVALS:
+        has = reference[col].notna()
+        diff = (estimate[col].reindex(reference.index).astype(float) - reference[col])[has]
+        rows[col] = {"mae": diff.abs().mean(), "bias": diff.mean(),
+                     "coverage": diff.notna().mean(), "records": int(has.sum())}
+    return pd.DataFrame(rows).T
