@@ -469,7 +469,7 @@ def _run_compare(ctx: _Context, spec: StageSpec, settings: dict, folder: Path,
     table = comparison_table(runs)
     paths = write_comparison(table, folder, settings.get("metric", "macro_auroc"))
     for p in paths.values():
-        tracking_client().log_artifact(stage_run, str(p))
+        _client().log_artifact(stage_run, str(p))
     return StageResult(spec.name, spec.kind, str(folder), "", False,
                        summary=summary_text(table))
 
@@ -483,7 +483,8 @@ _STAGES = {"prepare": _Kind(_check_prepare, _run_prepare),
 
 
 # ---- running ------------------------------------------------------------------------------
-def tracking_client():
+def _client():
+    """The MLflow client of the current tracking URI."""
     import mlflow
 
     return mlflow.MlflowClient()
@@ -506,9 +507,9 @@ def _stage_run(ctx: _Context, spec: StageSpec, settings: dict, folder: Path) -> 
     marker = folder / "stage_run.json"
     if marker.exists():
         run_id = json.loads(marker.read_text())["run_id"]
-        tracking_client().update_run(run_id, status="RUNNING")
+        _client().update_run(run_id, status="RUNNING")
         return run_id
-    client = tracking_client()
+    client = _client()
     experiment = client.get_experiment_by_name(ctx.pipeline.experiment).experiment_id
     run = client.create_run(experiment, run_name=f"{spec.kind} {spec.name}", tags={
         **ctx.tags, "mlflow.parentRunId": ctx.parent_run_id,
@@ -529,7 +530,7 @@ def _parent_run(pipeline: Pipeline) -> str:
                       sort_keys=True, default=str)
     key = hashlib.sha256(text.encode()).hexdigest()[:12]
     marker = pipeline.work / f"pipeline-{key}.json"
-    client = tracking_client()
+    client = _client()
     if marker.exists():
         run_id = json.loads(marker.read_text())["run_id"]
         client.update_run(run_id, status="RUNNING")
@@ -554,7 +555,7 @@ def _run_stage(ctx: _Context, spec: StageSpec, settings: dict, folder: Path) -> 
     if spec.kind == "pretrain":
         return kind.run(ctx, spec, settings, folder, None)
     stage_run = _stage_run(ctx, spec, settings, folder)
-    client = tracking_client()
+    client = _client()
     status = "FAILED"
     try:
         result = kind.run(ctx, spec, settings, folder, stage_run)
@@ -605,5 +606,5 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
         status = "KILLED"
         raise
     finally:
-        tracking_client().set_terminated(parent, status)
+        _client().set_terminated(parent, status)
     return list(ctx.results.values())
