@@ -492,9 +492,15 @@ def _client():
 
 def _fingerprint(spec: StageSpec, results: dict[str, StageResult]) -> str:
     """The stage's kind and settings, with each reference replaced by the referred stage's
-    fingerprint (so a changed upstream stage changes this one)."""
+    fingerprint (so a changed upstream stage changes this one); a compare stage also takes the
+    fingerprints of the finetune stages it reads."""
     marked = _resolve(spec.settings, {n: f"<{r.fingerprint}>" for n, r in results.items()})
-    text = json.dumps({"kind": spec.kind, "settings": marked}, sort_keys=True, default=str)
+    inputs = []
+    if spec.kind == "compare":  # it reads the finetune stages without naming them
+        names = spec.settings.get("stages") or [n for n, r in results.items() if r.kind == "finetune"]
+        inputs = [results[n].fingerprint for n in names]
+    text = json.dumps({"kind": spec.kind, "settings": marked, "inputs": inputs}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -255,3 +255,23 @@ def test_study_pipelines_are_valid(name, ptbxl_root, tmp_path):
     if not Path("data/ptbxl").exists():
         with pytest.raises(PipelineError, match=r":\d+: stage 'ptbxl': root data/ptbxl does not exist"):
             load_pipeline(path)
+
+
+def test_a_changed_finetune_stage_changes_the_compare_fingerprint(tmp_path):
+    from ecgtransfer.pipeline import StageResult, _fingerprint
+
+    def fingerprints(*overrides):
+        pipeline = load_pipeline(QUICKSTART, [f"work={tmp_path}", *overrides])
+        results = {}
+        for spec in pipeline.stages:
+            fp = _fingerprint(spec, results)
+            results[spec.name] = StageResult(spec.name, spec.kind, "out", fp, False)
+        return {name: r.fingerprint for name, r in results.items()}
+
+    one, two = fingerprints(), fingerprints("finetune.epochs=3")
+    assert one["pretrain"] == two["pretrain"]
+    assert one["finetune"] != two["finetune"]
+    assert one["compare"] != two["compare"]  # compare reads finetune without a ${ref}
+    three = fingerprints("deepfake.n=64")
+    assert all(three[n] != one[n] for n in ("deepfake", "labels", "pretrain", "finetune", "compare"))
+    assert three["ptbxl"] == one["ptbxl"]
