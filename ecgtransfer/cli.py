@@ -11,20 +11,14 @@ import argparse
 import logging
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 from ecgtransfer import __version__
 
-__all__ = ["main", "build_parser", "sample_ptbxl_root"]
+__all__ = ["main", "build_parser"]
 
 log = logging.getLogger("ecgtransfer")
-
-
-def sample_ptbxl_root() -> Path:
-    """The PTB-XL sample shipped inside the package (41 records at 500 Hz)."""
-    return Path(str(resources.files("ecgtransfer") / "sample_data" / "ptbxl"))
 
 
 def _rates(text: str) -> list[int]:
@@ -359,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- commands ----------------------------------------------------------------------------
 def _root(args: argparse.Namespace) -> Path:
+    from ecgtransfer.data.ptbxl import sample_ptbxl_root
+
     return sample_ptbxl_root() if args.sample else args.root
 
 

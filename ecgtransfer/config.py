@@ -145,17 +145,10 @@ class PretrainConfig(LoopConfig):
             _check(t not in TARGET_UNITS, "targets", f"unknown target {t!r}; choose from "
                    f"{', '.join(TARGET_UNITS)}")
         _check(len(set(self.targets)) != len(self.targets), "targets", "a target is repeated")
-        _check(self.split not in ("auto", "folds", "A", "B", "random"), "split",
-               f"{self.split!r} is not auto, folds, A, B or random")
-        _check(len(self.split_fractions) != 3 or min(self.split_fractions) <= 0
-               or abs(sum(self.split_fractions) - 1) > 1e-6, "split_fractions",
-               "three positive fractions summing to 1")
+        _check_stage_settings(self)
         _check(self.loss not in ("huber", "mse", "l1"), "loss", "huber, mse or l1")
-        _check(self.device not in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
-        _check(self.fs is not None and self.fs <= 0, "fs", "must be positive")
         _check(self.max_train_records is not None and self.max_train_records < 2,
                "max_train_records", "must be at least 2")
-        _check(not isinstance(self.model_kwargs, dict), "model_kwargs", "must be a mapping")
 
 
 @dataclass
@@ -253,19 +246,24 @@ class FinetuneConfig(LoopConfig):
                f"{self.task!r} is not single_label or multi_label")
         _check(self.class_weights not in ("none", "balanced"), "class_weights",
                f"{self.class_weights!r} is not none or balanced")
-        _check(self.split not in ("auto", "folds", "A", "B", "random"), "split",
-               f"{self.split!r} is not auto, folds, A, B or random")
-        _check(len(self.split_fractions) != 3 or min(self.split_fractions) <= 0
-               or abs(sum(self.split_fractions) - 1) > 1e-6, "split_fractions",
-               "three positive fractions summing to 1")
+        _check_stage_settings(self)
         _check(not 0 < self.train_fraction <= 1, "train_fraction", "must be in (0, 1]")
-        _check(self.fs is not None and self.fs <= 0, "fs", "must be positive")
         _check(self.head_hidden is not None and self.head_hidden < 1, "head_hidden",
                "must be at least 1 (or null for a linear head)")
         _check(not 0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
         _check(self.bootstrap < 0, "bootstrap", "must not be negative")
-        _check(self.device not in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
-        _check(not isinstance(self.model_kwargs, dict), "model_kwargs", "must be a mapping")
+
+
+def _check_stage_settings(config: Any) -> None:
+    """The checks of the settings every training stage has (split, device, fs, model_kwargs)."""
+    _check(config.split not in ("auto", "folds", "A", "B", "random"), "split",
+           f"{config.split!r} is not auto, folds, A, B or random")
+    _check(len(config.split_fractions) != 3 or min(config.split_fractions) <= 0
+           or abs(sum(config.split_fractions) - 1) > 1e-6, "split_fractions",
+           "three positive fractions summing to 1")
+    _check(config.device not in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
+    _check(config.fs is not None and config.fs <= 0, "fs", "must be positive")
+    _check(not isinstance(config.model_kwargs, dict), "model_kwargs", "must be a mapping")
 
 
 def _check(bad: bool, key: str, message: str) -> None:

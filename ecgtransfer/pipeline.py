@@ -312,8 +312,7 @@ def _run_prepare(ctx: _Context, spec: StageSpec, settings: dict, folder: Path,
     out = folder / "store"
     leads = lead_set(int(settings.get("leads", 8)))
     if settings.get("source", "ptbxl") == "ptbxl":
-        from ecgtransfer.cli import sample_ptbxl_root
-        from ecgtransfer.data.ptbxl import prepare_ptbxl
+        from ecgtransfer.data.ptbxl import prepare_ptbxl, sample_ptbxl_root
 
         root = sample_ptbxl_root() if settings.get("sample") else Path(settings["root"])
         report = prepare_ptbxl(root, out, fs=int(settings.get("fs", 500)), leads=leads,

@@ -26,6 +26,7 @@ __all__ = [
     "read_tables",
     "diagnostic_classes",
     "superclasses_of",
+    "sample_ptbxl_root",
     "standard_split",
     "patient_half",
     "ptbxl_index",
@@ -85,6 +86,13 @@ def diagnostic_classes(statements: pd.DataFrame) -> dict[str, str]:
     """Map each diagnostic statement code (``diagnostic == 1``) to its superclass."""
     diagnostic = statements[statements["diagnostic"] == 1]["diagnostic_class"]
     return {str(code): str(cls) for code, cls in diagnostic.items()}
+
+
+def sample_ptbxl_root() -> Path:
+    """The PTB-XL sample shipped inside the package (41 records at 500 Hz)."""
+    from importlib import resources
+
+    return Path(str(resources.files("ecgtransfer") / "sample_data" / "ptbxl"))
 
 
 def superclasses_of(scp_codes: str | dict, classes: Mapping[str, str]) -> list[str]:
