@@ -48,7 +48,7 @@ TARGETS = ["hr", "pr", "qrs", "qt"]
 
 def synthetic_store(n: int, work: Path) -> Path:
     from ecgtransfer.data.deepfake import SynthConfig, synthesize
-    from ecgtransfer.data.labels import label_records
+    from ecgtransfer.features.labels import label_records
 
     store = synthesize(work / "deepfake", SynthConfig(n=n, seed=0), progress=False).store
     label_records(store.path, workers=2, progress=False)

@@ -71,7 +71,7 @@ def naive_lead_ii(signal: np.ndarray, fs: float, method: str) -> dict:
 
 
 def _ours(root: Path, work: Path) -> pd.DataFrame:
-    from ecgtransfer.data.labels import label_records, read_labels
+    from ecgtransfer.features.labels import label_records, read_labels
 
     report = label_records(root / "data", out=work / "ludb.csv", kind="wfdb", workers=2)
     return read_labels(report.path).set_index("record_id")
@@ -126,7 +126,7 @@ def _memory_child(store: str) -> None:
     import os
     import threading
 
-    from ecgtransfer.data.labels import label_records
+    from ecgtransfer.features.labels import label_records
 
     peak, done = [0.0], threading.Event()
 
@@ -147,7 +147,7 @@ def _memory_child(store: str) -> None:
 def speed(ptbxl: Path, naive_n: int, memory_ns: list[int]) -> None:
     import multiprocessing as mp
 
-    from ecgtransfer.data.labels import label_records
+    from ecgtransfer.features.labels import label_records
     from ecgtransfer.data.ptbxl import prepare_ptbxl
 
     with tempfile.TemporaryDirectory() as tmp:

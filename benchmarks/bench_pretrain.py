@@ -38,7 +38,7 @@ BASELINE = "inception1d"
 
 
 def labelled_store(ptbxl: Path, work: Path) -> Path:
-    from ecgtransfer.data.labels import label_records
+    from ecgtransfer.features.labels import label_records
     from ecgtransfer.data.ptbxl import prepare_ptbxl
 
     store = prepare_ptbxl(ptbxl, work / "ptbxl", progress=False).store

@@ -23,7 +23,7 @@ REPO = HERE.parent
 
 def main() -> None:
     from ecgtransfer.data.deepfake import SynthConfig, synthesize
-    from ecgtransfer.data.labels import label_records, read_labels
+    from ecgtransfer.features.labels import label_records, read_labels
     from ecgtransfer.data.ptbxl import prepare_ptbxl
     from ecgtransfer.features.realism import interval_histograms, interval_summary
 

@@ -496,7 +496,7 @@ def _labeller_config(path: Path | None):
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from ecgtransfer.data.labels import label_records
+    from ecgtransfer.features.labels import label_records
 
     config = _labeller_config(args.config)
     source, kind = (args.store, "store") if args.store is not None else (args.input, "wfdb")
@@ -611,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ecgtransfer`` command; returns the exit status."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from ecgtransfer.data.labels import LabelError
+    from ecgtransfer.features.labels import LabelError
     from ecgtransfer.data.manifests import ManifestError
     from ecgtransfer.data.ptbxl import PTBXLError
     from ecgtransfer.data.store import StoreError

@@ -149,7 +149,7 @@ def _markdown(table: pd.DataFrame) -> str:
 def write_comparison(table: pd.DataFrame, out: str | Path, metric: str = "macro_auroc") -> dict[str, Path]:
     """``comparison.csv``, ``comparison.md`` and ``comparison.png`` in ``out``; returns their
     paths. Each file is written whole or not at all."""
-    from ecgtransfer.data.store import atomic_file
+    from ecgtransfer.files import atomic_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

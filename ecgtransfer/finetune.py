@@ -487,7 +487,7 @@ def _experiment_of(run_id: str) -> str:
 
 
 def _save_predictions(stage: _Stage, probs: np.ndarray, y: np.ndarray, path: Path) -> None:
-    from ecgtransfer.data.store import atomic_file
+    from ecgtransfer.files import atomic_file
 
     ids = stage.store.index["record_id"].to_numpy()[stage.splits["test"]]
     table = pd.DataFrame({"record_id": ids})

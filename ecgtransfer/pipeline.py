@@ -359,7 +359,7 @@ def _check_label(settings: dict, pipeline: Pipeline, spec: StageSpec) -> None:
 
 def _run_label(ctx: _Context, spec: StageSpec, settings: dict, folder: Path,
                stage_run: str | None) -> StageResult:
-    from ecgtransfer.data.labels import label_records
+    from ecgtransfer.features.labels import label_records
 
     report = label_records(settings["store"], workers=int(settings.get("workers", 2)),
                            progress=ctx.progress)

@@ -120,7 +120,7 @@ class _Stage:
     """The work shared by every model of one ``pretrain`` call."""
 
     def __init__(self, config: PretrainConfig, progress: bool):
-        from ecgtransfer.data.labels import read_labels
+        from ecgtransfer.features.labels import read_labels
         from ecgtransfer.data.splits import split_positions
         from ecgtransfer.data.store import SignalStore
         from ecgtransfer.training.distributed import init_distributed, pick_device

@@ -66,7 +66,7 @@ def ptbxl_store(tmp_path_factory, ptbxl_root):
 @pytest.fixture(scope="session")
 def ptbxl_labelled(tmp_path_factory, ptbxl_root):
     """The 350-record PTB-XL sample, 500 Hz, labelled."""
-    from ecgtransfer.data.labels import label_records
+    from ecgtransfer.features.labels import label_records
     from ecgtransfer.data.ptbxl import prepare_ptbxl
 
     out = tmp_path_factory.mktemp("pretrain") / "ptbxl"
@@ -79,7 +79,7 @@ def ptbxl_labelled(tmp_path_factory, ptbxl_root):
 def deepfake_labelled(tmp_path_factory):
     """48 DeepFake ECGs, labelled."""
     from ecgtransfer.data.deepfake import SynthConfig, synthesize
-    from ecgtransfer.data.labels import label_records
+    from ecgtransfer.features.labels import label_records
 
     out = tmp_path_factory.mktemp("pretrain") / "deepfake"
     store = synthesize(out, SynthConfig(n=48, seed=0), progress=False).store

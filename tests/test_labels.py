@@ -11,7 +11,7 @@ import pytest
 
 from conftest import copy_records
 from ecgtransfer.cli import main
-from ecgtransfer.data.labels import LabelError, label_records, read_labels
+from ecgtransfer.features.labels import LabelError, label_records, read_labels
 from ecgtransfer.data.leads import LEADS_8, LEADS_12
 from ecgtransfer.data.wfdb_io import read_record
 from ecgtransfer.features import INTERVALS, LabellerConfig, ecg_intervals, reference_intervals

@@ -18,7 +18,6 @@ training.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -30,16 +29,16 @@ try:
 except ImportError:  # not on Windows; there the lock is skipped
     fcntl = None
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ecgtransfer import __version__
 from ecgtransfer.data.transforms import to_microvolts
+from ecgtransfer.files import atomic_file
 
-__all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT", "atomic_file",
-           "merge_stores"]
+__all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT", "merge_stores"]
 
 STORE_FORMAT = 1
 _META = "store.json"
@@ -54,23 +53,6 @@ _CORE_COLUMNS = ("record_id", "source", "fs", "n_samples", "leads", "offset")
 
 class StoreError(Exception):
     """A store that cannot be opened or written as asked; the message names the store."""
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, binary: bool = False) -> Iterator[IO]:
-    """A file that takes the name ``path`` only once it is completely written and synced,
-    so that readers see the old or the new file, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with (os.fdopen(fd, "wb") if binary
-              else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -9,7 +9,7 @@ rate. Both are caught here from the header text and the data file's size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +18,8 @@ import wfdb
 
 from ecgtransfer.data.leads import MissingLeadsError, match_leads
 
-__all__ = ["Annotation", "RecordError", "Recording", "find_records", "read_annotation", "read_record"]
+__all__ = ["Annotation", "RecordError", "Recording", "find_records", "read_annotation", "read_record",
+           "record_fs"]
 
 # Bytes per sample of the uncompressed WFDB formats (WFDB "signal" specification).
 _BYTES_PER_SAMPLE = {
@@ -53,15 +54,12 @@ class Recording:
         Sampling rate stated by the header, Hz.
     leads : tuple of str
         Lead names, in the order of ``signal``'s rows (the names asked for, when given).
-    comments : list of str
-        Header comment lines (Challenge 2021 keeps its ``#Dx`` diagnoses there).
     """
 
     record_id: str
     signal: np.ndarray
     fs: float
     leads: tuple[str, ...]
-    comments: list[str] = field(default_factory=list)
 
 
 def find_records(folder: str | Path) -> list[str]:
@@ -196,8 +194,25 @@ def read_record(
         signal=signal.astype(np.float32),
         fs=float(header.fs),
         leads=out_leads,
-        comments=list(header.comments or []),
     )
+
+
+def record_fs(path: str | Path, *, record_id: str | None = None) -> float:
+    """The sampling rate a record's header states, Hz.
+
+    Raises
+    ------
+    RecordError
+        Missing or unreadable header, naming the record.
+    """
+    path = Path(path)
+    record_id = record_id or path.name
+    if not path.with_name(path.name + ".hea").exists():
+        raise RecordError(record_id, f"header file {path.name}.hea is missing")
+    try:
+        return float(wfdb.rdheader(str(path)).fs)
+    except Exception as exc:  # wfdb raises bare ValueError/IndexError on malformed headers
+        raise RecordError(record_id, f"unreadable header ({exc})") from None
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,14 @@ import scipy.signal
 
 from ecgtransfer.data.leads import LEADS_8
 from ecgtransfer.data.transforms import resample
-from ecgtransfer.features.reference import INTERVALS
+from ecgtransfer.features.vocabulary import INTERVALS, status_column
 
 __all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "STATUS_COLUMNS",
            "ecg_intervals", "unmeasured"]
 
 # Bumped whenever the algorithm changes what it computes: part of the config hash.
 LABELLER_VERSION = 1
-STATUS_COLUMNS: tuple[str, ...] = tuple(c.split("_")[0] + "_status" for c in INTERVALS)
+STATUS_COLUMNS: tuple[str, ...] = tuple(status_column(c) for c in INTERVALS)
 LABEL_COLUMNS: tuple[str, ...] = ("record_id", *INTERVALS, "n_beats", *STATUS_COLUMNS)
 OK = "ok"
 

@@ -1,7 +1,7 @@
 """How realistic are synthetic ECGs' intervals? Distributions of label tables side by side.
 
 Pure functions over label tables (``ecgtransfer label`` output, see
-:func:`ecgtransfer.data.labels.read_labels`); the figure is returned, not saved.
+:func:`ecgtransfer.features.labels.read_labels`); the figure is returned, not saved.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ecgtransfer.features.reference import INTERVALS
+from ecgtransfer.features.vocabulary import INTERVALS, display_name, status_column
 
 __all__ = ["interval_histograms", "interval_summary"]
 
-_UNITS = {"hr_bpm": "HR (bpm)", "pr_ms": "PR (ms)", "qrs_ms": "QRS (ms)", "qt_ms": "QT (ms)"}
 _RANGES = {"hr_bpm": (30, 180), "pr_ms": (60, 320), "qrs_ms": (40, 200), "qt_ms": (250, 600)}
 
 
 def _measured(table: pd.DataFrame, interval: str) -> pd.Series:
-    status = interval.split("_")[0] + "_status"
+    status = status_column(interval)
     ok = table[status] == "ok" if status in table else table[interval].notna()
     return table.loc[ok, interval].astype(float)
 
@@ -72,7 +71,7 @@ def interval_histograms(tables: Mapping[str, pd.DataFrame], *, bins: int = 40):
             v = _measured(table, interval)
             ax.hist(v.clip(lo, hi), bins=edges, density=True, histtype="step", linewidth=1.6,
                     label=f"{name} (n={len(v)})")
-        ax.set_xlabel(_UNITS[interval])
+        ax.set_xlabel(display_name(interval))
         ax.set_yticks([])
     axes[0].set_ylabel("density")
     axes[0].legend(fontsize=8, loc="upper right")

@@ -21,9 +21,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ecgtransfer.features.vocabulary import INTERVALS
+
 __all__ = ["INTERVALS", "annotated_waves", "reference_intervals", "ludb_reference", "agreement"]
 
-INTERVALS: tuple[str, ...] = ("hr_bpm", "pr_ms", "qrs_ms", "qt_ms")
 _WAVES = {"p": "P", "N": "QRS", "t": "T"}
 
 
@@ -137,17 +138,15 @@ def ludb_reference(folder: str | Path, records: Sequence[str] | None = None) -> 
     pandas.DataFrame
         Indexed by record name: ``hr_bpm, pr_ms, qrs_ms, qt_ms, n_beats, n_leads``.
     """
-    import wfdb
-
     from ecgtransfer.data.ludb import read_ludb_annotations
-    from ecgtransfer.data.wfdb_io import find_records
+    from ecgtransfer.data.wfdb_io import find_records, record_fs
 
     folder = Path(folder)
     names = list(records) if records is not None else find_records(folder)
     rows = {}
     for name in names:
         ann = read_ludb_annotations(folder / name, record_id=name)
-        fs = wfdb.rdheader(str(folder / name)).fs
+        fs = record_fs(folder / name, record_id=name)
         rows[name] = reference_intervals({k: (a.samples, a.symbols) for k, a in ann.items()}, fs)
     return pd.DataFrame.from_dict(rows, orient="index")
 

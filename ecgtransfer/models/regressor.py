@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecgtransfer.files import load_tensors, save_tensors
 from ecgtransfer.models.registry import create_model
 
 __all__ = ["IntervalRegressor", "blank_regressor", "save_regressor", "load_regressor", "load_weights",
@@ -81,18 +82,14 @@ def load_regressor(path: str | Path, map_location: str | torch.device = "cpu") -
 
 def save_plain(model: nn.Module, fmt: str, path: str | Path) -> None:
     """``model``'s meta and weights as a checkpoint marked ``fmt``."""
-    from ecgtransfer.training.checkpoint import save_checkpoint
-
-    save_checkpoint({"format": fmt, "meta": model.meta,
+    save_tensors({"format": fmt, "meta": model.meta,
                      "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
 
 
 def load_plain(path: str | Path, fmt: str, kind: str,
                map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint written by :func:`save_plain` with ``fmt``; else a one-line error."""
-    from ecgtransfer.training.checkpoint import load_checkpoint
-
-    state = load_checkpoint(path, map_location)
+    state = load_tensors(path, map_location)
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise ValueError(f"{path}: not an ecgtransfer {kind} checkpoint")
     return state
