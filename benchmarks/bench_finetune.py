@@ -56,8 +56,8 @@ def synthetic_store(n: int, work: Path) -> Path:
 
 
 def pretrain_on(store: Path, split: str, epochs: int, work: Path, uri: str) -> Path:
-    from ecgtransfer.config import PretrainConfig
-    from ecgtransfer.pretrain import pretrain
+    from ecgtransfer.stages.pretrain import PretrainConfig
+    from ecgtransfer.stages.pretrain import pretrain
 
     out = work / f"pretrain-{store.name}-{split}"
     config = PretrainConfig(store=str(store), targets=TARGETS, split=split, fs=100.0,
@@ -73,8 +73,8 @@ def pretrain_on(store: Path, split: str, epochs: int, work: Path, uri: str) -> P
 
 def finetune_grid(ptbxl: Path, sources: dict[str, tuple[Path, str]], epochs: int,
                   seeds: list[int], fractions: list[float], work: Path, uri: str) -> list[dict]:
-    from ecgtransfer.config import FinetuneConfig
-    from ecgtransfer.finetune import finetune
+    from ecgtransfer.stages.finetune import FinetuneConfig
+    from ecgtransfer.stages.finetune import finetune
 
     rows = []
     for setting, (pretrained, split) in sources.items():

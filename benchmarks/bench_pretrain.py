@@ -84,8 +84,8 @@ def speed(store_path: Path, seconds: float) -> list[dict]:
 
 
 def accuracy(store_path: Path, epochs: int, work: Path, runs: list[tuple[str, int]]) -> list[dict]:
-    from ecgtransfer.config import PretrainConfig
-    from ecgtransfer.pretrain import pretrain
+    from ecgtransfer.stages.pretrain import PretrainConfig
+    from ecgtransfer.stages.pretrain import pretrain
 
     rows = []
     for model, seed in runs:

@@ -1,4 +1,4 @@
-"""Whole experiments as YAML pipelines: stages run in order under one MLflow parent run.
+"""Whole experiments as YAML pipelines: registered stages run in order under one MLflow parent run.
 
 A pipeline file::
 
@@ -7,41 +7,51 @@ A pipeline file::
     work: runs/quickstart             # where stage outputs go (default runs/<name>)
     stages:
       - name: deepfake                # any name, unique
-        stage: synth                  # prepare | synth | label | pretrain | finetune | compare
-        n: 256                        # the stage's settings
+        stage: synth                  # a registered stage (ecgtransfer.stages.list_stages())
+        n: 256                        # the stage's settings: its config's fields
       - name: labels
         stage: label
         store: ${deepfake}            # ${stage} is that stage's output
       ...
 
+Each stage's settings are checked against the stage's own config class (the one its CLI command
+builds its flags from), the whole file before any work; an error names the file and line. A
+stage may also take ``runs`` (a list of settings mappings) and ``grid`` (setting -> list of
+values): it then runs once per entry of ``runs`` crossed with ``grid``.
+
 Each stage's output lives in ``WORK/<stage name>/<fingerprint>/``. The fingerprint hashes the
-stage's kind and settings with the fingerprints of the stages it refers to, so a stage whose
-inputs and settings are unchanged is reused (its ``stage.json`` says it finished), a changed one
-gets a new folder (the old one stays), and a killed pipeline re-run continues the stage it was
-in (every stage is resumable). The file is checked whole before any work starts; an error names
-the file and line.
+stage's kind, settings, the ecgtransfer version and the stage's algorithm version (the labeller's,
+the generator's) with the fingerprints of the stages it refers to, so a stage whose inputs,
+settings and code are unchanged is reused (its ``stage.json`` says it finished), a changed one gets
+a new folder (the old one stays), and a killed pipeline re-run continues the stage it was in
+(every stage is resumable).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import re
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ecgtransfer.config import ConfigError, apply_overrides, from_dict, read_yaml
+from ecgtransfer.stages import Context, Stage, StageResult as _Result, get_stage, list_stages
+
 __all__ = ["PipelineError", "Pipeline", "StageSpec", "StageResult", "load_pipeline",
-           "run_pipeline", "STAGE_KINDS"]
+           "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
-STAGE_KINDS = ("prepare", "synth", "label", "pretrain", "finetune", "compare")
 _REF = re.compile(r"\$\{([^}]*)\}")
 _TOP_KEYS = ("name", "description", "experiment", "work", "tracking_uri", "stages")
-# Set by the pipeline for every training stage; a stage may not set them.
-_MANAGED = ("out", "experiment", "tracking_uri")
+_EXPAND = ("runs", "grid")
+_PLACEHOLDER = "<output>"
 
 
 class PipelineError(ValueError):
@@ -57,6 +67,10 @@ class StageSpec:
     settings: dict[str, Any]
     line: int
     key_lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def stage(self) -> Stage:
+        return get_stage(self.kind)
 
     def where(self, key: str | None = None) -> int:
         return self.key_lines.get(key, self.line) if key else self.line
@@ -77,7 +91,8 @@ class Pipeline:
 
 @dataclass
 class StageResult:
-    """What a stage left: its output path, fingerprint, run id(s), and whether it was reused."""
+    """What a pipeline stage left: its output path, fingerprint, run id(s), and whether it was
+    reused."""
 
     name: str
     kind: str
@@ -86,52 +101,58 @@ class StageResult:
     reused: bool
     run_ids: list[str] = field(default_factory=list)
     summary: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
 
 
 # ---- reading and checking ---------------------------------------------------------------
-def _lines(node: Any) -> dict:
-    """The YAML node tree as nested line numbers: for each stage, its line and its keys'."""
+def _stage_lines(path: Path) -> list[tuple[int, dict[str, int]]]:
+    """For each stage of the file: its line and its keys' lines."""
     import yaml
 
-    out: dict[str, Any] = {"top": {}, "stages": []}
-    if not isinstance(node, yaml.MappingNode):
-        return out
-    for key, value in node.value:
-        out["top"][key.value] = key.start_mark.line + 1
-        if key.value == "stages" and isinstance(value, yaml.SequenceNode):
-            for item in value.value:
-                keys = {}
-                if isinstance(item, yaml.MappingNode):
-                    keys = {k.value: k.start_mark.line + 1 for k, _ in item.value}
-                out["stages"].append((item.start_mark.line + 1, keys))
+    try:
+        node = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return []
+    out = []
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "stages" and isinstance(value, yaml.SequenceNode):
+                for item in value.value:
+                    keys = {}
+                    if isinstance(item, yaml.MappingNode):
+                        keys = {k.value: k.start_mark.line + 1 for k, _ in item.value}
+                    out.append((item.start_mark.line + 1, keys))
     return out
 
 
-def _apply_overrides(data: dict, overrides: Sequence[str], where: str) -> dict:
+def _apply_overrides(data: dict, overrides: Sequence[str], path: Path) -> dict:
     """``STAGE.KEY=VALUE`` (value as YAML) sets a stage's setting; ``KEY=VALUE`` a top-level
     one; ``STAGE.grid.seed=[0]`` one key of a mapping setting."""
-    import yaml
+    from ecgtransfer.config import parse_override
 
+    stages = data.get("stages") if isinstance(data.get("stages"), list) else []
+    by_name = {s.get("name"): s for s in stages if isinstance(s, dict)}
+    top: list[str] = []
     for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise PipelineError(f"--set {item!r}: expected STAGE.KEY=VALUE")
-        value = yaml.safe_load(text) if text.strip() else None
-        parts = key.strip().split(".")
+        try:
+            parts, _ = parse_override(item)
+        except ConfigError as exc:
+            raise PipelineError(str(exc)) from None
         if len(parts) == 1:
-            data[parts[0]] = value
+            top.append(item)
             continue
-        stage = next((s for s in data.get("stages") or [] if isinstance(s, dict)
-                      and s.get("name") == parts[0]), None)
-        if stage is None:
-            raise PipelineError(f"--set {item!r}: {where} has no stage named {parts[0]!r}")
-        target = stage
-        for part in parts[1:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise PipelineError(f"--set {item!r}: {part} is not a mapping")
-        target[parts[-1]] = value
-    return data
+        if parts[0] not in by_name:
+            raise PipelineError(f"--set {item!r}: {path} has no stage named {parts[0]!r} (its "
+                                f"stages: {', '.join(str(n) for n in by_name)})")
+        key = item.split(".", 1)[1]
+        try:
+            by_name[parts[0]].update(apply_overrides(by_name[parts[0]], [key]))
+        except ConfigError as exc:
+            raise PipelineError(f"--set {item!r}: {str(exc).split(': ', 1)[-1]}") from None
+    try:
+        return apply_overrides(data, top)
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> Pipeline:
@@ -140,47 +161,47 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> Pipeline:
     Raises
     ------
     PipelineError
-        ``FILE:LINE: ...`` for an unknown key or stage kind, a bad setting, a reference to a
-        stage that does not exist (or comes later), or an input path that does not exist.
+        ``FILE:LINE: ...`` for an unknown key or stage, a bad setting, a reference to a stage
+        that does not exist (or comes later), or an input path that does not exist.
     """
-    import yaml
-
     path = Path(path)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such pipeline file") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise PipelineError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        data, top_lines = read_yaml(path)
+    except ConfigError as exc:
+        message = str(exc).replace("no such file", "no such pipeline file")
+        raise PipelineError(message) from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise PipelineError(f"{path}:1: expected a mapping with name and stages")
-    lines = _lines(node)
-    for key in data:
+    data = _apply_overrides(data, overrides, path)
+    for key in data:  # after the overrides: `--set epochs=3` is no top-level key either
         if key not in _TOP_KEYS:
-            raise PipelineError(f"{path}:{lines['top'].get(key, 1)}: unknown key {key!r} (known: "
-                                f"{', '.join(_TOP_KEYS)})")
-    data = _apply_overrides(data, overrides, str(path))
+            where = f":{top_lines[key]}" if key in top_lines else " (--set)"
+            raise PipelineError(f"{path}{where}: unknown key {key!r} (known: "
+                                f"{', '.join(_TOP_KEYS)}; a stage's setting is --set "
+                                "STAGE.KEY=VALUE)")
+    for key in ("name", "experiment", "work", "tracking_uri", "description"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise PipelineError(f"{path}:{top_lines.get(key, 1)}: {key}: expected a string, got "
+                                f"{data[key]!r}")
     name = str(data.get("name") or path.stem)
     raw_stages = data.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:
-        raise PipelineError(f"{path}:{lines['top'].get('stages', 1)}: stages: expected a list of "
+        raise PipelineError(f"{path}:{top_lines.get('stages', 1)}: stages: expected a list of "
                             "stages")
+    lines = _stage_lines(path)
     specs: list[StageSpec] = []
     every = {s.get("name") for s in raw_stages if isinstance(s, dict)}
     for i, raw in enumerate(raw_stages):
-        line, key_lines = lines["stages"][i] if i < len(lines["stages"]) else (1, {})
+        line, key_lines = lines[i] if i < len(lines) else (1, {})
         specs.append(_check_stage(path, raw, line, key_lines, specs, every))
     pipeline = Pipeline(path=path, name=name, experiment=str(data.get("experiment") or name),
                         work=Path(data.get("work") or Path("runs") / name),
                         tracking_uri=data.get("tracking_uri"), stages=specs,
                         description=str(data.get("description") or ""))
     for spec in specs:  # every stage's settings, with placeholder outputs for references
-        _validate_settings(pipeline, spec)
+        _validate(pipeline, spec)
     return pipeline
 
 
@@ -191,25 +212,34 @@ def _check_stage(path: Path, raw: Any, line: int, key_lines: dict[str, int],
     name, kind = raw.get("name"), raw.get("stage")
     if not name or not isinstance(name, str):
         raise PipelineError(f"{path}:{line}: stage without a name")
-    if kind not in STAGE_KINDS:
+    known = [s.name for s in list_stages() if s.pipeline]
+    if kind not in known:
         raise PipelineError(f"{path}:{key_lines.get('stage', line)}: stage {name!r}: unknown "
-                            f"stage {kind!r} (known: {', '.join(STAGE_KINDS)})")
+                            f"stage {kind!r} (known: {', '.join(known)})")
     if any(s.name == name for s in before):
         raise PipelineError(f"{path}:{line}: stage name {name!r} is used twice")
-    settings = {k: v for k, v in raw.items() if k not in ("name", "stage")}
-    spec = StageSpec(name, kind, settings, line, key_lines)
-    known = {s.name for s in before}
-    for key, value in settings.items():
+    spec = StageSpec(name, kind, {k: v for k, v in raw.items() if k not in ("name", "stage")},
+                     line, key_lines)
+    earlier = {s.name for s in before}
+    for key, value in spec.settings.items():
         for ref in _refs(value):
             target = ref.split("/", 1)[0]
-            if target not in known:
+            if target not in earlier:
                 later = " (it comes later; stages run in order)" if target in every else ""
                 raise PipelineError(f"{path}:{spec.where(key)}: stage {name!r}: {key} refers to "
                                     f"${{{ref}}}, and no earlier stage is named {target!r}{later}")
-    for key in _MANAGED:
-        if key in settings:
+    stage = spec.stage
+    managed = [f.name for f in stage.settings() if f.metadata.get("role") in ("output", "tracking")]
+    for key in spec.settings:
+        if key in managed:
             raise PipelineError(f"{path}:{spec.where(key)}: stage {name!r}: {key} is set by the "
                                 "pipeline (work, experiment, tracking_uri at the top)")
+    if stage.reads:
+        wrong = [n for n in spec.settings.get("stages") or []
+                 if n not in {s.name for s in before if s.kind == stage.reads}]
+        if wrong:
+            raise PipelineError(f"{path}:{spec.where('stages')}: stage {name!r}: {wrong[0]!r} is "
+                                f"not an earlier {stage.reads} stage of this pipeline")
     return spec
 
 
@@ -237,343 +267,152 @@ def _resolve(value: Any, outputs: dict[str, str]) -> Any:
     return value
 
 
-def _validate_settings(pipeline: Pipeline, spec: StageSpec) -> None:
-    placeholder = {s.name: str(pipeline.work / s.name / "<output>") for s in pipeline.stages}
-    settings = _resolve(spec.settings, placeholder)
-    try:
-        _STAGES[spec.kind].check(settings, pipeline, spec)
-    except PipelineError:
-        raise
-    except (ValueError, TypeError) as exc:
-        message = str(exc).splitlines()[0]
-        unknown = re.search(r"unknown key '([^']+)'", message)
-        key = unknown.group(1) if unknown else message.split(":", 1)[0].strip().split(".")[0]
-        raise PipelineError(f"{pipeline.path}:{spec.where(key if key in spec.settings else None)}: "
-                            f"stage {spec.name!r}: {message}") from None
-
-
-def _must_exist(pipeline: Pipeline, spec: StageSpec, key: str, value: Any) -> None:
-    if value is None or "<output>" in str(value):
-        return
-    if not Path(str(value)).exists():
-        raise PipelineError(f"{pipeline.path}:{spec.where(key)}: stage {spec.name!r}: {key} "
-                            f"{value} does not exist")
-
-
-def _known_keys(spec: StageSpec, pipeline: Pipeline, settings: dict, known: Sequence[str]) -> None:
-    for key in settings:
-        if key not in known:
-            raise PipelineError(f"{pipeline.path}:{spec.where(key)}: stage {spec.name!r}: unknown "
-                                f"key {key!r} for a {spec.kind} stage (known: {', '.join(known)})")
-
-
-# ---- the stages ---------------------------------------------------------------------------
-@dataclass
-class _Kind:
-    check: Callable[[dict, Pipeline, StageSpec], None]
-    run: Callable[["_Context", StageSpec, dict, Path, "str | None"], StageResult]
-
-
-@dataclass
-class _Context:
-    pipeline: Pipeline
-    parent_run_id: str
-    progress: bool
-    results: dict[str, StageResult]
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return {"ecgtransfer.pipeline": self.pipeline.name,
-                "ecgtransfer.pipeline_run": self.parent_run_id}
-
-
-_PREPARE_KEYS = ("source", "root", "sample", "input", "fs", "leads", "halves_seed")
-
-
-def _check_prepare(settings: dict, pipeline: Pipeline, spec: StageSpec) -> None:
-    _known_keys(spec, pipeline, settings, _PREPARE_KEYS)
-    source = settings.get("source", "ptbxl")
-    if source not in ("ptbxl", "wfdb"):
-        raise ValueError(f"source: {source!r} is not ptbxl or wfdb")
-    if source == "ptbxl" and not settings.get("sample") and not settings.get("root"):
-        raise ValueError("root: a ptbxl stage needs root (a PTB-XL folder) or sample: true")
-    if source == "wfdb" and not settings.get("input"):
-        raise ValueError("input: a wfdb stage needs input (a folder of WFDB records)")
-    _must_exist(pipeline, spec, "root", settings.get("root"))
-    _must_exist(pipeline, spec, "input", settings.get("input"))
-    if int(settings.get("leads", 8)) not in (8, 12):
-        raise ValueError("leads: 8 or 12")
-
-
-def _run_prepare(ctx: _Context, spec: StageSpec, settings: dict, folder: Path,
-                 stage_run: str | None) -> StageResult:
-    from ecgtransfer.data.leads import lead_set
-
-    out = folder / "store"
-    leads = lead_set(int(settings.get("leads", 8)))
-    if settings.get("source", "ptbxl") == "ptbxl":
-        from ecgtransfer.data.ptbxl import prepare_ptbxl, sample_ptbxl_root
-
-        root = sample_ptbxl_root() if settings.get("sample") else Path(settings["root"])
-        report = prepare_ptbxl(root, out, fs=int(settings.get("fs", 500)), leads=leads,
-                               halves_seed=settings.get("halves_seed"), progress=ctx.progress)
-    else:
-        from ecgtransfer.data.ingest import prepare_wfdb
-
-        report = prepare_wfdb(settings["input"], out, fs=float(settings.get("fs", 500)),
-                              leads=leads, progress=ctx.progress)
-    store = report.store
-    return StageResult(spec.name, spec.kind, str(out), "", False,
-                       summary=f"{len(store)} records at {store.fs:g} Hz, {store.n_leads} leads")
-
-
-def _synth_config(settings: dict):
-    from ecgtransfer.config import from_dict
-    from ecgtransfer.data.deepfake import SynthConfig
-
-    return from_dict(SynthConfig, settings)
-
-
-def _check_synth(settings: dict, pipeline: Pipeline, spec: StageSpec) -> None:
-    _synth_config(settings)
-
-
-def _run_synth(ctx: _Context, spec: StageSpec, settings: dict, folder: Path,
-               stage_run: str | None) -> StageResult:
-    from ecgtransfer.data.deepfake import synthesize
-
-    out = folder / "store"
-    report = synthesize(out, _synth_config(settings), progress=ctx.progress)
-    return StageResult(spec.name, spec.kind, str(out), "", False,
-                       summary=f"{len(report.store)} DeepFake ECGs")
-
-
-def _check_label(settings: dict, pipeline: Pipeline, spec: StageSpec) -> None:
-    _known_keys(spec, pipeline, settings, ("store", "workers"))
-    if "store" not in settings:
-        raise ValueError("store: a label stage needs store (e.g. store: ${deepfake})")
-    _must_exist(pipeline, spec, "store", settings["store"])
-    if int(settings.get("workers", 1)) < 1:
-        raise ValueError("workers: must be at least 1")
-
-
-def _run_label(ctx: _Context, spec: StageSpec, settings: dict, folder: Path,
-               stage_run: str | None) -> StageResult:
-    from ecgtransfer.features.labels import label_records
-
-    report = label_records(settings["store"], workers=int(settings.get("workers", 2)),
-                           progress=ctx.progress)
-    shown = ", ".join(f"{k.replace('_status', '')} {v}" for k, v in report.n_ok.items())
-    return StageResult(spec.name, spec.kind, str(settings["store"]), "", False,
-                       summary=f"{report.n_records} records labelled ({shown})")
-
-
-def _stage_config(cls: type, settings: dict, ctx_or_pipeline, out: Path):
-    from ecgtransfer.config import from_dict
-
-    pipeline = getattr(ctx_or_pipeline, "pipeline", ctx_or_pipeline)
-    return from_dict(cls, {**settings, "out": str(out), "experiment": pipeline.experiment,
-                           "tracking_uri": pipeline.tracking_uri})
-
-
-def _check_pretrain(settings: dict, pipeline: Pipeline, spec: StageSpec) -> None:
-    from ecgtransfer.config import PretrainConfig
-
-    _stage_config(PretrainConfig, settings, pipeline, Path("."))
-    _must_exist(pipeline, spec, "store", settings.get("store"))
-
-
-def _run_pretrain(ctx: _Context, spec: StageSpec, settings: dict, folder: Path,
-                  stage_run: str | None) -> StageResult:
-    from ecgtransfer.config import PretrainConfig
-    from ecgtransfer.pretrain import pretrain
-
-    config = _stage_config(PretrainConfig, settings, ctx, folder)
-    results = pretrain(config, resume=True, progress=ctx.progress,
-                       parent_run_id=ctx.parent_run_id, tags=ctx.tags)
-    shown = "; ".join(f"{r.name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.test_mae.items())
-                      for r in results)
-    return StageResult(spec.name, spec.kind, str(folder), "", False,
-                       [r.run_id for r in results if r.run_id], summary=f"test MAE {shown}")
-
-
-_FINETUNE_EXTRA = ("runs", "grid")
-
-
-def _finetune_configs(settings: dict, ctx_or_pipeline, folder: Path) -> list:
-    """One config per entry of ``runs`` (default one) crossed with ``grid``."""
-    import itertools
-
-    from ecgtransfer.config import FinetuneConfig
-
-    base = {k: v for k, v in settings.items() if k not in _FINETUNE_EXTRA}
+def _combinations(spec: StageSpec, settings: dict) -> list[dict]:
+    """The settings of each run of the stage: one per entry of ``runs`` crossed with ``grid``."""
+    base = {k: v for k, v in settings.items() if k not in (*_EXPAND, "stages")}
     runs = settings.get("runs") or [{}]
     grid = settings.get("grid") or {}
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-        raise ValueError("runs: expected a list of mappings of settings")
+        raise ConfigError("runs: expected a list of mappings of settings", "runs")
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        raise ValueError("grid: expected a mapping of setting -> non-empty list of values")
-    configs = []
-    for i, run in enumerate(runs):
-        for combo in itertools.product(*grid.values()):
-            values = {**base, **run, **dict(zip(grid, combo))}
-            configs.append(_stage_config(FinetuneConfig, values, ctx_or_pipeline,
-                                         folder / f"{len(configs):03d}"))
-    return configs
+        raise ConfigError("grid: expected a mapping of setting -> non-empty list of values",
+                          "grid")
+    return [{**base, **run, **dict(zip(grid, combo))}
+            for run in runs for combo in itertools.product(*grid.values())]
 
 
-def _check_finetune(settings: dict, pipeline: Pipeline, spec: StageSpec) -> None:
-    from ecgtransfer.config import ConfigError
+def _handoffs(spec: StageSpec, settings: dict, results: dict[str, Any]) -> dict:
+    """Named outputs of the stages a setting refers to whole (``store: ${labels}``), handed to
+    the settings of the same name this stage leaves unset (``labels``)."""
+    names = {f.name for f in spec.stage.settings()}
+    extra: dict[str, Any] = {}
+    for key, value in spec.settings.items():
+        m = _REF.fullmatch(value) if isinstance(value, str) else None
+        if m and "/" not in m.group(1) and m.group(1) in results:
+            for out_name, out_value in getattr(results[m.group(1)], "outputs", {}).items():
+                if out_name in names and out_name not in settings and out_name != key:
+                    extra[out_name] = out_value
+    return extra
 
+
+def _configs(pipeline: Pipeline, spec: StageSpec, settings: dict, folder: Path,
+             results: dict[str, Any], reads: list[str]) -> list[tuple[Path, Any]]:
+    """Each run's (folder, config): the settings with the pipeline's managed ones filled in."""
+    stage = spec.stage
+    hints = typing.get_type_hints(stage.config)
+    combos = _combinations(spec, settings)
+    out = []
+    for combo in combos:
+        values = {**combo, **_handoffs(spec, combo, results)}
+        sub = folder if len(combos) == 1 else folder / _digest(combo)[:8]
+        for f in stage.settings():
+            role = f.metadata.get("role")
+            if role == "output" and stage.output is not None:
+                values[f.name] = str(sub / stage.output) if stage.output else str(sub)
+            elif f.name == "experiment" and role == "tracking":
+                is_list = typing.get_origin(hints[f.name]) is list
+                values[f.name] = [pipeline.experiment] if is_list else pipeline.experiment
+            elif f.name == "tracking_uri" and role == "tracking":
+                values[f.name] = pipeline.tracking_uri
+        if stage.reads:
+            values["runs"] = reads
+        out.append((sub, from_dict(stage.config, values)))
+    return out
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _validate(pipeline: Pipeline, spec: StageSpec) -> None:
+    placeholder = {s.name: str(pipeline.work / s.name / _PLACEHOLDER) for s in pipeline.stages}
+    settings = _resolve(spec.settings, placeholder)
+    fake = {s.name: _Result(placeholder[s.name], outputs=dict.fromkeys(s.stage.hands,
+                                                                       placeholder[s.name]))
+            for s in pipeline.stages}
     try:
-        configs = _finetune_configs(settings, pipeline, Path("."))
-    except ConfigError as exc:  # name the run whose settings are wrong
-        raise ValueError(str(exc)) from None
-    _must_exist(pipeline, spec, "store", configs[0].store)
-
-
-def _run_finetune(ctx: _Context, spec: StageSpec, settings: dict, folder: Path,
-                  stage_run: str | None) -> StageResult:
-    from ecgtransfer.finetune import finetune
-
-    results = [finetune(config, resume=True, progress=ctx.progress, parent_run_id=stage_run,
-                        tags=ctx.tags)
-               for config in _finetune_configs(settings, ctx, folder)]
-    return StageResult(spec.name, spec.kind, str(folder), "", False,
-                       [r.run_id for r in results if r.run_id],
-                       summary=f"{len(results)} fine-tune runs")
-
-
-def _check_compare(settings: dict, pipeline: Pipeline, spec: StageSpec) -> None:
-    _known_keys(spec, pipeline, settings, ("metric", "stages"))
-    if settings.get("metric", "macro_auroc") not in ("macro_auroc", "accuracy", "macro_f1"):
-        raise ValueError("metric: macro_auroc, accuracy or macro_f1")
-    names = settings.get("stages")
-    if names is not None:
-        finetunes = {s.name for s in pipeline.stages if s.kind == "finetune"}
-        for n in names:
-            if n not in finetunes:
-                raise PipelineError(f"{pipeline.path}:{spec.where('stages')}: stage "
-                                    f"{spec.name!r}: {n!r} is not a finetune stage of this "
-                                    "pipeline")
-
-
-def _run_compare(ctx: _Context, spec: StageSpec, settings: dict, folder: Path,
-                 stage_run: str | None) -> StageResult:
-    from ecgtransfer.compare import comparison_table, finetune_runs, summary_text, write_comparison
-
-    names = settings.get("stages") or [n for n, r in ctx.results.items() if r.kind == "finetune"]
-    run_ids = [i for n in names for i in ctx.results[n].run_ids]
-    runs = finetune_runs([ctx.pipeline.experiment], ctx.pipeline.tracking_uri, run_ids=run_ids)
-    table = comparison_table(runs)
-    paths = write_comparison(table, folder, settings.get("metric", "macro_auroc"))
-    for p in paths.values():
-        _client().log_artifact(stage_run, str(p))
-    return StageResult(spec.name, spec.kind, str(folder), "", False,
-                       summary=summary_text(table))
-
-
-_STAGES = {"prepare": _Kind(_check_prepare, _run_prepare),
-           "synth": _Kind(_check_synth, _run_synth),
-           "label": _Kind(_check_label, _run_label),
-           "pretrain": _Kind(_check_pretrain, _run_pretrain),
-           "finetune": _Kind(_check_finetune, _run_finetune),
-           "compare": _Kind(_check_compare, _run_compare)}
+        configs = _configs(pipeline, spec, settings, Path("."), fake, [])
+    except ConfigError as exc:
+        key = exc.key if exc.key in spec.settings else next(
+            (k for k in _EXPAND if k in spec.settings), None)
+        message = str(exc).splitlines()[0]
+        raise PipelineError(f"{pipeline.path}:{spec.where(key)}: stage {spec.name!r}: "
+                            f"{message}") from None
+    for _, config in configs:
+        for f in spec.stage.settings():
+            if f.metadata.get("role") != "input":
+                continue
+            values = getattr(config, f.name)
+            for value in values if isinstance(values, list) else [values]:
+                if value and _PLACEHOLDER not in str(value) and not Path(str(value)).exists():
+                    raise PipelineError(f"{pipeline.path}:{spec.where(f.name)}: stage "
+                                        f"{spec.name!r}: {f.name} {value} does not exist")
 
 
 # ---- running ------------------------------------------------------------------------------
-def _client():
-    """The MLflow client of the current tracking URI."""
-    import mlflow
-
-    return mlflow.MlflowClient()
-
-
 def _fingerprint(spec: StageSpec, results: dict[str, StageResult]) -> str:
-    """The stage's kind and settings, with each reference replaced by the referred stage's
-    fingerprint (so a changed upstream stage changes this one); a compare stage also takes the
-    fingerprints of the finetune stages it reads."""
+    """The stage's kind, settings, code and algorithm versions, with each reference replaced by
+    the referred stage's fingerprint (so a changed upstream stage changes this one); a stage that
+    reads others' runs also takes the fingerprints of those it reads."""
     marked = _resolve(spec.settings, {n: f"<{r.fingerprint}>" for n, r in results.items()})
-    inputs = []
-    if spec.kind == "compare":  # it reads the finetune stages without naming them
-        names = spec.settings.get("stages") or [n for n, r in results.items() if r.kind == "finetune"]
-        inputs = [results[n].fingerprint for n in names]
-    text = json.dumps({"kind": spec.kind, "settings": marked, "inputs": inputs}, sort_keys=True,
-                      default=str)
+    inputs = [results[n].fingerprint for n in _read_names(spec, results)]
+    text = json.dumps({"kind": spec.kind, "settings": marked, "inputs": inputs,
+                       "version": spec.stage.algorithm_version()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _stage_run(ctx: _Context, spec: StageSpec, settings: dict, folder: Path) -> str:
-    """The stage's own MLflow run (a child of the pipeline run), reopened on a re-run. Tagged
-    ``ecgtransfer.stage = pipeline-stage`` (and ``stage_kind``), so that searching for the
-    fine-tune runs themselves (``stage = finetune``) does not find the stage's run."""
+def _read_names(spec: StageSpec, results: dict[str, StageResult]) -> list[str]:
+    stage = spec.stage
+    if not stage.reads:
+        return []
+    return spec.settings.get("stages") or [n for n, r in results.items() if r.kind == stage.reads]
+
+
+def _tags(pipeline: Pipeline, parent: str) -> dict[str, str]:
+    from ecgtransfer.tracking import TAG
+
+    return {TAG + "pipeline": pipeline.name, TAG + "pipeline_run": parent}
+
+
+def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
+               parent: str, progress: bool) -> StageResult:
+    """Run one stage (each of its runs, for ``runs``/``grid``), in an MLflow run of its own
+    under the pipeline's unless the stage's runs nest under the pipeline's themselves."""
+    import contextlib
+
     from ecgtransfer import tracking
+    from ecgtransfer.config import to_dict
 
-    marker = folder / "stage_run.json"
-    if marker.exists():
-        run_id = json.loads(marker.read_text())["run_id"]
-        _client().update_run(run_id, status="RUNNING")
-        return run_id
-    client = _client()
-    experiment = client.get_experiment_by_name(ctx.pipeline.experiment).experiment_id
-    run = client.create_run(experiment, run_name=f"{spec.kind} {spec.name}", tags={
-        **ctx.tags, "mlflow.parentRunId": ctx.parent_run_id,
-        tracking.TAG + "stage": "pipeline-stage", tracking.TAG + "stage_kind": spec.kind,
-        tracking.TAG + "stage_name": spec.name})
-    for key, value in tracking.flat_params(settings).items():
-        client.log_param(run.info.run_id, key, value[:6000])
-    folder.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"run_id": run.info.run_id}))
-    return run.info.run_id
-
-
-def _parent_run(pipeline: Pipeline) -> str:
-    """The pipeline's MLflow run: reopened when the same pipeline runs again."""
-    from ecgtransfer import tracking
-
-    text = json.dumps([pipeline.name, [(s.name, s.kind, s.settings) for s in pipeline.stages]],
-                      sort_keys=True, default=str)
-    key = hashlib.sha256(text.encode()).hexdigest()[:12]
-    marker = pipeline.work / f"pipeline-{key}.json"
-    client = _client()
-    if marker.exists():
-        run_id = json.loads(marker.read_text())["run_id"]
-        client.update_run(run_id, status="RUNNING")
-        return run_id
-    experiment = client.get_experiment_by_name(pipeline.experiment).experiment_id
-    run = client.create_run(experiment, run_name=f"pipeline {pipeline.name}", tags={
-        tracking.TAG + "stage": "pipeline", tracking.TAG + "pipeline": pipeline.name,
-        tracking.TAG + "code_version": tracking.code_version(),
-        "mlflow.note.content": pipeline.description or f"Pipeline {pipeline.path}"})
-    client.log_text(run.info.run_id, pipeline.path.read_text(), "pipeline.yaml")
-    pipeline.work.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"run_id": run.info.run_id, "file": str(pipeline.path)}))
-    return run.info.run_id
-
-
-def _run_stage(ctx: _Context, spec: StageSpec, settings: dict, folder: Path) -> StageResult:
-    """Run one stage. Every stage but ``pretrain`` (whose runs nest under the pipeline run
-    themselves) gets its own MLflow run, a child of the pipeline's."""
-    from ecgtransfer import tracking
-
-    kind = _STAGES[spec.kind]
-    if spec.kind == "pretrain":
-        return kind.run(ctx, spec, settings, folder, None)
-    stage_run = _stage_run(ctx, spec, settings, folder)
-    client = _client()
-    status = "FAILED"
-    try:
-        result = kind.run(ctx, spec, settings, folder, stage_run)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        client.set_terminated(stage_run, status)
-    client.set_tag(stage_run, tracking.TAG + "output", result.output)
-    if spec.kind != "finetune":  # a finetune stage's run ids are its fine-tune runs
-        result.run_ids = [stage_run]
-    return result
+    stage = spec.stage
+    reads = [i for n in _read_names(spec, results) for i in results[n].run_ids]
+    settings = _resolve(spec.settings, {n: r.output for n, r in results.items()})
+    configs = _configs(pipeline, spec, settings, folder, results, reads)
+    stage_run = contextlib.nullcontext(None)
+    if stage.pipeline_run:
+        stage_run = tracking.open_parent_run(
+            experiment=pipeline.experiment, name=f"{spec.kind} {spec.name}", parent=parent,
+            marker=folder / "stage_run.json",
+            tags={**_tags(pipeline, parent), tracking.TAG + "stage": "pipeline-stage",
+                  tracking.TAG + "stage_kind": spec.kind, tracking.TAG + "stage_name": spec.name})
+    with stage_run as run:
+        if run is not None and run.new:
+            run.log_params(settings if len(configs) > 1 else to_dict(configs[0][1]))
+        context = Context(progress=progress, resume=True, parent_run=run.id if run else parent,
+                          stage_run=run, tags=_tags(pipeline, parent))
+        done = [stage.run(config, context) for _, config in configs]
+        if run is not None:
+            run.set_tags({tracking.TAG + "output": str(folder)})
+    failed = [r for r in done if r.exit_code]
+    if failed and spec.kind != "compare":
+        raise PipelineError(f"stage {spec.name!r}: {failed[0].summary.splitlines()[-1]}")
+    one = done[0] if len(done) == 1 else None
+    run_ids = [i for r in done for i in r.run_ids]
+    if run is not None and not run_ids:
+        run_ids = [run.id]
+    return StageResult(spec.name, spec.kind, one.output if one else str(folder), "", False,
+                       run_ids, one.summary if one else f"{len(done)} {spec.kind} runs",
+                       dict(one.outputs) if one else {})
 
 
 def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
@@ -583,33 +422,35 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
     The pipeline's MLflow run ends FINISHED, or FAILED / KILLED with the stage that stopped it.
     """
     from ecgtransfer import tracking
+    from ecgtransfer.files import atomic_file
 
     tracking.setup(pipeline.tracking_uri, pipeline.experiment)
-    parent = _parent_run(pipeline)
-    ctx = _Context(pipeline, parent, progress, {})
-    status = "FAILED"
-    try:
+    text = json.dumps([pipeline.name, [(s.name, s.kind, s.settings) for s in pipeline.stages]],
+                      sort_keys=True, default=str)
+    marker = pipeline.work / f"pipeline-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
+    results: dict[str, StageResult] = {}
+    with tracking.open_parent_run(
+            experiment=pipeline.experiment, name=f"pipeline {pipeline.name}", marker=marker,
+            tags={tracking.TAG + "stage": "pipeline", tracking.TAG + "pipeline": pipeline.name,
+                  tracking.TAG + "code_version": tracking.code_version(),
+                  "mlflow.note.content": pipeline.description or f"Pipeline {pipeline.path}"}
+    ) as parent:
+        if parent.new:
+            parent.log_text(pipeline.path.read_text(), "pipeline.yaml")
         for spec in pipeline.stages:
-            fp = _fingerprint(spec, ctx.results)
+            fp = _fingerprint(spec, results)
             folder = pipeline.work / spec.name / fp
             done = folder / "stage.json"
             if done.exists():
                 result = StageResult(**json.loads(done.read_text()))
                 result.reused = True
             else:
-                settings = _resolve(spec.settings, {n: r.output for n, r in ctx.results.items()})
                 folder.mkdir(parents=True, exist_ok=True)
-                result = _run_stage(ctx, spec, settings, folder)
+                result = _run_stage(pipeline, spec, folder, results, parent.id, progress)
                 result.fingerprint = fp
-                record = {k: getattr(result, k) for k in (f.name for f in fields(StageResult))}
-                done.write_text(json.dumps(record, indent=2))
-            ctx.results[spec.name] = result
+                with atomic_file(done) as f:
+                    json.dump(dataclasses.asdict(result), f, indent=2)
+            results[spec.name] = result
             if on_stage is not None:
                 on_stage(result)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        _client().set_terminated(parent, status)
-    return list(ctx.results.values())
+    return list(results.values())

@@ -1,9 +1,16 @@
-"""Everything that talks to MLflow: where runs go, and what a run records.
+"""The one door to MLflow: where runs go, how they are opened, reopened and ended, and what a run
+records. No other module imports ``mlflow``.
 
 Default tracking is an embedded SQLite store, ``sqlite:///mlflow.db`` in the working folder,
 with artifacts beside it in ``mlruns/``; ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` points
-elsewhere (a server). Run tags use the ``ecgtransfer.`` prefix so the MLflow UI can filter on
-them.
+elsewhere (a server). Tags use the ``ecgtransfer.`` prefix (:data:`TAG`) so the MLflow UI can
+filter on them.
+
+A stage asks for a run with :func:`open_run` (new, or reopened from a marker file in its output
+folder) and logs through the :class:`Run` it gets. Runs that must stay open while other runs nest
+under them (a pipeline's, a pipeline stage's) come from :func:`open_parent_run`. Models are logged
+with their plain weights beside the MLflow model, and :func:`download_plain_model` reads those back,
+so that loading a model never unpickles anything.
 """
 
 from __future__ import annotations
@@ -16,13 +23,17 @@ import os
 import re
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
-__all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "setup", "code_version", "store_hash",
-           "flat_params", "log_params", "log_figure", "log_text", "log_model", "log_inputs", "open_run", "TAG"]
+__all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "tracking_uri", "setup", "code_version",
+           "store_hash", "flat_params", "open_run", "open_parent_run", "end_run", "search_runs",
+           "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
+           "download_plain_model", "PLAIN_MODEL_FILE"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG = "ecgtransfer."
+PLAIN_MODEL_FILE = "model.pt"
+"""The plain weights file logged inside every model (``<model>/extra_files/model.pt``)."""
 log = logging.getLogger(__name__)
 
 
@@ -36,8 +47,15 @@ def _sqlite_dir(uri: str) -> Path | None:
     return Path(m.group(1)).resolve().parent if m else None
 
 
-def setup(uri: str | None, experiment: str) -> str:
-    """Point MLflow at ``uri`` and make ``experiment`` current; returns its id.
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def setup(uri: str | None, experiment: str | None = None) -> str | None:
+    """Point MLflow at ``uri`` and, given ``experiment``, make it current (created if new);
+    returns its id.
 
     A new experiment in a SQLite store keeps its artifacts in ``mlruns/`` beside the database.
     """
@@ -48,7 +66,9 @@ def setup(uri: str | None, experiment: str) -> str:
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient()
+    if experiment is None:
+        return None
+    client = _client()
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         exp_id = found.experiment_id
@@ -109,63 +129,143 @@ def flat_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_params(values: Mapping[str, Any]) -> None:
-    """Log settings as params, skipping keys a resumed run logged already (MLflow refuses to
-    change a param)."""
-    import mlflow
-
-    run = mlflow.active_run()
-    have = mlflow.MlflowClient().get_run(run.info.run_id).data.params if run else {}
-    new = {k: v for k, v in flat_params(values).items() if k not in have}
-    if new:
-        mlflow.log_params(new)
-
-
-def log_figure(fig: Any, name: str) -> None:
-    """A matplotlib figure as a PNG artifact."""
-    import mlflow
-
-    mlflow.log_figure(fig, name)
-
-
-def log_text(text: str, name: str) -> None:
-    import mlflow
-
-    mlflow.log_text(text, name)
-
-
-def log_inputs(store_path: str | Path, table: Any, splits: Mapping[str, Any],
-                targets: str | None = None) -> None:
-    """Log each split's records as an MLflow dataset input (``<store>:train``, ...).
+# ---- one run ------------------------------------------------------------------------------
+class Run:
+    """One MLflow run, for a stage to log through.
 
     Parameters
     ----------
-    store_path : path
-        The store (the datasets' source).
-    table : pandas.DataFrame
-        One row per store record: ``record_id`` and the values trained on.
-    splits : mapping of str to row positions
-        ``train``, ``val``, ``test``.
-    targets : str, optional
-        The target column, when there is one.
+    run_id : str
+    new : bool
+        Made now (not reopened): its params, inputs and description are still to log.
     """
-    import warnings
 
-    import mlflow
-    import mlflow.data
+    def __init__(self, run_id: str, new: bool = False):
+        self.id = run_id
+        self.new = new
 
-    context = {"train": "training", "val": "validation", "test": "testing"}
-    for split, pos in splits.items():
-        with warnings.catch_warnings():  # MLflow registers two local-file source classes
-            warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
-            ds = mlflow.data.from_pandas(table.iloc[pos].reset_index(drop=True),
-                                         source=Path(store_path).resolve().as_uri(),
-                                         name=f"{Path(store_path).name}:{split}", targets=targets)
-        mlflow.log_input(ds, context=context.get(split, split))
+    def log_params(self, values: Mapping[str, Any]) -> None:
+        """Settings as params (nested keys flattened), skipping keys logged already: a resumed
+        run keeps its params (MLflow refuses to change one)."""
+        from mlflow.entities import Param
+
+        client = _client()
+        have = client.get_run(self.id).data.params
+        new = [Param(k, v[:6000]) for k, v in flat_params(values).items() if k not in have]
+        for i in range(0, len(new), 100):
+            client.log_batch(self.id, params=new[i:i + 100])
+
+    def log_metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
+        """Finite values only (an AUROC of an absent class is NaN: left out)."""
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step or 0) for k, v in values.items()
+                   if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(metrics), 500):
+            _client().log_batch(self.id, metrics=metrics[i:i + 500])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            _client().log_batch(self.id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def set_note(self, text: str) -> None:
+        """The run's description in the MLflow UI (Markdown)."""
+        self.set_tags({"mlflow.note.content": text})
+
+    def log_text(self, text: str, name: str) -> None:
+        _client().log_text(self.id, text, name)
+
+    def log_figure(self, fig: Any, name: str) -> None:
+        """A matplotlib figure as a PNG artifact."""
+        _client().log_figure(self.id, fig, name)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        _client().log_artifact(self.id, str(path), folder)
+
+    def log_inputs(self, store_path: str | Path, table: Any, splits: Mapping[str, Any],
+                   targets: str | None = None) -> None:
+        """Each split's records as an MLflow dataset input (``<store>:train``, ...).
+
+        Parameters
+        ----------
+        store_path : path
+            The store (the datasets' source).
+        table : pandas.DataFrame
+            One row per store record: ``record_id`` and the values trained on.
+        splits : mapping of str to row positions
+            ``train``, ``val``, ``test``.
+        targets : str, optional
+            The target column, when there is one.
+        """
+        import warnings
+
+        import mlflow
+        import mlflow.data
+
+        self._check_active()
+        context = {"train": "training", "val": "validation", "test": "testing"}
+        for split, pos in splits.items():
+            with warnings.catch_warnings():  # MLflow registers two local-file source classes
+                warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
+                ds = mlflow.data.from_pandas(table.iloc[pos].reset_index(drop=True),
+                                             source=Path(store_path).resolve().as_uri(),
+                                             name=f"{Path(store_path).name}:{split}",
+                                             targets=targets)
+            mlflow.log_input(ds, context=context.get(split, split))
+
+    def _check_active(self) -> None:
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != self.id:
+            raise RuntimeError("log_inputs and log_model need the run opened by open_run")
+
+    def log_model(self, model: Any, example: Any, plain_file: str | Path) -> str:
+        """Log a model of :mod:`ecgtransfer.models` with ``mlflow.pytorch.log_model`` (its
+        signature, an input example and the code it unpickles with, for MLflow's own tools) and
+        its plain weights file ``plain_file`` beside it (``extra_files/model.pt``), which is what
+        ecgtransfer loads (:func:`download_plain_model`); returns the model URI."""
+        import tempfile
+
+        import mlflow
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.from_numpy(example)).numpy()
+        quiet = logging.getLogger("mlflow.pytorch")  # its warning about pickling: see above
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            self._check_active()
+            with tempfile.TemporaryDirectory() as tmp:
+                info = mlflow.pytorch.log_model(
+                    model, name=_model_name(model), signature=infer_signature(example, out),
+                    input_example=example, serialization_format="pickle",
+                    code_paths=[str(_model_code_dir(Path(tmp)))],
+                    extra_files=[str(plain_file)],
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                      f"numpy=={np.__version__}"])
+        finally:
+            quiet.setLevel(level)
+        return info.model_uri
+
+
+def _model_name(model: Any) -> str:
+    return "classifier" if type(model).__name__ == "TransferClassifier" else "regressor"
 
 
 def _model_code_dir(tmp: Path) -> Path:
-    """A copy of the code a logged model needs to unpickle (the package root and models/)."""
+    """A copy of the code a logged model needs to unpickle (the package root, files.py and
+    models/)."""
     import shutil
 
     import ecgtransfer
@@ -173,61 +273,203 @@ def _model_code_dir(tmp: Path) -> Path:
     src = Path(ecgtransfer.__file__).parent
     dst = tmp / "ecgtransfer"
     (dst / "models").mkdir(parents=True)
-    shutil.copy(src / "__init__.py", dst / "__init__.py")
+    for name in ("__init__.py", "files.py"):
+        shutil.copy(src / name, dst / name)
     for f in (src / "models").glob("*.py"):
         shutil.copy(f, dst / "models" / f.name)
     return dst
 
 
-def log_model(model: Any, example: Any) -> str:
-    """Log a model of :mod:`ecgtransfer.models` with ``mlflow.pytorch.log_model``: its
-    signature, an input example (a NumPy batch) and the code it unpickles with; returns the model
-    URI. Pickled (not ``torch.export``-ed) so that the loaded model keeps ``forward_features``
-    for transfer."""
-    import tempfile
-
-    import mlflow
-    import numpy as np
-    import torch
-    from mlflow.models import infer_signature
-
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.from_numpy(example)).numpy()
-    quiet = logging.getLogger("mlflow.pytorch")  # its warning about pickling is the choice above
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+# ---- opening and ending runs -----------------------------------------------------------------
+def _read_marker(marker: Path | None) -> str | None:
+    if marker is None or not marker.exists():
+        return None
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            info = mlflow.pytorch.log_model(
-                model, name="model", signature=infer_signature(example, out),
-                input_example=example, serialization_format="pickle",
-                code_paths=[str(_model_code_dir(Path(tmp)))],
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                  f"numpy=={np.__version__}"])
-    finally:
-        quiet.setLevel(level)
-    return info.model_uri
+        return str(json.loads(marker.read_text())["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{marker}: damaged run marker; delete it to start a new MLflow "
+                         "run") from None
+
+
+def _write_marker(marker: Path, run_id: str, **extra: Any) -> None:
+    from ecgtransfer.files import atomic_file
+
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(marker) as f:
+        json.dump({"run_id": run_id, **extra}, f)
+
+
+def end_run(run_id: str, status: str) -> None:
+    """Mark a run FINISHED, FAILED or KILLED."""
+    _client().set_terminated(run_id, status)
+
+
+def _status_of(exc: BaseException | None) -> str:
+    if exc is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+
+
+def _ensure_experiment(name: str) -> str:
+    import mlflow
+
+    found = _client().get_experiment_by_name(name)
+    return found.experiment_id if found is not None else setup(mlflow.get_tracking_uri(), name)
 
 
 @contextlib.contextmanager
-def open_run(run_id: str | None, *, run_name: str | None = None, nested: bool = False,
-             tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> Iterator[Any]:
-    """Start a run, or reopen ``run_id`` (a resumed stage). The run ends FINISHED on success,
-    FAILED on an error and KILLED on Ctrl-C."""
+def _ending(run_id: str, end) -> Iterator[None]:
+    error: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        end(_status_of(error))
+
+
+@contextlib.contextmanager
+def open_parent_run(*, experiment: str, name: str, tags: Mapping[str, str],
+                    marker: Path | None = None, parent: str | None = None) -> Iterator[Run]:
+    """A run other runs nest under (a pipeline's, a pipeline stage's, a multi-model pretrain's):
+    reopened (set RUNNING) when ``marker`` names one, else created and recorded in ``marker``.
+    It ends FINISHED when the block ends, FAILED on an error, KILLED on Ctrl-C or SIGTERM
+    (which the CLI turns into ``KeyboardInterrupt``)."""
+    run_id = _read_marker(marker)
+    new = run_id is None
+    client = _client()
+    if not new:
+        client.update_run(run_id, status="RUNNING")
+    else:
+        all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
+        run_id = client.create_run(_ensure_experiment(experiment), run_name=name, tags={
+            k: str(v) for k, v in all_tags.items()}).info.run_id
+        if marker is not None:
+            _write_marker(marker, run_id)
+    with _ending(run_id, lambda status: end_run(run_id, status)):
+        yield Run(run_id, new)
+
+
+@contextlib.contextmanager
+def open_run(*, experiment: str, name: str, tags: Mapping[str, str],
+             marker: Path | None = None, resume: bool = False,
+             parent: str | None = None) -> Iterator[Run]:
+    """A stage's run, MLflow's active run while the block runs: with ``resume`` and a ``marker``
+    naming a run, that run reopened; else a new one (``Run.new``), recorded in ``marker``. It
+    ends as :func:`open_parent_run`'s does."""
     import mlflow
 
-    all_tags = dict(tags or {})
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
-                           tags=all_tags or None)
+    run_id = _read_marker(marker) if resume else None
+    new = run_id is None
+    all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
+    run = mlflow.start_run(run_id=run_id, experiment_id=_ensure_experiment(experiment),
+                           run_name=name if new else None, nested=mlflow.active_run() is not None,
+                           tags={k: str(v) for k, v in all_tags.items()} if new else None)
+    if new and marker is not None:
+        _write_marker(marker, run.info.run_id)
+    with _ending(run.info.run_id, lambda status: mlflow.end_run(status)):
+        yield Run(run.info.run_id, new)
+
+
+# ---- reading runs back --------------------------------------------------------------------
+def experiment_id(name: str) -> str:
+    """The id of experiment ``name``; a missing one is a one-line error naming it."""
+    found = _client().get_experiment_by_name(name)
+    if found is None:
+        import mlflow
+
+        raise ValueError(f"--experiment {name}: no such MLflow experiment at "
+                         f"{mlflow.get_tracking_uri()}")
+    return found.experiment_id
+
+
+def search_runs(experiments: Sequence[str], filter_string: str, *,
+                order_by: Sequence[str] | None = None, max_results: int = 50000) -> list:
+    """Runs of the named experiments matching ``filter_string`` (MLflow's search syntax)."""
+    ids = [experiment_id(name) for name in experiments]
+    return _client().search_runs(ids, filter_string, max_results=max_results,
+                                 order_by=list(order_by or []))
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    """Tags of a run, or {} when the run cannot be reached (a copied folder, another store)."""
+    if not run_id:
+        return {}
     try:
-        yield run
-    except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run("FAILED")
-        raise
-    mlflow.end_run("FINISHED")
+        return dict(_client().get_run(run_id).data.tags)
+    except Exception:  # the link is informative only
+        return {}
+
+
+def experiment_of(run_id: str) -> str:
+    """The experiment id of a run ("" when it cannot be reached)."""
+    try:
+        return _client().get_run(run_id).info.experiment_id
+    except Exception:  # a run of another tracking store
+        return ""
+
+
+def get_run(run_id: str):
+    """A run, or a one-line ``ValueError`` naming it when the store has none such."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client().get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"{run_id}: no such MLflow run at {mlflow.get_tracking_uri()}") from None
+
+
+def child_runs(run: Any) -> list:
+    """The runs nested directly under ``run``, oldest first."""
+    return _client().search_runs([run.info.experiment_id],
+                                 f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+                                 order_by=["attributes.start_time ASC"])
+
+
+def logged_model_run(uri: str) -> str:
+    """The run a ``models:/m-...`` logged model came from ("" when unknown)."""
+    try:
+        return _client().get_logged_model(uri.split("/")[1]).source_run_id or ""
+    except Exception:  # a registered-model URI, or another store: the link is informative only
+        return ""
+
+
+def download_plain_model(uri: str, dst: str | Path) -> Path:
+    """The plain weights file logged with model ``uri`` (``models:/...`` or ``runs:/...``),
+    downloaded into ``dst``. The pickled MLflow model beside it is never loaded.
+
+    Raises
+    ------
+    ValueError
+        One line naming the URI: not reachable, or logged without a plain weights file (by an
+        ecgtransfer before 0.2; load its run folder's ``model.pt`` instead).
+    """
+    import mlflow
+
+    logged = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", uri)
+    quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bars on stderr
+    try:
+        if logged:  # one file of a logged model
+            base = _client().get_logged_model(logged.group(1)).artifact_location
+            path = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{base}/extra_files/{PLAIN_MODEL_FILE}", dst_path=str(dst)))
+        else:  # runs:/..., a registered model: the model folder, read as files only
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+            path = folder / "extra_files" / PLAIN_MODEL_FILE
+    except Exception as exc:  # MLflow raises several kinds for a missing URI or file
+        path = None
+        reason = type(exc).__name__
+    finally:
+        if quiet is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
+    if path is None or not path.is_file():
+        why = f" ({reason})" if path is None else ""
+        raise ValueError(f"{uri}: no plain weights file in this logged model{why}; it may "
+                         "predate ecgtransfer 0.2 - pass the run folder's model.pt instead "
+                         "(ecgtransfer never unpickles a logged model)")
+    return path

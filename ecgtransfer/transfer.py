@@ -4,7 +4,8 @@ pretrain runs they came from (for the fine-tune run's links).
 A reference is a ``model.pt`` written by ``pretrain``, the folder holding it, a pretrain run
 folder (every model in it), an MLflow model URI (``models:/...``, ``runs:/.../model``) or an
 MLflow run id (the run's ``ecgtransfer.model_uri`` tag; a parent run stands for all its child
-regressors). MLflow references are looked up at the current tracking URI.
+regressors). MLflow references are looked up at the current tracking URI, and their regressor is
+read from the plain weights file logged beside the MLflow model: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecgtransfer import tracking
 from ecgtransfer.models.regressor import IntervalRegressor, load_regressor
 
 __all__ = ["Source", "load_sources"]
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-_TAG = "ecgtransfer."
+_TAG = tracking.TAG
 
 
 @dataclass
@@ -38,28 +40,6 @@ class Source:
         return "+".join(self.regressor.meta.get("targets") or ["?"])
 
 
-def _run_tags(run_id: str) -> dict[str, str]:
-    """Tags of a pretrain run, or {} when the run cannot be reached (a copied model folder)."""
-    if not run_id:
-        return {}
-    try:
-        import mlflow
-
-        return dict(mlflow.MlflowClient().get_run(run_id).data.tags)
-    except Exception:  # another tracking store, or none: the link is informative only
-        return {}
-
-
-def _model_run(uri: str) -> str:
-    """The run a ``models:/m-...`` logged model came from ("" when unknown)."""
-    try:
-        import mlflow
-
-        return mlflow.MlflowClient().get_logged_model(uri.split("/")[1]).source_run_id or ""
-    except Exception:  # a registered-model URI, or another store: the link is informative only
-        return ""
-
-
 def _from_file(ref: str, path: Path) -> Source:
     info = {}
     result = path.parent / "result.json"
@@ -70,37 +50,31 @@ def _from_file(ref: str, path: Path) -> Source:
             info = {}
     regressor = load_regressor(path)
     run_id = str(info.get("run_id") or "")
-    dataset = regressor.meta.get("dataset") or _run_tags(run_id).get(_TAG + "dataset", "")
+    dataset = regressor.meta.get("dataset") or tracking.run_tags(run_id).get(_TAG + "dataset", "")
     return Source(ref, regressor, run_id, str(info.get("model_uri") or ""), dataset)
 
 
 def _load_uri(ref: str, uri: str) -> IntervalRegressor:
-    import mlflow
+    """The regressor logged as ``uri``, read from the plain weights file logged beside the
+    MLflow model (never by unpickling the logged model)."""
+    import tempfile
 
-    try:
-        model = mlflow.pytorch.load_model(uri)
-    except Exception as exc:  # MLflow raises several kinds for a bad or missing URI
-        raise ValueError(f"--from {ref}: cannot load the model {uri} ({type(exc).__name__})") from None
-    if not isinstance(model, IntervalRegressor):
-        raise ValueError(f"--from {ref}: {uri} is a {type(model).__name__}, not a pretrained "
-                         "interval regressor")
-    return model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = tracking.download_plain_model(uri, tmp)
+            return load_regressor(path)
+        except ValueError as exc:
+            raise ValueError(f"--from {ref}: {exc}") from None
 
 
 def _from_run(run_id: str) -> list[Source]:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient()
     try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise ValueError(f"--from {run_id}: no such MLflow run at {mlflow.get_tracking_uri()}") from None
+        run = tracking.get_run(run_id)
+    except ValueError as exc:
+        raise ValueError(f"--from {exc}") from None
     runs = [run]
     if _TAG + "model_uri" not in run.data.tags:
-        runs = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'",
-                                  order_by=["attributes.start_time ASC"])
-        runs = [r for r in runs if _TAG + "model_uri" in r.data.tags]
+        runs = [r for r in tracking.child_runs(run) if _TAG + "model_uri" in r.data.tags]
         if not runs:
             raise ValueError(f"--from {run_id}: the run holds no pretrained regressor (not a "
                              "finished pretrain run?)")
@@ -123,8 +97,8 @@ def load_sources(ref: str) -> list[Source]:
     if path.is_file():
         return [_from_file(ref, path)]
     if ref.startswith(("models:/", "runs:/")):
-        run_id = ref.split("/")[1] if ref.startswith("runs:/") else _model_run(ref)
-        tags = _run_tags(run_id)
+        run_id = ref.split("/")[1] if ref.startswith("runs:/") else tracking.logged_model_run(ref)
+        tags = tracking.run_tags(run_id)
         return [Source(ref, _load_uri(ref, ref), run_id, ref, tags.get(_TAG + "dataset", ""))]
     if _RUN_ID.match(ref):
         return _from_run(ref)

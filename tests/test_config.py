@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from ecgtransfer.config import ConfigError, FinetuneConfig, PretrainConfig, load_config, to_yaml
+from ecgtransfer.config import ConfigError, load_config, to_yaml
+from ecgtransfer.stages.pretrain import PretrainConfig
+from ecgtransfer.stages.finetune import FinetuneConfig
 
 
 def test_precedence_file_flags_overrides(tmp_path):
@@ -41,7 +43,7 @@ def test_bad_files_name_the_key(tmp_path, text, message):
 def test_bad_override_is_named():
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
         load_config(PretrainConfig, None, ["epoch=3"])
-    with pytest.raises(ConfigError, match="expected key=value"):
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(PretrainConfig, None, ["epochs"])
 
 

@@ -15,12 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-from ecgtransfer.config import ConfigError, FinetuneConfig, PretrainConfig
+from ecgtransfer.config import ConfigError
+from ecgtransfer.stages.pretrain import PretrainConfig
+from ecgtransfer.stages.finetune import FinetuneConfig
 from ecgtransfer.data.ptbxl import SUPERCLASSES
-from ecgtransfer.finetune import diagnostic_targets, finetune
+from ecgtransfer.stages.finetune import diagnostic_targets, finetune
 from ecgtransfer.models.classifier import load_classifier
 from ecgtransfer.models.regressor import load_regressor
-from ecgtransfer.pretrain import pretrain
+from ecgtransfer.stages.pretrain import pretrain
 
 
 @pytest.fixture(scope="module")

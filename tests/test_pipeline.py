@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecgtransfer.compare import comparison_table, finetune_runs, write_comparison
+from ecgtransfer.stages.compare import comparison_table, finetune_runs, write_comparison
 from ecgtransfer.pipeline import PipelineError, load_pipeline, run_pipeline
 
 from conftest import QUICKSTART, REPO, SMALL  # noqa: E402
@@ -61,8 +61,6 @@ def test_quickstart_runs_every_stage_under_one_parent(quickstart):
 
 
 def test_rerun_reuses_every_stage_and_a_killed_run_continues(quickstart, monkeypatch):
-    import ecgtransfer.pipeline as pipeline_mod
-
     pipeline = quickstart["pipeline"]
     _, before = _runs(quickstart["uri"], "quickstart")
     again = run_pipeline(pipeline, progress=False)
@@ -75,15 +73,18 @@ def test_rerun_reuses_every_stage_and_a_killed_run_continues(quickstart, monkeyp
     changed = load_pipeline(QUICKSTART, [*SMALL, f"work={quickstart['folder'] / 'work'}",
                                          f"tracking_uri={quickstart['uri']}",
                                          "compare.metric=accuracy"])
-    original = pipeline_mod._run_compare
+    import dataclasses
+
+    from ecgtransfer import stages
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline_mod._STAGES["compare"], "run", killed)
+    original = stages.get_stage("compare")
+    monkeypatch.setitem(stages._REGISTRY, "compare", dataclasses.replace(original, run=killed))
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(changed, progress=False)
-    monkeypatch.setattr(pipeline_mod._STAGES["compare"], "run", original)
+    monkeypatch.setitem(stages._REGISTRY, "compare", original)
     client, runs = _runs(quickstart["uri"], "quickstart")
     parents = [r for r in runs if r.data.tags.get("ecgtransfer.stage") == "pipeline"]
     assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]

@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ecgtransfer.config import ConfigError, PretrainConfig
+from ecgtransfer.config import ConfigError
+from ecgtransfer.stages.pretrain import PretrainConfig
 from ecgtransfer.data.dataset import fit_lead_stats
 from ecgtransfer.data.splits import split_positions
 from ecgtransfer.models.regressor import load_regressor
-from ecgtransfer.pretrain import pretrain, target_table
+from ecgtransfer.stages.pretrain import pretrain, target_table
 
 
 def _config(store, tmp_path, **kw) -> PretrainConfig:
@@ -248,7 +249,8 @@ def test_bad_config_and_missing_labels_fail_with_one_line(ptbxl_labelled, ptbxl_
     bad.write_text(f"store: {ptbxl_labelled.path}\nepoch: 3\n")
     proc = cli("pretrain", "--config", str(bad))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"ecgtransfer: error: {bad}: unknown key 'epoch'"
+    assert proc.stderr.strip() == (f"ecgtransfer: error: {bad}:2: unknown key 'epoch' (did you "
+                                   "mean 'epochs'?)")
 
     proc = cli("pretrain", "--store", str(ptbxl_labelled.path), "--set",
                "model_kwargs.widht=3", "--out", str(tmp_path / "r1"))

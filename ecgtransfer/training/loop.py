@@ -1,4 +1,4 @@
-"""The one training loop: every task (regression now, classification later) trains here.
+"""The one training loop: every task (interval regression, diagnostic classification) trains here.
 
 Adam or AdamW, a learning-rate schedule, early stopping on the task's validation score with the
 best weights *copied* (not a reference to the live model), a checkpoint after every epoch that a
@@ -225,7 +225,15 @@ class Trainer:
 
         With ``resume`` and a checkpoint in place, training continues after its last finished
         epoch, with the optimizer, schedule, early-stopping state and random state it had.
+        Dropout and every other draw come from torch's generator seeded with ``config.seed``
+        inside a fork: the caller's generator is left as it was.
         """
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed)
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> FitResult:
         cfg = self.config
         best = {"state": _copy_state(self.model), "epoch": 0, "score": math.inf, "bad": 0}
         history: list[dict[str, float]] = []
@@ -247,7 +255,7 @@ class Trainer:
                             for i, g in enumerate(self.optimizer.param_groups) if i})
             metrics.update(self._train_epoch(epoch))
             metrics.update(self._validate())
-            score = metrics[self.task.monitor]
+            score = float(metrics[self.task.monitor])
             if score < best["score"]:
                 best = {"state": _copy_state(self.model), "epoch": epoch, "score": score, "bad": 0}
             else:
@@ -257,6 +265,7 @@ class Trainer:
             elif self.scheduler is not None:
                 self.scheduler.step()
             metrics["epoch_seconds"] = time.perf_counter() - t0
+            metrics = {k: v if k == "epoch" else float(v) for k, v in metrics.items()}  # plain values
             history.append(metrics)
             done = bool(cfg.patience and best["bad"] >= cfg.patience) or epoch == cfg.epochs
             if self.dist.is_main:

@@ -7,13 +7,19 @@ t interval over the seeds when there are two or more, else the run's own bootstr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["METRICS", "finetune_runs", "comparison_table", "write_comparison", "plot_comparison"]
+from ecgtransfer.config import check, setting
+from ecgtransfer.stages import Context, Stage, StageResult, register_stage
+from ecgtransfer.tracking import TAG as _TAG
+
+__all__ = ["METRICS", "CompareConfig", "compare", "finetune_runs", "comparison_table",
+           "write_comparison", "plot_comparison", "summary_text"]
 
 METRICS = ("accuracy", "macro_auroc", "macro_f1")
 GROUP = ("task", "split", "source", "source_targets", "strategy", "freeze", "train_fraction",
@@ -21,7 +27,6 @@ GROUP = ("task", "split", "source", "source_targets", "strategy", "freeze", "tra
 """What makes runs comparable: runs equal in all of these differ only in seed. ``setting`` is a
 hash of every other fine-tune setting (epochs, lr, head, ...), so runs with other
 hyperparameters are never averaged together."""
-_TAG = "ecgtransfer."
 _COLUMNS = ["run_id", "run_name", *GROUP, "seed"] + [f"{m}{s}" for m in METRICS
                                                      for s in ("", "_ci_low", "_ci_high")]
 
@@ -42,19 +47,9 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
     run_ids : sequence of str, optional
         Only these runs.
     """
-    import mlflow
+    from ecgtransfer import tracking
 
-    from ecgtransfer.tracking import tracking_uri as resolve
-
-    mlflow.set_tracking_uri(resolve(tracking_uri))
-    client = mlflow.MlflowClient()
-    ids = []
-    for name in experiments:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise ValueError(f"--experiment {name}: no such MLflow experiment at "
-                             f"{mlflow.get_tracking_uri()}")
-        ids.append(found.experiment_id)
+    tracking.setup(tracking_uri)
     query = f"tags.{_TAG}stage = 'finetune' and attributes.status = 'FINISHED'"
     if pipeline_run:
         query += f" and tags.{_TAG}pipeline_run = '{pipeline_run}'"
@@ -62,7 +57,7 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
         if not run_ids:
             return pd.DataFrame(columns=_COLUMNS)
         query += " and attributes.run_id IN (" + ", ".join(f"'{r}'" for r in run_ids) + ")"
-    runs = mlflow.search_runs(ids, query, output_format="list", max_results=50000)
+    runs = tracking.search_runs(list(experiments), query)
     rows = []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
@@ -153,6 +148,8 @@ def write_comparison(table: pd.DataFrame, out: str | Path, metric: str = "macro_
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".comparison.*.tmp"):  # left by a run killed outright (SIGKILL)
+        stale.unlink(missing_ok=True)
     paths = {"csv": out / "comparison.csv", "md": out / "comparison.md",
              "png": out / "comparison.png"}
     with atomic_file(paths["csv"]) as f:
@@ -170,3 +167,55 @@ def summary_text(table: pd.DataFrame) -> str:
     if table.empty:
         return "no finished fine-tune runs"
     return _markdown(table)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareConfig:
+    """Settings of ``ecgtransfer compare``."""
+
+    experiment: list[str] = setting(["ecgtransfer-finetune"], "MLflow experiment(s) of the "
+                                    "fine-tune runs (comma-separated)", role="tracking",
+                                    metavar="NAME")
+    tracking_uri: str | None = setting(None, "default: $MLFLOW_TRACKING_URI or "
+                                       "sqlite:///mlflow.db", role="tracking", metavar="URI")
+    pipeline_run: str | None = setting(None, "only the runs of this pipeline run",
+                                       metavar="RUN_ID")
+    runs: list[str] | None = setting(None, "only these run ids (a pipeline passes those of its "
+                                     "finetune stages)", cli=False)
+    metric: str = setting("macro_auroc", "the metric of the plot", choices=METRICS)
+    out: str = setting("runs/compare", "folder of comparison.csv, .md and .png",
+                       role="output", metavar="DIR")
+
+    def __post_init__(self) -> None:
+        check(self.metric not in METRICS, "metric", f"{self.metric!r} is not "
+              f"{', '.join(METRICS)}")
+        check(not self.experiment, "experiment", "name at least one MLflow experiment")
+
+
+def compare(config: CompareConfig, context: Context) -> StageResult:
+    """The comparison table of the finished fine-tune runs ``config`` selects, written as CSV,
+    Markdown and PNG (and logged to the pipeline stage's run, if any); exit status 1 when no run
+    is found."""
+    runs = finetune_runs(config.experiment, config.tracking_uri, config.pipeline_run,
+                         run_ids=config.runs)
+    table = comparison_table(runs)
+    summary = summary_text(table)
+    if table.empty:
+        return StageResult(str(config.out), summary.rstrip("\n"), exit_code=1, details=table)
+    paths = write_comparison(table, config.out, config.metric)
+    if context.stage_run is not None:
+        for p in paths.values():
+            context.stage_run.log_artifact(p)
+    summary += (f"{len(runs)} runs in {len(table)} groups; wrote "
+                + ", ".join(str(p) for p in paths.values()))
+    return StageResult(str(config.out), summary, details=table)
+
+
+register_stage(Stage(
+    "compare", CompareConfig, compare, command=("compare",), output="", reads="finetune",
+    help="table and plot of fine-tune runs: strategy, source, freezing, train fraction -> "
+         "test metrics over seeds",
+    description="Group finished fine-tune runs that differ only in seed and report test "
+                "accuracy, macro AUROC and macro F1 as the mean over seeds with a 95% interval "
+                "(t over seeds; one seed: its bootstrap interval). Prints the table and writes "
+                "comparison.csv, comparison.md and comparison.png."))

@@ -1,0 +1,184 @@
+"""Stages: every capability of ecgtransfer as a typed config plus one ``run(config, context)``.
+
+A stage is written once and driven from every entry point: the CLI builds its subcommand and
+flags from the stage's config dataclass (:mod:`ecgtransfer.cli`), a pipeline validates its YAML
+against the same class and runs the same function (:mod:`ecgtransfer.pipeline`), and Python
+callers use it directly::
+
+    from ecgtransfer.stages import Context, get_stage
+    stage = get_stage("pretrain")
+    result = stage.run(stage.config(store="stores/deepfake", targets=["qrs"]), Context())
+
+Adding a stage is one module that calls :func:`register_stage` and its name in
+:data:`_BUILTIN` (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["Stage", "Context", "StageResult", "register_stage", "get_stage", "list_stages"]
+
+_BUILTIN = ("prepare", "verify", "fetch", "info", "splits", "merge", "synth", "label",
+            "pretrain", "finetune", "compare")
+"""The stage modules of this package, in the order of the data's flow (and of ``--help``)."""
+
+
+@dataclass
+class Context:
+    """How a stage is being run: what the caller (CLI or pipeline) decides, not the config.
+
+    Attributes
+    ----------
+    progress : bool
+        Progress bars (a terminal) or not (a log file, a test).
+    resume : bool
+        Continue an interrupted run in the config's output folder; a finished one is reused.
+    parent_run : str, optional
+        The MLflow run the stage's own runs nest under (a pipeline's or a pipeline stage's).
+    stage_run : object, optional
+        The :class:`ecgtransfer.tracking.Run` a pipeline opened for this stage, for a stage
+        that logs artifacts to it (compare).
+    tags : dict
+        Extra MLflow tags of every run the stage makes (which pipeline it belongs to).
+    """
+
+    progress: bool = True
+    resume: bool = False
+    parent_run: str | None = None
+    stage_run: Any = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StageResult:
+    """What a stage left.
+
+    Attributes
+    ----------
+    output : str
+        Its main output (a store, a label file, a run folder): what ``${stage}`` means in a
+        pipeline.
+    summary : str
+        What it did, for a person: the CLI prints it.
+    outputs : dict
+        Named outputs handed to a later stage's settings of the same name when that stage
+        refers to this one (a label stage hands its ``labels`` file to ``pretrain``).
+    run_ids : list of str
+        The MLflow runs it made (a compare stage reads a finetune stage's).
+    exit_code : int
+        The CLI's exit status (1: finished, but with something the user asked to fail on).
+    details : object
+        The stage's own result object, for Python callers.
+    """
+
+    output: str
+    summary: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+    run_ids: list[str] = field(default_factory=list)
+    exit_code: int = 0
+    details: Any = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One registered stage.
+
+    Attributes
+    ----------
+    name : str
+        Its name in pipeline files (``stage: pretrain``).
+    config : type
+        Its frozen config dataclass; fields declared with :func:`ecgtransfer.config.setting`.
+    run : callable
+        ``run(config, context) -> StageResult``.
+    help : str
+        One line, for the command list.
+    description : str
+        A paragraph, for ``--help``.
+    command : tuple of str
+        Its CLI words: ``("pretrain",)``, ``("data", "prepare")``.
+    pipeline : bool
+        Usable in pipeline files.
+    output : str, optional
+        In a pipeline, the stage's ``out`` setting is ``<stage folder>/<output>`` ("" for the
+        folder itself); None when the stage has no output of its own.
+    pipeline_run : bool
+        In a pipeline, the stage gets an MLflow run of its own under the pipeline's (False for a
+        stage whose own runs nest under the pipeline's directly).
+    resume_flag : bool
+        The CLI offers ``--resume`` (stages that refuse a used output folder without it).
+    version : callable, optional
+        The version of the stage's algorithm: part of a pipeline stage's fingerprint, so a
+        changed algorithm never reuses old outputs.
+    reads : str, optional
+        The stage kind whose MLflow runs this stage reads in a pipeline (its ``stages`` setting
+        names them; default every earlier one).
+    hands : tuple of str
+        Named outputs (:attr:`StageResult.outputs`) the stage hands to later stages.
+    actions : dict
+        Extra CLI flags that print something and exit: ``flag -> (help, callable)``.
+    """
+
+    name: str
+    config: type
+    run: Callable[[Any, Context], StageResult]
+    help: str
+    description: str
+    command: tuple[str, ...]
+    pipeline: bool = True
+    output: str | None = ""
+    pipeline_run: bool = True
+    resume_flag: bool = False
+    version: Callable[[], str] | None = None
+    reads: str | None = None
+    hands: tuple[str, ...] = ()
+    actions: dict[str, tuple[str, Callable[[], str]]] = field(default_factory=dict)
+
+    def settings(self) -> list:
+        """The config's fields (``dataclasses.Field``), in order."""
+        import dataclasses
+
+        return list(dataclasses.fields(self.config))
+
+    def algorithm_version(self) -> str:
+        from ecgtransfer import __version__
+
+        own = self.version() if self.version is not None else ""
+        return f"{__version__}/{own}" if own else __version__
+
+
+_REGISTRY: dict[str, Stage] = {}
+
+
+def register_stage(stage: Stage) -> Stage:
+    """Add ``stage`` to the registry (a stage module calls this once at import)."""
+    if stage.name in _REGISTRY and _REGISTRY[stage.name] is not stage:
+        raise ValueError(f"stage {stage.name!r} is already registered")
+    _REGISTRY[stage.name] = stage
+    return stage
+
+
+def _load() -> None:
+    for name in _BUILTIN:
+        importlib.import_module(f"ecgtransfer.stages.{name}")
+
+
+def list_stages() -> list[Stage]:
+    """Every registered stage, in the order of the data's flow."""
+    _load()
+    order = {name: i for i, name in enumerate(_BUILTIN)}
+    return sorted(_REGISTRY.values(), key=lambda s: order.get(s.name, len(order)))
+
+
+def get_stage(name: str) -> Stage:
+    """The stage registered as ``name``; an unknown name is a ValueError naming the known ones."""
+    _load()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r} (known: "
+                         f"{', '.join(s.name for s in list_stages())})") from None
+

@@ -1,0 +1,495 @@
+"""The finetune stage: pretrained regressor trunks (or the same architecture from scratch) under a
+new head, trained on PTB-XL's five diagnostic superclasses, evaluated on the test fold with
+bootstrap intervals, tracked in MLflow.
+
+Run folder (``config.out``): a training run folder (see :mod:`ecgtransfer.stages.trained`) plus
+``test_predictions.csv`` (record id, truth and class probabilities of every test record).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecgtransfer.config import ConfigError, LoopConfig, check, config_hash, setting
+from ecgtransfer.data.ptbxl import SUPERCLASSES
+from ecgtransfer.stages import Context, Stage, StageResult, register_stage
+from ecgtransfer.stages.pretrain import SPLITS, check_training_settings
+from ecgtransfer.stages.trained import TrainedStage, Training, used_counts
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "run_finetune", "diagnostic_targets",
+           "setting_hash", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(LoopConfig):
+    """Everything ``ecgtransfer finetune`` does, as one record (the loop's settings are
+    :class:`~ecgtransfer.config.LoopConfig`'s)."""
+
+    store: str = setting("", "a PTB-XL signal store (its index holds the diagnostic "
+                         "superclasses)", role="input", metavar="STORE")
+    sources: list[str] = setting([], "pretrained regressors: model.pt files or their folders, "
+                                 "pretrain run folders, MLflow model URIs or run ids (a parent "
+                                 "run stands for its children)", flag="--from",
+                                 metavar="REF[,REF...]")
+    strategy: str = setting("single", "one trunk under a new head, several side by side "
+                            "(features concatenated), or the same architecture from random "
+                            "weights", choices=("single", "combined", "scratch"))
+    freeze: str = setting("full", "train everything, keep the trunks fixed (batch-norm "
+                          "statistics included), or fixed for frozen_epochs then trained at "
+                          "lr * trunk_lr_factor", choices=("full", "frozen", "gradual"))
+    frozen_epochs: int = setting(5, "epochs with frozen trunks under gradual")
+    trunk_lr_factor: float = setting(0.1, "the trunks' learning rate relative to the head's "
+                                     "once gradual unfreezes them")
+    task: str = setting("single_label", "records with exactly one superclass (softmax, "
+                        "cross-entropy) or with any (sigmoid and BCE per class: the PTB-XL "
+                        "benchmark's task)", choices=("single_label", "multi_label"))
+    class_weights: str = setting("none", "balanced: cross-entropy weights n / (k n_c), or BCE "
+                                 "pos_weight negatives/positives, from the training records",
+                                 choices=("none", "balanced"))
+    split: str = setting("auto", "PTB-XL folds 1-8/9/10 (auto = folds), or within one A/B "
+                         "patient half (B for A->B transfer), or a seeded random split",
+                         choices=SPLITS)
+    split_fractions: list[float] = setting([0.8, 0.1, 0.1], "fractions of a random split",
+                                           cli=False)
+    train_fraction: float = setting(1.0, "train on this seeded fraction of the training "
+                                    "patients; validation and test stay whole")
+    model: str | None = setting(None, "scratch without --from: the architecture (default "
+                                "resnet1d_fast); with --from, it must be theirs", metavar="NAME")
+    model_kwargs: dict[str, Any] = setting({}, "scratch without --from: the architecture's "
+                                           "parameters", cli=False)
+    fs: float | None = setting(None, "scratch without --from: input rate (default: the "
+                               "store's); with --from, their rate", unit="Hz")
+    head_hidden: int | None = setting(128, "hidden width of the new head (null: linear)")
+    head_dropout: float = setting(0.25, "dropout of the new head")
+    bootstrap: int = setting(1000, "resamples of the test-set bootstrap intervals (0: none)")
+    device: str = setting("auto", "auto: CUDA when present", choices=("auto", "cpu", "cuda"))
+    out: str = setting("runs/finetune", "run folder: config, checkpoint, model",
+                       role="output", metavar="DIR")
+    experiment: str = setting("ecgtransfer-finetune", "MLflow experiment", role="tracking",
+                              metavar="NAME")
+    tracking_uri: str | None = setting(None, "MLflow tracking URI, also where run ids in --from "
+                                       "are looked up (default: $MLFLOW_TRACKING_URI or "
+                                       "sqlite:///mlflow.db)", role="tracking", metavar="URI")
+    run_name: str | None = setting(None, "MLflow run name (default: from the settings)",
+                                   metavar="NAME")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.sources, str):
+            object.__setattr__(self, "sources",
+                               [s.strip() for s in self.sources.split(",") if s.strip()])
+        check(self.strategy not in ("single", "combined", "scratch"), "strategy",
+              f"{self.strategy!r} is not single, combined or scratch")
+        check(self.strategy != "scratch" and not self.sources, "sources",
+              f"strategy {self.strategy} needs pretrained trunks (--from)")
+        check(self.freeze not in ("full", "frozen", "gradual"), "freeze",
+              f"{self.freeze!r} is not full, frozen or gradual")
+        check(self.freeze == "gradual" and not 1 <= self.frozen_epochs < self.epochs,
+              "frozen_epochs", f"gradual needs 1 <= frozen_epochs < epochs ({self.epochs})")
+        check(self.trunk_lr_factor <= 0, "trunk_lr_factor", "must be positive")
+        check(self.task not in ("single_label", "multi_label"), "task",
+              f"{self.task!r} is not single_label or multi_label")
+        check(self.class_weights not in ("none", "balanced"), "class_weights",
+              f"{self.class_weights!r} is not none or balanced")
+        check_training_settings(self)
+        check(not 0 < self.train_fraction <= 1, "train_fraction", "must be in (0, 1]")
+        check(self.head_hidden is not None and self.head_hidden < 1, "head_hidden",
+              "must be at least 1 (or null for a linear head)")
+        check(not 0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
+        check(self.bootstrap < 0, "bootstrap", "must not be negative")
+
+
+@dataclass
+class FinetuneResult:
+    """A fine-tuned classifier and its test-set evaluation."""
+
+    path: Path
+    run_id: str | None
+    best_epoch: int
+    test: dict[str, float]
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
+
+
+def setting_hash(config: FinetuneConfig) -> str:
+    """12 hex digits of the settings that make runs comparable: all but the seed, the trunks'
+    references (their source and targets are tagged apart), and where and how the run is
+    written, logged or computed."""
+    return config_hash(config, exclude=("seed", "sources", "store", "out", "experiment",
+                                         "tracking_uri", "run_name", "device", "num_workers",
+                                         "threads"))
+
+
+def diagnostic_targets(index: pd.DataFrame, task: str, where: str = "store"
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Class targets of every row of a PTB-XL store's index, and why a row is unusable.
+
+    Parameters
+    ----------
+    index : pandas.DataFrame
+        The store's index, with one 0/1 column per superclass (``NORM`` ... ``HYP``).
+    task : str
+        ``single_label``: class index of records with exactly one superclass. ``multi_label``:
+        the 0/1 row of records with at least one.
+    where : str
+        Names the store in errors.
+
+    Returns
+    -------
+    targets : numpy.ndarray
+        ``(n,)`` int64 (single-label; -1 where unusable) or ``(n, 5)`` float32.
+    reasons : numpy.ndarray
+        ``""`` for a usable row, else ``"no superclass"``, ``"several superclasses"`` or
+        ``"index: <problem>"``.
+    """
+    missing = [c for c in SUPERCLASSES if c not in index.columns]
+    if missing:
+        raise ValueError(f"{where}: no diagnostic labels (the index lacks {', '.join(missing)}); "
+                         "finetune needs a PTB-XL store (`ecgtransfer data prepare ptbxl`)")
+    onehot = index[list(SUPERCLASSES)].fillna(0).to_numpy(np.int64)
+    n_classes = onehot.sum(axis=1)
+    reasons = np.full(len(index), "", dtype=object)
+    reasons[n_classes == 0] = "no superclass"
+    if task == "single_label":
+        reasons[n_classes > 1] = "several superclasses"
+        targets = np.where(n_classes == 1, onehot.argmax(axis=1), -1).astype(np.int64)
+    else:
+        targets = onehot.astype(np.float32)
+    if "problem" in index.columns:
+        problem = index["problem"].fillna("").astype(str).to_numpy()
+        reasons[problem != ""] = [f"index: {p}" for p in problem[problem != ""]]
+    return targets, reasons
+
+
+def _class_weights(y: np.ndarray, multilabel: bool, where: str) -> np.ndarray:
+    k = len(SUPERCLASSES)
+    counts = y.sum(axis=0) if multilabel else np.bincount(y, minlength=k)
+    absent = [c for c, n in zip(SUPERCLASSES, counts) if n == 0]
+    if absent:
+        raise ValueError(f"{where}: class_weights balanced, but no training record has "
+                         f"{', '.join(absent)} (raise train_fraction)")
+    if multilabel:
+        return (len(y) - counts) / counts
+    return len(y) / (k * counts)
+
+
+def evaluate(task, probs: np.ndarray, y: np.ndarray, n_resamples: int, seed: int
+             ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Test metrics of ``probs`` against ``y`` and their 95% bootstrap intervals."""
+    from ecgtransfer.training.metrics import bootstrap_interval, classification_metrics
+
+    def metric(p, t):
+        return classification_metrics(p, t, task.classes, task.multilabel)
+
+    values = metric(probs, y)
+    intervals = {}
+    if n_resamples:
+        intervals = {k: list(v) for k, v in
+                     bootstrap_interval(metric, probs, y, n_resamples=n_resamples, seed=seed).items()}
+    return values, intervals
+
+
+class _Finetune(TrainedStage):
+    """Store, labels, splits, trunks and model of one ``finetune`` call: everything checked
+    before a file is written."""
+
+    def __init__(self, config: FinetuneConfig, context: Context):
+        from ecgtransfer import tracking
+        from ecgtransfer.data.splits import split_positions, subsample_patients
+        from ecgtransfer.training.distributed import barrier
+
+        super().__init__(config, context, "finetune")
+        where = str(self.store.path)
+        self.multilabel = config.task == "multi_label"
+        self.targets, reasons = diagnostic_targets(self.store.index, config.task, where)
+        splits = split_positions(self.store.index, "folds" if config.split == "auto" else config.split,
+                                 seed=config.seed, fractions=config.split_fractions, where=where)
+        self.splits: dict[str, np.ndarray] = {}
+        for split, pos in splits.items():
+            keep = pos[reasons[pos] == ""]
+            if split == "train":
+                keep = subsample_patients(self.store.index, keep, config.train_fraction, config.seed)
+            self.splits[split] = keep
+        self.counts = used_counts(splits, self.splits, reasons)
+        for split in ("train", "val"):
+            if len(self.splits[split]) < 2:
+                raise ValueError(f"{where}: {len(self.splits[split])} usable {split} records for "
+                                 f"{config.task} (split {config.split!r}, train_fraction "
+                                 f"{config.train_fraction}); need at least 2")
+        if self.dist.is_main:  # the tracking store exists before any rank reads runs from it
+            tracking.setup(config.tracking_uri, config.experiment)
+        barrier(self.dist)
+        tracking.setup(config.tracking_uri)
+        self.sources = self._load_sources()
+
+    # ---- trunks ------------------------------------------------------------------------
+    def _load_sources(self) -> list:
+        from ecgtransfer.transfer import load_sources
+
+        config = self.config
+        sources = [s for ref in config.sources for s in load_sources(ref)]
+        n = len(sources)
+        if config.strategy == "single" and n != 1:
+            names = ", ".join(f"{s.name} ({s.ref})" for s in sources)
+            raise ConfigError(f"--from: strategy single takes one trunk, and {n} were given "
+                              f"({names}); name one, or use --strategy combined", "sources")
+        if config.strategy == "combined" and n < 2:
+            raise ConfigError(f"--from: strategy combined takes two or more trunks, and {n} was "
+                              "given; use --strategy single", "sources")
+        for s in sources:
+            meta = s.regressor.meta
+            if config.model and meta["model"] != config.model:
+                raise ConfigError(f"--from {s.ref}: its trunk is a {meta['model']}, not the "
+                                  f"model {config.model} asked for", "model")
+            lacking = [lead for lead in meta["leads"] if lead not in self.store.leads]
+            if lacking:
+                raise ValueError(f"--from {s.ref}: the trunk takes lead(s) {', '.join(lacking)}, "
+                                 f"which {self.store.path} lacks")
+        return sources
+
+    def _scratch_meta(self) -> dict[str, Any]:
+        from ecgtransfer.models import DEFAULT_MODEL, create_model, model_defaults
+
+        name = self.config.model or DEFAULT_MODEL
+        create_model(name, in_channels=self.store.n_leads, **self.config.model_kwargs)  # checks kwargs
+        fs, n_samples = self.input_shape(self.config.fs)
+        return {"model": name, "model_kwargs": {**model_defaults(name), **self.config.model_kwargs},
+                "targets": [], "units": [], "fs": fs, "n_samples": n_samples,
+                "leads": list(self.store.leads)}
+
+    def build_model(self):
+        """The classifier, seeded: pretrained trunks, or fresh ones whose lead normalisation
+        is fitted on the training records."""
+        import torch
+
+        from ecgtransfer.data.dataset import fit_lead_stats
+        from ecgtransfer.models.classifier import TransferClassifier
+        from ecgtransfer.models.regressor import blank_regressor
+
+        config = self.config
+
+        def make():
+            if config.strategy == "scratch":
+                metas = ([json.loads(json.dumps(s.regressor.meta)) for s in self.sources]
+                         or [self._scratch_meta()])
+                trunks = [blank_regressor(m) for m in metas]
+                mean, std = fit_lead_stats(self.store, self.splits["train"])
+                idx = self.lead_index(metas[0]["leads"])
+                for t in trunks:
+                    t.lead_mean.copy_(torch.from_numpy(mean[idx]).view(1, -1, 1))
+                    t.lead_std.copy_(torch.from_numpy(std[idx]).view(1, -1, 1))
+            else:
+                trunks = [s.regressor for s in self.sources]
+            return TransferClassifier(trunks, len(SUPERCLASSES), config.head_hidden,
+                                      config.head_dropout, names=[s.ref for s in self.sources] or None,
+                                      meta={"classes": list(SUPERCLASSES), "task": config.task,
+                                            "strategy": config.strategy})
+
+        return self.build(make)
+
+    def lead_index(self, leads: list[str]) -> list[int]:
+        return [self.store.leads.index(lead) for lead in leads]
+
+    # ---- data ----------------------------------------------------------------------------
+    def dataset(self, model, split: str):
+        from ecgtransfer.data.dataset import StoreDataset
+
+        pos = self.splits[split]
+        meta = model.meta
+        n = len(meta["leads"])
+        return StoreDataset(self.store, pos, self.targets[pos], np.zeros(n), np.ones(n),
+                            meta["fs"], meta["n_samples"], leads=self.lead_index(meta["leads"]))
+
+    def table(self) -> pd.DataFrame:
+        """Record id and label of every store record (the MLflow dataset inputs)."""
+        index = self.store.index
+        if self.multilabel:
+            return index[["record_id", *SUPERCLASSES]].astype({c: float for c in SUPERCLASSES})
+        labels = np.array([SUPERCLASSES[t] if t >= 0 else "" for t in self.targets])
+        return pd.DataFrame({"record_id": index["record_id"].to_numpy(), "superclass": labels})
+
+    def task(self):
+        from ecgtransfer.training.tasks import ClassificationTask
+
+        weights = None
+        if self.config.class_weights == "balanced":
+            weights = _class_weights(self.targets[self.splits["train"]], self.multilabel,
+                                     str(self.store.path))
+        return ClassificationTask(SUPERCLASSES, multilabel=self.multilabel, class_weights=weights)
+
+    # ---- tracking ------------------------------------------------------------------------
+    def run_tags(self, model) -> dict[str, str]:
+        from ecgtransfer.tracking import TAG
+
+        c = self.config
+        src = self.sources
+        return {TAG + "strategy": c.strategy, TAG + "freeze": c.freeze, TAG + "task": c.task,
+                TAG + "train_fraction": f"{c.train_fraction:g}", TAG + "seed": str(c.seed),
+                TAG + "split": "folds" if c.split == "auto" else c.split,
+                TAG + "setting": setting_hash(c),
+                TAG + "model": ",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
+                TAG + "source": ",".join(dict.fromkeys(s.dataset or "unknown" for s in src)) or "none",
+                TAG + "source_targets": ",".join(s.name for s in src),
+                TAG + "source_refs": ",".join(dict.fromkeys(s.ref for s in src)),
+                TAG + "source_runs": ",".join(s.run_id for s in src if s.run_id),
+                TAG + "source_models": ",".join(s.model_uri for s in src if s.model_uri)}
+
+    def note(self) -> str:
+        from ecgtransfer.tracking import experiment_of
+
+        links = [f"- {s.name}: [{s.run_id}](#/experiments/{experiment_of(s.run_id)}/runs/{s.run_id})"
+                 for s in self.sources if s.run_id and experiment_of(s.run_id)]
+        return "Pretrained trunks from:\n\n" + "\n".join(links) if links else ""
+
+    def job(self, model) -> Training:
+        from ecgtransfer import plots
+        from ecgtransfer.models.classifier import save_classifier, set_trunk_trainable
+
+        config = self.config
+        task = self.task()
+        trunk_lr = config.lr * (config.trunk_lr_factor if config.freeze == "gradual" else 1.0)
+        groups = [{"params": list(model.head.parameters())},
+                  {"params": model.trunk_parameters(), "lr": trunk_lr, "name": "trunk"}]
+
+        def before_epoch(epoch: int) -> None:
+            set_trunk_trainable(model, config.freeze == "full" or (
+                config.freeze == "gradual" and epoch > config.frozen_epochs))
+
+        def evaluate_test(run, trainer, test_set) -> dict:
+            if not len(test_set):
+                return {"test": {}, "intervals": {}}
+            logits, y = trainer.predict(test_set)
+            probs = task.probabilities(logits)
+            test, intervals = evaluate(task, probs, y, config.bootstrap, config.seed)
+            run.log_metrics({f"test_{k}": v for k, v in test.items()})
+            run.log_metrics({f"test_{k}_ci_{side}": b for k, (lo, hi) in intervals.items()
+                             for side, b in (("low", lo), ("high", hi))})
+            self._save_predictions(probs, y, self.out / "test_predictions.csv")
+            run.log_artifact(self.out / "test_predictions.csv")
+            from ecgtransfer.stages.trained import _clean
+
+            run.log_text(json.dumps(_clean({"metrics": test, "ci95": intervals, "n": int(len(y))}),
+                                    indent=2), "test_metrics.json")
+            run.log_figure(plots.confusion_matrix(y, probs, SUPERCLASSES, self.multilabel),
+                           "plots/confusion_matrix_test.png")
+            run.log_figure(plots.roc_curves(y, probs, SUPERCLASSES, self.multilabel),
+                           "plots/roc_test.png")
+            log.info("finetune: test macro AUROC %.3f [%s], accuracy %.3f, macro F1 %.3f",
+                     test["macro_auroc"], _ci(intervals.get("macro_auroc")), test["accuracy"],
+                     test["macro_f1"])
+            return {"test": test, "intervals": intervals}
+
+        datasets = {s: self.dataset(model, s) for s in ("train", "val", "test")}
+        trunks = "+".join(s.name for s in self.sources) or model.meta["sources"][0]["model"]
+        example = datasets["test" if len(datasets["test"]) else "val"].signal(0)[None]
+        return Training(
+            folder=self.out, model=model, task=task, datasets=datasets,
+            run_name=config.run_name or (f"finetune {config.strategy} {config.freeze} {trunks} "
+                                         f"frac {config.train_fraction:g} seed {config.seed}"),
+            tags=self.run_tags(model), counts=self.counts, note=self.note(),
+            params={"sources": None,  # tags carry them, and a param value is capped in length
+                    "input": {"fs": model.meta["fs"], "n_samples": model.meta["n_samples"],
+                              "leads": model.meta["leads"]},
+                    "trunks": len(model.trunks), "head_features": model.num_features,
+                    "data": {f"n_{s}": c["used"] for s, c in self.counts.items()}},
+            inputs=(self.table(), self.splits, None if self.multilabel else "superclass"),
+            example=example.astype(np.float32),
+            curves=lambda fit: plots.classification_curves(fit.history, fit.best_epoch),
+            evaluate=evaluate_test, finish=lambda net: net, save=save_classifier,
+            trainer_kwargs={"before_epoch": before_epoch, "param_groups": groups},
+            desc=f"finetune {config.strategy}/{config.freeze}")
+
+    def _save_predictions(self, probs: np.ndarray, y: np.ndarray, path: Path) -> None:
+        from ecgtransfer.files import atomic_file
+
+        ids = self.store.index["record_id"].to_numpy()[self.splits["test"]]
+        table = pd.DataFrame({"record_id": ids})
+        if self.multilabel:
+            for j, c in enumerate(SUPERCLASSES):
+                table[f"true_{c}"] = y[:, j].astype(int)
+        else:
+            table["true"] = [SUPERCLASSES[int(t)] for t in y]
+        for j, c in enumerate(SUPERCLASSES):
+            table[f"p_{c}"] = probs[:, j]
+        with atomic_file(path) as f:
+            table.to_csv(f, index=False)
+
+
+def _ci(interval) -> str:
+    return "no interval" if not interval else f"95% CI {interval[0]:.3f}-{interval[1]:.3f}"
+
+
+def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = True,
+             parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> FinetuneResult:
+    """Fine-tune (or train from scratch) the classifier ``config`` describes.
+
+    Parameters
+    ----------
+    config : FinetuneConfig
+    resume : bool
+        Continue an interrupted run in ``config.out`` (same settings); a finished one is
+        reused. Without it, a folder that holds a run already is an error.
+    progress : bool
+        Progress bars.
+    parent_run_id : str, optional
+        Nest the MLflow run under this run (a pipeline's).
+    tags : dict, optional
+        Extra tags of the run.
+
+    Notes
+    -----
+    The new head's (and a scratch trunk's) initialisation draws from a generator seeded with
+    ``config.seed``; the caller's torch generator is left as it was. Under ``torchrun`` every
+    process calls this; rank 0 alone writes files and talks to MLflow.
+    """
+    stage = _Finetune(config, Context(progress=progress, resume=resume, tags=dict(tags or {})))
+    try:
+        model = stage.build_model()
+        job = stage.job(model)
+        stage.start()
+        info = stage.finished(stage.out)
+        reused = info is not None
+        if info is None:
+            info = stage.train(job, parent=parent_run_id)
+        return FinetuneResult(stage.out, info.get("run_id"), info.get("best_epoch", 0),
+                              info.get("test", {}), info.get("intervals", {}),
+                              info.get("counts", stage.counts), reused=reused)
+    finally:
+        stage.close()
+
+
+def run_finetune(config: FinetuneConfig, context: Context) -> StageResult:
+    """Fine-tune the classifier ``config`` describes (see :func:`finetune`)."""
+    r = finetune(config, resume=context.resume, progress=context.progress,
+                 parent_run_id=context.parent_run, tags=context.tags)
+    shown = "no test records"
+    if r.test:
+        shown = ", ".join(f"{name} {r.test[key]:.3f}" + (
+            f" [{r.intervals[key][0]:.3f}, {r.intervals[key][1]:.3f}]" if key in r.intervals else "")
+            for key, name in (("macro_auroc", "macro AUROC"), ("accuracy", "accuracy"),
+                              ("macro_f1", "macro F1")))
+    summary = (f"{r.path}: best epoch {r.best_epoch}, test {shown}{' (reused)' if r.reused else ''}"
+               f"; MLflow run {r.run_id}") if r.run_id else ""
+    return StageResult(str(r.path), summary, run_ids=[r.run_id] if r.run_id else [], details=r)
+
+
+register_stage(Stage(
+    "finetune", FinetuneConfig, run_finetune, command=("finetune",), output="",
+    resume_flag=True,
+    help="fine-tune pretrained trunks (or train from scratch) on PTB-XL's five superclasses, "
+         "tracked in MLflow",
+    description="Put the trunks of pretrained interval regressors under a new head and train it "
+                "on a PTB-XL store's diagnostic superclasses (NORM, MI, STTC, CD, HYP); evaluate "
+                "on the test fold with 95% bootstrap intervals. Settings come from defaults, "
+                "then --config, then the flags below, then --set. One MLflow run per call. Under "
+                "torchrun, trains data-parallel. See docs/finetune.md."))

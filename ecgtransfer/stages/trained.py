@@ -1,0 +1,297 @@
+"""The skeleton every training stage shares (pretrain, finetune, and the search and
+cross-validation stages to come): store and device, the run folder, seeded model building, the
+one training loop, and a tracked run that logs, evaluates, saves and marks the model done.
+
+A stage differs only in what it hands over in a :class:`Training`: its model, task and data, what
+its run is called and tagged, how it evaluates the test split and what model it keeps.
+
+Run folder of one model::
+
+    config.yaml            the resolved config (in the stage's ``out``)
+    checkpoint.pt          the last finished epoch: everything ``--resume`` needs
+    run.json               the MLflow run id
+    model.pt               the best epoch's model (plain weights and meta), when finished
+    history.csv            per-epoch metrics
+    result.json            run id, best epoch, test figures: written last, marks the model done
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ecgtransfer.config import ConfigError, check_run_folder, loop_config, to_dict, to_yaml
+from ecgtransfer.stages import Context
+
+__all__ = ["TrainedStage", "Training", "write_json", "read_json", "used_counts"]
+
+log = logging.getLogger(__name__)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(x) for x in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """JSON, whole or not at all, with NaN (an AUROC of an absent class) written as null."""
+    from ecgtransfer.files import atomic_file
+
+    with atomic_file(path) as f:
+        f.write(json.dumps(_clean(value), indent=2))
+
+
+def read_json(path: Path) -> dict:
+    """A JSON record a stage wrote; null read back as NaN where a number was meant."""
+    try:
+        value = json.loads(path.read_text())
+    except ValueError:
+        raise ValueError(f"{path}: damaged (not JSON); delete it to redo that model") from None
+
+    def nan(v):
+        if isinstance(v, dict):
+            return {k: nan(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [nan(x) for x in v]
+        return np.nan if v is None else v
+
+    return {k: (nan(v) if k in ("test", "intervals", "test_mae") else v) for k, v in value.items()}
+
+
+@dataclass
+class Training:
+    """One model to train, as a training stage describes it to :meth:`TrainedStage.train`.
+
+    Attributes
+    ----------
+    folder : Path
+        The model's run folder.
+    model : torch.nn.Module
+        Built with :meth:`TrainedStage.build`.
+    task : object
+        The loop's task (:mod:`ecgtransfer.training.tasks`).
+    datasets : dict
+        ``train``, ``val`` and ``test`` datasets.
+    run_name, tags, params
+        The MLflow run's name, extra tags and extra params (beside the config's; a None value
+        leaves that config key out).
+    counts : dict
+        Records per split, used and excluded (logged, and kept in ``result.json``).
+    inputs : tuple
+        ``(table, splits, target column)`` for the run's dataset inputs.
+    note : str
+        The run's description (Markdown), "" for none.
+    example : numpy.ndarray
+        One input batch, for the logged model's signature.
+    curves : callable
+        ``curves(fit) -> Figure``: the learning curves.
+    evaluate : callable
+        ``evaluate(run, trainer, test_set) -> dict``: logs the test figures, returns what
+        ``result.json`` keeps of them.
+    finish : callable
+        ``finish(trained network) -> model`` to keep (in eval mode, on the CPU).
+    save : callable
+        ``save(model, path)``: the plain weights file.
+    trainer_kwargs : dict
+        Extra :class:`~ecgtransfer.training.loop.Trainer` arguments (parameter groups, ...).
+    desc : str
+        Progress and log label.
+    """
+
+    folder: Path
+    model: Any
+    task: Any
+    datasets: dict[str, Any]
+    run_name: str
+    tags: dict[str, str]
+    params: dict[str, Any]
+    counts: dict[str, Any]
+    inputs: tuple
+    example: np.ndarray
+    curves: Callable[[Any], Any]
+    evaluate: Callable[[Any, Any, Any], dict]
+    finish: Callable[[Any], Any]
+    save: Callable[[Any, Path], None]
+    note: str = ""
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+    desc: str = ""
+
+
+class TrainedStage:
+    """Store, device and run folder of one training stage call; everything checked before a
+    file is written.
+
+    Parameters
+    ----------
+    config : dataclass
+        A stage config extending :class:`~ecgtransfer.config.LoopConfig` with ``store``,
+        ``device``, ``out``, ``experiment`` and ``tracking_uri``.
+    context : Context
+    kind : str
+        The stage's name (``pretrain``), its ``ecgtransfer.stage`` tag.
+    """
+
+    def __init__(self, config: Any, context: Context, kind: str):
+        from ecgtransfer.data.store import SignalStore
+        from ecgtransfer.training.distributed import init_distributed, pick_device
+
+        if not config.store:
+            raise ConfigError("store: no signal store given (--store or store: in the config)",
+                              "store")
+        self.config = config
+        self.context = context
+        self.kind = kind
+        self.store = SignalStore(config.store)
+        self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = init_distributed(self.device)
+        self.out = Path(config.out)
+        if config.threads:
+            import torch
+
+            torch.set_num_threads(config.threads)
+
+    @property
+    def dataset_name(self) -> str:
+        """What the store holds: its identity's ``dataset`` (e.g. ``ptbxl``), else its source."""
+        meta = self.store.meta
+        return str((meta.get("identity") or {}).get("dataset") or meta.get("source", ""))
+
+    def tags(self) -> dict[str, str]:
+        """The tags every run of the stage carries."""
+        from ecgtransfer.tracking import TAG, code_version, store_hash
+
+        return {TAG + "stage": self.kind, TAG + "dataset": self.dataset_name,
+                TAG + "store": str(self.store.path.resolve()),
+                TAG + "store_hash": store_hash(self.store.path),
+                TAG + "code_version": code_version(), **self.context.tags}
+
+    def input_shape(self, fs: float | None) -> tuple[float, int]:
+        """The input rate (``fs`` or the store's) and the samples per record at it (the median
+        record length, resampled)."""
+        rate = float(fs or self.store.fs)
+        lengths = self.store.index["n_samples"].to_numpy()
+        median = float(np.median(lengths)) if len(lengths) else 0.0
+        return rate, int(round(median * rate / self.store.fs))
+
+    def build(self, make: Callable[[], Any]) -> Any:
+        """``make()`` with torch's random generator seeded by ``config.seed`` inside a fork, so
+        the model's initialisation is the seed's and the caller's generator is untouched."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            return make()
+
+    def start(self) -> None:
+        """Refuse a folder that holds another run (or a resumed one with other settings), then
+        write the resolved config and point MLflow at the experiment (rank 0)."""
+        from ecgtransfer import tracking
+        from ecgtransfer.training.distributed import barrier
+
+        if self.dist.is_main:
+            check_run_folder(self.out, self.config, self.context.resume, self.kind)
+            self.out.mkdir(parents=True, exist_ok=True)
+            from ecgtransfer.files import atomic_file
+
+            with atomic_file(self.out / "config.yaml") as f:
+                f.write(to_yaml(self.config))
+            tracking.setup(self.config.tracking_uri, self.config.experiment)
+        barrier(self.dist)
+
+    def finished(self, folder: Path) -> dict | None:
+        """A model's ``result.json`` when resuming and the model is done (reused), else None."""
+        done = folder / "result.json"
+        if self.context.resume and done.exists():
+            info = read_json(done)
+            log.info("%s: finished already (run %s); reused", folder, info.get("run_id"))
+            return info
+        return None
+
+    def fit(self, job: Training, on_epoch: Callable[[dict], None] | None = None):
+        """Train ``job.model`` in the one loop; returns the trainer and its :class:`FitResult`."""
+        from ecgtransfer.training.loop import Trainer
+
+        trainer = Trainer(job.model, job.task, job.datasets["train"], job.datasets["val"],
+                          loop_config(self.config), device=self.device, dist=self.dist,
+                          checkpoint=job.folder / "checkpoint.pt", on_epoch=on_epoch,
+                          desc=job.desc, progress=self.context.progress, **job.trainer_kwargs)
+        return trainer, trainer.fit(resume=self.context.resume)
+
+    def train(self, job: Training, parent: str | None = None) -> dict:
+        """Fit ``job`` and, on rank 0, track it in one MLflow run (reopened on resume): params,
+        config, data counts and inputs once; metrics per epoch; the test evaluation, learning
+        curves, history, the model file and the logged model; ``result.json`` last. Other ranks
+        only train. Returns the ``result.json`` record ({} on other ranks)."""
+        from ecgtransfer import tracking
+        from ecgtransfer.files import atomic_file
+
+        if not self.dist.is_main:
+            self.fit(job)
+            return {}
+        job.folder.mkdir(parents=True, exist_ok=True)
+        with tracking.open_run(experiment=self.config.experiment, name=job.run_name,
+                               tags={**self.tags(), **job.tags}, marker=job.folder / "run.json",
+                               resume=self.context.resume, parent=parent) as run:
+            if run.new:
+                params = {**to_dict(self.config), **job.params, "device": str(self.device),
+                          "world_size": self.dist.world_size}
+                run.log_params({k: v for k, v in params.items()
+                                if not (k in job.params and job.params[k] is None)})
+                run.log_text(to_yaml(self.config), "config.yaml")
+                run.log_text(json.dumps(job.counts, indent=2), "data_counts.json")
+                run.log_inputs(self.store.path, *job.inputs)
+                if job.note:
+                    run.set_note(job.note)
+            trainer, fit = self.fit(job, lambda m: run.log_metrics(
+                {k: v for k, v in m.items() if k != "epoch"}, step=int(m["epoch"])))
+            trainer.model.load_state_dict(fit.best_state)
+            test = job.evaluate(run, trainer, job.datasets["test"])
+            run.log_metrics({"best_epoch": fit.best_epoch, "n_epochs": len(fit.history)})
+            run.set_tags({tracking.TAG + "stopped_early": str(fit.stopped_early).lower()})
+            run.log_figure(job.curves(fit), "plots/learning_curves.png")
+            import pandas as pd
+
+            with atomic_file(job.folder / "history.csv") as f:
+                pd.DataFrame(fit.history).to_csv(f, index=False)
+            run.log_artifact(job.folder / "history.csv")
+            model = job.finish(trainer.model.cpu().eval())
+            job.save(model, job.folder / "model.pt")
+            model_uri = run.log_model(model, job.example, job.folder / "model.pt")
+            run.set_tags({tracking.TAG + "model_uri": model_uri})
+            result = {"run_id": run.id, "model_uri": model_uri, "best_epoch": fit.best_epoch,
+                      "best_val_score": fit.best_score, **test, "counts": job.counts,
+                      "n_epochs": len(fit.history)}
+            write_json(job.folder / "result.json", result)
+        return result
+
+    def close(self) -> None:
+        """Leave the ``torchrun`` process group, if any."""
+        from ecgtransfer.training.distributed import shutdown
+
+        shutdown(self.dist)
+
+
+def used_counts(splits: dict[str, np.ndarray], chosen: dict[str, np.ndarray],
+                reasons: np.ndarray) -> dict[str, Any]:
+    """Per split: its records, those used, and the unusable ones counted by reason (``reasons``
+    holds one per record, "" for a usable one)."""
+    import pandas as pd
+
+    counts = {}
+    for split, pos in splits.items():
+        bad = reasons[pos][reasons[pos] != ""]
+        excluded = pd.Series(bad, dtype=object).value_counts()
+        counts[split] = {"records": int(len(pos)), "used": int(len(chosen[split])),
+                         "excluded": {str(k): int(v) for k, v in excluded.items()}}
+    return counts
