@@ -133,7 +133,10 @@ def test_frozen_single_keeps_the_pretrained_trunk(ptbxl_labelled, pretrained, tm
     qrs = pretrained["folder"] / "qrs"
     config = _config(ptbxl_labelled, pretrained, tmp_path, sources=[str(qrs)], freeze="frozen",
                      bootstrap=0)
+    torch.manual_seed(99)
+    caller = torch.get_rng_state()
     result = finetune(config, progress=False)
+    assert torch.equal(torch.get_rng_state(), caller)  # library code leaves the caller's RNG
     trained = load_classifier(tmp_path / "run" / "model.pt")
     source = load_regressor(qrs / "model.pt")
     before, after = _trunk_state(source), _trunk_state(trained.trunks[0])

@@ -94,6 +94,30 @@ def test_rerun_reuses_every_stage_and_a_killed_run_continues(quickstart, monkeyp
     assert Path(again[-1].output, "comparison.csv").exists()
 
 
+def test_labels_are_handed_on_by_name_not_found_by_glob(quickstart):
+    """The label stage hands its file to pretrain explicitly, so a second label file in the
+    store (another labeller config) does not change what the pipeline trains on; and the
+    pipeline's label stage has the CLI's defaults (one config class for both)."""
+    from ecgtransfer.pipeline import _configs
+    from ecgtransfer.stages import get_stage
+
+    pipeline = quickstart["pipeline"]
+    results = {r.name: r for r in quickstart["results"]}
+    labels_file = results["labels"].outputs["labels"]
+    assert Path(labels_file).exists() and Path(labels_file).parent.name != "store"
+    store = Path(results["labels"].output)
+    (store / "labels-0123456789ab.csv").write_text("record_id\n")  # a stray second file
+    spec = next(s for s in pipeline.stages if s.kind == "pretrain")
+    settings = {k: (results["labels"].output if v == "${labels}" else v)
+                for k, v in spec.settings.items()}
+    ((_, config),) = _configs(pipeline, spec, settings, Path("x"), results, [])
+    assert config.labels == labels_file and config.store == str(store)
+    label_spec = next(s for s in pipeline.stages if s.kind == "label")
+    cli_default = next(f.default for f in get_stage("label").settings() if f.name == "workers")
+    assert "workers" in label_spec.settings or cli_default is None
+    (store / "labels-0123456789ab.csv").unlink()
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t.replace("stage: synth", "stage: synthesise"), r":\d+: stage 'deepfake': unknown stage 'synthesise'"),
     (lambda t: t.replace("store: ${deepfake}", "store: ${deepfak}"), r":\d+: stage 'labels': store refers to \$\{deepfak\}"),

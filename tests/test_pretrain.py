@@ -157,7 +157,10 @@ def test_resume_continues_to_the_same_weights(ptbxl_labelled, tmp_path, monkeypa
     kw = dict(targets=["pr"], epochs=4, max_train_records=96, model_kwargs={"head_dropout": 0.3},
               scheduler="cosine")
     whole = _config(ptbxl_labelled, tmp_path / "a", **kw)
+    torch.manual_seed(1234)
+    caller = torch.get_rng_state()
     (a,) = pretrain(whole, progress=False)
+    assert torch.equal(torch.get_rng_state(), caller)  # library code leaves the caller's RNG
 
     killed = _config(ptbxl_labelled, tmp_path / "b", **kw)
     original = Trainer._train_epoch
@@ -174,6 +177,19 @@ def test_resume_continues_to_the_same_weights(ptbxl_labelled, tmp_path, monkeypa
     assert not (Path(killed.out) / "pr" / "model.pt").exists()
     with pytest.raises(ConfigError, match="--resume"):
         pretrain(killed, progress=False)
+    # a checkpoint that does not fit the model is named in one line, and nothing is lost
+    from ecgtransfer.training import TrainingError
+    from ecgtransfer.training.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = Path(killed.out) / "pr" / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    state = load_checkpoint(ckpt)
+    key = next(iter(state["model"]))
+    state["model"][key] = torch.zeros(3)
+    save_checkpoint(state, ckpt)
+    with pytest.raises(TrainingError, match=r"checkpoint.pt: this checkpoint does not fit"):
+        pretrain(killed, resume=True, progress=False)
+    ckpt.write_bytes(good)
     (b,) = pretrain(killed, resume=True, progress=False)
 
     sa = load_regressor(a.path / "model.pt").state_dict()
@@ -282,3 +298,34 @@ def test_cli_lists_models(cli):
     proc = cli("pretrain", "--list-models")
     assert proc.returncode == 0
     assert "resnet1d_fast (default)" in proc.stdout and "inception1d:" in proc.stdout
+
+
+def test_sigterm_marks_the_run_killed_and_a_resume_finishes_it(ptbxl_labelled, tmp_path):
+    """A scheduler's preemption (SIGTERM) ends like Ctrl-C: exit 143, the MLflow run KILLED,
+    no half-written file; --resume then finishes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "ecgtransfer", "pretrain", "-q", "--store",
+            str(ptbxl_labelled.path), "--targets", "qrs", "--fs", "100", "--epochs", "3",
+            "--set", "max_train_records=64", "--batch-size", "16", "--device", "cpu",
+            "--out", str(out), "--experiment", "test",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "qrs" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == ("ecgtransfer: terminated; re-run the same command to "
+                                            "continue")
+    run_id = json.loads((out / "qrs" / "run.json").read_text())["run_id"]
+    client = _client(_config(ptbxl_labelled, tmp_path))
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert not list(out.rglob("*.tmp"))
+    done = subprocess.run([*args, "--resume"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert client.get_run(run_id).info.status == "FINISHED"

@@ -78,10 +78,10 @@ def test_combined_holds_every_trunk(tmp_path, batch):
     sources = [r for p in paths for r in load_regressors(str(p))]
     clf = TransferClassifier(sources, 5).eval()
     assert len(clf.trunks) == 4
-    assert clf.num_features == sum(s.net.num_features for s in sources)
+    assert clf.num_features == sum(s.num_features for s in sources)
     with torch.no_grad():
         feats = clf.forward_features(batch)
-        width = sources[0].net.num_features
+        width = sources[0].num_features
         for i, p in enumerate(paths):
             alone = load_regressor(p).eval().forward_features(batch)
             assert torch.allclose(feats[:, i * width:(i + 1) * width], alone)

@@ -5,9 +5,9 @@
 >>> net.forward_features(x).shape                                   # (B, 256)
 """
 
-from ecgtransfer.models.base import ECGModel, make_head
-from ecgtransfer.models.registry import (DEFAULT_MODEL, create_model, list_models, model_defaults,
-                                         register_model)
+from ecgtransfer.models.base import ECGModel, TransferModel, make_head
+from ecgtransfer.models.registry import (DEFAULT_MODEL, check_model_kwargs, create_model,
+                                         list_models, model_defaults, register_model)
 
-__all__ = ["ECGModel", "make_head", "DEFAULT_MODEL", "create_model", "list_models",
-           "model_defaults", "register_model"]
+__all__ = ["ECGModel", "TransferModel", "make_head", "DEFAULT_MODEL", "check_model_kwargs",
+           "create_model", "list_models", "model_defaults", "register_model"]

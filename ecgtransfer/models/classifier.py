@@ -1,9 +1,10 @@
 """The fine-tuned classifier: pretrained (or freshly initialised) trunks side by side, their
 features concatenated into one new head; saved and loaded without pickling classes.
 
-Each trunk is an :class:`~ecgtransfer.models.regressor.IntervalRegressor` whose head is dropped:
-it keeps the lead normalisation it was trained with, so the classifier takes the ECG in mV at the
-trunks' common rate.
+Each trunk is an :class:`~ecgtransfer.models.regressor.IntervalRegressor` whose head is dropped
+(``reset_head(0)``): it keeps the lead normalisation it was trained with, so the classifier takes
+the ECG in mV at the trunks' common rate. The classifier has the transfer interface of every model
+(``forward_features``, ``forward_head``, ``reset_head``, ``num_features``, ``trunk_parameters``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ecgtransfer.models.base import make_head
+from ecgtransfer.models.base import ECGModel
 from ecgtransfer.models.regressor import (IntervalRegressor, blank_regressor, load_plain, load_weights,
                                           save_plain)
 
@@ -24,8 +25,8 @@ __all__ = ["TransferClassifier", "set_trunk_trainable", "save_classifier", "load
 CLASSIFIER_FORMAT = "ecgtransfer-classifier/1"
 
 
-class TransferClassifier(nn.Module):
-    """Trunks side by side under one new head.
+class TransferClassifier(ECGModel):
+    """Trunks side by side under one new head: features ``(B, sum of the trunks' features)``.
 
     Parameters
     ----------
@@ -45,7 +46,7 @@ class TransferClassifier(nn.Module):
     def __init__(self, regressors: Sequence[IntervalRegressor], num_outputs: int,
                  head_hidden: int | None = None, head_dropout: float = 0.0,
                  names: Sequence[str] | None = None, meta: dict[str, Any] | None = None):
-        super().__init__()
+        super().__init__(head_hidden, head_dropout)
         if not regressors:
             raise ValueError("no trunk to transfer")
         names = list(names or [f"source {i}" for i in range(len(regressors))])
@@ -61,18 +62,19 @@ class TransferClassifier(nn.Module):
                      "sources": [dict(r.meta) for r in regressors]}
         self.trunks = nn.ModuleList(regressors)
         for r in self.trunks:
-            r.net.head = nn.Identity()
-        self.num_features = sum(r.net.num_features for r in self.trunks)
-        self.head = make_head(self.num_features, num_outputs, head_hidden, head_dropout)
+            r.reset_head(0)
+        self.num_features = sum(r.num_features for r in self.trunks)
+        self.reset_head(num_outputs)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """An ECG in mV -> the trunks' features side by side, ``(B, num_features)``."""
         return torch.cat([r.forward_features(x) for r in self.trunks], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
-
-    def trunk_parameters(self) -> list[nn.Parameter]:
-        return [p for t in self.trunks for p in t.parameters()]
+    def reset_head(self, num_outputs: int, head: nn.Module | None = None) -> None:
+        """Replace the head (see :meth:`ECGModel.reset_head`; 0: no head) and record its
+        outputs in :attr:`meta`, which saving writes."""
+        super().reset_head(num_outputs, head)
+        self.meta["num_outputs"] = num_outputs
 
 
 def set_trunk_trainable(model: TransferClassifier, trainable: bool) -> None:

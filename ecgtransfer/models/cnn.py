@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -45,10 +47,7 @@ class PlainCNN(ECGModel):
         return self.body(x).mean(dim=-1)
 
 
-@register_model
-def cnn(in_channels: int = 8, num_outputs: int = 1,
-        channels: tuple[int, ...] = (32, 64, 128, 128, 256), kernel_size: int = 7, pool: int = 2,
-        head_hidden: int | None = 128, head_dropout: float = 0.25) -> PlainCNN:
-    """Five plain convolution blocks (32-64-128-128-256 channels, kernel 7)."""
-    return PlainCNN(in_channels, num_outputs, tuple(channels), kernel_size, pool, head_hidden,
-                    head_dropout)
+@register_model(PlainCNN)
+def cnn(**kwargs: Any) -> PlainCNN:
+    """Five plain convolution blocks (32-64-128-128-256 channels, kernel 7), a 256 -> 128 ->
+    outputs head: :class:`PlainCNN` as it is."""

@@ -8,6 +8,8 @@ implementation used by the PTB-XL benchmark).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -95,11 +97,7 @@ class Inception1d(ECGModel):
         return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
 
 
-@register_model
-def inception1d(in_channels: int = 8, num_outputs: int = 1, depth: int = 6, filters: int = 32,
-                bottleneck: int = 32, kernels: tuple[int, ...] = (39, 19, 9),
-                residual_every: int = 3, head_hidden: int | None = 128,
-                head_dropout: float = 0.25) -> Inception1d:
-    """The study's 1D-CNN (InceptionTime): depth 6, kernels 39/19/9, 128 channels."""
-    return Inception1d(in_channels, num_outputs, depth, filters, bottleneck, tuple(kernels),
-                       residual_every, head_hidden, head_dropout)
+@register_model(Inception1d)
+def inception1d(**kwargs: Any) -> Inception1d:
+    """The study's 1D-CNN (InceptionTime): depth 6, kernels 39/19/9, 128 channels;
+    :class:`Inception1d` as it is."""

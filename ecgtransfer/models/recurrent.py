@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -37,7 +39,10 @@ class Recurrent(ECGModel):
                  hidden: int = 128, num_layers: int = 2, bidirectional: bool = False,
                  pool: int = 5, head_hidden: int | None = None, head_dropout: float = 0.0):
         super().__init__(head_hidden, head_dropout)
-        kind = {"rnn": nn.RNN, "lstm": nn.LSTM}[cell]
+        cells = {"rnn": nn.RNN, "lstm": nn.LSTM}
+        if cell not in cells:
+            raise ValueError(f"cell: expected 'rnn' or 'lstm', got {cell!r}")
+        kind = cells[cell]
         self.pool = nn.AvgPool1d(pool, pool) if pool > 1 else nn.Identity()
         self.rnn = kind(in_channels, hidden, num_layers, batch_first=True,
                         bidirectional=bidirectional)
@@ -49,19 +54,12 @@ class Recurrent(ECGModel):
         return torch.cat([seq[:, -1], seq.mean(dim=1)], dim=1)
 
 
-@register_model
-def rnn(in_channels: int = 8, num_outputs: int = 1, hidden: int = 128, num_layers: int = 2,
-        bidirectional: bool = False, pool: int = 5, head_hidden: int | None = None,
-        head_dropout: float = 0.0) -> Recurrent:
+@register_model(Recurrent, cell="rnn")
+def rnn(**kwargs: Any) -> Recurrent:
     """A 2-layer tanh RNN, hidden 128, on the input average-pooled by 5."""
-    return Recurrent(in_channels, num_outputs, "rnn", hidden, num_layers, bidirectional, pool,
-                     head_hidden, head_dropout)
 
 
-@register_model
-def lstm(in_channels: int = 8, num_outputs: int = 1, hidden: int = 128, num_layers: int = 2,
-         bidirectional: bool = False, pool: int = 5, head_hidden: int | None = None,
-         head_dropout: float = 0.0) -> Recurrent:
-    """A 2-layer LSTM, hidden 128, on the input average-pooled by 5."""
-    return Recurrent(in_channels, num_outputs, "lstm", hidden, num_layers, bidirectional, pool,
-                     head_hidden, head_dropout)
+@register_model(Recurrent)
+def lstm(**kwargs: Any) -> Recurrent:
+    """A 2-layer LSTM, hidden 128, on the input average-pooled by 5: :class:`Recurrent` as it
+    is."""

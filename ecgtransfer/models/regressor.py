@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ecgtransfer.files import load_tensors, save_tensors
+from ecgtransfer.models.base import ECGModel, TransferModel
 from ecgtransfer.models.registry import create_model
 
 __all__ = ["IntervalRegressor", "blank_regressor", "save_regressor", "load_regressor", "load_weights",
@@ -22,8 +23,13 @@ __all__ = ["IntervalRegressor", "blank_regressor", "save_regressor", "load_regre
 REGRESSOR_FORMAT = "ecgtransfer-regressor/1"
 
 
-class IntervalRegressor(nn.Module):
+class IntervalRegressor(TransferModel):
     """ECG in mV ``(B, leads, n_samples)`` at :attr:`fs` -> intervals ``(B, n_targets)``.
+
+    The transfer interface is the network's, around the normalisation: :meth:`forward_features`
+    normalises the leads first, :meth:`forward_head` de-standardises the head's outputs, and
+    :meth:`reset_head` replaces the network's head (``reset_head(0)``: no head, the regressor
+    returns its features, as a trunk under a classifier).
 
     Parameters
     ----------
@@ -36,7 +42,7 @@ class IntervalRegressor(nn.Module):
         The normalisation fitted on the training split.
     """
 
-    def __init__(self, net: nn.Module, meta: dict[str, Any], lead_mean: Sequence[float],
+    def __init__(self, net: ECGModel, meta: dict[str, Any], lead_mean: Sequence[float],
                  lead_std: Sequence[float], target_mean: Sequence[float],
                  target_std: Sequence[float]):
         super().__init__()
@@ -56,15 +62,45 @@ class IntervalRegressor(nn.Module):
     def fs(self) -> float:
         return float(self.meta["fs"])
 
+    @property
+    def num_features(self) -> int:
+        return self.net.num_features
+
+    @property
+    def num_outputs(self) -> int:
+        return self.net.num_outputs
+
+    @property
+    def head(self) -> nn.Module:
+        return self.net.head
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """An ECG in mV normalised per lead, as the network was trained on."""
         return (x - self.lead_mean) / self.lead_std
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk's features of an ECG in mV."""
+        """The trunk's features ``(B, num_features)`` of an ECG in mV."""
         return self.net.forward_features(self.normalize(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x)) * self.target_std + self.target_mean
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's outputs de-standardised (intervals in their units); the features
+        themselves without a head."""
+        out = self.net.forward_head(features)
+        return out if self.num_outputs == 0 else out * self.target_std + self.target_mean
+
+    def reset_head(self, num_outputs: int, head: nn.Module | None = None) -> None:
+        """Replace the network's head (see :meth:`ECGModel.reset_head`); 0: no head.
+
+        A new head's outputs are no longer the trained targets: the target scaling becomes the
+        identity (zeros and ones of ``num_outputs``; set :attr:`target_mean` and
+        :attr:`target_std` to train it on standardised targets), and ``meta["targets"]`` is left
+        to the caller. Without a head the scaling is kept, unused, so that the weights of a
+        classifier keep the regressor's keys and shapes.
+        """
+        self.net.reset_head(num_outputs, head)
+        if num_outputs:
+            self.target_mean = torch.zeros(1, num_outputs, device=self.target_mean.device)
+            self.target_std = torch.ones(1, num_outputs, device=self.target_std.device)
 
 
 def save_regressor(model: IntervalRegressor, path: str | Path) -> None:

@@ -9,6 +9,8 @@ a CPU while keeping the full-rate input.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -83,22 +85,15 @@ class ResNet1d(ECGModel):
         return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
 
 
-@register_model
-def resnet1d(in_channels: int = 8, num_outputs: int = 1, layers: tuple[int, ...] = (2, 2, 2, 2),
-             width: int = 64, kernel_size: int = 7, stem_kernel: int = 15, stem_stride: int = 2,
-             stem_pool: int = 2, head_hidden: int | None = None,
-             head_dropout: float = 0.0) -> ResNet1d:
-    """A parametrised 1D ResNet (default: 4 stages of 2 blocks, width 64, kernel 7)."""
-    return ResNet1d(in_channels, num_outputs, tuple(layers), width, kernel_size, stem_kernel,
-                    stem_stride, stem_pool, head_hidden, head_dropout)
+@register_model(ResNet1d)
+def resnet1d(**kwargs: Any) -> ResNet1d:
+    """A parametrised 1D ResNet: 4 stages of 2 blocks, width 64, kernel 7, a linear head;
+    :class:`ResNet1d` as it is."""
 
 
-@register_model
-def resnet1d_fast(in_channels: int = 8, num_outputs: int = 1, layers: tuple[int, ...] = (1, 1, 1),
-                  width: int = 32, kernel_size: int = 5, stem_kernel: int = 15,
-                  stem_stride: int = 4, stem_pool: int = 2, head_hidden: int | None = 128,
-                  head_dropout: float = 0.25) -> ResNet1d:
-    """The default: shallow, small-kernel ResNet with a stride-8 stem (fast on CPU) and the
-    same 256 -> 128 -> outputs head as ``inception1d``."""
-    return ResNet1d(in_channels, num_outputs, tuple(layers), width, kernel_size, stem_kernel,
-                    stem_stride, stem_pool, head_hidden, head_dropout)
+@register_model(ResNet1d, layers=(1, 1, 1), width=32, kernel_size=5, stem_stride=4,
+                head_hidden=128, head_dropout=0.25)
+def resnet1d_fast(**kwargs: Any) -> ResNet1d:
+    """The default: shallow (3 stages of 1 block), narrow (width 32), small-kernel (5) ResNet
+    with a stride-8 stem (stride 4, then the max-pool of 2), fast on CPU, and the same
+    256 -> 128 -> outputs head as ``inception1d``."""

@@ -8,6 +8,7 @@ depth 4, 4 heads, MLP ratio 1.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,10 +72,7 @@ class ViT1d(ECGModel):
         return self.norm(self.encoder(tokens)[:, 0])
 
 
-@register_model
-def vit1d(in_channels: int = 8, num_outputs: int = 1, patch_size: int = 50, embed_dim: int = 384,
-          depth: int = 4, num_heads: int = 4, mlp_ratio: float = 1.0, dropout: float = 0.1,
-          head_hidden: int | None = None, head_dropout: float = 0.0) -> ViT1d:
-    """ViT for 1D ECG: embedding 384, depth 4, 4 heads, MLP ratio 1, 100 ms patches at 500 Hz."""
-    return ViT1d(in_channels, num_outputs, patch_size, embed_dim, depth, num_heads, mlp_ratio,
-                 dropout, head_hidden, head_dropout)
+@register_model(ViT1d)
+def vit1d(**kwargs: Any) -> ViT1d:
+    """ViT for 1D ECG: embedding 384, depth 4, 4 heads, MLP ratio 1, 100 ms patches at 500 Hz;
+    :class:`ViT1d` as it is."""

@@ -258,10 +258,9 @@ class _Finetune(TrainedStage):
         return sources
 
     def _scratch_meta(self) -> dict[str, Any]:
-        from ecgtransfer.models import DEFAULT_MODEL, create_model, model_defaults
+        from ecgtransfer.models import DEFAULT_MODEL, model_defaults
 
         name = self.config.model or DEFAULT_MODEL
-        create_model(name, in_channels=self.store.n_leads, **self.config.model_kwargs)  # checks kwargs
         fs, n_samples = self.input_shape(self.config.fs)
         return {"model": name, "model_kwargs": {**model_defaults(name), **self.config.model_kwargs},
                 "targets": [], "units": [], "fs": fs, "n_samples": n_samples,

@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 
 from ecgtransfer.config import base_config, check, setting
-from ecgtransfer.features.intervals import LABELLER_VERSION, LabellerConfig
+from ecgtransfer.features import intervals
+from ecgtransfer.features.intervals import LabellerConfig
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 
 __all__ = ["LabelConfig", "label"]
@@ -61,9 +62,15 @@ def label(config: LabelConfig, context: Context) -> StageResult:
     return StageResult(output, summary, outputs={"labels": str(report.path)}, details=report)
 
 
+def _neurokit() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("neurokit2")
+
+
 register_stage(Stage(
     "label", LabelConfig, label, command=("label",), output="labels.csv", hands=("labels",),
-    version=lambda: f"labeller {LABELLER_VERSION}",
+    version=lambda: f"labeller {intervals.LABELLER_VERSION}, neurokit2 {_neurokit()}",
     help="measure HR, PR, QRS and QT of every record with NeuroKit2",
     description="Measure HR, PR, QRS and QT of every record (R peaks agreed across leads, "
                 "median-beat delineation of 12 leads, median over leads; see docs/labels.md). "

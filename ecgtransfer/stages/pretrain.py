@@ -94,6 +94,14 @@ def check_training_settings(config: Any) -> None:
     check(config.device not in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
     check(config.fs is not None and config.fs <= 0, "fs", "must be positive")
     check(not isinstance(config.model_kwargs, dict), "model_kwargs", "must be a mapping")
+    if config.model or config.model_kwargs:  # the architecture's own keys, typed
+        from ecgtransfer.models import DEFAULT_MODEL, check_model_kwargs
+
+        try:
+            check_model_kwargs(config.model or DEFAULT_MODEL, config.model_kwargs)
+        except ValueError as exc:
+            key = "model_kwargs" if "model_kwargs" in str(exc) else "model"
+            raise ConfigError(str(exc), key) from None
 
 
 @dataclass

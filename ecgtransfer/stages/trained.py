@@ -233,6 +233,13 @@ class TrainedStage:
         config, data counts and inputs once; metrics per epoch; the test evaluation, learning
         curves, history, the model file and the logged model; ``result.json`` last. Other ranks
         only train. Returns the ``result.json`` record ({} on other ranks)."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # data loaders draw seeds from torch's RNG
+            torch.manual_seed(self.config.seed)
+            return self._train(job, parent)
+
+    def _train(self, job: Training, parent: str | None) -> dict:
         from ecgtransfer import tracking
         from ecgtransfer.files import atomic_file
 

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "pick_device", "barrier", "gather_objects",
-           "broadcast_object", "shutdown"]
+           "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,6 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def shutdown(info: DistInfo) -> None:

@@ -47,10 +47,6 @@ class RegressionTask:
         self.std = np.asarray(std, dtype=np.float64)
         self._loss = {"huber": F.smooth_l1_loss, "mse": F.mse_loss, "l1": F.l1_loss}[loss]
 
-    @property
-    def num_outputs(self) -> int:
-        return len(self.names)
-
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self._loss(outputs.float(), targets.float())
 
@@ -98,10 +94,6 @@ class ClassificationTask:
         self.multilabel = multilabel
         self.weights = (None if class_weights is None
                         else torch.as_tensor(np.asarray(class_weights), dtype=torch.float32))
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.classes)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         w = None if self.weights is None else self.weights.to(outputs.device)

@@ -1,0 +1,221 @@
+"""The stage contract: every registered stage has a CLI command built from its config, a pipeline
+key check and help texts; imports run one way along the flow; MLflow is imported by tracking.py
+alone; files are loaded without running code; overrides and damaged inputs fail in one line."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecgtransfer.cli import build_parser, main
+from ecgtransfer.stages import get_stage, list_stages
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ecgtransfer"
+
+# The flow, lowest first: a module may import its own layer and those below it, never above.
+LAYERS = [
+    ("ecgtransfer", "ecgtransfer.config", "ecgtransfer.files", "ecgtransfer.plots"),
+    ("ecgtransfer.data",),
+    ("ecgtransfer.features",),
+    ("ecgtransfer.models", "ecgtransfer.training"),
+    ("ecgtransfer.tracking", "ecgtransfer.transfer"),
+    ("ecgtransfer.stages",),
+    ("ecgtransfer.pipeline",),
+    ("ecgtransfer.cli", "ecgtransfer.__main__"),
+]
+
+
+def _layer(module: str) -> int:
+    best, depth = None, -1
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            hit = module == name or (name != "ecgtransfer" and module.startswith(name + "."))
+            if hit and len(name) > depth:
+                best, depth = i, len(name)
+    if best is None and module.startswith("ecgtransfer"):
+        raise AssertionError(f"{module}: not placed in LAYERS")
+    return 0 if best is None else best
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Every ``ecgtransfer`` module a file imports (at any depth), with the line."""
+    tree = ast.parse(path.read_text())
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [(node.module, node.lineno)]
+            out += [(f"{node.module}.{a.name}", node.lineno) for a in node.names]
+        elif isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+    return sorted({(m, line) for m, line in out if m.split(".")[0] == "ecgtransfer"})
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _resolved(target: str) -> str:
+    """``ecgtransfer.data.store.SignalStore`` -> the module part, ``ecgtransfer.data.store``."""
+    parts = target.split(".")
+    while parts:
+        candidate = PACKAGE.parent.joinpath(*parts)
+        if candidate.with_suffix(".py").exists() or (candidate / "__init__.py").exists():
+            return ".".join(parts)
+        parts.pop()
+    return target
+
+
+def test_imports_run_one_way_along_the_flow():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "data_manifests" in path.parts:
+            continue
+        here = _module(path)
+        for target, line in _imports(path):
+            there = _resolved(target)
+            if _layer(there) > _layer(here):
+                upward.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {here} -> {there}")
+    assert not upward, "upward imports:\n" + "\n".join(upward)
+
+
+def test_only_tracking_imports_mlflow_and_only_wfdb_io_imports_wfdb():
+    owners = {"mlflow": {"ecgtransfer/tracking.py"}, "wfdb": {"ecgtransfer/data/wfdb_io.py"}}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE.parent))
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in owners:
+                    assert rel in owners[top], f"{rel}:{node.lineno} imports {name}"
+
+
+def test_every_stage_has_a_command_a_pipeline_check_and_help(tmp_path):
+    from ecgtransfer.pipeline import PipelineError, load_pipeline
+
+    parser = build_parser()
+    stages = list_stages()
+    assert {s.name for s in stages} >= {"prepare", "synth", "label", "pretrain", "finetune",
+                                        "compare"}
+    for stage in stages:
+        assert stage.help and stage.description, stage.name
+        for f in dataclasses.fields(stage.config):
+            assert f.metadata.get("help"), f"{stage.name}.{f.name} has no help text"
+        # the CLI command exists and parses its --help
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args([*stage.command, "--help"])
+        assert info.value.code == 0
+        if not stage.pipeline:
+            continue
+        # the pipeline refuses an unknown key of this stage, naming file, line and key
+        path = tmp_path / f"{stage.name}.yaml"
+        path.write_text(f"name: t\nstages:\n  - name: s\n    stage: {stage.name}\n"
+                        "    no_such_setting: 1\n")
+        with pytest.raises(PipelineError, match=rf"{path}:5: stage 's': unknown key "
+                                                r"'no_such_setting'"):
+            load_pipeline(path)
+
+
+def test_get_stage_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown stage 'pretrian' .*pretrain"):
+        get_stage("pretrian")
+
+
+def test_flags_and_file_keys_are_the_same_settings(tmp_path):
+    """A flag, a --config key and --set reach the same config field; types are checked by the
+    config in one line."""
+    from ecgtransfer.config import load_config
+
+    stage = get_stage("finetune")
+    args = build_parser().parse_args(["finetune", "--from", "a,b", "--from", "c",
+                                      "--train-fraction", "0.5", "--no-amp"])
+    from ecgtransfer.cli import _flag_values
+
+    config = load_config(stage.config, None, ["head_hidden=null"],
+                         **_flag_values(args, stage.config))
+    assert config.sources == ["a", "b", "c"] and config.train_fraction == 0.5
+    assert config.amp is False and config.head_hidden is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pretrain", "--store", "x", "--set", "epochs.x=1"],
+     "epochs: expected an integer, got {'x': 1}"),
+    (["pretrain", "--store", "x", "--epochs", "abc"], "epochs: expected an integer, got 'abc'"),
+    (["pretrain", "--store", "x", "--set", "model_kwargs=[1,"], "not valid YAML"),
+    (["synth", "--n", "0", "--out", "x"], "n: must be positive"),
+    (["pretrain", "--store", "x", "--set", "model_kwargs.width=abc"],
+     "model_kwargs.width: expected an integer, got 'abc'"),
+    (["finetune", "--store", "x", "--strategy", "scratch", "--set", "model_kwargs.layers=[1,a]"],
+     "model_kwargs.layers: expected a list of integers"),
+    (["label", "--store", "a", "--input", "b"], "store: give a store"),
+])
+def test_bad_settings_fail_in_one_line(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_pipeline_overrides_are_checked_in_one_line(tmp_path, capsys):
+    from conftest import QUICKSTART
+
+    work = f"work={tmp_path / 'w'}"
+    for override, message in [("deepfake.n=[1,", "not valid YAML"),
+                              ("epochs=abc", "unknown key 'epochs'"),
+                              ("nosuch.n=1", "no stage named 'nosuch'"),
+                              ("deepfake.n.x=1", "n is 256, not a mapping")]:
+        assert main(["run", str(QUICKSTART), "--set", override, "--set", work]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (override, err)
+    assert not (tmp_path / "w").exists()
+
+
+class _Boom:
+    def __reduce__(self):
+        return (Path.touch, (Path(_Boom.target),))
+
+
+@pytest.mark.parametrize("loader", ["checkpoint", "regressor", "classifier", "cli"])
+def test_files_that_would_run_code_are_refused_unrun(tmp_path, loader, capsys):
+    from ecgtransfer.models.classifier import load_classifier
+    from ecgtransfer.models.regressor import load_regressor
+    from ecgtransfer.training.checkpoint import load_checkpoint
+
+    _Boom.target = str(tmp_path / "ran")
+    bad = tmp_path / "model.pt"
+    torch.save({"format": "ecgtransfer-regressor/1", "meta": _Boom()}, bad)
+    if loader == "cli":
+        assert main(["finetune", "--store", str(tmp_path), "--from", str(bad),
+                     "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+    else:
+        load = {"checkpoint": load_checkpoint, "regressor": load_regressor,
+                "classifier": load_classifier}[loader]
+        with pytest.raises(ValueError, match="refused to load it"):
+            load(bad)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_fingerprints_follow_code_and_algorithm_versions(monkeypatch):
+    import ecgtransfer
+    from ecgtransfer.features import intervals
+    from ecgtransfer.pipeline import StageSpec, _fingerprint
+
+    label = StageSpec("labels", "label", {"store": "s"}, 1)
+    synth = StageSpec("deepfake", "synth", {"n": 4}, 1)
+    before = (_fingerprint(label, {}), _fingerprint(synth, {}))
+    monkeypatch.setattr(intervals, "LABELLER_VERSION", intervals.LABELLER_VERSION + 1)
+    assert _fingerprint(label, {}) != before[0]  # a new labeller never reuses old labels
+    assert _fingerprint(synth, {}) == before[1]
+    monkeypatch.setattr(ecgtransfer, "__version__", ecgtransfer.__version__ + ".post1")
+    assert _fingerprint(synth, {}) != before[1]  # nor a new package version any output
