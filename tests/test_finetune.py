@@ -129,6 +129,29 @@ def test_combined_gradual_multilabel_logs_a_complete_run(ptbxl_labelled, pretrai
                         "ptbxl:test": "testing"}
 
 
+def test_mlflow_references_load_the_plain_weights_never_the_pickle(pretrained, monkeypatch):
+    """A run id, a models:/ URI and a runs:/ URI give the same regressor as its model.pt file,
+    read from the plain weights logged beside the MLflow model: unpickling is never tried."""
+    import mlflow.pytorch
+
+    from ecgtransfer import tracking
+    from ecgtransfer.transfer import load_sources
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a logged model was unpickled")
+
+    monkeypatch.setattr(mlflow.pytorch, "load_model", refuse)
+    tracking.setup(pretrained["uri"])
+    qrs = pretrained["results"]["qrs"]
+    expected = load_regressor(qrs.path / "model.pt").state_dict()
+    uri = _client(pretrained["uri"]).get_run(qrs.run_id).data.tags["ecgtransfer.model_uri"]
+    for ref in (qrs.run_id, uri, f"runs:/{qrs.run_id}/regressor"):
+        (source,) = load_sources(ref)
+        got = source.regressor.state_dict()
+        assert source.run_id == qrs.run_id and source.name == "qrs", ref
+        assert all(torch.equal(expected[k], got[k]) for k in expected), ref
+
+
 def test_frozen_single_keeps_the_pretrained_trunk(ptbxl_labelled, pretrained, tmp_path):
     qrs = pretrained["folder"] / "qrs"
     config = _config(ptbxl_labelled, pretrained, tmp_path, sources=[str(qrs)], freeze="frozen",
