@@ -325,12 +325,14 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 # ---- saving and comparing ---------------------------------------------------------------------
 def ordered_fields(cls: type) -> list:
-    """A config class's fields, its own before those it inherits (a stage's data and model
-    settings before the loop's)."""
-    inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base)
-                 for f in fields(base)}
-    every = list(fields(cls))
-    return [f for f in every if f.name not in inherited] + [f for f in every if f.name in inherited]
+    """A config class's fields, its own first, then those of each base in turn (a stage's data
+    and model settings before the training stages' shared ones, before the loop's)."""
+    mro = [base for base in cls.__mro__ if dataclasses.is_dataclass(base)]
+
+    def origin(f) -> int:  # the most basic class that declares the field
+        return max(i for i, base in enumerate(mro) if f.name in {g.name for g in fields(base)})
+
+    return sorted(fields(cls), key=origin)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgtransfer.config import ConfigError, LoopConfig, check, config_hash, setting
+from ecgtransfer.config import ConfigError, check, config_hash, setting
 from ecgtransfer.data.ptbxl import SUPERCLASSES
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
-from ecgtransfer.stages.pretrain import SPLITS, check_training_settings
-from ecgtransfer.stages.trained import TrainedStage, Training, used_counts
+from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
+                                        check_model_settings, used_counts)
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "run_finetune", "diagnostic_targets",
            "setting_hash", "evaluate"]
@@ -30,12 +30,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinetuneConfig(LoopConfig):
-    """Everything ``ecgtransfer finetune`` does, as one record (the loop's settings are
-    :class:`~ecgtransfer.config.LoopConfig`'s)."""
+class FinetuneConfig(TrainingConfig):
+    """Everything ``ecgtransfer finetune`` does, as one record (the data, device and tracking
+    settings are :class:`TrainingConfig`'s, the loop's :class:`~ecgtransfer.config.LoopConfig`'s)."""
 
-    store: str = setting("", "a PTB-XL signal store (its index holds the diagnostic "
-                         "superclasses)", role="input", metavar="STORE")
     sources: list[str] = setting([], "pretrained regressors: model.pt files or their folders, "
                                  "pretrain run folders, MLflow model URIs or run ids (a parent "
                                  "run stands for its children)", flag="--from",
@@ -55,11 +53,6 @@ class FinetuneConfig(LoopConfig):
     class_weights: str = setting("none", "balanced: cross-entropy weights n / (k n_c), or BCE "
                                  "pos_weight negatives/positives, from the training records",
                                  choices=("none", "balanced"))
-    split: str = setting("auto", "PTB-XL folds 1-8/9/10 (auto = folds), or within one A/B "
-                         "patient half (B for A->B transfer), or a seeded random split",
-                         choices=SPLITS)
-    split_fractions: list[float] = setting([0.8, 0.1, 0.1], "fractions of a random split",
-                                           cli=False)
     train_fraction: float = setting(1.0, "train on this seeded fraction of the training "
                                     "patients; validation and test stay whole")
     model: str | None = setting(None, "scratch without --from: the architecture (default "
@@ -71,16 +64,10 @@ class FinetuneConfig(LoopConfig):
     head_hidden: int | None = setting(128, "hidden width of the new head (null: linear)")
     head_dropout: float = setting(0.25, "dropout of the new head")
     bootstrap: int = setting(1000, "resamples of the test-set bootstrap intervals (0: none)")
-    device: str = setting("auto", "auto: CUDA when present", choices=("auto", "cpu", "cuda"))
     out: str = setting("runs/finetune", "run folder: config, checkpoint, model",
                        role="output", metavar="DIR")
     experiment: str = setting("ecgtransfer-finetune", "MLflow experiment", role="tracking",
                               metavar="NAME")
-    tracking_uri: str | None = setting(None, "MLflow tracking URI, also where run ids in --from "
-                                       "are looked up (default: $MLFLOW_TRACKING_URI or "
-                                       "sqlite:///mlflow.db)", role="tracking", metavar="URI")
-    run_name: str | None = setting(None, "MLflow run name (default: from the settings)",
-                                   metavar="NAME")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,7 +87,7 @@ class FinetuneConfig(LoopConfig):
               f"{self.task!r} is not single_label or multi_label")
         check(self.class_weights not in ("none", "balanced"), "class_weights",
               f"{self.class_weights!r} is not none or balanced")
-        check_training_settings(self)
+        check_model_settings(self, self.model)
         check(not 0 < self.train_fraction <= 1, "train_fraction", "must be in (0, 1]")
         check(self.head_hidden is not None and self.head_hidden < 1, "head_hidden",
               "must be at least 1 (or null for a linear head)")

@@ -19,24 +19,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgtransfer.config import ConfigError, LoopConfig, check, setting, to_dict, to_yaml
+from ecgtransfer.config import ConfigError, check, setting, to_dict, to_yaml
 from ecgtransfer.features.vocabulary import UNITS, column, status_column
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
-from ecgtransfer.stages.trained import TrainedStage, Training, used_counts
+from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
+                                        check_model_settings, used_counts)
 
 __all__ = ["PretrainConfig", "PretrainResult", "pretrain", "run_pretrain", "find_labels",
-           "target_table", "check_training_settings"]
+           "target_table"]
 
 log = logging.getLogger(__name__)
-SPLITS = ("auto", "folds", "A", "B", "random")
 
 
 @dataclass(frozen=True, kw_only=True)
-class PretrainConfig(LoopConfig):
-    """Everything ``ecgtransfer pretrain`` does, as one record (the loop's settings are
-    :class:`~ecgtransfer.config.LoopConfig`'s)."""
+class PretrainConfig(TrainingConfig):
+    """Everything ``ecgtransfer pretrain`` does, as one record (the data, device and tracking
+    settings are :class:`TrainingConfig`'s, the loop's :class:`~ecgtransfer.config.LoopConfig`'s)."""
 
-    store: str = setting("", "labelled signal store to train on", role="input", metavar="STORE")
     labels: str | None = setting(None, "label file (default: the store's only labels-*.csv)",
                                  role="input", metavar="FILE")
     targets: list[str] = setting(["qrs"], "intervals to regress, comma-separated",
@@ -49,24 +48,13 @@ class PretrainConfig(LoopConfig):
                                            "(--set model_kwargs.width=64)", cli=False)
     fs: float | None = setting(None, "input rate; records are resampled (default: the store's)",
                                unit="Hz")
-    split: str = setting("auto", "PTB-XL folds 1-8/9/10 (auto when the store has them, else "
-                         "random), one A/B patient half with its own folds, or a seeded random "
-                         "split by patient", choices=SPLITS)
-    split_fractions: list[float] = setting([0.8, 0.1, 0.1], "train/validation/test fractions "
-                                           "of a random split", cli=False)
     max_train_records: int | None = setting(None, "use at most this many training records (a "
                                             "seeded subsample), e.g. for quick runs")
     loss: str = setting("huber", "loss on standardised targets", choices=("huber", "mse", "l1"))
-    device: str = setting("auto", "auto: CUDA when present", choices=("auto", "cpu", "cuda"))
     out: str = setting("runs/pretrain", "run folder: config, checkpoints, models",
                        role="output", metavar="DIR")
     experiment: str = setting("ecgtransfer-pretrain", "MLflow experiment", role="tracking",
                               metavar="NAME")
-    tracking_uri: str | None = setting(None, "MLflow tracking URI (default: "
-                                       "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
-                                       role="tracking", metavar="URI")
-    run_name: str | None = setting(None, "MLflow run name (default: from model and targets)",
-                                   metavar="NAME")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -79,29 +67,10 @@ class PretrainConfig(LoopConfig):
             check(t not in UNITS, "targets", f"unknown target {t!r}; choose from "
                   f"{', '.join(UNITS)}")
         check(len(set(self.targets)) != len(self.targets), "targets", "a target is repeated")
-        check_training_settings(self)
+        check_model_settings(self, self.model)
         check(self.loss not in ("huber", "mse", "l1"), "loss", "huber, mse or l1")
         check(self.max_train_records is not None and self.max_train_records < 2,
               "max_train_records", "must be at least 2")
-
-
-def check_training_settings(config: Any) -> None:
-    """The checks of the settings every training stage has (split, device, fs, model_kwargs)."""
-    check(config.split not in SPLITS, "split", f"{config.split!r} is not {', '.join(SPLITS)}")
-    check(len(config.split_fractions) != 3 or min(config.split_fractions) <= 0
-          or abs(sum(config.split_fractions) - 1) > 1e-6, "split_fractions",
-          "three positive fractions summing to 1")
-    check(config.device not in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
-    check(config.fs is not None and config.fs <= 0, "fs", "must be positive")
-    check(not isinstance(config.model_kwargs, dict), "model_kwargs", "must be a mapping")
-    if config.model or config.model_kwargs:  # the architecture's own keys, typed
-        from ecgtransfer.models import DEFAULT_MODEL, check_model_kwargs
-
-        try:
-            check_model_kwargs(config.model or DEFAULT_MODEL, config.model_kwargs)
-        except ValueError as exc:
-            key = "model_kwargs" if "model_kwargs" in str(exc) else "model"
-            raise ConfigError(str(exc), key) from None
 
 
 @dataclass

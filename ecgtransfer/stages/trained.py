@@ -26,12 +26,64 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ecgtransfer.config import ConfigError, check_run_folder, loop_config, to_dict, to_yaml
+from ecgtransfer.config import (ConfigError, LoopConfig, check, check_run_folder, loop_config,
+                                setting, to_dict, to_yaml)
 from ecgtransfer.stages import Context
 
-__all__ = ["TrainedStage", "Training", "write_json", "read_json", "used_counts"]
+__all__ = ["TrainingConfig", "TrainedStage", "Training", "write_json", "read_json",
+           "used_counts", "check_model_settings", "SPLITS"]
+
+SPLITS = ("auto", "folds", "A", "B", "random")
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig(LoopConfig):
+    """The settings every training stage has beside the loop's: its data, device and where its
+    runs go. A stage's config extends it (and may give ``out`` and ``experiment`` its own
+    defaults)."""
+
+    store: str = setting("", "the signal store to train on (pretrain: labelled by `ecgtransfer "
+                         "label`; finetune: PTB-XL, with its superclasses)", role="input",
+                         metavar="STORE")
+    split: str = setting("auto", "PTB-XL folds 1-8/9/10 (auto when the store has them, else "
+                         "random), within one A/B patient half with its own folds (B for A->B "
+                         "transfer), or a seeded random split by patient", choices=SPLITS)
+    split_fractions: list[float] = setting([0.8, 0.1, 0.1], "train/validation/test fractions "
+                                           "of a random split", cli=False)
+    device: str = setting("auto", "auto: CUDA when present", choices=("auto", "cpu", "cuda"))
+    out: str = setting("runs/train", "run folder: config, checkpoints, models", role="output",
+                       metavar="DIR")
+    experiment: str = setting("ecgtransfer", "MLflow experiment", role="tracking",
+                              metavar="NAME")
+    tracking_uri: str | None = setting(None, "MLflow tracking URI, also where MLflow references "
+                                       "are looked up (default: $MLFLOW_TRACKING_URI or "
+                                       "sqlite:///mlflow.db)", role="tracking", metavar="URI")
+    run_name: str | None = setting(None, "MLflow run name (default: from the settings)",
+                                   metavar="NAME")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.split not in SPLITS, "split", f"{self.split!r} is not {', '.join(SPLITS)}")
+        check(len(self.split_fractions) != 3 or min(self.split_fractions) <= 0
+              or abs(sum(self.split_fractions) - 1) > 1e-6, "split_fractions",
+              "three positive fractions summing to 1")
+        check(self.device not in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
+
+
+def check_model_settings(config: Any, model: str | None) -> None:
+    """The input rate and the architecture's own keys (typed) of a training config."""
+    check(config.fs is not None and config.fs <= 0, "fs", "must be positive")
+    check(not isinstance(config.model_kwargs, dict), "model_kwargs", "must be a mapping")
+    if model or config.model_kwargs:
+        from ecgtransfer.models import DEFAULT_MODEL, check_model_kwargs
+
+        try:
+            check_model_kwargs(model or DEFAULT_MODEL, config.model_kwargs)
+        except ValueError as exc:
+            key = "model_kwargs" if "model_kwargs" in str(exc) else "model"
+            raise ConfigError(str(exc), key) from None
 
 
 def _clean(value: Any) -> Any:
