@@ -172,7 +172,7 @@ def _log_finetune(client, experiment_id, strategy, fraction, seed, auroc, accura
     return run.info.run_id
 
 
-def test_compare_gives_the_numbers_computed_by_hand(tmp_path, cli):
+def test_compare_gives_the_numbers_computed_by_hand(tmp_path, cli, monkeypatch):
     import mlflow
     from scipy import stats
 
@@ -211,6 +211,22 @@ def test_compare_gives_the_numbers_computed_by_hand(tmp_path, cli):
     assert done.returncode == 0 and "4 groups" in done.stdout
     missing = cli("compare", "--experiment", "nope", "--tracking-uri", uri)
     assert missing.returncode == 2 and "--experiment nope: no such MLflow experiment" in missing.stderr
+
+    # a kill while the files are written leaves the old files whole and no temporary file
+    # (SIGTERM reaches here as KeyboardInterrupt); one left by SIGKILL goes on the next run
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "out"
+    before = paths["png"].read_bytes()
+    (out / ".comparison.csv.stale.tmp").write_text("half")
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_comparison(comparison_table(runs), out)
+    assert not list(out.glob("*.tmp")) and paths["png"].read_bytes() == before
 
 
 def _free_port() -> int:

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ecgtransfer.features.vocabulary import INTERVALS
+from ecgtransfer.features.vocabulary import INTERVALS, column
 
 __all__ = ["INTERVALS", "annotated_waves", "reference_intervals", "ludb_reference", "agreement"]
 
@@ -116,9 +116,8 @@ def reference_intervals(annotations: Mapping[str, tuple[np.ndarray, object]], fs
     med = per_lead.median(skipna=True)
     to_ms = 1000.0 / float(fs)
     rr = med.get("rr", np.nan)
-    return {"hr_bpm": 60.0 * fs / rr if rr > 0 else np.nan,
-            "pr_ms": med.get("pr", np.nan) * to_ms, "qrs_ms": med.get("qrs", np.nan) * to_ms,
-            "qt_ms": med.get("qt", np.nan) * to_ms,
+    return {column("hr"): 60.0 * fs / rr if rr > 0 else np.nan,
+            **{column(k): med.get(k, np.nan) * to_ms for k in ("pr", "qrs", "qt")},
             "n_beats": float(med.get("beats", 0) or 0), "n_leads": int(len(per_lead))}
 
 
