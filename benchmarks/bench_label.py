@@ -1,24 +1,29 @@
-"""Label benchmark: accuracy against LUDB's cardiologists, speed and memory, naive vs ours.
+"""Label benchmark: accuracy against LUDB's cardiologists, speed and memory, naive vs our methods.
 
 Run from the repository root::
 
     python benchmarks/bench_label.py [--root ../shared/data/ludb-sample] [--ptbxl ../shared/data/ptbxl-sample]
                                      [--naive-n 40] [--memory-n 500,2000] [--skip-speed]
 
-Accuracy. Reference: ``ecgtransfer.features.reference_intervals`` on each LUDB record's 12
-per-lead annotations. Naive baselines on the record's lead II: ``nk.ecg_clean``, ``nk.ecg_peaks``,
+Accuracy. Reference: ``ecgtransfer.features.ludb_reference`` (each LUDB record's 12 per-lead
+annotations). Naive baselines on the record's lead II: ``nk.ecg_clean``, ``nk.ecg_peaks``,
 ``nk.ecg_delineate(method=...)`` with ``dwt`` and ``prominence``; per beat PR = R onset - P onset,
 QRS = R offset - R onset, QT = T offset - R onset, medians over beats; HR = 60 fs / median RR.
-Ours: ``ecgtransfer label`` (``label_records``) on the WFDB folder, I, II, V1-V6 only. Prints MAE,
-bias and coverage (share of records with a reference value that got a value) per interval, for all
-records and for records 1-50 and 51-100 separately.
+Ours: ``ecgtransfer label`` (``label_records``) on the WFDB folder, I, II, V1-V6 only, once per
+labeller method through the one interface, ``LabellerConfig(method=...)`` (``"ecgtransfer"``, the
+default, and ``"neurokit"``: the same R peaks and fusion, NeuroKit2's ``ecg_delineate`` for the
+wave boundaries). Prints MAE, bias and coverage (share of records with a reference value that got a
+value) per interval (``ecgtransfer.features.agreement``), for all records and, per method, for
+records 1-50 and 51-100 separately.
 
 Speed (one run, 2 processes each). The PTB-XL sample (10 s, 8 leads, 500 Hz) prepared into a store;
 naive = ``nk.ecg_process`` on each of the 8 leads (its documented one-call pipeline) on the first
-``--naive-n`` records; ours = ``label_records(workers=2)`` on all of them, process start included.
-Memory: ours on DeepFake stores of each ``--memory-n`` size, each in a child process; the figure is
-the peak over the run of the anonymous resident memory summed over its processes (parent,
-forkserver, workers), sampled every 0.25 s; memory-mapped store pages are page cache, not counted.
+``--naive-n`` records; ours = ``label_records(workers=2, config=LabellerConfig(method=...))`` on all
+of them, each method, process start included.
+Memory: ours (default method) on DeepFake stores of each ``--memory-n`` size, each in a child
+process; the figure is the peak over the run of the anonymous resident memory summed over its
+processes (parent, forkserver, workers), sampled every 0.25 s; memory-mapped store pages are page
+cache, not counted.
 """
 
 from __future__ import annotations
@@ -35,11 +40,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ecgtransfer.features.reference import agreement
+from ecgtransfer.features import LabellerConfig, agreement, ludb_reference
+from ecgtransfer.features.intervals import METHODS, NEUROKIT_DELINEATOR
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = HERE.parents[1] / "shared" / "data" / "ludb-sample"
 COLUMNS = ("hr_bpm", "pr_ms", "qrs_ms", "qt_ms")
+METHOD_LABELS = {"ecgtransfer": '`method="ecgtransfer"` (default)',
+                 "neurokit": f'`method="neurokit"` (`ecg_delineate` `{NEUROKIT_DELINEATOR}`)'}
+
+
+def _method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, f'`method="{method}"`')
 
 
 def _median(values) -> float:
@@ -70,10 +82,11 @@ def naive_lead_ii(signal: np.ndarray, fs: float, method: str) -> dict:
             "qt_ms": _median(column("ECG_T_Offsets") - column("ECG_R_Onsets")) * ms}
 
 
-def _ours(root: Path, work: Path) -> pd.DataFrame:
+def _ours(root: Path, work: Path, method: str) -> pd.DataFrame:
     from ecgtransfer.features.labels import label_records, read_labels
 
-    report = label_records(root / "data", out=work / "ludb.csv", kind="wfdb", workers=2)
+    report = label_records(root / "data", out=work / f"ludb-{method}.csv", kind="wfdb", workers=2,
+                           config=LabellerConfig(method=method))
     return read_labels(report.path).set_index("record_id")
 
 
@@ -157,14 +170,18 @@ def speed(ptbxl: Path, naive_n: int, memory_ns: list[int]) -> None:
         with mp.get_context("forkserver").Pool(2) as pool:
             pool.map(_naive_worker, [(str(store.path), i) for i in range(min(naive_n, n))])
         naive = min(naive_n, n) / (time.perf_counter() - t)
-        t = time.perf_counter()
-        label_records(store.path, workers=2)
-        ours = n / (time.perf_counter() - t)
+        ours = {}
+        for method in METHODS:  # each method writes its own labels-<hash>.csv: nothing is reused
+            t = time.perf_counter()
+            label_records(store.path, workers=2, config=LabellerConfig(method=method))
+            ours[method] = n / (time.perf_counter() - t)
     print("\nSpeed, PTB-XL sample (10 s, 8 leads, 500 Hz), 2 processes each:")
     print("| labeller | records | records/s | ratio |")
     print("|---|---|---|---|")
     print(f"| naive `nk.ecg_process` x 8 leads | {min(naive_n, n)} | {naive:.2f} | 1.0x |")
-    print(f"| ours (`ecgtransfer label --workers 2`) | {n} | {ours:.1f} | {ours / naive:.1f}x |")
+    for method, rate in ours.items():
+        print(f"| ours {_method_label(method)}, `ecgtransfer label --workers 2` | {n} | {rate:.1f} "
+              f"| {rate / naive:.1f}x |")
     if not memory_ns:
         return
     print("\nMemory, DeepFake stores labelled with 2 workers (anonymous RSS summed over the run's "
@@ -183,9 +200,7 @@ def speed(ptbxl: Path, naive_n: int, memory_ns: list[int]) -> None:
 
 def main() -> None:
     from ecgtransfer.data.leads import LEADS_12
-    from ecgtransfer.data.ludb import read_ludb_annotations
     from ecgtransfer.data.wfdb_io import find_records, read_record
-    from ecgtransfer.features import reference_intervals
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="LUDB folder (with data/)")
@@ -200,15 +215,9 @@ def main() -> None:
         return
     warnings.filterwarnings("ignore")
     names = find_records(args.root / "data")
-    refs, records = {}, {}
-    for name in names:
-        path = args.root / "data" / name
-        ann = read_ludb_annotations(path, record_id=name)
-        rec = read_record(path, leads=LEADS_12, record_id=name)
-        refs[name] = reference_intervals({k: (a.samples, a.symbols) for k, a in ann.items()},
-                                         fs=rec.fs)
-        records[name] = rec
-    reference = pd.DataFrame(refs).T[list(COLUMNS)].astype(float)
+    records = {name: read_record(args.root / "data" / name, leads=LEADS_12, record_id=name)
+               for name in names}
+    reference = ludb_reference(args.root / "data", names)[list(COLUMNS)].astype(float)
     print(f"{len(reference)} LUDB records; reference values: "
           + ", ".join(f"{c} {int(reference[c].notna().sum())}" for c in COLUMNS))
     print("| labeller | interval | MAE | bias | coverage | s/record |")
@@ -224,25 +233,34 @@ def main() -> None:
                 est[name] = dict.fromkeys(COLUMNS, np.nan)
         estimates[f"naive `{method}`, lead II"] = (pd.DataFrame(est).T.astype(float),
                                                    (time.perf_counter() - t) / len(records))
+    ours = {}
     with tempfile.TemporaryDirectory() as work:
-        t = time.perf_counter()
-        ours = _ours(args.root, Path(work))
-        estimates["ours, 8 leads, 2 processes"] = (ours[list(COLUMNS)].astype(float),
-                                                   (time.perf_counter() - t) / len(records))
+        for method in METHODS:
+            t = time.perf_counter()
+            ours[method] = _ours(args.root, Path(work), method)[list(COLUMNS)].astype(float)
+            estimates[f"ours {_method_label(method)}, 8 leads, 2 processes"] = (
+                ours[method], (time.perf_counter() - t) / len(records))
     for label, (est, seconds) in estimates.items():
         for col, r in agreement(est, reference).iterrows():
             print(f"| {label} | {col} | {r['mae']:.1f} | {r['bias']:+.1f} | "
                   f"{r['coverage']:.0%} | {seconds:.3f} |")
     print("\nOurs by halves of the records (MAE; a method tuned to some records shows here):")
-    print("| records | " + " | ".join(COLUMNS) + " |")
-    print("|---|" + "---|" * len(COLUMNS))
+    print("| method | records | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS))
     ids = sorted(reference.index, key=int)
-    for part in (ids[: len(ids) // 2], ids[len(ids) // 2:]):
-        table = agreement(ours.loc[part, list(COLUMNS)].astype(float), reference.loc[part])
-        print(f"| {part[0]}-{part[-1]} | " + " | ".join(f"{v:.1f}" for v in table["mae"]) + " |")
+    for method, est in ours.items():
+        for part in (ids[: len(ids) // 2], ids[len(ids) // 2:]):
+            table = agreement(est.loc[part], reference.loc[part])
+            print(f"| `{method}` | {part[0]}-{part[-1]} | "
+                  + " | ".join(f"{v:.1f}" for v in table["mae"]) + " |")
     no_ref = reference["pr_ms"].isna()
-    print(f"\nPR where the cardiologists marked no P wave ({int(no_ref.sum())} records): ours "
-          f"gives NaN for {int(ours.loc[no_ref[no_ref].index, 'pr_ms'].isna().sum())}.")
+    has_ref = reference.index[~no_ref]
+    print()
+    for method, est in ours.items():
+        print(f"PR where the cardiologists marked no P wave ({int(no_ref.sum())} records): "
+              f"`{method}` gives NaN for {int(est.loc[no_ref[no_ref].index, 'pr_ms'].isna().sum())}"
+              f" (and for {int(est.loc[has_ref, 'pr_ms'].isna().sum())} of the {len(has_ref)} "
+              "with one).")
     if not args.skip_speed:
         speed(args.ptbxl, args.naive_n, [int(v) for v in args.memory_n.split(",") if v])
 

@@ -246,7 +246,7 @@ class Run:
         quiet.setLevel(logging.ERROR)
         try:
             self._check_active()
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
                 info = mlflow.pytorch.log_model(
                     model, name=_model_name(model), signature=infer_signature(example, out),
                     input_example=example, serialization_format="pickle",
@@ -257,6 +257,21 @@ class Run:
         finally:
             quiet.setLevel(level)
         return info.model_uri
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow artifact progress bars on stderr (a log file or a one-line error)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _model_name(model: Any) -> str:
@@ -449,26 +464,22 @@ def download_plain_model(uri: str, dst: str | Path) -> Path:
     import mlflow
 
     logged = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", uri)
-    quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bars on stderr
+    path: Path | None = None
+    reason = ""
     try:
-        if logged:  # one file of a logged model
-            base = _client().get_logged_model(logged.group(1)).artifact_location
-            path = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{base}/extra_files/{PLAIN_MODEL_FILE}", dst_path=str(dst)))
-        else:  # runs:/..., a registered model: the model folder, read as files only
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
-            path = folder / "extra_files" / PLAIN_MODEL_FILE
+        with _quiet_downloads():
+            if logged:  # one file of a logged model
+                base = _client().get_logged_model(logged.group(1)).artifact_location
+                path = Path(mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{base}/extra_files/{PLAIN_MODEL_FILE}", dst_path=str(dst)))
+            else:  # runs:/..., a registered model: the model folder, read as files only
+                folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri,
+                                                                  dst_path=str(dst)))
+                path = folder / "extra_files" / PLAIN_MODEL_FILE
     except Exception as exc:  # MLflow raises several kinds for a missing URI or file
-        path = None
         reason = type(exc).__name__
-    finally:
-        if quiet is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
     if path is None or not path.is_file():
-        why = f" ({reason})" if path is None else ""
+        why = f" ({reason})" if reason else ""
         raise ValueError(f"{uri}: no plain weights file in this logged model{why}; it may "
                          "predate ecgtransfer 0.2 - pass the run folder's model.pt instead "
                          "(ecgtransfer never unpickles a logged model)")

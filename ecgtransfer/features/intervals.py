@@ -1,5 +1,14 @@
 """HR, PR, QRS and QT of one ECG with NeuroKit2: the labeller behind ``ecgtransfer label``.
 
+Two methods (``method=``, a field of :class:`LabellerConfig`) share every step but the
+delineation (5), so they differ only in where the wave boundaries are put. What NeuroKit2 does:
+
+* ``"ecgtransfer"`` (default): ``nk.ecg_clean`` on each lead and ``nk.ecg_findpeaks`` on each lead
+  with each of ``peak_methods`` for the R-peak vote; the vote, the median beats and the wave
+  boundaries are ours.
+* ``"neurokit"``: the same, plus ``nk.ecg_delineate(..., method="prominence")`` (Emrich et al.,
+  EUSIPCO 2024) on each of the 12 cleaned leads for the wave boundaries.
+
 How a record is measured (every step justified by ``benchmarks/bench_label.py`` against LUDB's
 cardiologists; ``docs/labels.md`` has the figures):
 
@@ -13,12 +22,22 @@ cardiologists; ``docs/labels.md`` has the figures):
    ``vote_tolerance_s``, placed at their median. One lead's T waves taken for R peaks are outvoted.
 4. **Templates.** Per lead, the median beat over the beats aligned at the agreed peaks: noise and
    ectopic beats do not move a median.
-5. **Delineation of each lead's template.**
+5. **Delineation**, per lead, into that lead's PR, QRS and QT (samples).
+
+   ``"ecgtransfer"``, on each lead's template:
    QRS onset/offset: where the smoothed absolute slope stays below a fraction of the QRS's
    steepest slope for ``qrs_quiet_s``, searched outwards from the steepest slopes before and after R.
    T offset: the trapezium-area method (Zhang et al., IEEE TBME 2006) after the T wave's steepest
    return to baseline. P onset: the tangent at the P wave's steepest slope, met with the level
    before it.
+
+   ``"neurokit"``, on each lead's whole cleaned signal: ``nk.ecg_delineate`` at the agreed peaks
+   gives per beat ``ECG_P_Onsets``, ``ECG_R_Onsets``, ``ECG_R_Offsets`` and ``ECG_T_Offsets``; the
+   lead's value is the median over the whole beats (those the templates use) of the per-beat
+   intervals, as LUDB's reference takes it per lead. Of NeuroKit2's methods, ``"peak"`` gives no
+   QRS onset or offset, so it cannot measure PR, QRS or QT as defined here; ``"dwt"``, ``"cwt"``
+   and ``"prominence"`` give all four marks, and ``"prominence"`` is the closest to LUDB
+   (``docs/labels.md``, "Methods").
 6. **Fusion.** Per lead PR = QRS onset - P onset, QRS = offset - onset, QT = T offset - QRS onset;
    the record's value is the median over the 12 leads, as LUDB's reference is built.
    HR = 60 / median RR of the agreed peaks.
@@ -31,18 +50,19 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Sequence
 
 import numpy as np
 import scipy.ndimage
 import scipy.signal
 
+from ecgtransfer.config import ConfigError, check, setting
 from ecgtransfer.data.leads import LEADS_8
 from ecgtransfer.data.transforms import resample
 from ecgtransfer.features.vocabulary import INTERVALS, status_column
 
-__all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "STATUS_COLUMNS",
+__all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "METHODS", "STATUS_COLUMNS",
            "ecg_intervals", "unmeasured"]
 
 # Bumped whenever the algorithm changes what it computes: part of the config hash.
@@ -50,67 +70,64 @@ LABELLER_VERSION = 1
 STATUS_COLUMNS: tuple[str, ...] = tuple(status_column(c) for c in INTERVALS)
 LABEL_COLUMNS: tuple[str, ...] = ("record_id", *INTERVALS, "n_beats", *STATUS_COLUMNS)
 OK = "ok"
+METHODS: tuple[str, ...] = ("ecgtransfer", "neurokit")
+"""Delineation methods of :func:`ecg_intervals`; the first is the default."""
+# nk.ecg_delineate's method behind method="neurokit": part of that method's config hash.
+NEUROKIT_DELINEATOR = "prominence"
+
+
+def _check_method(method: Any) -> str:
+    name = str(method).strip().lower()
+    if name not in METHODS:
+        raise ValueError(f"unknown labeller method {method!r}; choose from {', '.join(METHODS)}")
+    return name
 
 
 @dataclass(frozen=True)
 class LabellerConfig:
-    """Settings of the labeller. Their hash keys label files (see :meth:`config_hash`).
+    """Settings of the labeller. Their hash keys label files (see :meth:`config_hash`); each
+    field's help says what it does."""
 
-    Parameters
-    ----------
-    fs : float
-        Rate records are resampled to before measuring, Hz.
-    peak_methods : tuple of str
-        ``nk.ecg_findpeaks`` methods that vote on R peaks, each run on each of the 8 leads.
-    vote_tolerance_s : float
-        Detections this close to each other count as the same beat.
-    min_rr_s : float
-        Shortest RR interval accepted (0.25 s: 240 bpm).
-    min_beats : int
-        Fewest beats a template is built from.
-    min_duration_s : float
-        Shorter records are not measured.
-    flat_mv : float
-        A lead whose peak-to-peak amplitude is below this is flat.
-    saturation_s : float
-        A lead that sits at its own maximum or minimum for this long in all (plateaus of 3 samples
-        or more: clipped R peaks add up, a rail is one long plateau) is saturated.
-    qrs_onset_fraction, qrs_offset_fraction : float
-        QRS boundaries: the slope falls below this fraction of the QRS's steepest slope ...
-    qrs_quiet_s : float
-        ... and stays there this long.
-    slope_smoothing_s : float
-        Moving-average width applied to the absolute slope.
-    t_area_window_s : float
-        Trapezium-area window after the T wave's steepest point (Zhang's ``t_r``).
-    p_wave_min_correlation : float
-        PR is measured only where the beats' P-wave windows correlate at least this well with
-        the template (median over beats and leads).
-    """
-
-    fs: float = 500.0
-    peak_methods: tuple[str, ...] = ("kalidas2017", "rodrigues2021", "neurokit")
-    vote_tolerance_s: float = 0.05
-    min_rr_s: float = 0.25
-    min_beats: int = 3
-    min_duration_s: float = 2.0
-    flat_mv: float = 0.02
-    saturation_s: float = 0.2
-    qrs_onset_fraction: float = 0.10
-    qrs_offset_fraction: float = 0.06
-    qrs_quiet_s: float = 0.012
-    slope_smoothing_s: float = 0.010
-    t_area_window_s: float = 0.12
-    p_wave_min_correlation: float = 0.7
+    method: str = setting(METHODS[0], "how waves are delineated: ecgtransfer (slope "
+                          "thresholds, Zhang's area method and a tangent on each lead's median "
+                          "beat) or neurokit (nk.ecg_delineate, prominence, on each lead, per "
+                          "beat); everything else is shared", choices=METHODS)
+    fs: float = setting(500.0, "rate records are resampled to before measuring", unit="Hz")
+    peak_methods: tuple[str, ...] = setting(
+        ("kalidas2017", "rodrigues2021", "neurokit"), "nk.ecg_findpeaks methods that vote on R "
+        "peaks, each run on each of the 8 leads", metavar="LIST")
+    vote_tolerance_s: float = setting(0.05, "detections this close count as the same beat",
+                                      unit="s")
+    min_rr_s: float = setting(0.25, "shortest RR interval accepted (0.25 s: 240 bpm)", unit="s")
+    min_beats: int = setting(3, "fewest beats a template is built from")
+    min_duration_s: float = setting(2.0, "shorter records are not measured", unit="s")
+    flat_mv: float = setting(0.02, "a lead whose peak-to-peak amplitude is below this is flat",
+                             unit="mV")
+    saturation_s: float = setting(0.2, "a lead at its own maximum or minimum this long in all "
+                                  "(plateaus of 3 samples or more) is saturated", unit="s")
+    qrs_onset_fraction: float = setting(0.10, "QRS onset: the slope falls below this fraction "
+                                        "of the QRS's steepest slope ...")
+    qrs_offset_fraction: float = setting(0.06, "QRS offset: the same fraction after R ...")
+    qrs_quiet_s: float = setting(0.012, "... and stays there this long", unit="s")
+    slope_smoothing_s: float = setting(0.010, "moving-average width applied to the absolute "
+                                       "slope", unit="s")
+    t_area_window_s: float = setting(0.12, "trapezium-area window after the T wave's steepest "
+                                     "point (Zhang's t_r)", unit="s")
+    p_wave_min_correlation: float = setting(0.7, "PR is measured only where the beats' P-wave "
+                                            "windows correlate at least this well with the "
+                                            "template (median over beats and leads)")
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "method", _check_method(self.method))
+        except ValueError as exc:
+            raise ConfigError(f"method: {exc}", "method") from None
         object.__setattr__(self, "peak_methods", tuple(self.peak_methods))
-        if not self.peak_methods:
-            raise ValueError("peak_methods: at least one method is needed")
-        for f in fields(self):
+        check(not self.peak_methods, "peak_methods", "at least one method is needed")
+        for f in fields(LabellerConfig):  # a stage config extends it with its own fields
             value = getattr(self, f.name)
-            if f.name != "peak_methods" and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{f.name}: must be a positive number, got {value!r}")
+            check(f.name not in ("method", "peak_methods") and not (np.isfinite(value) and value > 0),
+                  f.name, f"must be a positive number, got {value!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LabellerConfig":
@@ -131,12 +148,20 @@ class LabellerConfig:
         """12 hex digits identifying what this labeller computes.
 
         Covers the settings, :data:`LABELLER_VERSION` and the NeuroKit2 version: labels made by
-        another NeuroKit2 are another labelling.
+        another NeuroKit2 are another labelling. A method other than the default adds its name
+        (and, for ``"neurokit"``, :data:`NEUROKIT_DELINEATOR`); the default's hash is the one it
+        had before there were methods, so its label files stay valid.
         """
         import neurokit2
 
-        key = {"labeller": LABELLER_VERSION, "neurokit2": neurokit2.__version__,
-               "config": self.to_dict()}
+        settings = self.to_dict()
+        method = settings.pop("method")
+        key: dict[str, Any] = {"labeller": LABELLER_VERSION, "neurokit2": neurokit2.__version__,
+                               "config": settings}
+        if method != METHODS[0]:
+            key["method"] = method
+        if method == "neurokit":
+            key["delineator"] = NEUROKIT_DELINEATOR
         text = json.dumps(key, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -217,7 +242,8 @@ def _runs(low: np.ndarray, m: int, *, ending: bool) -> np.ndarray:
     return count if ending else count[::-1]
 
 
-def _delineate(tpl: np.ndarray, r: int, fs: float, rr: float, cfg: LabellerConfig) -> np.ndarray:
+def _delineate_templates(tpl: np.ndarray, r: int, fs: float, rr: float,
+                         cfg: LabellerConfig) -> np.ndarray:
     """Per lead P onset, QRS onset, QRS offset, T offset of templates, samples relative to R."""
     out = np.full((len(tpl), 4), np.nan)
     slope = np.gradient(tpl, axis=-1)
@@ -267,6 +293,56 @@ def _delineate(tpl: np.ndarray, r: int, fs: float, rr: float, cfg: LabellerConfi
     return out
 
 
+def _ecgtransfer_intervals(tpl: np.ndarray, before: int, fs: float, rr: float,
+                           cfg: LabellerConfig) -> tuple[np.ndarray, float]:
+    """Per lead PR, QRS, QT (samples) from the templates; QRS onset relative to R over leads."""
+    pos = _delineate_templates(tpl, before, fs, rr, cfg)
+    per_lead = np.column_stack([pos[:, 1] - pos[:, 0], pos[:, 2] - pos[:, 1],
+                                pos[:, 3] - pos[:, 1]])
+    return per_lead, _median(pos[:, 1])
+
+
+_NK_MARKS = ("ECG_P_Onsets", "ECG_R_Onsets", "ECG_R_Offsets", "ECG_T_Offsets")
+
+
+def _nk_marks(waves: dict, key: str, n: int) -> np.ndarray:
+    """One ``nk.ecg_delineate`` list as ``n`` floats, one per R peak.
+
+    NeuroKit2 0.2.13 drops marks at sample 0 or below from its lists, which shortens a list at
+    its start (the first beats); NaN takes their place so that beats stay aligned.
+    """
+    values = np.asarray(waves.get(key, []), dtype=float)
+    if len(values) > n:
+        return np.full(n, np.nan)
+    return np.r_[np.full(n - len(values), np.nan), values]
+
+
+def _neurokit_intervals(twelve: np.ndarray, peaks: np.ndarray, whole: np.ndarray, before: int,
+                        after: int, fs: float) -> tuple[np.ndarray, float]:
+    """Per lead PR, QRS, QT (samples): medians over the whole beats of ``nk.ecg_delineate``'s
+    per-beat intervals; and the QRS onset relative to R (median over beats, then leads)."""
+    import neurokit2 as nk
+
+    keep = np.isin(peaks, whole)
+    per_lead = np.full((len(twelve), 3), np.nan)
+    onsets = np.full(len(twelve), np.nan)
+    for lead, x in enumerate(twelve):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, waves = nk.ecg_delineate(x, peaks, sampling_rate=fs,
+                                            method=NEUROKIT_DELINEATOR)
+        except Exception:  # a lead NeuroKit2 cannot delineate gives no value
+            continue
+        marks = np.column_stack([_nk_marks(waves, k, len(peaks)) for k in _NK_MARKS])
+        marks = marks[keep] - peaks[keep, None]
+        marks[(marks < -before) | (marks > after)] = np.nan  # a mark outside its own beat
+        p_on, q_on, q_off, t_off = marks.T
+        per_lead[lead] = _median(q_on - p_on), _median(q_off - q_on), _median(t_off - q_on)
+        onsets[lead] = _median(q_on)
+    return per_lead, _median(onsets)
+
+
 def _p_wave_correlation(beats: np.ndarray, tpl: np.ndarray, lo: int, hi: int) -> float:
     """Median correlation of each beat's P-wave window with the template's, over beats and leads."""
     seg = beats[:, :, lo:hi] - beats[:, :, lo:hi].mean(-1, keepdims=True)
@@ -282,7 +358,8 @@ def _median(values: np.ndarray) -> float:
 
 
 def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id: str = "",
-                  config: LabellerConfig | None = None) -> dict[str, Any]:
+                  config: LabellerConfig | None = None,
+                  method: str | None = None) -> dict[str, Any]:
     """Measure HR, PR, QRS and QT of one record.
 
     Parameters
@@ -297,14 +374,23 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
         Copied into the result.
     config : LabellerConfig, optional
         Defaults to ``LabellerConfig()``.
+    method : {"ecgtransfer", "neurokit"}, optional
+        Overrides ``config.method``: how the waves are delineated (see the module's notes).
 
     Returns
     -------
     dict
         ``record_id, hr_bpm, pr_ms, qrs_ms, qt_ms, n_beats`` and ``hr_status, pr_status,
         qrs_status, qt_status``: ``"ok"``, or why the value is NaN. Never raises on bad signals.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``method``, naming it and the known ones.
     """
     cfg = config or LabellerConfig()
+    if method is not None:
+        cfg = replace(cfg, method=method)
     signal = np.asarray(signal, dtype=np.float64)
     if signal.ndim != 2 or signal.shape[0] != len(leads):
         return unmeasured(record_id, f"signal of shape {signal.shape} does not match {len(leads)} leads")
@@ -344,11 +430,16 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
         return row
     beats = np.stack([twelve[:, p - before: p + after] for p in whole], axis=1)  # lead, beat, t
     tpl = np.median(beats, axis=1)
-    pos = _delineate(tpl, before, fs, rr, cfg)
+    if cfg.method == "ecgtransfer":
+        per_lead, onset = _ecgtransfer_intervals(tpl, before, fs, rr, cfg)
+    elif cfg.method == "neurokit":
+        per_lead, onset = _neurokit_intervals(twelve, peaks, whole, before, after, fs)
+    else:  # LabellerConfig refuses other names; a method added to METHODS must be added here
+        raise ValueError(f"labeller method {cfg.method!r} has no delineator")
     ms = 1000.0 / fs
-    values = {"pr_ms": _median(pos[:, 1] - pos[:, 0]) * ms, "qrs_ms": _median(pos[:, 2] - pos[:, 1]) * ms,
-              "qt_ms": _median(pos[:, 3] - pos[:, 1]) * ms}
-    qon = before + _median(pos[:, 1])
+    values = {"pr_ms": _median(per_lead[:, 0]) * ms, "qrs_ms": _median(per_lead[:, 1]) * ms,
+              "qt_ms": _median(per_lead[:, 2]) * ms}
+    qon = before + onset
     if np.isfinite(qon):
         lo = max(int(qon) - int(min(0.3 * fs, 0.5 * rr)), 0)
         corr = _p_wave_correlation(beats, tpl, lo, int(qon) - int(0.02 * fs))
