@@ -1,8 +1,11 @@
 """Files written whole or not at all, and tensors read without running code.
 
 The lowest layer of the package: every module that writes a result (stores, label files,
-checkpoints, comparison tables) goes through :func:`atomic_file`, and every ``.pt`` file is read by
-:func:`load_tensors`, which never unpickles arbitrary objects (``torch.load(weights_only=True)``).
+checkpoints, comparison tables) goes through :func:`atomic_file`, every file that grows by
+appending (a store's samples and journal, a label run's rows) through :func:`append_synced`,
+and every ``.pt`` file is read by :func:`load_tensors`, which never unpickles arbitrary objects
+(``torch.load(weights_only=True)``). A file one run at a time may write is guarded by
+:func:`exclusive_lock`; a full disk becomes one line saying how to go on (:func:`on_disk_full`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,105 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
-__all__ = ["atomic_file", "save_tensors", "load_tensors", "disk_full"]
+try:
+    import fcntl
+except ImportError:  # not on Windows; there locks are skipped
+    fcntl = None
+
+__all__ = ["append_synced", "atomic_file", "disk_full", "exclusive_lock", "load_tensors",
+           "on_disk_full", "save_tensors"]
 
 
 def disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says the disk (or quota) is full."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def on_disk_full(error: type[Exception], where: str | Path, name: str) -> Iterator[None]:
+    """Turn a full disk inside the ``with`` block into one line for the user.
+
+    Parameters
+    ----------
+    error : type of Exception
+        The exception raised instead (``StoreError``, ``LabelError``).
+    where : str or Path
+        The folder (store) the message starts with.
+    name : str
+        The file being written.
+
+    Raises
+    ------
+    error
+        ``"WHERE: disk full while writing NAME; free space and re-run the same command to
+        continue"``, for an :class:`OSError` that :func:`disk_full` recognises; any other
+        exception passes unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        raise error(f"{where}: disk full while writing {name}; free space and re-run the same "
+                    "command to continue") from None
+
+
+def append_synced(path: str | Path, chunks: Iterable[Any], at: int) -> int:
+    """Write ``chunks`` (bytes-like) at byte ``at`` of ``path``, cutting whatever followed it
+    (the remains of a failed call), and fsync.
+
+    The file is created if absent. Bytes before ``at`` are never touched, so a caller that
+    counts the bytes it has written can call again with the same ``at`` after a failure (a
+    full disk) and the file comes out as if the failure never happened.
+
+    Parameters
+    ----------
+    path : str or Path
+    chunks : iterable of bytes-like
+        Written one after another.
+    at : int
+        Where the new bytes start; at most the file's size.
+
+    Returns
+    -------
+    int
+        The file's size afterwards: ``at`` plus the bytes written.
+    """
+    with open(path, "ab") as f:
+        f.truncate(at)
+        for chunk in chunks:
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+        return f.tell()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the ``with`` block, without waiting.
+
+    The file is created if absent and left in place afterwards (removing it would let two
+    processes lock two different files of one name). A process that dies releases its lock.
+    On systems without ``fcntl`` (Windows) nothing is locked.
+
+    Parameters
+    ----------
+    path : str or Path
+        The lock file.
+
+    Raises
+    ------
+    BlockingIOError
+        Another process, or another open of the file in this one, holds the lock.
+    OSError
+        The lock file cannot be created.
+    """
+    with open(path, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
 
 
 @contextlib.contextmanager

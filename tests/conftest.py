@@ -133,3 +133,35 @@ def copy_records(src_dir: Path, names, dest: Path) -> Path:
         for f in src_dir.glob(f"{name}.*"):
             shutil.copyfile(f, dest / f.name)
     return dest
+
+
+def disk_fills_after(monkeypatch, budget: int) -> None:
+    """From now on the disk takes ``budget`` more bytes of appended data (store samples and
+    journal, label rows); the append that crosses it writes what fits, then fails with ENOSPC,
+    as a full disk does, and so does every append after it."""
+    import errno
+
+    from ecgtransfer.data import store as store_module
+    from ecgtransfer.features import labels as labels_module
+
+    real = store_module.append_synced
+    left = [int(budget)]
+
+    def append(path, chunks, at):
+        data = b"".join(bytes(c) for c in chunks)
+        fits = data[:max(left[0], 0)]
+        left[0] -= len(data)
+        end = real(path, [fits], at)
+        if len(fits) < len(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return end
+
+    for module in (store_module, labels_module):
+        monkeypatch.setattr(module, "append_synced", append)
+
+
+def one_line_disk_full(exc: BaseException, name: str) -> None:
+    """``exc`` is the one line a full disk gives: naming the file, saying how to go on."""
+    message = str(exc)
+    assert "\n" not in message
+    assert f"disk full while writing {name}; free space and re-run the same command" in message

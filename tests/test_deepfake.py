@@ -18,7 +18,8 @@ from ecgtransfer.data.deepfake import (
     DeepFakeGenerator, SynthConfig, UpsampleConv1d, load_generator, record_noise, synthesize,
 )
 from ecgtransfer.data.leads import LEADS_8, LEADS_12, expand_to_12
-from ecgtransfer.data.store import SignalStore, StoreError, merge_stores
+from ecgtransfer.data.store import SignalStore, StoreError, StoreWriter, merge_stores
+from conftest import disk_fills_after, one_line_disk_full
 
 
 def _synth(out, n=24, seed=7, **kw):
@@ -157,6 +158,26 @@ def test_a_killed_run_resumes_to_the_uninterrupted_store(tmp_path):
     assert _digest(out_killed) == _digest(out_whole)
 
 
+def test_a_full_disk_stops_with_one_line_and_the_same_command_continues(tmp_path, reference,
+                                                                          monkeypatch):
+    out, ref = tmp_path / "s", reference.path
+    monkeypatch.setattr(deepfake, "StoreWriter",  # flushes of 8 records
+                        lambda *a, **kw: StoreWriter(*a, **kw, flush_every=8))
+    record = (ref / "signals.i16").stat().st_size // 40
+    # the 1st flush fits, the 2nd fails half-way through its samples
+    disk_fills_after(monkeypatch, 12 * record + (ref / "journal.jsonl").stat().st_size)
+    with pytest.raises(StoreError) as err:
+        _synth(out, n=16)
+    one_line_disk_full(err.value, "signals.i16")
+    assert str(err.value).startswith(f"{out}: ")
+    monkeypatch.undo()
+    report = synthesize(out, SynthConfig(n=16, seed=7), progress=False)
+    assert (report.skipped, report.written) == (8, 8)
+    # the records of an uninterrupted run (the reference's first 16)
+    assert (out / "signals.i16").read_bytes() == (ref / "signals.i16").read_bytes()[:16 * record]
+    assert report.store.index.equals(reference.index.iloc[:16])
+
+
 # ---- what the records are ------------------------------------------------------------------
 def test_records_look_like_real_ecgs(reference, ptbxl_store):
     assert reference.fs == ptbxl_store.fs == 500
@@ -214,7 +235,7 @@ def test_a_store_of_another_seed_or_package_version_is_refused_untouched(tmp_pat
                                     ({"n": 5, "shard_index": 2, "num_shards": 2}, "shard_index"),
                                     ({"n": 5, "leads": 10}, "leads"), ({"n": 5, "batch_size": 0}, "batch_size")])
 def test_bad_config_names_the_key(kw, key):
-    with pytest.raises(ValueError, match=key if key != "leads" else "leads must be 8 or 12"):
+    with pytest.raises(ValueError, match=key if key != "leads" else "leads: 8 or 12"):
         SynthConfig(**kw)
 
 
@@ -232,9 +253,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write here" in err
     assert not (tmp_path / "s").exists()  # nothing made by the refused runs
-    with pytest.raises(SystemExit):
-        main(["synth", "--n", "0", "--out", str(tmp_path / "s")])
-    assert "--n: expected a positive int" in capsys.readouterr().err
+    assert main(["synth", "--n", "0", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "n: must be positive" in err
 
 
 def test_cli_synth_shards_and_merge(tmp_path, reference, capsys):

@@ -4,6 +4,7 @@ resume, shards and config keys."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,10 +12,12 @@ import pytest
 
 from conftest import copy_records
 from ecgtransfer.cli import main
+from ecgtransfer.features import labels as labels_module
 from ecgtransfer.features.labels import LabelError, label_records, read_labels
 from ecgtransfer.data.leads import LEADS_8, LEADS_12
 from ecgtransfer.data.wfdb_io import read_record
 from ecgtransfer.features import INTERVALS, LabellerConfig, ecg_intervals, reference_intervals
+from conftest import disk_fills_after, one_line_disk_full
 
 # The issue's targets (mean absolute error over records with a reference value; coverage).
 TARGETS = {"hr_bpm": 1.0, "pr_ms": 10.0, "qrs_ms": 10.0, "qt_ms": 15.0}
@@ -233,6 +236,65 @@ def test_cli_label(small_store, tmp_path, capsys):
     assert len(err) == 1 and "qrs_treshold" in err[0]
     assert main(["label", "--input", str(tmp_path), "-q"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_a_full_disk_stops_with_one_line_and_the_same_command_continues(small_store, tmp_path,
+                                                                          monkeypatch):
+    whole = label_records(small_store.path, out=tmp_path / "whole.csv")
+    lines = whole.path.read_bytes().splitlines(keepends=True)
+    monkeypatch.setattr(labels_module, "_CHUNK", 4)
+    disk_fills_after(monkeypatch, sum(map(len, lines[:5])) + 5)  # header, 4 rows, 5 bytes
+    out = tmp_path / "labels.csv"
+    with pytest.raises(LabelError) as err:
+        label_records(small_store.path, out=out)
+    one_line_disk_full(err.value, "labels.csv.partial")
+    assert str(err.value).startswith(f"{tmp_path}: ") and not out.exists()
+    monkeypatch.undo()
+    report = label_records(small_store.path, out=out)
+    assert (report.n_reused, report.n_computed) == (4, len(small_store) - 4)
+    assert out.read_bytes() == whole.path.read_bytes()
+
+
+def test_a_second_run_on_one_label_file_is_refused_while_the_first_goes_on(small_store, tmp_path):
+    out = tmp_path / "labels.csv"
+    refusals = []
+
+    def meanwhile(n):
+        if n == 1:
+            with pytest.raises(LabelError) as err:
+                label_records(small_store.path, out=out, shard=(0, 5))
+            refusals.append(str(err.value))
+
+    report = label_records(small_store.path, out=out, shard=(0, 5), progress=meanwhile)
+    assert len(refusals) == 1 and "\n" not in refusals[0]
+    assert "another run is labelling labels.shard-0-of-5.csv" in refusals[0]
+    assert refusals[0].startswith(str(tmp_path / ".labels.shard-0-of-5.csv.lock"))
+    assert report.n_computed == 2 and len(read_labels(report.path)) == 2
+    again = label_records(small_store.path, out=out, shard=(0, 5))  # the lock went with the run
+    assert again.n_computed == 0
+
+
+def test_a_record_given_twice_in_a_label_file_is_refused_naming_it(small_store, tmp_path):
+    path = label_records(small_store.path, out=tmp_path / "labels.csv", shard=(0, 5)).path
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([*lines, lines[1]]))
+    rid = lines[1].split(",")[0]
+    with pytest.raises(LabelError) as err:
+        read_labels(path)
+    assert str(err.value).startswith(f"{path}: record {rid!r} has 2 rows (lines 2, 4)")
+    assert "\n" not in str(err.value)
+
+
+def test_a_folder_without_records_is_refused_like_prepare(tmp_path, capsys):
+    empty = tmp_path / "in"
+    empty.mkdir()
+    (empty / "README.txt").write_text("no records here")
+    with pytest.raises(LabelError, match=f"^{re.escape(str(empty))}: no WFDB records"):
+        label_records(empty, out=tmp_path / "out" / "labels.csv", kind="wfdb")
+    assert main(["label", "--input", str(empty), "--out", str(tmp_path / "l.csv"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{empty}: no WFDB records" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing written
 
 
 def test_realism_summary_and_histograms(ludb_labels):

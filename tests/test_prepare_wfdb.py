@@ -1,11 +1,15 @@
 """Preparing folders of WFDB records: LUDB (.dat, lower-case leads) and Challenge 2021 (.mat)."""
 
 import numpy as np
+import pytest
 
 from conftest import copy_records
+from ecgtransfer.data import ingest
 from ecgtransfer.data.ingest import prepare_wfdb
 from ecgtransfer.data.leads import LEADS_8, LEADS_12
+from ecgtransfer.data.store import StoreError, StoreWriter
 from ecgtransfer.data.wfdb_io import read_record
+from conftest import disk_fills_after, one_line_disk_full
 
 
 def test_ludb_folder_with_lowercase_leads(tmp_path, ludb_root):
@@ -34,3 +38,24 @@ def test_a_bad_record_does_not_stop_the_others(tmp_path, ludb_root):
     report = prepare_wfdb(folder, tmp_path / "s", progress=False)
     assert report.store.record_ids == ["1", "3"]
     assert report.rejects == [("2", "missing lead(s) V6")]
+
+
+def test_a_full_disk_stops_with_one_line_and_the_same_command_continues(tmp_path, ludb_root,
+                                                                          monkeypatch):
+    folder = copy_records(ludb_root / "data", [str(i) for i in range(1, 7)], tmp_path / "in")
+    ref = prepare_wfdb(folder, tmp_path / "ref", progress=False).store.path
+    out = tmp_path / "s"
+    monkeypatch.setattr(ingest, "StoreWriter",  # flushes of 2 records
+                        lambda *a, **kw: StoreWriter(*a, **kw, flush_every=2))
+    record = (ref / "signals.i16").stat().st_size // 6
+    # the 1st flush fits, the 2nd fails half-way through its first record's samples
+    disk_fills_after(monkeypatch, 2.5 * record + (ref / "journal.jsonl").stat().st_size)
+    with pytest.raises(StoreError) as err:
+        prepare_wfdb(folder, out, progress=False)
+    one_line_disk_full(err.value, "signals.i16")
+    assert str(err.value).startswith(f"{out}: ")
+    monkeypatch.undo()
+    report = prepare_wfdb(folder, out, progress=False)
+    assert (report.skipped, report.written) == (2, 4)
+    for name in ("signals.i16", "index.csv"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes()

@@ -1,14 +1,18 @@
 """The signal store: exact round trips, crash recovery, refusals that name the reason."""
 
+import errno
 import json
 import pickle
 
 import numpy as np
 import pytest
 
+from ecgtransfer.data import store as store_module
 from ecgtransfer.data.leads import LEADS_8
 from ecgtransfer.data.store import SignalStore, StoreError, StoreWriter
 from ecgtransfer.data.wfdb_io import read_record
+
+from conftest import disk_fills_after, one_line_disk_full
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +120,97 @@ def test_one_writer_at_a_time(tmp_path, ludb_signals):
     first.finalize()
     second = StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8)
     assert second.done == {"a"}
+
+
+def test_done_is_a_live_read_only_view_not_a_copy_per_call(tmp_path, ludb_signals):
+    w = StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8, flush_every=2)
+    done = w.done
+    assert w.done is done  # no copy per look-up: ingest and merge ask once per record
+    for i, x in enumerate(ludb_signals[:3]):
+        w.add(f"r{i}", x)
+    assert done == {"r0", "r1", "r2"} and "r2" in done and len(done) == 3
+    assert not hasattr(done, "add") and not hasattr(done, "discard")
+    w.finalize()
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"format": 1, "source": "wfdb", "fs": 5', "unreadable"),   # truncated
+    ("fs = 500\n", "unreadable"),                                # not JSON
+    ("[1, 2]", "holds a JSON list"),
+    ('{"format": 1, "source": "wfdb", "leads": ["I"], "complete": true, "identity": {}}',
+     "no 'fs' key"),
+    ('{"format": 1, "source": "wfdb", "fs": 500, "leads": "I,II", "complete": true, '
+     '"identity": {}}', "leads='I,II' is not a valid value"),
+])
+def test_a_damaged_store_json_is_one_line_naming_it(tmp_path, ludb_signals, text, problem):
+    _write(tmp_path / "s", ludb_signals[:2])
+    meta = tmp_path / "s" / "store.json"
+    meta.write_text(text)
+    signals = (tmp_path / "s" / "signals.i16").read_bytes()
+    for open_it in (lambda: SignalStore(tmp_path / "s"),
+                    lambda: StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8)):
+        with pytest.raises(StoreError) as err:
+            open_it()
+        assert str(err.value).startswith(f"{meta}: ") and problem in str(err.value)
+        assert "\n" not in str(err.value)
+    assert (tmp_path / "s" / "signals.i16").read_bytes() == signals  # nothing cut or rewritten
+
+
+@pytest.mark.parametrize("key, value, leads", [
+    ("fs", 250.0, LEADS_8),
+    ("leads", list(LEADS_8[:4]), LEADS_8[:4]),                       # fewer: would cut the data
+    ("leads", [*LEADS_8, "III", "aVR", "aVL", "aVF"], [*LEADS_8, "III", "aVR", "aVL", "aVF"]),
+])
+def test_an_edited_rate_or_lead_list_in_store_json_is_refused_naming_the_key(
+        tmp_path, ludb_signals, key, value, leads):
+    _write(tmp_path / "s", ludb_signals[:3])
+    path = tmp_path / "s"
+    meta = json.loads((path / "store.json").read_text())
+    was = meta[key]
+    meta[key] = value
+    (path / "store.json").write_text(json.dumps(meta))
+    before = {name: (path / name).read_bytes() for name in ("signals.i16", "journal.jsonl")}
+    fs = value if key == "fs" else 500
+    for open_it in (lambda: SignalStore(path),  # a run asking for the edited settings
+                    lambda: StoreWriter(path, source="wfdb", fs=fs, leads=leads)):
+        with pytest.raises(StoreError) as err:
+            open_it()
+        message = str(err.value)
+        assert message.startswith(f"{path / 'store.json'}: {key}=") and "\n" not in message
+        assert f"restore {key}={was!r}" in message
+    assert before == {name: (path / name).read_bytes() for name in before}
+
+
+def test_a_full_disk_stops_with_one_line_and_the_same_run_continues(tmp_path, ludb_signals,
+                                                                      monkeypatch):
+    ref = _write(tmp_path / "ref", ludb_signals)
+    path = tmp_path / "s"
+    record = ludb_signals[0].size * 2
+    disk_fills_after(monkeypatch, 4.5 * record)  # the 2nd flush (records 3-5) fails part-way
+    w = StoreWriter(path, source="wfdb", fs=500, leads=LEADS_8, flush_every=3)
+    with pytest.raises(StoreError) as err, w:
+        for i, x in enumerate(ludb_signals):
+            w.add(f"r{i}", x, k=i)
+    one_line_disk_full(err.value, "signals.i16")
+    assert str(err.value).startswith(f"{path}: ")
+    monkeypatch.undo()
+
+    w = StoreWriter(path, source="wfdb", fs=500, leads=LEADS_8)
+    assert w.done == {"r0", "r1", "r2"}  # what was written before the disk filled
+    for i, x in enumerate(ludb_signals):
+        if f"r{i}" not in w.done:
+            w.add(f"r{i}", x, k=i)
+
+    def no_room(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:  # the disk fills again, while writing the index
+        m.setattr(store_module, "atomic_file", no_room)
+        with pytest.raises(StoreError) as err:
+            w.finalize()
+    one_line_disk_full(err.value, "index.csv")
+    with pytest.raises(StoreError, match="incomplete"):
+        SignalStore(path)
+    store = w.finalize()
+    assert (path / "signals.i16").read_bytes() == (tmp_path / "ref" / "signals.i16").read_bytes()
+    assert store.index.equals(ref.index)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgtransfer import __version__
+from ecgtransfer.config import check, setting
 from ecgtransfer.data.leads import LEADS_8, expand_to_12, lead_set
 from ecgtransfer.data.store import SignalStore, StoreWriter
 
@@ -340,53 +341,36 @@ def _deterministic(device: torch.device):
 
 
 # ---- into a store ----------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class SynthConfig:
-    """Settings of a ``synth`` run.
+    """Settings of a ``synth`` run. Shard ``shard_index`` of ``num_shards`` makes the passes
+    ``p`` with ``p % num_shards == shard_index``."""
 
-    Attributes
-    ----------
-    n : int
-        Records 0 .. n-1 of the seed (of this shard); a store holding fewer is extended.
-    seed : int
-        Non-negative; record ``i`` depends only on ``(seed, i)``.
-    leads : int
-        8 (I, II, V1-V6, as generated) or 12 (III, aVR, aVL, aVF derived from I and II).
-    batch_size : int, optional
-        CPU: records in flight at once (memory only, never values). CUDA: records per forward
-        pass (default 512); part of the store's identity there.
-    device : str
-        ``cpu``, ``cuda`` or ``cuda:N``.
-    threads : int, optional
-        CPU passes computed side by side (default: torch's thread count).
-    shard_index, num_shards : int
-        Make shard ``shard_index`` of ``num_shards``: the passes ``p`` with
-        ``p % num_shards == shard_index``.
-    """
-
-    n: int
-    seed: int = 0
-    leads: int = 8
-    batch_size: int | None = None
-    device: str = "cpu"
-    threads: int | None = None
-    shard_index: int = 0
-    num_shards: int = 1
+    n: int = setting(help="records 0 .. N-1 of the seed (of this shard); a store holding fewer "
+                     "is extended")
+    seed: int = setting(0, "generation seed; record i depends only on (seed, i)")
+    leads: int = setting(8, "8 = I, II, V1-V6 as generated; 12 adds III, aVR, aVL, aVF derived "
+                         "from I and II (Einthoven, Goldberger)", choices=(8, 12))
+    batch_size: int | None = setting(None, "CPU: records in flight (memory only; default 64). "
+                                     "CUDA: records per forward pass (default 512), part of the "
+                                     "store's identity")
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
+    threads: int | None = setting(None, "CPU: passes computed side by side (default: torch's "
+                                  "thread count)")
+    shard_index: int = setting(0, "make shard K of num_shards (merge them with `data merge`)",
+                               metavar="K")
+    num_shards: int = setting(1, "shards the records are split into", metavar="M")
 
     def __post_init__(self) -> None:
         for key in ("n", "num_shards"):
-            if int(getattr(self, key)) <= 0:
-                raise ValueError(f"{key}: must be positive, got {getattr(self, key)}")
+            check(int(getattr(self, key)) <= 0, key, f"must be positive, got {getattr(self, key)}")
         for key in ("batch_size", "threads"):
             value = getattr(self, key)
-            if value is not None and int(value) <= 0:
-                raise ValueError(f"{key}: must be positive, got {value}")
-        if int(self.seed) < 0:
-            raise ValueError(f"seed: must be a non-negative integer, got {self.seed}")
-        if not 0 <= int(self.shard_index) < int(self.num_shards):
-            raise ValueError(f"shard_index: must be in 0 .. {int(self.num_shards) - 1}, "
-                             f"got {self.shard_index}")
-        lead_set(self.leads)
+            check(value is not None and int(value) <= 0, key, f"must be positive, got {value}")
+        check(int(self.seed) < 0, "seed", f"must be a non-negative integer, got {self.seed}")
+        check(not 0 <= int(self.shard_index) < int(self.num_shards), "shard_index",
+              f"must be in 0 .. {int(self.num_shards) - 1}, got {self.shard_index}")
+        check(self.leads not in (8, 12), "leads", f"8 or 12, got {self.leads}")
 
 
 @dataclass
@@ -431,6 +415,12 @@ def synthesize(out: str | Path, config: SynthConfig, *, progress: bool = True) -
     Returns
     -------
     SynthReport
+
+    Raises
+    ------
+    StoreError
+        A store of other settings, or a full disk (one line naming the store and the file; the
+        records written stay valid and the same command continues from there).
     """
     from tqdm.auto import tqdm
 
@@ -450,6 +440,7 @@ def synthesize(out: str | Path, config: SynthConfig, *, progress: bool = True) -
         log.warning("%s: earlier runs used CPU kernels %s, this one %s; records may differ by "
                     "1 µV from a single-machine run", out, sorted(earlier), run["cpu_capability"])
     n, u, shard, shards = int(config.n), gen.pass_size, config.shard_index, config.num_shards
+    # a live view; passes are disjoint, so reading ``passes`` ahead never sees a pass's own adds
     done = writer.done
 
     def missing_in(p: int) -> list[int]:

@@ -10,24 +10,22 @@ Layout of a store folder::
 
 Writes are crash-safe and resumable. Samples are appended and fsync'd before the journal lines
 that point at them, so on reopening, a journal line always points at complete data; bytes after
-the last journal line (a run killed mid-write) are cut off. ``store.json`` says ``complete``
-only after ``index.csv`` is in place, and it is replaced atomically, so a store never reads as
-complete when it is not. Reading returns float32 mV from a memory map: no WFDB parsing in
-training.
+the last journal line (a run killed mid-write, or stopped by a full disk) are cut off.
+``store.json`` says ``complete`` only after ``index.csv`` is in place, and it is replaced
+atomically, so a store never reads as complete when it is not. Opening a store checks
+``store.json`` against the data (the rate and leads each record was written with, the size of
+``signals.i16``), so a damaged or edited ``store.json`` is refused by name rather than trusted.
+Reading returns float32 mV from a memory map: no WFDB parsing in training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
-import os
 import tempfile
-
-try:
-    import fcntl
-except ImportError:  # not on Windows; there the lock is skipped
-    fcntl = None
+from collections.abc import Set
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -36,7 +34,7 @@ import pandas as pd
 
 from ecgtransfer import __version__
 from ecgtransfer.data.transforms import to_microvolts
-from ecgtransfer.files import atomic_file
+from ecgtransfer.files import append_synced, atomic_file, exclusive_lock, on_disk_full
 
 __all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT", "merge_stores"]
 
@@ -87,11 +85,68 @@ def _first_difference(meta: Mapping[str, Any], want: Mapping[str, Any]):
     return None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# What every store.json holds, and what each value must look like.
+_META_KEYS = {
+    "format": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "source": lambda v: isinstance(v, str),
+    "fs": lambda v: _is_number(v) and math.isfinite(v) and v > 0,
+    "leads": lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v),
+    "complete": lambda v: isinstance(v, bool),
+    "identity": lambda v: isinstance(v, dict),
+}
+
+
 def _read_meta(path: Path) -> dict:
+    """``store.json``, checked to hold every key the store needs, each of the right kind."""
+    file = path / _META
     try:
-        return json.loads((path / _META).read_text(encoding="utf-8"))
+        meta = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise StoreError(f"{path}: unreadable {_META} ({exc})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StoreError(f"{file}: unreadable ({reason}); restore it, or remove the store and "
+                         "run again") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{file}: holds a JSON {type(meta).__name__}, not a store description; "
+                         "restore it, or remove the store and run again")
+    for key, valid in _META_KEYS.items():
+        if key not in meta:
+            raise StoreError(f"{file}: no {key!r} key; restore it, or remove the store and run "
+                             "again")
+        if not valid(meta[key]):
+            raise StoreError(f"{file}: {key}={meta[key]!r} is not a valid value; restore it, or "
+                             "remove the store and run again")
+    return meta
+
+
+def _edited(path: Path, key: str, claimed: Any, data: Any, where: str) -> StoreError:
+    """The error for a ``store.json`` value that disagrees with the data it describes."""
+    return StoreError(f"{path / _META}: {key}={claimed!r}, but the records in {where} were written "
+                      f"with {key}={data!r} (store.json edited?); restore {key}={data!r}")
+
+
+class _Ids(Set):
+    """A read-only, live view of a writer's record ids: no copy per look-up."""
+
+    __slots__ = ("_ids",)
+
+    def __init__(self, ids: set[str]):
+        self._ids = ids
+
+    def __contains__(self, record_id: object) -> bool:
+        return record_id in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} record ids>"
 
 
 class SignalStore:
@@ -135,18 +190,46 @@ class SignalStore:
                              "command that made it to finish it")
         self.fs = float(self.meta["fs"])
         self.leads = tuple(self.meta["leads"])
-        self.index = pd.read_csv(self.path / _INDEX, dtype={"record_id": str},
-                                 keep_default_na=False, na_values=[""])
+        try:
+            self.index = pd.read_csv(self.path / _INDEX, dtype={"record_id": str},
+                                     keep_default_na=False, na_values=[""])
+        except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(f"{self.path / _INDEX}: unreadable ({reason})") from None
+        missing = [c for c in _CORE_COLUMNS if c not in self.index.columns]
+        if missing:
+            raise StoreError(f"{self.path / _INDEX}: no column {missing[0]!r}; the index is "
+                             "damaged")
         self._offsets = self.index["offset"].to_numpy(np.int64)
         self._lengths = self.index["n_samples"].to_numpy(np.int64)
+        self._check_layout()
         self._positions = {rid: i for i, rid in enumerate(self.index["record_id"])}
-        n_leads = len(self.leads)
-        end = int((self._offsets + n_leads * self._lengths).max()) if len(self.index) else 0
-        size = (self.path / _SIGNALS).stat().st_size if (self.path / _SIGNALS).exists() else 0
-        if size < end * _DTYPE.itemsize:
-            raise StoreError(f"{self.path}: {_SIGNALS} holds {size} bytes, the index needs "
-                             f"{end * _DTYPE.itemsize}")
         self._mm: np.memmap | None = None
+
+    def _check_layout(self) -> None:
+        """``store.json``'s rate and leads against the index's, and the index against the size
+        of ``signals.i16``: records lie one after another, each ``n_leads * n_samples`` long."""
+        for key, claimed, column in (
+                ("fs", self.fs, self.index["fs"].astype(float)),
+                ("leads", ",".join(self.leads), self.index["leads"].astype(str))):
+            wrong = np.flatnonzero((column != claimed).to_numpy())
+            if len(wrong):
+                data = column.iloc[wrong[0]]
+                raise _edited(self.path, key, self.meta[key],
+                              data.split(",") if key == "leads" else float(data), _INDEX)
+        sizes = len(self.leads) * self._lengths
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        if len(sizes) and not np.array_equal(self._offsets, starts):
+            bad = int(np.flatnonzero(self._offsets != starts)[0])
+            raise StoreError(f"{self.path / _INDEX}: record {self.index['record_id'].iloc[bad]} "
+                             f"starts at sample {self._offsets[bad]}, the records before it end "
+                             f"at {starts[bad]}; the index is damaged")
+        need = int(sizes.sum()) * _DTYPE.itemsize
+        file = self.path / _SIGNALS
+        size = file.stat().st_size if file.exists() else 0
+        if size != need:
+            raise StoreError(f"{file}: holds {size} bytes, the index's records at "
+                             f"{len(self.leads)} leads need {need}; the store is damaged")
 
     # A memory map cannot be pickled; each DataLoader worker maps the file itself.
     def __getstate__(self) -> dict:
@@ -271,12 +354,36 @@ class StoreWriter:
         if not (self.path / _META).exists() and any(
                 p.name != _LOCK for p in self.path.iterdir()):
             raise StoreError(f"{self.path}: folder is not empty and holds no signal store")
-        self._lock = self._acquire_lock()
+        # Only ids and end offsets stay in memory; the index is rebuilt from the journal.
+        self._done: set[str] = set()
+        self._done_view = _Ids(self._done)
+        self._n_written = 0
+        self._end = 0  # samples in signals.i16 that journal lines point at
+        self._journal_end = 0  # bytes of complete lines in journal.jsonl
+        self._buffer: list[tuple[dict, np.ndarray]] = []
+        self._n_synced = 0  # buffered records whose samples are on disk, their journal lines not
+        self._rejects: dict[str, str] = {}
+        self._lock = contextlib.ExitStack()
+        try:
+            self._lock.enter_context(exclusive_lock(self.path / _LOCK))
+        except BlockingIOError:
+            raise StoreError(f"{self.path}: another process is writing to this store") from None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot lock {_LOCK} ({exc.strerror or exc})") from None
+        try:
+            self._open(want, info)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _open(self, want: dict, info: Mapping[str, Any] | None) -> None:
+        """Continue the store in the folder (checked against its data and this run's settings,
+        then repaired after a crash), or start one."""
         if (self.path / _META).exists():
             meta = _read_meta(self.path)
+            self._scan_journal(meta)
             clash = _first_difference(meta, want)
             if clash is not None:
-                self._release_lock()
                 key, have, asked = clash
                 raise StoreError(
                     f"{self.path}: store was made with {key}={have!r}, this run asks for "
@@ -288,67 +395,70 @@ class StoreWriter:
         self.meta = meta
         if not (self.path / _META).exists():
             self._write_meta()
-
-        # Only ids and the end offset stay in memory; the index is rebuilt from the journal.
-        self._done: set[str] = set()
-        self._n_written = 0
-        self._end = 0
-        self._recover()
-        self._buffer: list[tuple[dict, np.ndarray]] = []
-        self._rejects: dict[str, str] = {}
+        self._repair()
 
     # ---- state -------------------------------------------------------------------------
     @property
-    def done(self) -> frozenset[str]:
-        """Ids of the records already written (flushed or buffered)."""
-        return frozenset(self._done)
+    def done(self) -> Set[str]:
+        """Ids of the records already written (flushed or buffered): a read-only, live view
+        (the same object every time, showing records added later), so ``id in writer.done``
+        costs the same however many records the store holds."""
+        return self._done_view
 
     @property
     def n_records(self) -> int:
         return self._n_written + len(self._buffer)
 
-    def _acquire_lock(self):
-        """Hold an exclusive lock on the store while this writer lives: one writer at a time."""
-        handle = open(self.path / _LOCK, "a")
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                raise StoreError(f"{self.path}: another process is writing to this store") from None
-        return handle
-
     def _release_lock(self) -> None:
-        if self._lock is not None and not self._lock.closed:
-            self._lock.close()
+        """Let another writer in (the lock is held from construction until this)."""
+        self._lock.close()
+
+    def _writing(self, name: str):
+        """A full disk while writing ``name`` becomes one :class:`StoreError` line."""
+        return on_disk_full(StoreError, self.path, name)
 
     def _write_meta(self) -> None:
-        _write_atomic(self.path / _META, json.dumps(self.meta, indent=2, default=_jsonable) + "\n")
+        with self._writing(_META):
+            _write_atomic(self.path / _META,
+                          json.dumps(self.meta, indent=2, default=_jsonable) + "\n")
 
-    def _recover(self) -> None:
-        """Read the journal, drop a torn last line, cut signal bytes no line points at."""
+    def _scan_journal(self, meta: Mapping[str, Any]) -> None:
+        """Read the journal's complete lines (ids, end offsets), without changing any file.
+
+        Every line must have been written at ``store.json``'s rate and leads, so an edited
+        ``store.json`` is refused before the recovery cuts anything to its (wrong) sizes.
+        """
         journal = self.path / _JOURNAL
-        signals = self.path / _SIGNALS
-        valid = 0
-        if journal.exists():
-            raw = journal.read_bytes()
-            pos = 0
-            while True:
-                nl = raw.find(b"\n", pos)
-                if nl < 0:
-                    break
-                try:
-                    entry = json.loads(raw[pos:nl])
-                except ValueError:
-                    break
-                self._done.add(str(entry["record_id"]))
-                self._end = max(self._end, entry["offset"] + len(self.leads) * entry["n_samples"])
-                self._n_written += 1
-                pos = nl + 1
-            valid = pos
-            if valid != len(raw):
-                with open(journal, "r+b") as f:
-                    f.truncate(valid)
+        if not journal.exists():
+            return
+        fs, leads = float(meta["fs"]), ",".join(meta["leads"])
+        raw = journal.read_bytes()
+        pos = 0
+        while True:
+            nl = raw.find(b"\n", pos)
+            if nl < 0:
+                break
+            try:
+                entry = json.loads(raw[pos:nl])
+            except ValueError:
+                break
+            if entry["fs"] != fs:
+                raise _edited(self.path, "fs", meta["fs"], entry["fs"], _JOURNAL)
+            if entry["leads"] != leads:
+                raise _edited(self.path, "leads", meta["leads"], entry["leads"].split(","),
+                              _JOURNAL)
+            self._done.add(str(entry["record_id"]))
+            self._end = max(self._end, entry["offset"] + len(meta["leads"]) * entry["n_samples"])
+            self._n_written += 1
+            pos = nl + 1
+        self._journal_end = pos
+
+    def _repair(self) -> None:
+        """Drop a torn last journal line and cut signal bytes no journal line points at."""
+        journal, signals = self.path / _JOURNAL, self.path / _SIGNALS
+        if journal.exists() and journal.stat().st_size != self._journal_end:
+            with open(journal, "r+b") as f:
+                f.truncate(self._journal_end)
         end_bytes = self._end * _DTYPE.itemsize
         if signals.exists() and signals.stat().st_size != end_bytes:
             if signals.stat().st_size < end_bytes:
@@ -424,24 +534,35 @@ class StoreWriter:
         self._rejects[str(record_id)] = str(reason)
 
     def flush(self) -> None:
-        """Write buffered records: samples first (fsync'd), then their journal lines."""
+        """Write buffered records: samples first (fsync'd), then their journal lines.
+
+        Each file is written from where its last successful write left it (samples that are
+        already synced are not written again, since journal lines of a failed attempt may
+        point at them), so after a failure (a full disk: :class:`StoreError`, one line) the
+        records stay buffered and a later flush, or a new run on the same folder, writes them
+        as if nothing had happened.
+        """
         if not self._buffer:
             return
-        entries = []
-        with open(self.path / _SIGNALS, "ab") as f:
-            for row, data in self._buffer:
-                f.write(np.ascontiguousarray(data, dtype=_DTYPE).tobytes())
-                entries.append({**row, "offset": self._end})
-                self._end += data.size
-            f.flush()
-            os.fsync(f.fileno())
-        with open(self.path / _JOURNAL, "a", encoding="utf-8") as f:
-            for e in entries:
-                f.write(json.dumps(e, default=_jsonable) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self._n_written += len(entries)
+        offsets, lines, end = [], [], self._end
+        for row, data in self._buffer:  # lines first: a value JSON cannot hold writes nothing
+            offsets.append(end)
+            lines.append(json.dumps({**row, "offset": end}, default=_jsonable) + "\n")
+            end += data.size
+        if self._n_synced < len(self._buffer):
+            with self._writing(_SIGNALS):
+                append_synced(self.path / _SIGNALS,
+                              (np.ascontiguousarray(data, dtype=_DTYPE)
+                               for _, data in self._buffer[self._n_synced:]),
+                              offsets[self._n_synced] * _DTYPE.itemsize)
+            self._n_synced = len(self._buffer)
+        with self._writing(_JOURNAL):
+            self._journal_end = append_synced(self.path / _JOURNAL, ["".join(lines).encode()],
+                                              self._journal_end)
+        self._end = end
+        self._n_written += len(lines)
         self._buffer.clear()
+        self._n_synced = 0
 
     def finalize(self) -> SignalStore:
         """Flush, write ``index.csv`` and ``rejects.csv``, then mark the store complete."""
@@ -454,7 +575,7 @@ class StoreWriter:
             with open(journal, encoding="utf-8") as f:
                 for line in f:
                     columns.extend(k for k in json.loads(line) if k not in columns)
-        with atomic_file(self.path / _INDEX) as out:
+        with self._writing(_INDEX), atomic_file(self.path / _INDEX) as out:
             table = csv.DictWriter(out, fieldnames=columns, restval="", lineterminator="\n")
             table.writeheader()
             if journal.exists():
@@ -462,7 +583,8 @@ class StoreWriter:
                     for line in f:
                         table.writerow({k: _csv_cell(v) for k, v in json.loads(line).items()})
         rejects = pd.DataFrame(sorted(self._rejects.items()), columns=["record_id", "reason"])
-        _write_atomic(self.path / _REJECTS, rejects.to_csv(index=False))
+        with self._writing(_REJECTS):
+            _write_atomic(self.path / _REJECTS, rejects.to_csv(index=False))
         self.meta.update(complete=True, n_records=self._n_written, n_rejected=len(rejects))
         self._write_meta()
         self._release_lock()

@@ -5,18 +5,20 @@ row per record in the source's order, and a JSON sidecar (same name, ``.json``) 
 labeller's config, its hash, the package versions and the source. By default it lives beside the
 store: ``STORE/labels-<hash>.csv``, so labels of another config never overwrite or mix with these.
 
-While a run is going, rows are appended to ``<file>.partial`` and flushed in chunks; a killed run
-re-reads them and goes on. Shard runs (``shard=(k, m)``: records ``k, k+m, k+2m, ...`` in source
-order) write ``<stem>.shard-K-of-M.csv``; a later unsharded run with the same config takes the rows
-of every finished shard file and computes only what is missing, so it doubles as the merge.
+While a run is going, rows are appended to ``<file>.partial`` and fsynced in chunks; a run killed
+or stopped by a full disk re-reads them and goes on. One run at a time writes a label file: a
+second run on it (``.<file>.lock``) is refused with one line. Shard runs (``shard=(k, m)``:
+records ``k, k+m, k+2m, ...`` in source order) write ``<stem>.shard-K-of-M.csv``; a later
+unsharded run with the same config takes the rows of every finished shard file and computes only
+what is missing, so it doubles as the merge.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -26,13 +28,15 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ecgtransfer.data.store import SignalStore, atomic_file
+from ecgtransfer.data.store import SignalStore
 from ecgtransfer.features.intervals import (LABEL_COLUMNS, LabellerConfig, ecg_intervals,
                                             unmeasured)
+from ecgtransfer.files import append_synced, atomic_file, exclusive_lock, on_disk_full
 
 __all__ = ["LabelError", "LabelReport", "default_label_path", "label_records", "read_labels"]
 
 _CHUNK = 64  # rows between flushes of the partial file
+_HEADER = ",".join(LABEL_COLUMNS) + "\n"
 
 
 class LabelError(Exception):
@@ -71,8 +75,18 @@ def _partial(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
+def _lock(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
 def read_labels(path: str | Path) -> pd.DataFrame:
-    """A label file as a table (``record_id`` as str, intervals as float)."""
+    """A label file as a table (``record_id`` as str, intervals as float).
+
+    Raises
+    ------
+    LabelError
+        One line naming the file: unreadable, a column missing, or a record given two rows.
+    """
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype={"record_id": str}, keep_default_na=False,
@@ -82,6 +96,12 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     missing = [c for c in LABEL_COLUMNS if c not in table.columns]
     if missing:
         raise LabelError(f"{path}: not a label file (no column {missing[0]!r})")
+    repeated = table["record_id"][table["record_id"].duplicated()]
+    if len(repeated):
+        rid = repeated.iloc[0]
+        rows = (table.index[table["record_id"] == rid] + 2).tolist()  # file lines, header is 1
+        raise LabelError(f"{path}: record {rid!r} has {len(rows)} rows (lines "
+                         f"{', '.join(map(str, rows))}); a label file holds one row per record")
     return table
 
 
@@ -246,7 +266,9 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
     Raises
     ------
     LabelError
-        The output belongs to another labeller config, a bad shard, or no output path for a folder.
+        The output belongs to another labeller config or is being written by another run, a
+        bad shard, no output path for a folder or a folder without records, or a full disk
+        (the rows measured so far are kept; the same command continues).
     """
     cfg = config or LabellerConfig()
     source = Path(source)
@@ -258,11 +280,30 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
         raise LabelError(f"{source}: --out is needed to label a WFDB folder")
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise LabelError(f"shard {shard[0]} of {shard[1]}: need 0 <= K < M")
-    workers = max(int(workers), 1)
     src = _open(kind, source)
-    digest = cfg.config_hash()
+    ids = src.record_ids()
+    if not ids and kind == "wfdb":
+        raise LabelError(f"{source}: no WFDB records (.hea files) found")
     base = Path(out) if out is not None else default_label_path(source, cfg)
     path = _shard_path(base, shard)
+    lock = _lock(path)
+    with contextlib.ExitStack() as held:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_lock(lock))
+        except BlockingIOError:
+            raise LabelError(f"{lock}: another run is labelling {path.name}; wait for it to "
+                             "finish (its finished file is reused)") from None
+        except OSError as exc:
+            raise LabelError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from None
+        return _label(src, ids, cfg, base, path, max(int(workers), 1), shard, progress)
+
+
+def _label(src: _Source, ids: list[str], cfg: LabellerConfig, base: Path, path: Path,
+           workers: int, shard: tuple[int, int] | None,
+           progress: bool | Callable[[int], None]) -> LabelReport:
+    """:func:`label_records` once it holds the label file's lock."""
+    digest = cfg.config_hash()
     meta = {"config_hash": digest, "config": cfg.to_dict(), "versions": _versions(),
             "source": src.describe(), "shard": list(shard) if shard else None,
             "columns": list(LABEL_COLUMNS)}
@@ -275,7 +316,6 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
     elif path.exists() or _partial(path).exists():
         raise LabelError(f"{path}: exists without its {side.name}; not overwriting it")
 
-    ids = src.record_ids()
     if shard is not None and shard[1] > 1:
         ids = ids[shard[0]::shard[1]]
     wanted = set(ids)
@@ -287,8 +327,9 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
         donors += sorted(base.parent.glob(f"{base.stem}.shard-*-of-*{base.suffix}"))
     for donor in donors:
         if donor != path and donor != _partial(path):
-            side = _sidecar(donor)
-            if not side.exists() or json.loads(side.read_text()).get("config_hash") != digest:
+            donor_side = _sidecar(donor)
+            if (not donor_side.exists()
+                    or json.loads(donor_side.read_text()).get("config_hash") != digest):
                 continue
         for row in _read_rows(donor):
             if row["record_id"] in wanted:
@@ -297,48 +338,47 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
     todo = [rid for rid in ids if rid not in known]
 
     start = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(_sidecar(path)) as fh:
+    folder = path.parent
+    with on_disk_full(LabelError, folder, side.name), atomic_file(side) as fh:
         json.dump({**meta, "complete": False}, fh, indent=2)
     computed = 0
     if todo:
         partial = _partial(path)
-        if partial.exists():  # drop a row torn by a kill, so appends start on a fresh line
-            _truncate_torn(partial)
-        fresh = not partial.exists() or partial.stat().st_size == 0
-        with open(partial, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LABEL_COLUMNS, lineterminator="\n")
-            if fresh:
-                writer.writeheader()
-            bar = None
-            if progress is True:
-                from tqdm import tqdm
+        # appends start after the last complete line, cutting a row torn by a kill
+        end = _complete_lines(partial)
+        pending = [] if end else [_HEADER]
+        bar = None
+        if progress is True:
+            from tqdm import tqdm
 
-                bar = tqdm(total=len(ids), initial=reused, unit="rec", desc="label")
+            bar = tqdm(total=len(ids), initial=reused, unit="rec", desc="label")
+        with on_disk_full(LabelError, folder, partial.name):
             try:
                 for row in _results(src, cfg, todo, workers):
-                    row = _format(row)
-                    writer.writerow(row)
-                    known[row["record_id"]] = _line(row)
+                    line = _line(_format(row))
+                    pending.append(line)
+                    known[row["record_id"]] = line
                     computed += 1
                     if computed % _CHUNK == 0:
-                        fh.flush()
-                        os.fsync(fh.fileno())
+                        end = append_synced(partial, ["".join(pending).encode()], end)
+                        pending.clear()
                     if bar is not None:
                         bar.update(1)
                     elif callable(progress):
                         progress(computed)
-            finally:
+            finally:  # keep every measured row, also when interrupted
                 if bar is not None:
                     bar.close()
-    with atomic_file(path) as fh:
-        fh.write(",".join(LABEL_COLUMNS) + "\n")
+                if pending:
+                    append_synced(partial, ["".join(pending).encode()], end)
+    with on_disk_full(LabelError, folder, path.name), atomic_file(path) as fh:
+        fh.write(_HEADER)
         for rid in ids:
             fh.write(known[rid])
     seconds = time.perf_counter() - start
     table = read_labels(path)
     n_ok = {c: int((table[c] == "ok").sum()) for c in LABEL_COLUMNS if c.endswith("_status")}
-    with atomic_file(_sidecar(path)) as fh:
+    with on_disk_full(LabelError, folder, side.name), atomic_file(side) as fh:
         json.dump({**meta, "complete": True, "n_records": len(ids), "n_ok": n_ok,
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, fh, indent=2)
     _partial(path).unlink(missing_ok=True)
@@ -353,9 +393,9 @@ def _line(row: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _truncate_torn(path: Path) -> None:
-    """Cut a partial file back to its last complete line."""
-    with open(path, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
+def _complete_lines(path: Path) -> int:
+    """Bytes of ``path`` up to and including its last newline (0 if there is none)."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    return data.rfind(b"\n") + 1
