@@ -269,7 +269,8 @@ def _resolve(value: Any, outputs: dict[str, str]) -> Any:
 
 def _combinations(spec: StageSpec, settings: dict) -> list[dict]:
     """The settings of each run of the stage: one per entry of ``runs`` crossed with ``grid``."""
-    base = {k: v for k, v in settings.items() if k not in (*_EXPAND, "stages")}
+    pipeline_only = (*_EXPAND, "stages") if spec.stage.reads else _EXPAND
+    base = {k: v for k, v in settings.items() if k not in pipeline_only}
     runs = settings.get("runs") or [{}]
     grid = settings.get("grid") or {}
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):

@@ -92,11 +92,13 @@ def save_classifier(model: TransferClassifier, path: str | Path) -> None:
 
 
 def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> TransferClassifier:
-    """A classifier written by :func:`save_classifier`, in eval mode."""
+    """A classifier written by :func:`save_classifier`, in eval mode (built without drawing from
+    the caller's random generator)."""
     state = load_plain(path, CLASSIFIER_FORMAT, "classifier", map_location)
     meta = dict(state["meta"])
-    trunks = [blank_regressor(m) for m in meta.pop("sources")]
-    model = TransferClassifier(trunks, meta.pop("num_outputs"), meta.pop("head_hidden"),
-                               meta.pop("head_dropout"), meta=meta)
+    with torch.random.fork_rng(devices=[]):
+        trunks = [blank_regressor(m) for m in meta.pop("sources")]
+        model = TransferClassifier(trunks, meta.pop("num_outputs"), meta.pop("head_hidden"),
+                                   meta.pop("head_dropout"), meta=meta)
     load_weights(model, state["state_dict"], path)
     return model.eval()

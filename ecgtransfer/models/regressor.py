@@ -109,9 +109,11 @@ def save_regressor(model: IntervalRegressor, path: str | Path) -> None:
 
 
 def load_regressor(path: str | Path, map_location: str | torch.device = "cpu") -> IntervalRegressor:
-    """A regressor written by :func:`save_regressor`."""
+    """A regressor written by :func:`save_regressor`. Its architecture is built and overwritten
+    by the saved weights without drawing from the caller's random generator."""
     state = load_plain(path, REGRESSOR_FORMAT, "regressor", map_location)
-    model = blank_regressor(state["meta"])
+    with torch.random.fork_rng(devices=[]):
+        model = blank_regressor(state["meta"])
     load_weights(model, state["state_dict"], path)
     return model.eval()
 
