@@ -302,30 +302,30 @@ def test_cli_lists_models(cli):
 
 def test_sigterm_marks_the_run_killed_and_a_resume_finishes_it(ptbxl_labelled, tmp_path):
     """A scheduler's preemption (SIGTERM) ends like Ctrl-C: exit 143, the MLflow run KILLED,
-    no half-written file; --resume then finishes the run."""
+    no half-written file; a resume then finishes the run."""
     import signal
     import time
 
-    out = tmp_path / "run"
-    args = [sys.executable, "-m", "ecgtransfer", "pretrain", "-q", "--store",
-            str(ptbxl_labelled.path), "--targets", "qrs", "--fs", "100", "--epochs", "3",
-            "--set", "max_train_records=64", "--batch-size", "16", "--device", "cpu",
-            "--out", str(out), "--experiment", "test",
-            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    config = _config(ptbxl_labelled, tmp_path, targets=["qrs"], epochs=2, batch_size=16,
+                     max_train_records=32)
+    args = [sys.executable, "-m", "ecgtransfer", "pretrain", "-q", "--store", config.store,
+            "--targets", "qrs", "--fs", "100", "--epochs", "2", "--batch-size", "16",
+            "--set", "max_train_records=32", "--device", "cpu", "--out", config.out,
+            "--experiment", config.experiment, "--tracking-uri", config.tracking_uri]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    marker = Path(config.out) / "qrs" / "run.json"
     deadline = time.monotonic() + 120
-    while not (out / "qrs" / "checkpoint.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == ("ecgtransfer: terminated; re-run the same command to "
                                             "continue")
-    run_id = json.loads((out / "qrs" / "run.json").read_text())["run_id"]
-    client = _client(_config(ptbxl_labelled, tmp_path))
+    run_id = json.loads(marker.read_text())["run_id"]
+    client = _client(config)
     assert client.get_run(run_id).info.status == "KILLED"
-    assert not list(out.rglob("*.tmp"))
-    done = subprocess.run([*args, "--resume"], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert client.get_run(run_id).info.status == "FINISHED"
+    assert not list(Path(config.out).rglob("*.tmp"))
+    (done,) = pretrain(config, resume=True, progress=False)
+    assert done.run_id == run_id and client.get_run(run_id).info.status == "FINISHED"
