@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,7 +47,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 # ---- flags from a config dataclass --------------------------------------------------------
 def _kind(hint: Any) -> Any:
     """The type behind ``X | None``."""
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
 
@@ -110,8 +111,6 @@ def add_config_flags(parser: argparse.ArgumentParser, config: type) -> None:
 
 def _flag_values(args: argparse.Namespace, config: type) -> dict[str, Any]:
     """The flags given, as YAML-parsed values for the config (None: not given)."""
-    import yaml
-
     hints = typing.get_type_hints(config)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(config):
