@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 __all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "tracking_uri", "setup", "code_version",
-           "store_hash", "flat_params", "open_run", "open_parent_run", "end_run", "search_runs",
+           "store_hash", "text", "flat_params", "open_run", "open_parent_run", "end_run", "search_runs",
            "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
            "download_plain_model", "PLAIN_MODEL_FILE"]
 
@@ -115,17 +115,32 @@ def store_hash(store_path: str | Path) -> str:
     return h.hexdigest()[:12]
 
 
+def text(value: Any) -> str:
+    """The one way a value is written into a param or a tag, so a filter on either finds the
+    same runs: ``1.0`` -> ``1``, ``0.5`` -> ``0.5``, ``True`` -> ``true``, lists comma-joined,
+    None -> ``""``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        shown = repr(value)
+        return shown[:-2] if shown.endswith(".0") else shown
+    if isinstance(value, (list, tuple)):
+        return ",".join(text(v) for v in value)
+    return str(value)
+
+
 def flat_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested settings as ``a.b`` keys with string values (lists comma-joined)."""
+    """Nested settings as ``a.b`` keys with :func:`text` values; unset (None) settings and
+    empty lists or mappings are left out, so the UI offers no empty columns."""
     out: dict[str, str] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(flat_params(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            out[name] = ",".join(str(v) for v in value)
-        else:
-            out[name] = "" if value is None else str(value)
+        elif value is not None and value != [] and value != ():
+            out[name] = text(value)
     return out
 
 
@@ -169,10 +184,11 @@ class Run:
             _client().log_batch(self.id, metrics=metrics[i:i + 500])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Tags, their values written by :func:`text`."""
         from mlflow.entities import RunTag
 
         if tags:
-            _client().log_batch(self.id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            _client().log_batch(self.id, tags=[RunTag(k, text(v)) for k, v in tags.items()])
 
     def set_note(self, text: str) -> None:
         """The run's description in the MLflow UI (Markdown)."""
@@ -190,7 +206,8 @@ class Run:
 
     def log_inputs(self, store_path: str | Path, table: Any, splits: Mapping[str, Any],
                    targets: str | None = None) -> None:
-        """Each split's records as an MLflow dataset input (``<store>:train``, ...).
+        """Each split's records as an MLflow dataset input named by what the store holds
+        (``ptbxl:train``, ``deepfake:val``, ...), with the store's hash as its digest.
 
         Parameters
         ----------
@@ -209,14 +226,20 @@ class Run:
         import mlflow.data
 
         self._check_active()
+        store = Path(store_path)
+        try:
+            source = json.loads((store / "store.json").read_text()).get("source") or store.name
+        except (OSError, ValueError):
+            source = store.name
+        digest = store_hash(store)
         context = {"train": "training", "val": "validation", "test": "testing"}
         for split, pos in splits.items():
             with warnings.catch_warnings():  # MLflow registers two local-file source classes
                 warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
                 ds = mlflow.data.from_pandas(table.iloc[pos].reset_index(drop=True),
-                                             source=Path(store_path).resolve().as_uri(),
-                                             name=f"{Path(store_path).name}:{split}",
-                                             targets=targets)
+                                             source=store.resolve().as_uri(),
+                                             name=f"{source}:{split}", targets=targets,
+                                             digest=digest)
             mlflow.log_input(ds, context=context.get(split, split))
 
     def _check_active(self) -> None:
@@ -359,7 +382,7 @@ def open_parent_run(*, experiment: str, name: str, tags: Mapping[str, str],
     else:
         all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
         run_id = client.create_run(_ensure_experiment(experiment), run_name=name, tags={
-            k: str(v) for k, v in all_tags.items()}).info.run_id
+            k: text(v) for k, v in all_tags.items()}).info.run_id
         if marker is not None:
             _write_marker(marker, run_id)
     with _ending(run_id, lambda status: end_run(run_id, status)):
@@ -378,9 +401,10 @@ def open_run(*, experiment: str, name: str, tags: Mapping[str, str],
     run_id = _read_marker(marker) if resume else None
     new = run_id is None
     all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
+    all_tags = {k: text(v) for k, v in all_tags.items()}
     run = mlflow.start_run(run_id=run_id, experiment_id=_ensure_experiment(experiment),
                            run_name=name if new else None, nested=mlflow.active_run() is not None,
-                           tags={k: str(v) for k, v in all_tags.items()} if new else None)
+                           tags=all_tags if new else None)
     if new and marker is not None:
         _write_marker(marker, run.info.run_id)
     with _ending(run.info.run_id, lambda status: mlflow.end_run(status)):

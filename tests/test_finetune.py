@@ -173,7 +173,7 @@ def test_frozen_single_keeps_the_pretrained_trunk(ptbxl_labelled, pretrained, tm
 def test_full_scratch_and_train_fraction(ptbxl_labelled, pretrained, tmp_path):
     qrs = pretrained["folder"] / "qrs"
     full = finetune(_config(ptbxl_labelled, pretrained, tmp_path / "a", sources=[str(qrs)],
-                            epochs=1, bootstrap=0), progress=False)
+                            epochs=1, bootstrap=0, experiment="filters"), progress=False)
     tuned = load_classifier(tmp_path / "a" / "run" / "model.pt")
     source = load_regressor(qrs / "model.pt")
     assert any(not torch.equal(v, _trunk_state(tuned.trunks[0])[k])
@@ -181,8 +181,8 @@ def test_full_scratch_and_train_fraction(ptbxl_labelled, pretrained, tmp_path):
 
     def scratch(folder):
         return finetune(_config(ptbxl_labelled, pretrained, folder, sources=[str(qrs)],
-                                strategy="scratch", train_fraction=0.5, epochs=1, bootstrap=0),
-                        progress=False)
+                                strategy="scratch", train_fraction=0.5, epochs=1, bootstrap=0,
+                                experiment="filters"), progress=False)
 
     one, two = scratch(tmp_path / "b"), scratch(tmp_path / "c")
     assert abs(one.counts["train"]["used"] / full.counts["train"]["used"] - 0.5) < 0.2
@@ -191,9 +191,29 @@ def test_full_scratch_and_train_fraction(ptbxl_labelled, pretrained, tmp_path):
     fresh = load_classifier(tmp_path / "b" / "run" / "model.pt")
     assert fresh.meta["sources"][0]["model"] == source.meta["model"]
     assert fresh.num_features == tuned.num_features
-    run = _client(pretrained["uri"]).get_run(one.run_id)
-    assert run.data.tags["ecgtransfer.strategy"] == "scratch"
-    assert run.data.tags["ecgtransfer.train_fraction"] == "0.5"
+    client = _client(pretrained["uri"])
+    tags = client.get_run(one.run_id).data.tags
+    assert tags["ecgtransfer.strategy"] == "scratch" and tags["ecgtransfer.source"] == "none"
+    assert tags["ecgtransfer.architecture_from"] == str(qrs)  # borrowed, in its own tag
+    assert not any(k.startswith("ecgtransfer.source_") for k in tags)  # no pretraining source
+    assert tags["mlflow.note.content"].startswith("From scratch (resnet1d_fast, randomly")
+
+    # filters as the MLflow UI runs them find exactly the intended runs, and a param and a tag
+    # of the same setting agree
+    exp = client.get_experiment_by_name("filters").experiment_id
+
+    def found(query: str) -> set:
+        return {r.info.run_id for r in client.search_runs([exp], query)}
+
+    assert found("tags.`ecgtransfer.source` = 'none'") == {one.run_id, two.run_id}
+    assert found("tags.`ecgtransfer.source` LIKE 'ptbxl%'") == {full.run_id}
+    assert found("tags.`ecgtransfer.strategy` = 'single'") == {full.run_id}
+    for value, runs in (("0.5", {one.run_id, two.run_id}), ("1", {full.run_id})):
+        assert found(f"params.train_fraction = '{value}'") == runs
+        assert found(f"tags.`ecgtransfer.train_fraction` = '{value}'") == runs
+    assert found("params.seed = '0'") == found("tags.`ecgtransfer.seed` = '0'") == {
+        full.run_id, one.run_id, two.run_id}
+    assert found("params.seed = '1'") == set()
 
 
 def test_resume_reuses_a_finished_run_and_refuses_other_settings(ptbxl_labelled, pretrained,

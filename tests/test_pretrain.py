@@ -53,7 +53,7 @@ def test_pretrain_ptbxl_logs_a_complete_mlflow_run(ptbxl_labelled, tmp_path):
 
     params, tags = qrs.data.params, qrs.data.tags
     assert params["model"] == "resnet1d_fast" and params["targets"] == "qrs"
-    assert params["lr"] == "0.001" and params["input.fs"] == "100.0"
+    assert params["lr"] == "0.001" and params["input.fs"] == "100"  # one formatting of values
     assert params["model_kwargs.stem_stride"] == "4"
     assert int(params["data.n_train"]) > 200 and int(params["data.n_val"]) > 30
     sidecar = json.loads(next(ptbxl_labelled.path.glob("labels-*.json")).read_text())
@@ -74,6 +74,7 @@ def test_pretrain_ptbxl_logs_a_complete_mlflow_run(ptbxl_labelled, tmp_path):
     plots = {a.path for a in client.list_artifacts(qrs.info.run_id, "plots")}
     assert plots == {"plots/learning_curves.png", "plots/scatter_test.png"}
     contexts = {d.dataset.name: d.tags[0].value for d in qrs.inputs.dataset_inputs}
+    assert {d.dataset.digest for d in qrs.inputs.dataset_inputs} == {tags["ecgtransfer.store_hash"]}
     assert contexts == {"ptbxl:train": "training", "ptbxl:val": "validation",
                         "ptbxl:test": "testing"}
 

@@ -22,8 +22,8 @@ __all__ = ["METRICS", "CompareConfig", "compare", "finetune_runs", "comparison_t
            "write_comparison", "plot_comparison", "summary_text"]
 
 METRICS = ("accuracy", "macro_auroc", "macro_f1")
-GROUP = ("task", "split", "source", "source_targets", "strategy", "freeze", "train_fraction",
-         "setting")
+GROUP = ("task", "split", "source", "source_targets", "strategy", "trunks", "freeze",
+         "train_fraction", "setting")
 """What makes runs comparable: runs equal in all of these differ only in seed. ``setting`` is a
 hash of every other fine-tune setting (epochs, lr, head, ...), so runs with other
 hyperparameters are never averaged together."""
@@ -64,8 +64,10 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
         row = {"run_id": run.info.run_id, "run_name": tags.get("mlflow.runName", ""),
                **{k: tags.get(_TAG + k, "") for k in GROUP}, "seed": tags.get(_TAG + "seed", "")}
         row["train_fraction"] = float(row["train_fraction"] or 1.0)
-        if row["strategy"] == "scratch":
-            row["source"] = "none"
+        if not row["trunks"]:  # a run from before the tag: one trunk per source target
+            row["trunks"] = str(len([t for t in row["source_targets"].split(",") if t]) or 1)
+        if row["strategy"] == "scratch":  # older runs were tagged with the borrowed source
+            row["source"], row["source_targets"] = "none", ""
         for m in METRICS:
             row[m] = metrics.get(f"test_{m}", np.nan)
             row[f"{m}_ci_low"] = metrics.get(f"test_{m}_ci_low", np.nan)
@@ -104,7 +106,8 @@ def comparison_table(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
 
 def _label(row: pd.Series) -> str:
     if row["strategy"] == "scratch":
-        return "scratch"
+        n = int(row["trunks"] or 1)
+        return "scratch" if n == 1 else f"scratch, combined-size ({n} trunks)"
     return f"{row['strategy']} {row['source_targets'] or '?'} from {row['source'] or '?'} ({row['freeze']})"
 
 

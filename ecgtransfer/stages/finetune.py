@@ -314,28 +314,47 @@ class _Finetune(TrainedStage):
         return ClassificationTask(SUPERCLASSES, multilabel=self.multilabel, class_weights=weights)
 
     # ---- tracking ------------------------------------------------------------------------
-    def run_tags(self, model) -> dict[str, str]:
+    def run_tags(self, model) -> dict[str, Any]:
+        """What the run is, in tags that mean exactly that: a scratch run has no pretraining
+        source (``source`` is ``none``); the architecture it borrowed is in ``architecture_from``."""
         from ecgtransfer.tracking import TAG
 
         c = self.config
         src = self.sources
-        return {TAG + "strategy": c.strategy, TAG + "freeze": c.freeze, TAG + "task": c.task,
-                TAG + "train_fraction": f"{c.train_fraction:g}", TAG + "seed": str(c.seed),
-                TAG + "split": "folds" if c.split == "auto" else c.split,
-                TAG + "setting": setting_hash(c),
-                TAG + "model": ",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
-                TAG + "source": ",".join(dict.fromkeys(s.dataset or "unknown" for s in src)) or "none",
+        tags: dict[str, Any] = {
+            TAG + "strategy": c.strategy, TAG + "freeze": c.freeze, TAG + "task": c.task,
+            TAG + "train_fraction": c.train_fraction, TAG + "seed": c.seed,
+            TAG + "split": "folds" if c.split == "auto" else c.split,
+            TAG + "setting": setting_hash(c), TAG + "trunks": len(model.trunks),
+            TAG + "model": ",".join(dict.fromkeys(m["model"] for m in model.meta["sources"]))}
+        if c.strategy == "scratch":
+            tags[TAG + "source"] = "none"
+            if src:
+                tags[TAG + "architecture_from"] = ",".join(dict.fromkeys(s.ref for s in src))
+            return tags
+        return {**tags,
+                TAG + "source": ",".join(dict.fromkeys(s.dataset or "unknown" for s in src)),
                 TAG + "source_targets": ",".join(s.name for s in src),
                 TAG + "source_refs": ",".join(dict.fromkeys(s.ref for s in src)),
                 TAG + "source_runs": ",".join(s.run_id for s in src if s.run_id),
                 TAG + "source_models": ",".join(s.model_uri for s in src if s.model_uri)}
 
-    def note(self) -> str:
+    def note(self, model) -> str:
+        """The run's description: what its trunks are, linking the pretrain runs."""
         from ecgtransfer.tracking import experiment_of
 
-        links = [f"- {s.name}: [{s.run_id}](#/experiments/{experiment_of(s.run_id)}/runs/{s.run_id})"
-                 for s in self.sources if s.run_id and experiment_of(s.run_id)]
-        return "Pretrained trunks from:\n\n" + "\n".join(links) if links else ""
+        def link(s) -> str:
+            where = experiment_of(s.run_id) if s.run_id else ""
+            return (f"[{s.ref}](#/experiments/{where}/runs/{s.run_id})" if where else s.ref)
+
+        n = len(model.trunks)
+        arch = model.meta["sources"][0]["model"] + (f" x{n}" if n > 1 else "")
+        if self.config.strategy == "scratch":
+            borrowed = ", ".join(f"{s.name}: {link(s)}" for s in self.sources)
+            return (f"From scratch ({arch}, randomly initialised"
+                    + (f"; architecture of {borrowed}" if borrowed else "") + ").")
+        lines = [f"- {s.name}: {link(s)}" for s in self.sources]
+        return f"Pretrained trunks ({arch}) from:\n\n" + "\n".join(lines)
 
     def job(self, model) -> Training:
         from ecgtransfer import plots
@@ -382,7 +401,7 @@ class _Finetune(TrainedStage):
             folder=self.out, model=model, task=task, datasets=datasets,
             run_name=config.run_name or (f"finetune {config.strategy} {config.freeze} {trunks} "
                                          f"frac {config.train_fraction:g} seed {config.seed}"),
-            tags=self.run_tags(model), counts=self.counts, note=self.note(),
+            tags=self.run_tags(model), counts=self.counts, note=self.note(model),
             params={"sources": None,  # tags carry them, and a param value is capped in length
                     "input": {"fs": model.meta["fs"], "n_samples": model.meta["n_samples"],
                               "leads": model.meta["leads"]},
