@@ -221,7 +221,8 @@ def _run_stage(args: argparse.Namespace) -> int:
         torch.manual_seed(int(seed))
         np.random.seed(int(seed) % 2**32)
     result = stage.run(config, Context(progress=not args.quiet,
-                                       resume=getattr(args, "resume", False)))
+                                       resume=getattr(args, "resume", False),
+                                       say=lambda text: print(text, flush=True)))
     if result.summary:
         print(result.summary)
     return result.exit_code
@@ -229,7 +230,6 @@ def _run_stage(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ecgtransfer.pipeline import load_pipeline, run_pipeline
-    from ecgtransfer.tracking import tracking_uri
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
 
@@ -242,12 +242,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for r in results:
         if r.kind == "compare":
             print(f"\n{r.summary}", end="" if r.summary.endswith("\n") else "\n")
-    uri = tracking_uri(pipeline.tracking_uri)
-    if uri.startswith("sqlite:"):
-        print(f"\nMLflow experiment {pipeline.experiment!r}. To browse and compare the runs: "
-              f"mlflow ui --backend-store-uri {uri} (then open http://127.0.0.1:5000)")
-    else:
-        print(f"\nMLflow experiment {pipeline.experiment!r} at {uri}")
+    from ecgtransfer import tracking
+
+    uri = tracking.tracking_uri(pipeline.tracking_uri)
+    tracking.setup(uri)
+    link = tracking.ui_link("http://127.0.0.1:5000", pipeline.experiment)
+    where = "" if uri == tracking.DEFAULT_TRACKING_URI else f" --tracking-uri {uri}"
+    print(f"\nMLflow experiment {pipeline.experiment!r}. To see the fine-tune runs side by side: "
+          f"ecgtransfer ui{where}, then open {link}")
     return 0
 
 

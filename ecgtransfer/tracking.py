@@ -28,7 +28,8 @@ from typing import Any, Iterator, Mapping, Sequence
 __all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "tracking_uri", "setup", "code_version",
            "store_hash", "text", "flat_params", "open_run", "open_parent_run", "end_run", "search_runs",
            "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
-           "download_plain_model", "PLAIN_MODEL_FILE"]
+           "download_plain_model", "PLAIN_MODEL_FILE", "ui_link", "latest_pipeline_experiment",
+           "start_ui", "FINETUNE_FILTER"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG = "ecgtransfer."
@@ -409,6 +410,69 @@ def open_run(*, experiment: str, name: str, tags: Mapping[str, str],
         _write_marker(marker, run.info.run_id)
     with _ending(run.info.run_id, lambda status: mlflow.end_run(status)):
         yield Run(run.info.run_id, new)
+
+
+# ---- the UI ---------------------------------------------------------------------------------
+FINETUNE_FILTER = "tags.`ecgtransfer.stage` = 'finetune'"
+"""The search that shows the fine-tune runs (and nothing else) in the MLflow UI."""
+
+
+def ui_link(base_url: str, experiment: str | None, search: str = FINETUNE_FILTER) -> str:
+    """The MLflow UI page of ``experiment``'s runs in the model-training view, filtered by
+    ``search`` (the UI's search box); the UI's front page when there is no experiment."""
+    from urllib.parse import quote
+
+    base = base_url.rstrip("/")
+    exp_id = None
+    if experiment:
+        found = _client().get_experiment_by_name(experiment)
+        exp_id = found.experiment_id if found is not None else None
+    if exp_id is None:
+        return f"{base}/"
+    return (f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+            f"&searchFilter={quote(search, safe='')}")
+
+
+def latest_pipeline_experiment() -> str | None:
+    """The experiment of the most recently started pipeline run of the current store, if any."""
+    client = _client()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return None
+    runs = client.search_runs(ids, f"tags.`{TAG}stage` = 'pipeline'", max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    return client.get_experiment(runs[0].info.experiment_id).name if runs else None
+
+
+def start_ui(uri: str | None, host: str, port: int, workers: int = 1):
+    """Start ``mlflow ui`` on ``host:port`` against ``uri`` with ``workers`` server processes (a
+    subprocess); returns it once it answers, or raises a one-line error if it stops first or
+    does not answer in 60 s."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import urllib.request
+
+    uri = tracking_uri(uri)
+    log_file = tempfile.TemporaryFile(mode="w+")  # a pipe nobody reads would stall the server
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                             "--host", host, "--port", str(port), "--workers", str(workers)],
+                            stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log_file.seek(0)
+            err = log_file.read().strip().splitlines()
+            raise ValueError(f"mlflow ui on {host}:{port} stopped at once "
+                             f"({err[-1] if err else 'no message'}); is the port taken?")
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise ValueError(f"mlflow ui on {host}:{port} did not answer within 60 s")
 
 
 # ---- reading runs back --------------------------------------------------------------------

@@ -235,27 +235,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_mlflow_server_serves_the_quickstart_runs(quickstart):
-    """``mlflow server`` on 127.0.0.1 against the quickstart's store: the fine-tune runs come
-    back through the REST API with their tags and test metrics."""
+def test_ui_serves_the_quickstart_runs_at_the_printed_link(quickstart):
+    """``ecgtransfer ui`` on 127.0.0.1 against the quickstart's store: it prints the link to the
+    fine-tune runs of the latest pipeline's experiment, the server behind it returns exactly
+    those runs with their tags and test metrics through the REST API, and SIGTERM stops it."""
+    import signal
+    from urllib.parse import unquote
+
     port = _free_port()
-    store = quickstart["folder"] / "mlflow.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    uri = f"sqlite:///{quickstart['folder'] / 'mlflow.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "ecgtransfer", "ui", "--tracking-uri", uri,
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"mlflow server did not start: {proc.stderr.read()[-2000:]}")
-                time.sleep(0.5)
+        line = proc.stdout.readline()  # printed once the server answers
+        assert line.startswith("MLflow UI (experiment 'quickstart') at "), (
+            line + proc.stderr.read()[-2000:] if proc.poll() is not None else line)
+        link = line.split(" at ", 1)[1].strip()
+        page, _, query = link.partition("?")
+        exp_id = page.rsplit("/", 2)[-2]
+        assert page == f"{base}/#/experiments/{exp_id}/runs"
+        assert "workflowType=machine_learning" in query
+        assert unquote(query.split("searchFilter=")[1]) == "tags.`ecgtransfer.stage` = 'finetune'"
+        with urllib.request.urlopen(f"{base}/", timeout=30) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
 
         def api(path: str, body: dict) -> dict:
             request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}",
@@ -266,7 +270,7 @@ def test_mlflow_server_serves_the_quickstart_runs(quickstart):
 
         with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?"
                                     "experiment_name=quickstart", timeout=30) as r:
-            exp_id = json.loads(r.read())["experiment"]["experiment_id"]
+            assert json.loads(r.read())["experiment"]["experiment_id"] == exp_id
         found = api("runs/search", {"experiment_ids": [exp_id],
                                     "filter": "tags.`ecgtransfer.stage` = 'finetune'"})
         runs = found["runs"]
@@ -277,12 +281,22 @@ def test_mlflow_server_serves_the_quickstart_runs(quickstart):
             metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
             assert tags["ecgtransfer.strategy"] in ("scratch", "single", "combined")
             assert 0.0 <= metrics["test_accuracy"] <= 1.0
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "MLflow UI stopped" in out
+        with pytest.raises(OSError):  # the server went with it
+            urllib.request.urlopen(f"{base}/health", timeout=2)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
+            proc.wait()
+
+
+def test_compare_without_flags_reads_the_latest_pipeline(quickstart, cli):
+    uri = f"sqlite:///{quickstart['folder'] / 'mlflow.db'}"
+    done = cli("compare", "--tracking-uri", uri, "--out", "c")
+    assert done.returncode == 0, done.stderr
+    assert "3 runs in 3 groups" in done.stdout and "scratch" in done.stdout
 
 
 @pytest.mark.parametrize("name", ["baseline", "ptbxl_a_to_b", "deepfake_to_ptbxl", "label_fraction"])

@@ -16,13 +16,16 @@ Adding a stage is one module that calls :func:`register_stage` and its name in
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = ["Stage", "Context", "StageResult", "register_stage", "get_stage", "list_stages"]
 
+_log = logging.getLogger("ecgtransfer")
+
 _BUILTIN = ("prepare", "verify", "fetch", "info", "splits", "merge", "synth", "label",
-            "pretrain", "finetune", "compare")
+            "pretrain", "finetune", "compare", "ui")
 """The stage modules of this package, in the order of the data's flow (and of ``--help``)."""
 
 
@@ -43,6 +46,9 @@ class Context:
         that logs artifacts to it (compare).
     tags : dict
         Extra MLflow tags of every run the stage makes (which pipeline it belongs to).
+    say : callable
+        Tells the person running the stage something at once, before the stage returns (the
+        link of a server it keeps running); the CLI prints it, others log it.
     """
 
     progress: bool = True
@@ -50,6 +56,7 @@ class Context:
     parent_run: str | None = None
     stage_run: Any = None
     tags: dict[str, str] = field(default_factory=dict)
+    say: Callable[[str], None] = field(default=lambda text: _log.info("%s", text))
 
 
 @dataclass

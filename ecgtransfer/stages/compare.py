@@ -176,9 +176,9 @@ def summary_text(table: pd.DataFrame) -> str:
 class CompareConfig:
     """Settings of ``ecgtransfer compare``."""
 
-    experiment: list[str] = setting(["ecgtransfer-finetune"], "MLflow experiment(s) of the "
-                                    "fine-tune runs (comma-separated)", role="tracking",
-                                    metavar="NAME")
+    experiment: list[str] = setting([], "MLflow experiment(s) of the fine-tune runs "
+                                    "(comma-separated; default: the most recent pipeline's, else "
+                                    "ecgtransfer-finetune)", role="tracking", metavar="NAME")
     tracking_uri: str | None = setting(None, "default: $MLFLOW_TRACKING_URI or "
                                        "sqlite:///mlflow.db", role="tracking", metavar="URI")
     pipeline_run: str | None = setting(None, "only the runs of this pipeline run",
@@ -192,14 +192,19 @@ class CompareConfig:
     def __post_init__(self) -> None:
         check(self.metric not in METRICS, "metric", f"{self.metric!r} is not "
               f"{', '.join(METRICS)}")
-        check(not self.experiment, "experiment", "name at least one MLflow experiment")
 
 
 def compare(config: CompareConfig, context: Context) -> StageResult:
     """The comparison table of the finished fine-tune runs ``config`` selects, written as CSV,
     Markdown and PNG (and logged to the pipeline stage's run, if any); exit status 1 when no run
     is found."""
-    runs = finetune_runs(config.experiment, config.tracking_uri, config.pipeline_run,
+    from ecgtransfer import tracking
+
+    experiments = config.experiment
+    if not experiments:
+        tracking.setup(config.tracking_uri)
+        experiments = [tracking.latest_pipeline_experiment() or "ecgtransfer-finetune"]
+    runs = finetune_runs(experiments, config.tracking_uri, config.pipeline_run,
                          run_ids=config.runs)
     table = comparison_table(runs)
     summary = summary_text(table)
