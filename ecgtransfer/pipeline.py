@@ -377,7 +377,7 @@ def _tags(pipeline: Pipeline, parent: str) -> dict[str, str]:
 
 
 def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
-               parent: str, progress: bool) -> StageResult:
+               parent: Any, progress: bool) -> StageResult:
     """Run one stage (each of its runs, for ``runs``/``grid``), in an MLflow run of its own
     under the pipeline's unless the stage's runs nest under the pipeline's themselves."""
     import contextlib
@@ -392,15 +392,16 @@ def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
     stage_run = contextlib.nullcontext(None)
     if stage.pipeline_run:
         stage_run = tracking.open_parent_run(
-            experiment=pipeline.experiment, name=f"{spec.kind} {spec.name}", parent=parent,
+            experiment=pipeline.experiment, name=f"{spec.kind} {spec.name}", parent=parent.id,
             marker=folder / "stage_run.json",
-            tags={**_tags(pipeline, parent), tracking.TAG + "stage": "pipeline-stage",
+            tags={**_tags(pipeline, parent.id), tracking.TAG + "stage": "pipeline-stage",
                   tracking.TAG + "stage_kind": spec.kind, tracking.TAG + "stage_name": spec.name})
     with stage_run as run:
         if run is not None and run.new:
             run.log_params(settings if len(configs) > 1 else to_dict(configs[0][1]))
-        context = Context(progress=progress, resume=True, parent_run=run.id if run else parent,
-                          stage_run=run, tags=_tags(pipeline, parent))
+        context = Context(progress=progress, resume=True,
+                          parent_run=run.id if run else parent.id, stage_run=run,
+                          pipeline_run=parent, tags=_tags(pipeline, parent.id))
         done = [stage.run(config, context) for _, config in configs]
         if run is not None:
             run.set_tags({tracking.TAG + "output": str(folder)})
@@ -426,6 +427,11 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
     from ecgtransfer.files import atomic_file
 
     tracking.setup(pipeline.tracking_uri, pipeline.experiment)
+    tracking.describe_experiment(pipeline.experiment, (
+        f"{pipeline.description or 'Pipeline ' + pipeline.name}\n\nRuns of `ecgtransfer run "
+        f"{pipeline.path.name}`: one pipeline run, a run per stage under it, and the fine-tune "
+        "runs under the finetune stage. `ecgtransfer ui` opens the fine-tune runs side by "
+        "side; the pipeline run's description holds the comparison."))
     text = json.dumps([pipeline.name, [(s.name, s.kind, s.settings) for s in pipeline.stages]],
                       sort_keys=True, default=str)
     marker = pipeline.work / f"pipeline-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
@@ -447,7 +453,7 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
                 result.reused = True
             else:
                 folder.mkdir(parents=True, exist_ok=True)
-                result = _run_stage(pipeline, spec, folder, results, parent.id, progress)
+                result = _run_stage(pipeline, spec, folder, results, parent, progress)
                 result.fingerprint = fp
                 with atomic_file(done) as f:
                     json.dump(dataclasses.asdict(result), f, indent=2)

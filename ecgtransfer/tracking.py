@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 __all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "tracking_uri", "setup", "code_version",
-           "store_hash", "text", "flat_params", "open_run", "open_parent_run", "end_run", "search_runs",
+           "store_hash", "text", "flat_params", "describe_experiment", "open_run", "open_parent_run", "end_run", "search_runs",
            "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
            "download_plain_model", "PLAIN_MODEL_FILE", "ui_link", "latest_pipeline_experiment",
            "start_ui", "FINETUNE_FILTER"]
@@ -84,6 +84,15 @@ def setup(uri: str | None, experiment: str | None = None) -> str | None:
             exp_id = client.get_experiment_by_name(experiment).experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def describe_experiment(name: str, text: str) -> None:
+    """Give experiment ``name`` a description (``mlflow.note.content``, shown at the top of its
+    page) unless it has one: a description someone wrote is never replaced."""
+    client = _client()
+    found = client.get_experiment_by_name(name)
+    if found is not None and text and not found.tags.get("mlflow.note.content"):
+        client.set_experiment_tag(found.experiment_id, "mlflow.note.content", text)
 
 
 def code_version() -> str:
@@ -204,6 +213,10 @@ class Run:
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         _client().log_artifact(self.id, str(path), folder)
+
+    def log_table(self, table: Any, name: str) -> None:
+        """A pandas table as an MLflow table artifact (the UI's evaluation view reads it)."""
+        _client().log_table(self.id, table, name)
 
     def log_inputs(self, store_path: str | Path, table: Any, splits: Mapping[str, Any],
                    targets: str | None = None) -> None:

@@ -204,6 +204,17 @@ def test_compare_gives_the_numbers_computed_by_hand(tmp_path, cli, monkeypatch):
     assert (one["macro_auroc_low"], one["macro_auroc_high"]) == pytest.approx((0.85, 0.95))
     assert table.loc[("single", 1.0, "other lr"), "macro_auroc"] == pytest.approx(0.5)  # not pooled
 
+    from ecgtransfer.stages.compare import paired_differences, sentences
+
+    diffs = paired_differences(runs).set_index(["strategy", "train_fraction", "setting"])
+    assert len(diffs) == 1  # single at 1.0 has no scratch baseline; "other lr" neither
+    paired = diffs.loc[("single", 0.1, "s1")]
+    assert paired["pairs"] == 3 and paired["wins"] == 3
+    assert paired["delta"] == pytest.approx(0.1)
+    assert (paired["delta_low"], paired["delta_high"]) == pytest.approx((0.1, 0.1))
+    (said,) = sentences(paired_differences(runs))
+    assert "vs scratch at train fraction 0.1: +0.100 macro AUROC [+0.100, +0.100] over 3 seeds" in said
+
     paths = write_comparison(comparison_table(runs), tmp_path / "out")
     assert pd.read_csv(paths["csv"]).shape[0] == 4
     assert "0.740 [" in paths["md"].read_text()
@@ -290,6 +301,21 @@ def test_ui_serves_the_quickstart_runs_at_the_printed_link(quickstart):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_pipeline_run_carries_the_answer(quickstart):
+    client, runs = _runs(quickstart["uri"], "quickstart")
+    (parent,) = [r for r in runs if r.data.tags.get("ecgtransfer.stage") == "pipeline"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**Does pretraining help?** ") and "vs scratch at train fraction 1" in note
+    assert "| task" in note  # the Markdown table
+    metrics = parent.data.metrics
+    assert any(k.startswith("test_macro_auroc.scratch") for k in metrics)
+    assert any(k.startswith("delta_macro_auroc.single") for k in metrics)
+    files = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert {"comparison/comparison.json", "comparison/comparison.png"} <= files
+    exp = client.get_experiment(parent.info.experiment_id)
+    assert exp.tags["mlflow.note.content"].startswith("DeepFake-pretrained")
 
 
 def test_compare_without_flags_reads_the_latest_pipeline(quickstart, cli):

@@ -44,6 +44,9 @@ class Context:
     stage_run : object, optional
         The :class:`ecgtransfer.tracking.Run` a pipeline opened for this stage, for a stage
         that logs artifacts to it (compare).
+    pipeline_run : object, optional
+        The pipeline's own :class:`ecgtransfer.tracking.Run`, for a stage whose result is the
+        pipeline's answer (compare).
     tags : dict
         Extra MLflow tags of every run the stage makes (which pipeline it belongs to).
     say : callable
@@ -55,6 +58,7 @@ class Context:
     resume: bool = False
     parent_run: str | None = None
     stage_run: Any = None
+    pipeline_run: Any = None
     tags: dict[str, str] = field(default_factory=dict)
     say: Callable[[str], None] = field(default=lambda text: _log.info("%s", text))
 

@@ -190,6 +190,12 @@ class _Finetune(TrainedStage):
     """Store, labels, splits, trunks and model of one ``finetune`` call: everything checked
     before a file is written."""
 
+    experiment_note = ("PTB-XL diagnostic classifiers by `ecgtransfer finetune`: pretrained "
+                       "trunks (`ecgtransfer.source`, `source_targets`) against the same "
+                       "architecture from scratch (`source = none`), by freezing, train fraction "
+                       "and seed; test metrics with 95% bootstrap intervals. `ecgtransfer "
+                       "compare` pools the seeds.")
+
     def __init__(self, config: FinetuneConfig, context: Context):
         from ecgtransfer import tracking
         from ecgtransfer.data.splits import split_positions, subsample_patients
@@ -339,6 +345,16 @@ class _Finetune(TrainedStage):
                 TAG + "source_runs": ",".join(s.run_id for s in src if s.run_id),
                 TAG + "source_models": ",".join(s.model_uri for s in src if s.model_uri)}
 
+    def run_name(self, model) -> str:
+        """What differs between fine-tune runs first, short enough for the UI's column:
+        ``single qrs f0.1 s2``, ``combined x4 frozen f1 s0``, ``scratch x4 f1 s0``."""
+        c = self.config
+        n = len(model.trunks)
+        trunks = (f"x{n}" if n > 1 else "") if c.strategy != "single" else self.sources[0].name
+        parts = [c.strategy, trunks, "" if c.freeze == "full" else c.freeze,
+                 f"f{c.train_fraction:g}", f"s{c.seed}"]
+        return " ".join(p for p in parts if p)
+
     def note(self, model) -> str:
         """The run's description: what its trunks are, linking the pretrain runs."""
         from ecgtransfer.tracking import experiment_of
@@ -395,12 +411,10 @@ class _Finetune(TrainedStage):
             return {"test": test, "intervals": intervals}
 
         datasets = {s: self.dataset(model, s) for s in ("train", "val", "test")}
-        trunks = "+".join(s.name for s in self.sources) or model.meta["sources"][0]["model"]
         example = datasets["test" if len(datasets["test"]) else "val"].signal(0)[None]
         return Training(
             folder=self.out, model=model, task=task, datasets=datasets,
-            run_name=config.run_name or (f"finetune {config.strategy} {config.freeze} {trunks} "
-                                         f"frac {config.train_fraction:g} seed {config.seed}"),
+            run_name=config.run_name or self.run_name(model),
             tags=self.run_tags(model), counts=self.counts, note=self.note(model),
             params={"sources": None,  # tags carry them, and a param value is capped in length
                     "input": {"fs": model.meta["fs"], "n_samples": model.meta["n_samples"],

@@ -161,6 +161,10 @@ def _first_reason(row: np.ndarray) -> str:
 class _Pretrain(TrainedStage):
     """The data shared by every model of one ``pretrain`` call."""
 
+    experiment_note = ("Interval regressors (HR, PR, QRS, QT) pretrained by `ecgtransfer "
+                       "pretrain`: one run per model, test MAE per interval. Their trunks are "
+                       "what `ecgtransfer finetune --from` transfers.")
+
     def __init__(self, config: PretrainConfig, context: Context):
         from ecgtransfer.data.splits import split_positions
         from ecgtransfer.features.labels import read_labels
@@ -242,7 +246,7 @@ class _Pretrain(TrainedStage):
         columns = [column(t) for t in targets]
         table = pd.DataFrame(values, columns=columns)
         table.insert(0, "record_id", self.store.index["record_id"].to_numpy())
-        run_name = config.run_name or f"pretrain {config.model} {name}"
+        run_name = config.run_name or f"{name} {config.model}"  # the target first
         if config.run_name and len(config.targets) > 1 and not config.multi_output:
             run_name = f"{run_name} {name}"
         datasets = {s: dataset(s) for s in ("train", "val", "test")}
@@ -338,7 +342,7 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
         stage.start()
         parent = contextlib.nullcontext(None)
         if stage.dist.is_main and len(groups) > 1:
-            name = config.run_name or f"pretrain {config.model} {','.join(config.targets)}"
+            name = config.run_name or f"{'+'.join(config.targets)} {config.model}"
             parent = tracking.open_parent_run(
                 experiment=config.experiment, name=name, parent=parent_run_id,
                 tags={**stage.tags(), tracking.TAG + "model": config.model,

@@ -194,6 +194,9 @@ class TrainedStage:
         The stage's name (``pretrain``), its ``ecgtransfer.stage`` tag.
     """
 
+    experiment_note = ""
+    """The description an experiment of this stage gets when it has none."""
+
     def __init__(self, config: Any, context: Context, kind: str):
         from ecgtransfer.data.store import SignalStore
         from ecgtransfer.training.distributed import init_distributed, pick_device
@@ -259,6 +262,7 @@ class TrainedStage:
             with atomic_file(self.out / "config.yaml") as f:
                 f.write(to_yaml(self.config))
             tracking.setup(self.config.tracking_uri, self.config.experiment)
+            tracking.describe_experiment(self.config.experiment, self.experiment_note)
         barrier(self.dist)
 
     def finished(self, folder: Path) -> dict | None:
