@@ -29,7 +29,7 @@ __all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "tracking_uri", "setup", "code_
            "store_hash", "text", "flat_params", "describe_experiment", "open_run", "open_parent_run", "end_run", "search_runs",
            "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
            "download_plain_model", "PLAIN_MODEL_FILE", "ui_link", "latest_pipeline_experiment",
-           "start_ui", "FINETUNE_FILTER"]
+           "start_ui", "FINETUNE_FILTER", "FINETUNE_VIEW"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG = "ecgtransfer."
@@ -430,20 +430,35 @@ FINETUNE_FILTER = "tags.`ecgtransfer.stage` = 'finetune'"
 """The search that shows the fine-tune runs (and nothing else) in the MLflow UI."""
 
 
-def ui_link(base_url: str, experiment: str | None, search: str = FINETUNE_FILTER) -> str:
-    """The MLflow UI page of ``experiment``'s runs in the model-training view, filtered by
-    ``search`` (the UI's search box); the UI's front page when there is no experiment."""
-    from urllib.parse import quote
+FINETUNE_VIEW = "ecgtransfer-finetune"
+"""The key of the saved UI view that shows the fine-tune comparison."""
 
+
+def _finetune_view() -> dict[str, Any]:
+    """The MLflow UI's state for the fine-tune comparison: the fine-tune runs, best test macro
+    AUROC first, with the columns that say what each run was and how it did."""
+    tags = [f"tags.`{TAG}{k}`" for k in ("strategy", "source", "source_targets", "trunks",
+                                         "freeze", "train_fraction", "seed")]
+    metrics = [f"metrics.`test_{m}`" for m in ("macro_auroc", "accuracy", "macro_f1")]
+    return {"searchFilter": FINETUNE_FILTER, "orderByKey": "metrics.`test_macro_auroc`",
+            "orderByAsc": False, "selectedColumns": metrics + tags}
+
+
+def ui_link(base_url: str, experiment: str | None) -> str:
+    """The MLflow UI page that opens ``experiment``'s fine-tune comparison with no further click:
+    its runs in the model-training view, filtered to the fine-tune runs, sorted by test macro
+    AUROC, with strategy, source, fraction, seed and the test metrics as columns. The view is
+    saved in the experiment (MLflow's shared views: the tag ``mlflow.sharedViewState.<key>``)
+    and the link names it; the UI's front page when there is no such experiment."""
     base = base_url.rstrip("/")
-    exp_id = None
-    if experiment:
-        found = _client().get_experiment_by_name(experiment)
-        exp_id = found.experiment_id if found is not None else None
-    if exp_id is None:
+    client = _client()
+    found = client.get_experiment_by_name(experiment) if experiment else None
+    if found is None:
         return f"{base}/"
-    return (f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
-            f"&searchFilter={quote(search, safe='')}")
+    client.set_experiment_tag(found.experiment_id, f"mlflow.sharedViewState.{FINETUNE_VIEW}",
+                              json.dumps(_finetune_view()))
+    return (f"{base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={FINETUNE_VIEW}")
 
 
 def latest_pipeline_experiment() -> str | None:

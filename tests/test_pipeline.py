@@ -246,12 +246,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ui_serves_the_quickstart_runs_at_the_printed_link(quickstart):
-    """``ecgtransfer ui`` on 127.0.0.1 against the quickstart's store: it prints the link to the
-    fine-tune runs of the latest pipeline's experiment, the server behind it returns exactly
-    those runs with their tags and test metrics through the REST API, and SIGTERM stops it."""
+def _browser():
+    """Headless Chromium through Selenium (Debian's chromium and chromium-driver), or None."""
+    import shutil
+
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.options import Options
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        return None
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        return None
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1600,1000"):
+        options.add_argument(arg)
+    options.binary_location = binary
+    return lambda: webdriver.Chrome(service=Service(driver), options=options)
+
+
+def _see_the_comparison(link: str, quickstart) -> None:
+    """Open ``link`` in the browser: the fine-tune runs, named by strategy, and the test macro
+    AUROC column are on the page with no click; the screenshot goes to the test's folder."""
+    expected = {r.name: r for r in quickstart["results"]}["finetune"].run_ids
+    browser = _browser()()
+    try:
+        browser.get(link)
+        deadline = time.time() + 60
+        text = ""
+        while time.time() < deadline:
+            text = browser.find_element("tag name", "body").text
+            if "matching runs" in text and "test_macro_a" in text:
+                break
+            time.sleep(0.5)
+        browser.save_screenshot(str(quickstart["folder"] / "ui.png"))
+    finally:
+        browser.quit()
+    assert f"{len(expected)} matching runs" in text, text[:2000]
+    client, _ = _runs(quickstart["uri"], "quickstart")
+    names = [client.get_run(i).data.tags["mlflow.runName"] for i in expected]
+    assert {n.split()[0] for n in names} == {"scratch", "single", "combined"}  # strategy first
+    for name in names:
+        assert name in text, (name, text[:2000])
+    assert "test_macro_a" in text and "Sort: test_macro_auroc" in text
+
+
+@pytest.fixture(scope="module")
+def ui(quickstart):
+    """``ecgtransfer ui`` on 127.0.0.1 against the quickstart's store: the link it printed and
+    the server behind it. SIGTERM stops both at the end (exit 0, the port closed)."""
     import signal
-    from urllib.parse import unquote
 
     port = _free_port()
     uri = f"sqlite:///{quickstart['folder'] / 'mlflow.db'}"
@@ -263,35 +310,7 @@ def test_ui_serves_the_quickstart_runs_at_the_printed_link(quickstart):
         line = proc.stdout.readline()  # printed once the server answers
         assert line.startswith("MLflow UI (experiment 'quickstart') at "), (
             line + proc.stderr.read()[-2000:] if proc.poll() is not None else line)
-        link = line.split(" at ", 1)[1].strip()
-        page, _, query = link.partition("?")
-        exp_id = page.rsplit("/", 2)[-2]
-        assert page == f"{base}/#/experiments/{exp_id}/runs"
-        assert "workflowType=machine_learning" in query
-        assert unquote(query.split("searchFilter=")[1]) == "tags.`ecgtransfer.stage` = 'finetune'"
-        with urllib.request.urlopen(f"{base}/", timeout=30) as r:
-            assert r.status == 200 and b"<html" in r.read().lower()
-
-        def api(path: str, body: dict) -> dict:
-            request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}",
-                                             data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=30) as r:
-                return json.loads(r.read())
-
-        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?"
-                                    "experiment_name=quickstart", timeout=30) as r:
-            assert json.loads(r.read())["experiment"]["experiment_id"] == exp_id
-        found = api("runs/search", {"experiment_ids": [exp_id],
-                                    "filter": "tags.`ecgtransfer.stage` = 'finetune'"})
-        runs = found["runs"]
-        expected = {r.name: r for r in quickstart["results"]}["finetune"].run_ids
-        assert sorted(r["info"]["run_id"] for r in runs) == sorted(expected)
-        for run in runs:
-            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-            metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-            assert tags["ecgtransfer.strategy"] in ("scratch", "single", "combined")
-            assert 0.0 <= metrics["test_accuracy"] <= 1.0
+        yield {"link": line.split(" at ", 1)[1].strip(), "base": base, "uri": uri}
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0 and "MLflow UI stopped" in out
@@ -301,6 +320,54 @@ def test_ui_serves_the_quickstart_runs_at_the_printed_link(quickstart):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ui_serves_the_quickstart_runs_at_the_printed_link(ui, quickstart):
+    """The printed link opens the saved fine-tune view of the latest pipeline's experiment; the
+    server behind it returns exactly the fine-tune runs, with their tags and test metrics,
+    through the REST API."""
+    base = ui["base"]
+    page, _, query = ui["link"].partition("?")
+    exp_id = page.rsplit("/", 2)[-2]
+    assert page == f"{base}/#/experiments/{exp_id}/runs"
+    assert query == "workflowType=machine_learning&viewStateShareKey=ecgtransfer-finetune"
+    client, _ = _runs(ui["uri"], "quickstart")
+    view = json.loads(client.get_experiment(exp_id).tags[
+        "mlflow.sharedViewState.ecgtransfer-finetune"])
+    assert view["searchFilter"] == "tags.`ecgtransfer.stage` = 'finetune'"
+    assert "metrics.`test_macro_auroc`" in view["selectedColumns"]
+    with urllib.request.urlopen(f"{base}/", timeout=30) as r:
+        assert r.status == 200 and b"<html" in r.read().lower()
+
+    def api(path: str, body: dict) -> dict:
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}",
+                                         data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return json.loads(r.read())
+
+    with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?"
+                                "experiment_name=quickstart", timeout=30) as r:
+        assert json.loads(r.read())["experiment"]["experiment_id"] == exp_id
+    found = api("runs/search", {"experiment_ids": [exp_id],
+                                "filter": "tags.`ecgtransfer.stage` = 'finetune'"})
+    runs = found["runs"]
+    expected = {r.name: r for r in quickstart["results"]}["finetune"].run_ids
+    assert sorted(r["info"]["run_id"] for r in runs) == sorted(expected)
+    for run in runs:
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert tags["ecgtransfer.strategy"] in ("scratch", "single", "combined")
+        assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def test_a_person_sees_the_comparison_at_the_link(ui, quickstart):
+    """Headless Chromium at the printed link: the fine-tune runs, named by strategy, with the
+    test macro AUROC column, sorted by it, with no click."""
+    if _browser() is None:
+        pytest.skip("no browser: needs Debian's chromium and chromium-driver and the selenium "
+                    "package (.ci/run installs them)")
+    _see_the_comparison(ui["link"], quickstart)
 
 
 def test_the_pipeline_run_carries_the_answer(quickstart):
