@@ -220,7 +220,7 @@ def _run_stage(args: argparse.Namespace) -> int:
 
         torch.manual_seed(int(seed))
         np.random.seed(int(seed) % 2**32)
-    result = stage.run(config, Context(progress=not args.quiet,
+    result = stage.run(config, Context(progress=not args.quiet and sys.stderr.isatty(),
                                        resume=getattr(args, "resume", False),
                                        say=lambda text: print(text, flush=True)))
     if result.summary:
@@ -235,10 +235,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     def report(r) -> None:
         first = r.summary.splitlines()[0] if r.summary and r.kind != "compare" else ""
-        print(f"{r.kind} {r.name}: {'reused' if r.reused else 'done'} -> {r.output}"
-              f"{'; ' + first if first else ''}", flush=True)
+        took = "reused" if r.reused else f"done in {r.seconds:.0f} s"
+        print(f"{r.kind} {r.name}: {took} -> {r.output}{'; ' + first if first else ''}",
+              flush=True)
 
-    results = run_pipeline(pipeline, progress=not args.quiet, on_stage=report)
+    results = run_pipeline(pipeline, progress=not args.quiet and sys.stderr.isatty(),
+                           on_stage=report)
     for r in results:
         if r.kind == "compare":
             print(f"\n{r.summary}", end="" if r.summary.endswith("\n") else "\n")

@@ -19,7 +19,9 @@ builds its flags from), the whole file before any work; an error names the file 
 stage may also take ``runs`` (a list of settings mappings) and ``grid`` (setting -> list of
 values): it then runs once per entry of ``runs`` crossed with ``grid``.
 
-Each stage's output lives in ``WORK/<stage name>/<fingerprint>/``. The fingerprint hashes the
+Each stage's output lives in ``WORK/<stage name>/<fingerprint>/``; the runs of a stage with
+``runs``/``grid`` live in ``WORK/<stage name>/runs/<hash of that run's settings>/``, so a grid
+that grows runs only what is new. The fingerprint hashes the
 stage's kind, settings, the ecgtransfer version and the stage's algorithm version (the labeller's,
 the generator's) with the fingerprints of the stages it refers to, so a stage whose inputs,
 settings and code are unchanged is reused (its ``stage.json`` says it finished), a changed one gets
@@ -35,6 +37,7 @@ import itertools
 import json
 import logging
 import re
+import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +105,7 @@ class StageResult:
     run_ids: list[str] = field(default_factory=list)
     summary: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 # ---- reading and checking ---------------------------------------------------------------
@@ -302,10 +306,14 @@ def _configs(pipeline: Pipeline, spec: StageSpec, settings: dict, folder: Path,
     stage = spec.stage
     hints = typing.get_type_hints(stage.config)
     combos = _combinations(spec, settings)
+    expanded = any(k in spec.settings for k in _EXPAND)
     out = []
     for combo in combos:
         values = {**combo, **_handoffs(spec, combo, results)}
-        sub = folder if len(combos) == 1 else folder / _digest(combo)[:8]
+        sub = folder
+        if expanded:  # each run keyed by its own settings, so a grown grid redoes none of them
+            key = _digest({"settings": combo, "version": stage.algorithm_version()})[:12]
+            sub = folder.parent / "runs" / key
         for f in stage.settings():
             role = f.metadata.get("role")
             if role == "output" and stage.output is not None:
@@ -453,8 +461,11 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
                 result.reused = True
             else:
                 folder.mkdir(parents=True, exist_ok=True)
+                started = time.perf_counter()
                 result = _run_stage(pipeline, spec, folder, results, parent, progress)
                 result.fingerprint = fp
+                result.seconds = time.perf_counter() - started
+                parent.log_metrics({f"seconds.{spec.name}": result.seconds})
                 with atomic_file(done) as f:
                     json.dump(dataclasses.asdict(result), f, indent=2)
             results[spec.name] = result

@@ -72,3 +72,27 @@ def test_classification_task_loss_and_score():
     out = torch.tensor([[2.0, -1.0]])
     assert multi.loss(out, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(
         torch.nn.functional.binary_cross_entropy_with_logits(out, torch.tensor([[1.0, 0.0]])).item())
+
+
+def test_macro_averages_cover_the_same_classes():
+    """A class absent from the test set (HYP in a small fold) is left out of macro F1 as it is
+    out of macro AUROC, and the classes covered are counted and named."""
+    from sklearn.metrics import f1_score
+
+    from ecgtransfer.training.metrics import classification_metrics, macro_classes
+
+    classes = ["NORM", "MI", "STTC", "CD", "HYP"]
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1, 2, 3] * 10)  # no HYP
+    probs = rng.dirichlet(np.ones(5), size=len(y))
+    out = classification_metrics(probs, y, classes)
+    assert out["macro_classes"] == 4 and np.isnan(out["auroc_HYP"])
+    assert out["macro_f1"] == pytest.approx(
+        f1_score(y, probs.argmax(axis=1), labels=[0, 1, 2, 3], average="macro", zero_division=0))
+    assert macro_classes(y, classes) == ["NORM", "MI", "STTC", "CD"]
+    multi = np.zeros((len(y), 5), dtype=int)
+    multi[np.arange(len(y)), y] = 1
+    multi[:, 0] = 1  # every record NORM: no negative, no AUROC, out of both averages
+    both = classification_metrics(probs, multi, classes, multilabel=True)
+    assert both["macro_classes"] == 3 and np.isnan(both["auroc_NORM"])
+    assert macro_classes(multi, classes, multilabel=True) == ["MI", "STTC", "CD"]

@@ -272,25 +272,25 @@ def _see_the_comparison(link: str, quickstart) -> None:
     """Open ``link`` in the browser: the fine-tune runs, named by strategy, and the test macro
     AUROC column are on the page with no click; the screenshot goes to the test's folder."""
     expected = {r.name: r for r in quickstart["results"]}["finetune"].run_ids
+    client, _ = _runs(quickstart["uri"], "quickstart")
+    names = [client.get_run(i).data.tags["mlflow.runName"] for i in expected]
+    assert {n.split()[0] for n in names} == {"scratch", "single", "combined"}  # strategy first
+    wanted = [f"{len(expected)} matching runs", "test_macro_a", *names]
     browser = _browser()()
     try:
         browser.get(link)
         deadline = time.time() + 60
         text = ""
-        while time.time() < deadline:
+        while time.time() < deadline:  # the table fills in after the page
             text = browser.find_element("tag name", "body").text
-            if "matching runs" in text and "test_macro_a" in text:
+            if all(w in text for w in wanted):
                 break
             time.sleep(0.5)
         browser.save_screenshot(str(quickstart["folder"] / "ui.png"))
     finally:
         browser.quit()
-    assert f"{len(expected)} matching runs" in text, text[:2000]
-    client, _ = _runs(quickstart["uri"], "quickstart")
-    names = [client.get_run(i).data.tags["mlflow.runName"] for i in expected]
-    assert {n.split()[0] for n in names} == {"scratch", "single", "combined"}  # strategy first
-    for name in names:
-        assert name in text, (name, text[:2000])
+    missing = [w for w in wanted if w not in text]
+    assert not missing, (missing, text[:2000])
     assert "test_macro_a" in text and "Sort: test_macro_auroc" in text
 
 
@@ -372,7 +372,8 @@ def test_a_person_sees_the_comparison_at_the_link(ui, quickstart):
 
 def test_the_pipeline_run_carries_the_answer(quickstart):
     client, runs = _runs(quickstart["uri"], "quickstart")
-    (parent,) = [r for r in runs if r.data.tags.get("ecgtransfer.stage") == "pipeline"]
+    compare_run = {r.name: r for r in quickstart["results"]}["compare"].run_ids[0]
+    parent = client.get_run(client.get_run(compare_run).data.tags["ecgtransfer.pipeline_run"])
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith("**Does pretraining help?** ") and "vs scratch at train fraction 1" in note
     assert "| task" in note  # the Markdown table
@@ -423,3 +424,21 @@ def test_a_changed_finetune_stage_changes_the_compare_fingerprint(tmp_path):
     three = fingerprints("deepfake.n=64")
     assert all(three[n] != one[n] for n in ("deepfake", "labels", "pretrain", "finetune", "compare"))
     assert three["ptbxl"] == one["ptbxl"]
+
+
+def test_a_grown_grid_runs_only_what_is_new(quickstart):
+    """Adding a seed to the finetune grid trains only the new seed's runs: the others are keyed
+    by their settings, not by position, and are reused with their MLflow runs. (Last in this
+    module: it adds runs to the shared quickstart store.)"""
+    before = {r.name: r for r in quickstart["results"]}["finetune"].run_ids
+    grown = load_pipeline(QUICKSTART, [*SMALL, f"work={quickstart['folder'] / 'work'}",
+                                       f"tracking_uri={quickstart['uri']}",
+                                       "finetune.grid.seed=[0,1]"])
+    results = {r.name: r for r in run_pipeline(grown, progress=False)}
+    assert [results[n].reused for n in ("ptbxl", "deepfake", "labels", "pretrain")] == [True] * 4
+    after = results["finetune"].run_ids
+    assert len(after) == 2 * len(before) and set(before) <= set(after)
+    client, runs = _runs(quickstart["uri"], "quickstart")
+    tuned = [r for r in runs if r.data.tags.get("ecgtransfer.stage") == "finetune"]
+    assert len(tuned) == len(after)  # nothing trained twice
+    assert "over 2 seeds" in results["compare"].summary

@@ -61,6 +61,8 @@ class FinetuneConfig(TrainingConfig):
                                            "parameters", cli=False)
     fs: float | None = setting(None, "scratch without --from: input rate (default: the "
                                "store's); with --from, their rate", unit="Hz")
+    trunks: int | None = setting(None, "scratch without --from: how many random trunks side by "
+                                 "side (4: the size of combined over four intervals)")
     head_hidden: int | None = setting(128, "hidden width of the new head (null: linear)")
     head_dropout: float = setting(0.25, "dropout of the new head")
     bootstrap: int = setting(1000, "resamples of the test-set bootstrap intervals (0: none)")
@@ -83,6 +85,9 @@ class FinetuneConfig(TrainingConfig):
         check(self.freeze == "gradual" and not 1 <= self.frozen_epochs < self.epochs,
               "frozen_epochs", f"gradual needs 1 <= frozen_epochs < epochs ({self.epochs})")
         check(self.trunk_lr_factor <= 0, "trunk_lr_factor", "must be positive")
+        check(self.trunks is not None and (self.strategy != "scratch" or bool(self.sources)),
+              "trunks", "only for scratch without --from (with --from, one trunk per source)")
+        check(self.trunks is not None and self.trunks < 1, "trunks", "must be at least 1")
         check(self.task not in ("single_label", "multi_label"), "task",
               f"{self.task!r} is not single_label or multi_label")
         check(self.class_weights not in ("none", "balanced"), "class_weights",
@@ -182,7 +187,8 @@ def evaluate(task, probs: np.ndarray, y: np.ndarray, n_resamples: int, seed: int
     intervals = {}
     if n_resamples:
         intervals = {k: list(v) for k, v in
-                     bootstrap_interval(metric, probs, y, n_resamples=n_resamples, seed=seed).items()}
+                     bootstrap_interval(metric, probs, y, n_resamples=n_resamples, seed=seed).items()
+                     if k != "macro_classes"}
     return values, intervals
 
 
@@ -273,7 +279,7 @@ class _Finetune(TrainedStage):
         def make():
             if config.strategy == "scratch":
                 metas = ([json.loads(json.dumps(s.regressor.meta)) for s in self.sources]
-                         or [self._scratch_meta()])
+                         or [self._scratch_meta()] * (config.trunks or 1))
                 trunks = [blank_regressor(m) for m in metas]
                 mean, std = fit_lead_stats(self.store, self.splits["train"])
                 idx = self.lead_index(metas[0]["leads"])
@@ -386,6 +392,8 @@ class _Finetune(TrainedStage):
             set_trunk_trainable(model, config.freeze == "full" or (
                 config.freeze == "gradual" and epoch > config.frozen_epochs))
 
+        from ecgtransfer.tracking import TAG
+
         def evaluate_test(run, trainer, test_set) -> dict:
             if not len(test_set):
                 return {"test": {}, "intervals": {}}
@@ -399,8 +407,12 @@ class _Finetune(TrainedStage):
             run.log_artifact(self.out / "test_predictions.csv")
             from ecgtransfer.stages.trained import _clean
 
-            run.log_text(json.dumps(_clean({"metrics": test, "ci95": intervals, "n": int(len(y))}),
-                                    indent=2), "test_metrics.json")
+            from ecgtransfer.training.metrics import macro_classes
+
+            over = macro_classes(y, list(SUPERCLASSES), self.multilabel)
+            run.log_text(json.dumps(_clean({"metrics": test, "ci95": intervals, "n": int(len(y)),
+                                            "macro_over": over}), indent=2), "test_metrics.json")
+            run.set_tags({TAG + "macro_over": ",".join(over)})
             run.log_figure(plots.confusion_matrix(y, probs, SUPERCLASSES, self.multilabel),
                            "plots/confusion_matrix_test.png")
             run.log_figure(plots.roc_curves(y, probs, SUPERCLASSES, self.multilabel),

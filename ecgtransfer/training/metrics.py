@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["mae", "classification_metrics", "bootstrap_interval"]
+__all__ = ["mae", "classification_metrics", "macro_classes", "bootstrap_interval"]
 
 
 def mae(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -48,8 +48,11 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str],
     Returns
     -------
     dict
-        ``accuracy``, ``macro_auroc``, ``macro_f1``, ``auroc_<class>``. An AUROC whose class has
-        only one value in ``y`` is NaN and left out of the macro mean.
+        ``accuracy``, ``macro_auroc``, ``macro_f1``, ``auroc_<class>`` and ``macro_classes``.
+        Both macro averages cover the same classes: those ``y`` holds both as present and as
+        absent (a class no test record has, or every one has, has no AUROC, and its F1 would be
+        0 or 1 by construction); ``macro_classes`` counts them and :func:`macro_classes` names
+        them. An AUROC of a class outside them is NaN.
     """
     from sklearn.metrics import f1_score, roc_auc_score
 
@@ -59,23 +62,39 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str],
         truth = np.asarray(y, dtype=np.int64).reshape(len(y), k)
         decided = (probs >= threshold).astype(np.int64)
         accuracy = float((decided == truth).all(axis=1).mean()) if len(truth) else np.nan
-        f1 = f1_score(truth, decided, average="macro", zero_division=0)
     else:
         labels = np.asarray(y, dtype=np.int64).reshape(-1)
         truth = _onehot(labels, k)
         decided = probs.argmax(axis=1)
         accuracy = float((decided == labels).mean()) if len(labels) else np.nan
-        f1 = f1_score(labels, decided, labels=list(range(k)), average="macro", zero_division=0)
-    out: dict[str, float] = {"accuracy": accuracy, "macro_f1": float(f1)}
-    aurocs = []
+    covered = _covered(truth)
+    if not covered:
+        f1 = np.nan
+    elif multilabel:
+        f1 = f1_score(truth[:, covered], decided[:, covered], average="macro", zero_division=0)
+    else:
+        f1 = f1_score(labels, decided, labels=covered, average="macro", zero_division=0)
+    out: dict[str, float] = {"accuracy": accuracy, "macro_f1": float(f1),
+                             "macro_classes": float(len(covered))}
     for j, name in enumerate(classes):
-        col = truth[:, j]
-        value = float(roc_auc_score(col, probs[:, j])) if 0 < col.sum() < len(col) else np.nan
-        out[f"auroc_{name}"] = value
-        aurocs.append(value)
-    defined = [a for a in aurocs if np.isfinite(a)]
-    out["macro_auroc"] = float(np.mean(defined)) if defined else np.nan
+        out[f"auroc_{name}"] = (float(roc_auc_score(truth[:, j], probs[:, j])) if j in covered
+                                else np.nan)
+    aurocs = [out[f"auroc_{classes[j]}"] for j in covered]
+    out["macro_auroc"] = float(np.mean(aurocs)) if aurocs else np.nan
     return out
+
+
+def _covered(truth: np.ndarray) -> list[int]:
+    positives = truth.sum(axis=0)
+    return [j for j in range(truth.shape[1]) if 0 < positives[j] < len(truth)]
+
+
+def macro_classes(y: np.ndarray, classes: list[str], multilabel: bool = False) -> list[str]:
+    """The classes the macro averages of :func:`classification_metrics` cover for targets ``y``."""
+    k = len(classes)
+    truth = (np.asarray(y, dtype=np.int64).reshape(len(y), k) if multilabel
+             else _onehot(np.asarray(y, dtype=np.int64).reshape(-1), k))
+    return [classes[j] for j in _covered(truth)]
 
 
 def bootstrap_interval(metric: Callable[[np.ndarray, np.ndarray], dict[str, float]],
