@@ -312,3 +312,17 @@ def test_killed_gradual_run_resumes_to_the_same_weights(ptbxl_labelled, pretrain
     steps = [m.step for m in _client(pretrained["uri"]).get_metric_history(resumed.run_id,
                                                                              "val_loss")]
     assert sorted(steps) == [1, 2, 3]
+
+
+def test_scratch_names_its_size_without_pretrained_trunks(ptbxl_labelled, pretrained, tmp_path):
+    """A scratch baseline the size of combined needs no pretrain stage: trunks=2 builds two
+    random trunks of the model; the run says so in its tags and name."""
+    config = _config(ptbxl_labelled, pretrained, tmp_path, strategy="scratch", trunks=2,
+                     epochs=1, bootstrap=0, fs=100.0, experiment="sizes")
+    result = finetune(config, progress=False)
+    assert len(load_classifier(tmp_path / "run" / "model.pt").trunks) == 2
+    run = _client(pretrained["uri"]).get_run(result.run_id)
+    assert run.data.tags["ecgtransfer.trunks"] == "2" and run.data.tags["ecgtransfer.source"] == "none"
+    assert run.data.tags["mlflow.runName"] == "scratch x2 f1 s0"
+    with pytest.raises(ConfigError, match="trunks: only for scratch without --from"):
+        FinetuneConfig(store="s", sources=["a"], trunks=2)
