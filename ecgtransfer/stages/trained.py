@@ -34,6 +34,7 @@ __all__ = ["TrainingConfig", "TrainedStage", "Training", "write_json", "read_jso
            "used_counts", "check_model_settings", "SPLITS"]
 
 SPLITS = ("auto", "folds", "A", "B", "random")
+_BOOKKEEPING = ("out", "experiment", "tracking_uri", "run_name")
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,10 @@ class TrainedStage:
                                tags={**self.tags(), **job.tags}, marker=job.folder / "run.json",
                                resume=self.context.resume, parent=parent) as run:
             if run.new:
-                params = {**to_dict(self.config), **job.params, "device": str(self.device),
+                # what the model was trained with; where it was written or logged is
+                # bookkeeping (config.yaml keeps it)
+                settings = {k: v for k, v in to_dict(self.config).items() if k not in _BOOKKEEPING}
+                params = {**settings, **job.params, "device": str(self.device),
                           "world_size": self.dist.world_size}
                 run.log_params({k: v for k, v in params.items()
                                 if not (k in job.params and job.params[k] is None)})
