@@ -381,6 +381,16 @@ def _ending(run_id: str, end) -> Iterator[None]:
         end(_status_of(error))
 
 
+def _user() -> str:
+    """Who runs this (MLflow's fluent runs record it themselves; client-made ones do not)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        return str(os.getuid()) if hasattr(os, "getuid") else ""
+
+
 @contextlib.contextmanager
 def open_parent_run(*, experiment: str, name: str, tags: Mapping[str, str],
                     marker: Path | None = None, parent: str | None = None) -> Iterator[Run]:
@@ -394,7 +404,8 @@ def open_parent_run(*, experiment: str, name: str, tags: Mapping[str, str],
     if not new:
         client.update_run(run_id, status="RUNNING")
     else:
-        all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
+        all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {}),
+                    "mlflow.user": _user()}
         run_id = client.create_run(_ensure_experiment(experiment), run_name=name, tags={
             k: text(v) for k, v in all_tags.items()}).info.run_id
         if marker is not None:

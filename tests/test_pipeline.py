@@ -376,7 +376,8 @@ def test_the_pipeline_run_carries_the_answer(quickstart):
     parent = client.get_run(client.get_run(compare_run).data.tags["ecgtransfer.pipeline_run"])
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith("**Does pretraining help?** ") and "vs scratch at train fraction 1" in note
-    assert "| task" in note  # the Markdown table
+    assert "| task" in note and "n_test" in note  # the Markdown table, with its sizes
+    assert parent.data.tags.get("mlflow.user")  # who ran it, as on every run
     metrics = parent.data.metrics
     assert any(k.startswith("test_macro_auroc.scratch") for k in metrics)
     assert any(k.startswith("delta_macro_auroc.single") for k in metrics)

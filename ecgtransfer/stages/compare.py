@@ -91,6 +91,7 @@ def comparison_table(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         row = dict(zip(GROUP, key))
         n = len(group)
         row["seeds"] = n
+        row["n_train"], row["n_test"] = _largest(group["n_train"]), _largest(group["n_test"])
         row["interval"] = f"t over {n} seeds" if n > 1 else "bootstrap"
         for m in METRICS:
             values = group[m].to_numpy(np.float64)
@@ -102,7 +103,8 @@ def comparison_table(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                 low, high = float(group[f"{m}_ci_low"].iloc[0]), float(group[f"{m}_ci_high"].iloc[0])
             row.update({m: mean, f"{m}_low": low, f"{m}_high": high})
         out.append(row)
-    columns = [*GROUP, "seeds", "interval"] + [f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
+    columns = [*GROUP, "seeds", "n_train", "n_test", "interval"] + [
+        f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
     return pd.DataFrame(out, columns=columns)
 
 
@@ -195,6 +197,8 @@ def plot_comparison(table: pd.DataFrame, metric: str = "macro_auroc"):
 
 def _markdown(table: pd.DataFrame) -> str:
     shown = table[list(GROUP) + ["seeds"]].copy()
+    for n in ("n_train", "n_test"):
+        shown[n] = ["?" if not np.isfinite(v) else f"{v:.0f}" for v in table[n]]
     for m in METRICS:
         shown[m] = [("n/a" if not np.isfinite(v) else f"{v:.3f}" if not np.isfinite(lo)
                      else f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
