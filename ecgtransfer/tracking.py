@@ -67,6 +67,11 @@ def setup(uri: str | None, experiment: str | None = None) -> str | None:
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    try:  # a damaged database or an unreachable server: one line naming it
+        _client().search_experiments(max_results=1)
+    except Exception as exc:  # MLflow and SQLAlchemy raise many kinds
+        raise ValueError(f"{uri}: not a usable MLflow tracking store ({type(exc).__name__}); "
+                         "check the path or server, or pass another --tracking-uri") from None
     if experiment is None:
         return None
     client = _client()

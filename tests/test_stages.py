@@ -219,3 +219,12 @@ def test_fingerprints_follow_code_and_algorithm_versions(monkeypatch):
     assert _fingerprint(synth, {}) == before[1]
     monkeypatch.setattr(ecgtransfer, "__version__", ecgtransfer.__version__ + ".post1")
     assert _fingerprint(synth, {}) != before[1]  # nor a new package version any output
+
+
+def test_a_damaged_tracking_store_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.db").write_text("not a database")
+    assert main(["compare", "--tracking-uri", f"sqlite:///{tmp_path / 'bad.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("ecgtransfer: error: sqlite:///")
+    assert "not a usable MLflow tracking store" in err and "Traceback" not in err
