@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping, Sequence
 __all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "tracking_uri", "setup", "code_version",
            "store_hash", "text", "flat_params", "describe_experiment", "open_run", "open_parent_run", "end_run", "search_runs",
            "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
+           "download_artifact",
            "download_plain_model", "PLAIN_MODEL_FILE", "ui_link", "latest_pipeline_experiment",
            "start_ui", "FINETUNE_FILTER", "FINETUNE_VIEW"]
 
@@ -442,8 +443,11 @@ def open_run(*, experiment: str, name: str, tags: Mapping[str, str],
 
 
 # ---- the UI ---------------------------------------------------------------------------------
-FINETUNE_FILTER = "tags.`ecgtransfer.stage` = 'finetune'"
-"""The search that shows the fine-tune runs (and nothing else) in the MLflow UI."""
+FINETUNE_FILTER = ("tags.`ecgtransfer.stage` = 'finetune' "
+                   "and tags.`ecgtransfer.evaluation` != 'fold'")
+"""The search that shows the fine-tune runs in the MLflow UI, one row per evaluation: a run on
+one test split, or a cross-validation with its pooled out-of-fold metrics (not its fold runs,
+nested under it)."""
 
 
 FINETUNE_VIEW = "ecgtransfer-finetune"
@@ -454,7 +458,7 @@ def _finetune_view() -> dict[str, Any]:
     """The MLflow UI's state for the fine-tune comparison: the fine-tune runs, best test macro
     AUROC first, with the columns that say what each run was and how it did."""
     tags = [f"tags.`{TAG}{k}`" for k in ("strategy", "source", "source_targets", "trunks",
-                                         "freeze", "train_fraction", "seed")]
+                                         "freeze", "train_fraction", "seed", "cv")]
     metrics = [f"metrics.`test_{m}`" for m in ("macro_auroc", "accuracy", "macro_f1")]
     return {"searchFilter": FINETUNE_FILTER, "orderByKey": "metrics.`test_macro_auroc`",
             "orderByAsc": False, "selectedColumns": metrics + tags}
@@ -616,3 +620,17 @@ def download_plain_model(uri: str, dst: str | Path) -> Path:
                          "predate ecgtransfer 0.2 - pass the run folder's model.pt instead "
                          "(ecgtransfer never unpickles a logged model)")
     return path
+
+
+def download_artifact(run_id: str, path: str, dst: str | Path) -> Path | None:
+    """The artifact ``path`` of run ``run_id``, downloaded into ``dst``; None when the run has
+    no such artifact (a run logged before it existed) or its store cannot be reached."""
+    import mlflow
+
+    try:
+        with _quiet_downloads():
+            found = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                             dst_path=str(dst)))
+    except Exception:  # MLflow raises several kinds for a missing artifact
+        return None
+    return found if found.is_file() else None

@@ -96,3 +96,43 @@ def test_macro_averages_cover_the_same_classes():
     both = classification_metrics(probs, multi, classes, multilabel=True)
     assert both["macro_classes"] == 3 and np.isnan(both["auroc_NORM"])
     assert macro_classes(multi, classes, multilabel=True) == ["MI", "STTC", "CD"]
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_metrics_equal_scikit_learns_ties_and_absent_classes_included(multilabel):
+    """The vectorised AUROC and F1 are scikit-learn's values (rounded scores make ties)."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    n, k = 157, 5
+    probs = np.round(rng.dirichlet(np.ones(k), n), 1)
+    if multilabel:
+        y = (rng.random((n, k)) < probs + 0.1).astype(int)
+        y[:, 4] = 0  # a class no record has
+        truth, decided = y, (probs >= 0.5).astype(int)
+    else:
+        y = np.where(rng.random(n) < 0.5, probs.argmax(axis=1), rng.integers(0, k - 1, n))
+        y[y == 4] = 0  # a class no record has
+        truth, decided = np.eye(k, dtype=int)[y], np.eye(k, dtype=int)[probs.argmax(axis=1)]
+    m = classification_metrics(probs, y, list("ABCDE"), multilabel=multilabel)
+    covered = [j for j in range(k) if 0 < truth[:, j].sum() < n]
+    assert len(covered) == 4
+    for j in covered:
+        assert m[f"auroc_{'ABCDE'[j]}"] == pytest.approx(roc_auc_score(truth[:, j], probs[:, j]))
+    expected_f1 = (f1_score(truth[:, covered], decided[:, covered], average="macro",
+                            zero_division=0) if multilabel else
+                   f1_score(y, probs.argmax(axis=1), labels=covered, average="macro",
+                            zero_division=0))
+    assert m["macro_f1"] == pytest.approx(expected_f1)
+
+
+def test_seed_and_record_draws_are_paired_and_seeded():
+    from ecgtransfer.training.metrics import bootstrap_draws, percentile_interval
+
+    a = bootstrap_draws(50, 3, n_resamples=20, seed=4)
+    b = bootstrap_draws(50, 3, n_resamples=20, seed=4)
+    assert all((x[0] == y[0]).all() and (x[1] == y[1]).all() for x, y in zip(a, b))
+    assert {len(s) for s, _ in a} == {3} and {len(r) for _, r in a} == {50}
+    assert max(s.max() for s, _ in a) == 2 and max(r.max() for _, r in a) <= 49
+    low, high = percentile_interval(np.r_[np.arange(101.0), np.nan])
+    assert (low, high) == pytest.approx((2.5, 97.5))

@@ -89,7 +89,7 @@ def diagnostic_classes(statements: pd.DataFrame) -> dict[str, str]:
 
 
 def sample_ptbxl_root() -> Path:
-    """The PTB-XL sample shipped inside the package (41 records at 500 Hz)."""
+    """The PTB-XL sample shipped inside the package (ecg_id 1-350 at 100 Hz)."""
     from importlib import resources
 
     return Path(str(resources.files("ecgtransfer") / "sample_data" / "ptbxl"))

@@ -1,5 +1,6 @@
 """Train/validation/test splits of a store's records: PTB-XL folds, the A/B halves, or a seeded
-random split that keeps each patient on one side."""
+random split that keeps each patient on one side; and K patient-disjoint cross-validation
+folds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "split_positions", "subsample_patients"]
+__all__ = ["SPLITS", "split_positions", "subsample_patients", "cv_folds", "cv_parts"]
 
 SPLITS = ("train", "val", "test")
 
@@ -99,3 +100,54 @@ def subsample_patients(index: pd.DataFrame, positions: np.ndarray, fraction: flo
     order = np.random.default_rng(seed).permutation(len(unique))
     keep = unique[order[:max(1, int(round(fraction * len(unique))))]]
     return np.sort(positions[np.isin(groups, keep)])
+
+
+def cv_parts(index: pd.DataFrame, k: int, how: str = "auto", where: str = "store") -> np.ndarray:
+    """The cross-validation part (0 .. k-1) of every row of ``index``; -1 for a row outside the
+    data (the other A/B half).
+
+    PTB-XL stores (``how`` auto, folds, A or B, with a ``strat_fold`` column): part
+    ``(strat_fold - 1) mod k``, so PTB-XL's own patient-disjoint, label-stratified folds are
+    grouped (k = 5: folds 1+6, 2+7, ...) and k = 10 is PTB-XL's ten. Other stores (or ``how``
+    random): the patients (``patient_id``, else each record its own) in a permutation seeded
+    with 0, dealt round-robin, so parts differ in size by at most one patient. Either way the
+    parts depend on the store and ``k`` alone: every strategy and seed sees the same folds.
+    """
+    if k < 3:
+        raise ValueError(f"{where}: cv {k}: cross-validation needs at least 3 folds (one tests, "
+                         "the next validates, the rest train)")
+    if how == "auto":
+        how = "folds" if "strat_fold" in index.columns else "random"
+    keep = np.ones(len(index), dtype=bool)
+    if how in ("A", "B"):
+        if "half" not in index.columns:
+            raise ValueError(f"{where}: split {how!r} needs the A/B halves ('half' column)")
+        keep = index["half"].astype(str).to_numpy() == how
+    if how in ("folds", "A", "B"):
+        if "strat_fold" not in index.columns:
+            raise ValueError(f"{where}: split {how!r} with cv needs PTB-XL's strat_fold column; "
+                             "use split: random")
+        if k > 10:
+            raise ValueError(f"{where}: cv {k}: PTB-XL has 10 folds; use at most 10")
+        fold = pd.to_numeric(index["strat_fold"], errors="coerce").to_numpy(np.float64)
+        parts = np.where(np.isfinite(fold), (np.nan_to_num(fold, nan=1) - 1) % k, -1)
+        return np.where(keep, parts, -1).astype(np.int64)
+    groups = (index["patient_id"].astype(str).to_numpy() if "patient_id" in index.columns
+              else index["record_id"].astype(str).to_numpy())
+    unique = np.unique(groups)
+    if len(unique) < k:
+        raise ValueError(f"{where}: cv {k}: only {len(unique)} patients; use fewer folds")
+    order = np.random.default_rng(0).permutation(len(unique))
+    part_of = dict(zip(unique[order], np.arange(len(unique)) % k))
+    return np.array([part_of[g] for g in groups], dtype=np.int64)
+
+
+def cv_folds(index: pd.DataFrame, k: int, how: str = "auto", where: str = "store"
+             ) -> list[dict[str, np.ndarray]]:
+    """``k`` train/validation/test splits of ``index`` from :func:`cv_parts`: fold ``i`` tests
+    on part ``i``, validates on part ``i + 1`` (mod k) and trains on the others. Every record
+    is tested exactly once; no patient is on two sides of a fold."""
+    parts = cv_parts(index, k, how, where)
+    return [{"train": np.flatnonzero((parts >= 0) & (parts != i) & (parts != (i + 1) % k)),
+             "val": np.flatnonzero(parts == (i + 1) % k), "test": np.flatnonzero(parts == i)}
+            for i in range(k)]

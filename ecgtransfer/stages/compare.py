@@ -1,15 +1,22 @@
 """Compare fine-tune runs: scratch against transfer, by source, freezing and train fraction.
 
 Reads finished ``finetune`` runs from MLflow (their tags say what each run was), groups the runs
-that differ only in seed, and reports each metric as the mean over seeds with a 95% interval: a
-t interval over the seeds when there are two or more, else the run's own bootstrap interval.
+that differ only in seed, and reports each metric as the mean over seeds with a 95% interval.
+
+Where the runs logged their predictions (``test_predictions.csv``; a cross-validation's pooled
+``oof_predictions.csv``), the interval is a bootstrap over records and seeds together: each
+resample draws the seeds and the records with replacement and averages the metric over the drawn
+seeds, so it covers the test set's own sampling as well as training randomness. Transfer and
+its scratch baseline are resampled identically (same records, same seeds), which makes the
+difference's interval a paired one. Runs logged without predictions fall back to a t interval
+over seeds (one seed: the run's own bootstrap interval); column ``interval`` says which.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,23 +25,27 @@ from ecgtransfer.config import check, setting
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.tracking import TAG as _TAG
 
-__all__ = ["METRICS", "CompareConfig", "compare", "finetune_runs", "comparison_table",
-           "write_comparison", "plot_comparison", "summary_text"]
+__all__ = ["METRICS", "CompareConfig", "compare", "finetune_runs", "run_predictions", "Bootstrap",
+           "comparison_table", "paired_differences", "write_comparison", "plot_comparison",
+           "summary_text", "sentences"]
 
 METRICS = ("accuracy", "macro_auroc", "macro_f1")
-GROUP = ("task", "split", "source", "source_targets", "strategy", "trunks", "freeze",
+GROUP = ("task", "split", "cv", "source", "source_targets", "strategy", "trunks", "freeze",
          "train_fraction", "setting")
 """What makes runs comparable: runs equal in all of these differ only in seed. ``setting`` is a
 hash of every other fine-tune setting (epochs, lr, head, ...), so runs with other
-hyperparameters are never averaged together."""
-_COLUMNS = ["run_id", "run_name", *GROUP, "seed", "n_train", "n_test"] + [f"{m}{s}" for m in METRICS
-                                                     for s in ("", "_ci_low", "_ci_high")]
+hyperparameters are never averaged together; ``cv`` is the number of cross-validation folds
+("" for one test split)."""
+_COLUMNS = ["run_id", "run_name", *GROUP, "seed", "evaluation", "n_train", "n_test"] + [
+    f"{m}{s}" for m in METRICS for s in ("", "_ci_low", "_ci_high")]
+_PREDICTIONS = {"cv": "oof_predictions.csv", "test": "test_predictions.csv"}
 
 
 def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
                   tracking_uri: str | None = None, pipeline_run: str | None = None,
                   run_ids: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per finished fine-tune run: what it was (tags) and its test metrics.
+    """One row per finished fine-tune evaluation: what it was (tags) and its test metrics. A
+    cross-validation is one row (its pooled out-of-fold metrics); its fold runs are left out.
 
     Parameters
     ----------
@@ -61,8 +72,12 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
     rows = []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
+        evaluation = tags.get(_TAG + "evaluation", "test")
+        if evaluation == "fold":
+            continue
         row = {"run_id": run.info.run_id, "run_name": tags.get("mlflow.runName", ""),
-               **{k: tags.get(_TAG + k, "") for k in GROUP}, "seed": tags.get(_TAG + "seed", "")}
+               **{k: tags.get(_TAG + k, "") for k in GROUP}, "seed": tags.get(_TAG + "seed", ""),
+               "evaluation": evaluation}
         row["train_fraction"] = float(row["train_fraction"] or 1.0)
         for n in ("n_train", "n_test"):
             row[n] = float(run.data.params.get(f"data.{n}", "nan") or "nan")
@@ -78,84 +93,299 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
-def comparison_table(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Runs that differ only in seed, grouped: per metric its mean and a ``level`` interval.
+def run_predictions(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each run's logged predictions by run id (``oof_predictions.csv`` of a cross-validation,
+    ``test_predictions.csv`` else): record id, truth, class probabilities (and fold). A run
+    logged without them is left out."""
+    import tempfile
 
-    The interval is Student's t over the seeds (``mean ± t * sd / sqrt(n)``) for two or more
-    seeds, else the one run's bootstrap interval; column ``interval`` says which.
+    from ecgtransfer import tracking
+
+    out: dict[str, pd.DataFrame] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run_id, evaluation in zip(runs["run_id"], runs["evaluation"]):
+            path = tracking.download_artifact(run_id, _PREDICTIONS.get(evaluation, ""),
+                                              Path(tmp) / run_id)
+            if path is None:
+                continue
+            try:
+                table = pd.read_csv(path)
+            except (ValueError, pd.errors.ParserError):
+                continue
+            if "record_id" in table.columns and any(c.startswith("p_") for c in table.columns):
+                out[run_id] = table
+    return out
+
+
+@dataclass
+class _Stack:
+    """The predictions of runs that differ only in seed, on the records they share."""
+
+    runs: tuple[str, ...]
+    seeds: list[str]
+    ids: np.ndarray
+    probs: np.ndarray          # (seeds, records, classes)
+    y: np.ndarray              # (records,) class indices or (records, classes) 0/1
+    folds: np.ndarray          # (records,) fold of each record (1 without cross-validation)
+    classes: list[str]
+    multilabel: bool
+
+
+class Bootstrap:
+    """The seed-and-record bootstrap of runs' predictions (see :func:`run_predictions`).
+
+    Every stack of the same size is resampled with the same draws (``n_resamples``, seeded by
+    ``seed``), so the difference of two strategies on the same records and seeds is a paired
+    bootstrap; each stack's per-resample values are computed once.
     """
-    from scipy import stats
 
+    def __init__(self, predictions: dict[str, pd.DataFrame], n_resamples: int = 1000,
+                 seed: int = 0, level: float = 0.95):
+        self.predictions = predictions
+        self.n_resamples = n_resamples
+        self.seed = seed
+        self.level = level
+        self._cache: dict[Any, dict[str, np.ndarray]] = {}
+
+    def stack(self, runs: pd.DataFrame, seeds: Sequence[str] | None = None,
+              ids: np.ndarray | None = None) -> _Stack | None:
+        """``runs``' predictions on ``ids`` (default: the records all share) for ``seeds``
+        (default: all); None when a run has none."""
+        runs = runs.drop_duplicates("seed")
+        if seeds is not None:
+            runs = runs[runs["seed"].isin(seeds)]
+        if runs.empty or not all(r in self.predictions for r in runs["run_id"]):
+            return None
+        runs = runs.sort_values("seed", key=lambda s: pd.to_numeric(s, errors="coerce"))
+        tables = [self.predictions[r].drop_duplicates("record_id").set_index("record_id")
+                  for r in runs["run_id"]]
+        if ids is None:
+            common = set(tables[0].index)
+            for t in tables[1:]:
+                common &= set(t.index)
+            ids = np.array(sorted(common))
+        if not len(ids):
+            return None
+        first = tables[0].loc[ids]
+        classes = [c[2:] for c in first.columns if c.startswith("p_")]
+        multilabel = "true" not in first.columns
+        if multilabel:
+            y = first[[f"true_{c}" for c in classes]].to_numpy(np.int64)
+        else:
+            y = first["true"].map({c: j for j, c in enumerate(classes)}).to_numpy()
+            if np.isnan(y.astype(np.float64)).any():
+                return None
+            y = y.astype(np.int64)
+        probs = np.stack([t.loc[ids, [f"p_{c}" for c in classes]].to_numpy(np.float64)
+                          for t in tables])
+        folds = first["fold"].to_numpy(np.int64) if "fold" in first.columns else np.ones(len(ids), np.int64)
+        return _Stack(tuple(runs["run_id"]), list(runs["seed"]), ids, probs, y, folds, classes,
+                      multilabel)
+
+    def metrics(self, stack: _Stack, rows: np.ndarray | None = None) -> dict[str, float]:
+        """Each metric averaged over the stack's seeds, on ``rows`` (default all records)."""
+        from ecgtransfer.training.metrics import classification_metrics
+
+        rows = np.arange(len(stack.ids)) if rows is None else rows
+        values = [classification_metrics(p[rows], stack.y[rows], stack.classes, stack.multilabel)
+                  for p in stack.probs]
+        return {m: float(np.mean([v[m] for v in values])) for m in METRICS}
+
+    def draws(self, stack: _Stack) -> dict[str, np.ndarray]:
+        """Per metric, its value in every resample (seeds and records drawn with replacement,
+        the metric averaged over the drawn seeds)."""
+        from ecgtransfer.training.metrics import bootstrap_draws, classification_metrics
+
+        cache_key = (stack.runs, tuple(stack.ids.tolist()))
+        if cache_key in self._cache:
+            return self._cache[cache_key]
+        out = {m: np.empty(self.n_resamples) for m in METRICS}
+        draws = bootstrap_draws(len(stack.ids), len(stack.seeds), n_resamples=self.n_resamples,
+                                seed=self.seed)
+        for i, (seeds, rows) in enumerate(draws):
+            y = stack.y[rows]
+            drawn, times = np.unique(seeds, return_counts=True)
+            total = dict.fromkeys(METRICS, 0.0)
+            for s, t in zip(drawn, times):
+                v = classification_metrics(stack.probs[s][rows], y, stack.classes,
+                                           stack.multilabel)
+                for m in METRICS:
+                    total[m] += t * v[m]
+            for m in METRICS:
+                out[m][i] = total[m] / len(seeds)
+        self._cache[cache_key] = out
+        return out
+
+    def interval(self, values: np.ndarray) -> tuple[float, float]:
+        from ecgtransfer.training.metrics import percentile_interval
+
+        return percentile_interval(values, self.level)
+
+
+def _folds(stack: _Stack) -> int:
+    return len(np.unique(stack.folds))
+
+
+def _resampled(stack: _Stack) -> str:
+    folds = _folds(stack)
+    seeds = len(stack.seeds)
+    return (f"bootstrap: {len(stack.ids)} records x {seeds} seed{'s' if seeds != 1 else ''}"
+            + (f", {folds} folds" if folds > 1 else ""))
+
+
+def comparison_table(runs: pd.DataFrame, level: float = 0.95,
+                     bootstrap: Bootstrap | None = None) -> pd.DataFrame:
+    """Runs that differ only in seed, grouped: per metric its mean over seeds and a ``level``
+    interval.
+
+    With a ``bootstrap`` holding every run's predictions, the mean is over seeds on the records
+    all of them predicted, and the interval a bootstrap over those records and the seeds (its
+    level, not ``level``). Without, the interval is Student's t over
+    the seeds (``mean ± t * sd / sqrt(n)``) for two or more seeds, else the one run's bootstrap
+    interval. Column ``interval`` says which.
+    """
     out = []
     for key, group in runs.groupby(list(GROUP), sort=True, dropna=False):
         row = dict(zip(GROUP, key))
         n = len(group)
         row["seeds"] = n
         row["n_train"], row["n_test"] = _largest(group["n_train"]), _largest(group["n_test"])
-        row["interval"] = f"t over {n} seeds" if n > 1 else "bootstrap"
-        for m in METRICS:
-            values = group[m].to_numpy(np.float64)
-            mean = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
-            if n > 1:
-                half = stats.t.ppf(0.5 + level / 2, n - 1) * np.nanstd(values, ddof=1) / np.sqrt(n)
-                low, high = max(mean - half, 0.0), min(mean + half, 1.0)  # metrics in [0, 1]
-            else:
-                low, high = float(group[f"{m}_ci_low"].iloc[0]), float(group[f"{m}_ci_high"].iloc[0])
-            row.update({m: mean, f"{m}_low": low, f"{m}_high": high})
+        stack = bootstrap.stack(group) if bootstrap is not None else None
+        if stack is not None:
+            row["n_test"] = float(len(stack.ids))
+            row["interval"] = _resampled(stack)
+            point, draws = bootstrap.metrics(stack), bootstrap.draws(stack)
+            for m in METRICS:
+                low, high = bootstrap.interval(draws[m])
+                row.update({m: point[m], f"{m}_low": low, f"{m}_high": high})
+        else:
+            row["interval"] = f"t over {n} seeds" if n > 1 else "bootstrap"
+            row.update(_over_seeds(group, n, level))
         out.append(row)
     columns = [*GROUP, "seeds", "n_train", "n_test", "interval"] + [
         f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
     return pd.DataFrame(out, columns=columns)
 
 
-def paired_differences(runs: pd.DataFrame, metric: str = "macro_auroc",
-                       level: float = 0.95) -> pd.DataFrame:
-    """Each transfer group against its scratch baseline, seed by seed.
+def _over_seeds(group: pd.DataFrame, n: int, level: float) -> dict[str, float]:
+    from scipy import stats
 
-    The baseline is the scratch group of the same task, split, train fraction and number of
-    trunks (four random trunks for four pretrained ones), with the same freezing if there is
-    one, else trained in full. Runs pair by seed; the difference is
-    ``transfer - scratch`` per pair, reported as the mean with a Student's t interval over the
-    pairs (NaN with one pair) and the count of pairs transfer won. The interval is over seeds on
-    the same test records: it leaves out the test set's own sampling.
+    row = {}
+    for m in METRICS:
+        values = group[m].to_numpy(np.float64)
+        mean = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+        if n > 1:
+            half = stats.t.ppf(0.5 + level / 2, n - 1) * np.nanstd(values, ddof=1) / np.sqrt(n)
+            low, high = max(mean - half, 0.0), min(mean + half, 1.0)  # metrics in [0, 1]
+        else:
+            low, high = float(group[f"{m}_ci_low"].iloc[0]), float(group[f"{m}_ci_high"].iloc[0])
+        row.update({m: mean, f"{m}_low": low, f"{m}_high": high})
+    return row
+
+
+_DIFF_COLUMNS = [*GROUP, "baseline", "pairs", "wins", "delta", "delta_low", "delta_high",
+                 "interval", "n_test", "seeds", "folds"]
+
+
+def _baseline(row: dict, scratch: pd.DataFrame) -> pd.DataFrame:
+    """The scratch runs a transfer group is measured against: same task, split,
+    cross-validation, train fraction and number of trunks; the same freezing if there is one,
+    else trained in full; of these, the most common setting."""
+    base = scratch
+    for k in ("task", "split", "cv", "train_fraction", "trunks"):
+        base = base[base[k] == row[k]]
+    same = base[base["freeze"] == row["freeze"]]
+    base = same if not same.empty else base[base["freeze"] == "full"]
+    if base.empty:
+        return base
+    settings = base["setting"].value_counts()  # one baseline: its most common setting
+    return base[base["setting"] == settings.index[0]].drop_duplicates("seed")
+
+
+def paired_differences(runs: pd.DataFrame, metric: str = "macro_auroc", level: float = 0.95,
+                       bootstrap: Bootstrap | None = None,
+                       pairs: list[dict] | None = None) -> pd.DataFrame:
+    """Each transfer group against its scratch baseline (see :func:`_baseline`), on the same
+    seeds and, with predictions, the same records and folds.
+
+    With a ``bootstrap`` holding every run's predictions, ``delta`` is ``transfer - scratch`` of
+    the metric
+    averaged over the shared seeds on the shared records, with a paired bootstrap interval
+    over records and seeds; ``pairs`` counts the (fold, seed) pairs and ``wins`` those where
+    transfer scored higher on that fold's records (one test split: one pair per seed). Each
+    pair is appended to ``pairs`` when a list is given. Without predictions, the runs pair by
+    seed: ``delta`` is the mean of the per-seed differences with a Student's t interval over
+    them (NaN with one), which leaves out the test set's own sampling.
 
     Returns
     -------
     pandas.DataFrame
-        One row per transfer group: its ``GROUP`` keys, ``pairs``, ``wins``, ``delta``,
-        ``delta_low``, ``delta_high``, ``n_test``.
+        One row per transfer group: its ``GROUP`` keys, ``baseline`` (its label),
+        ``pairs``, ``wins``, ``delta``, ``delta_low``, ``delta_high``, ``interval``,
+        ``n_test``, ``seeds``, ``folds``.
     """
     from scipy import stats
 
-    keys = ["task", "split", "train_fraction", "trunks"]
     scratch = runs[runs["strategy"] == "scratch"]
     out = []
     for key, group in runs[runs["strategy"] != "scratch"].groupby(list(GROUP), sort=True,
                                                                    dropna=False):
         row = dict(zip(GROUP, key))
-        base = scratch
-        for k in keys:
-            base = base[base[k] == row[k]]
-        same = base[base["freeze"] == row["freeze"]]
-        base = same if not same.empty else base[base["freeze"] == "full"]
+        base = _baseline(row, scratch)
         if base.empty:
             continue
-        settings = base["setting"].value_counts()  # one baseline: its most common setting
-        base = base[base["setting"] == settings.index[0]].drop_duplicates("seed")
-        both = group.merge(base, on="seed", suffixes=("", "_scratch"))
-        diff = (both[metric] - both[f"{metric}_scratch"]).to_numpy(np.float64)
-        diff = diff[np.isfinite(diff)]
-        if not len(diff):
-            continue
-        mean, low, high = float(diff.mean()), np.nan, np.nan
-        if len(diff) > 1:
-            half = stats.t.ppf(0.5 + level / 2, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
-            low, high = mean - half, mean + half
-        out.append({**row, "pairs": len(diff), "wins": int((diff > 0).sum()), "delta": mean,
-                    "delta_low": low, "delta_high": high,
-                    "n_test": _largest(group["n_test"])})
-    return pd.DataFrame(out, columns=[*GROUP, "pairs", "wins", "delta", "delta_low",
-                                      "delta_high", "n_test"])
+        row["baseline"] = _label(base.iloc[0])
+        seeds = sorted(set(group["seed"]) & set(base["seed"]))
+        mine = bootstrap.stack(group, seeds) if bootstrap is not None else None
+        theirs = bootstrap.stack(base, seeds) if mine is not None else None
+        if mine is not None and theirs is not None:
+            ids = np.array(sorted(set(mine.ids) & set(theirs.ids)))
+            mine, theirs = bootstrap.stack(group, seeds, ids), bootstrap.stack(base, seeds, ids)
+        if mine is not None and theirs is not None:
+            row.update(_paired(bootstrap, key, mine, theirs, metric, pairs))
+        else:
+            both = group.merge(base, on="seed", suffixes=("", "_scratch"))
+            diff = (both[metric] - both[f"{metric}_scratch"]).to_numpy(np.float64)
+            diff = diff[np.isfinite(diff)]
+            if not len(diff):
+                continue
+            mean, low, high = float(diff.mean()), np.nan, np.nan
+            if len(diff) > 1:
+                half = (stats.t.ppf(0.5 + level / 2, len(diff) - 1) * diff.std(ddof=1)
+                        / np.sqrt(len(diff)))
+                low, high = mean - half, mean + half
+            row.update({"pairs": len(diff), "wins": int((diff > 0).sum()), "delta": mean,
+                        "delta_low": low, "delta_high": high, "seeds": len(diff), "folds": 1,
+                        "interval": f"t over {len(diff)} seeds",
+                        "n_test": _largest(group["n_test"])})
+        out.append(row)
+    return pd.DataFrame(out, columns=_DIFF_COLUMNS)
+
+
+def _paired(bootstrap: Bootstrap, key: Any, mine: _Stack, theirs: _Stack, metric: str,
+            pairs: list[dict] | None) -> dict[str, Any]:
+    """The paired bootstrap of ``mine - theirs`` and the per (fold, seed) comparison."""
+    from ecgtransfer.training.metrics import classification_metrics
+
+    point = bootstrap.metrics(mine)[metric] - bootstrap.metrics(theirs)[metric]
+    low, high = bootstrap.interval(bootstrap.draws(mine)[metric] - bootstrap.draws(theirs)[metric])
+    won = counted = 0
+    for s, seed in enumerate(mine.seeds):
+        for fold in np.unique(mine.folds):
+            rows = np.flatnonzero(mine.folds == fold)
+            a, b = (classification_metrics(st.probs[s][rows], st.y[rows], st.classes,
+                                           st.multilabel)[metric] for st in (mine, theirs))
+            if not (np.isfinite(a) and np.isfinite(b)):
+                continue
+            counted += 1
+            won += int(a > b)
+            if pairs is not None:
+                pairs.append({**dict(zip(GROUP, key)), "seed": seed, "fold": int(fold),
+                              "records": len(rows), metric: a, f"{metric}_scratch": b,
+                              "delta": a - b})
+    return {"pairs": counted, "wins": won, "delta": point, "delta_low": low, "delta_high": high,
+            "interval": _resampled(mine), "n_test": float(len(mine.ids)),
+            "seeds": len(mine.seeds), "folds": _folds(mine)}
 
 
 def _largest(values: pd.Series) -> float:
@@ -203,22 +433,29 @@ def _markdown(table: pd.DataFrame) -> str:
         shown[m] = [("n/a" if not np.isfinite(v) else f"{v:.3f}" if not np.isfinite(lo)
                      else f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
                     for v, lo, hi in zip(table[m], table[f"{m}_low"], table[f"{m}_high"])]
+    shown["interval"] = table["interval"]
     return shown.to_markdown(index=False) + "\n"
 
 
-def write_comparison(table: pd.DataFrame, out: str | Path, metric: str = "macro_auroc") -> dict[str, Path]:
-    """``comparison.csv``, ``comparison.md`` and ``comparison.png`` in ``out``; returns their
-    paths. Each file is written whole or not at all."""
+def write_comparison(table: pd.DataFrame, out: str | Path, metric: str = "macro_auroc",
+                     pairs: pd.DataFrame | None = None) -> dict[str, Path]:
+    """``comparison.csv``, ``comparison.md`` and ``comparison.png`` in ``out`` (and
+    ``pairs.csv``, transfer against scratch per fold and seed, when ``pairs`` has rows);
+    returns their paths. Each file is written whole or not at all."""
     from ecgtransfer.files import atomic_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".comparison.*.tmp"):  # left by a run killed outright (SIGKILL)
+    for stale in [*out.glob(".comparison.*.tmp"), *out.glob(".pairs.*.tmp")]:  # after SIGKILL
         stale.unlink(missing_ok=True)
     paths = {"csv": out / "comparison.csv", "md": out / "comparison.md",
              "png": out / "comparison.png"}
     with atomic_file(paths["csv"]) as f:
         table.to_csv(f, index=False)
+    if pairs is not None and len(pairs):
+        paths["pairs"] = out / "pairs.csv"
+        with atomic_file(paths["pairs"]) as f:
+            pairs.to_csv(f, index=False)
     with atomic_file(paths["md"]) as f:
         f.write(_markdown(table))
     fig = plot_comparison(table, metric)
@@ -228,18 +465,27 @@ def write_comparison(table: pd.DataFrame, out: str | Path, metric: str = "macro_
 
 
 def sentences(diffs: pd.DataFrame, metric: str = "macro_auroc") -> list[str]:
-    """The paired differences as sentences a researcher reads: ``single qrs from deepfake
-    (full) vs scratch at train fraction 1: +0.030 macro AUROC [-0.010, +0.070] over 3 seeds
-    (3 won), 46 test records``."""
+    """The paired differences as sentences a researcher reads, e.g. ``combined hr,pr,qrs,qt
+    from deepfake (full) vs scratch, combined-size (4 trunks) at train fraction 1: +0.030 macro
+    AUROC [-0.010, +0.070], 342 records x 2 seeds, 5 folds; higher in 7 of 10 fold-seed
+    pairs`` (without predictions: ``... over 3 seeds (3 won), 46 test records``)."""
     name = metric.replace("_", " ").replace("auroc", "AUROC").replace("f1", "F1")
     out = []
     for _, r in diffs.iterrows():
         interval = ("" if not np.isfinite(r["delta_low"])
                     else f" [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}]")
-        n_test = f", {int(r['n_test'])} test records" if np.isfinite(r["n_test"]) else ""
-        out.append(f"{_label(r)} vs scratch at train fraction {r['train_fraction']:g}: "
-                   f"{r['delta']:+.3f} {name}{interval} over {r['pairs']} seed"
-                   f"{'s' if r['pairs'] != 1 else ''} ({r['wins']} won){n_test}")
+        head = (f"{_label(r)} vs {r['baseline']} at train fraction {r['train_fraction']:g}: "
+                f"{r['delta']:+.3f} {name}{interval}")
+        if str(r["interval"]).startswith("bootstrap"):
+            seeds, folds = int(r["seeds"]), int(r["folds"])
+            unit = "fold-seed pairs" if folds > 1 else "seeds"
+            out.append(f"{head}, {int(r['n_test'])} records x {seeds} seed{'s' if seeds != 1 else ''}"
+                       + (f", {folds} folds" if folds > 1 else " (one test split)")
+                       + f"; higher in {r['wins']} of {r['pairs']} {unit}")
+        else:
+            n_test = f", {int(r['n_test'])} test records" if np.isfinite(r["n_test"]) else ""
+            out.append(f"{head} over {r['pairs']} seed{'s' if r['pairs'] != 1 else ''} "
+                       f"({r['wins']} won){n_test}")
     return out
 
 
@@ -263,13 +509,18 @@ class CompareConfig:
                                        metavar="RUN_ID")
     runs: list[str] | None = setting(None, "only these run ids (a pipeline passes those of its "
                                      "finetune stages)", cli=False)
-    metric: str = setting("macro_auroc", "the metric of the plot", choices=METRICS)
-    out: str = setting("runs/compare", "folder of comparison.csv, .md and .png",
+    metric: str = setting("macro_auroc", "the metric of the plot and of the differences to "
+                          "scratch", choices=METRICS)
+    bootstrap: int = setting(1000, "resamples of the bootstrap over records and seeds (0: t "
+                             "over seeds only)")
+    seed: int = setting(0, "seed of the bootstrap's resamples")
+    out: str = setting("runs/compare", "folder of comparison.csv, .md, .png and pairs.csv",
                        role="output", metavar="DIR")
 
     def __post_init__(self) -> None:
         check(self.metric not in METRICS, "metric", f"{self.metric!r} is not "
               f"{', '.join(METRICS)}")
+        check(self.bootstrap < 0, "bootstrap", "must not be negative")
 
 
 def compare(config: CompareConfig, context: Context) -> StageResult:
@@ -284,17 +535,21 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
         experiments = [tracking.latest_pipeline_experiment() or "ecgtransfer-finetune"]
     runs = finetune_runs(experiments, config.tracking_uri, config.pipeline_run,
                          run_ids=config.runs)
-    table = comparison_table(runs)
+    bootstrap = (Bootstrap(run_predictions(runs), config.bootstrap, config.seed)
+                 if config.bootstrap and not runs.empty else None)
+    table = comparison_table(runs, bootstrap=bootstrap)
     summary = summary_text(table)
     if table.empty:
         return StageResult(str(config.out), summary.rstrip("\n"), exit_code=1, details=table)
-    paths = write_comparison(table, config.out, config.metric)
-    said = sentences(paired_differences(runs, config.metric), config.metric)
+    pairs: list[dict] = []
+    diffs = paired_differences(runs, config.metric, bootstrap=bootstrap, pairs=pairs)
+    paths = write_comparison(table, config.out, config.metric, pd.DataFrame(pairs))
+    said = sentences(diffs, config.metric)
     if context.stage_run is not None:
         for p in paths.values():
             context.stage_run.log_artifact(p)
     if context.pipeline_run is not None:
-        _answer(context.pipeline_run, table, runs, config.metric, said, paths)
+        _answer(context.pipeline_run, table, diffs, config.metric, said, paths)
     summary += "".join(f"{line}\n" for line in said)
     summary += (f"{len(runs)} runs in {len(table)} groups; wrote "
                 + ", ".join(str(p) for p in paths.values()))
@@ -307,7 +562,7 @@ def _key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
-def _answer(run, table: pd.DataFrame, runs: pd.DataFrame, metric: str, said: list[str],
+def _answer(run, table: pd.DataFrame, diffs: pd.DataFrame, metric: str, said: list[str],
             paths: dict[str, Path]) -> None:
     """Put the answer on the pipeline's run: the mean test metric per group and the difference
     to scratch with its interval as metrics, the table (``log_table``) and plot as artifacts,
@@ -315,7 +570,7 @@ def _answer(run, table: pd.DataFrame, runs: pd.DataFrame, metric: str, said: lis
     values = {}
     for _, r in table.iterrows():
         values[_key(f"test_{metric}.{_label(r)}.f{r['train_fraction']:g}")] = r[metric]
-    for _, r in paired_differences(runs, metric).iterrows():
+    for _, r in diffs.iterrows():
         name = _key(f"delta_{metric}.{_label(r)}.f{r['train_fraction']:g}")
         values.update({name: r["delta"], f"{name}_ci_low": r["delta_low"],
                        f"{name}_ci_high": r["delta_high"]})
@@ -332,7 +587,11 @@ register_stage(Stage(
     "compare", CompareConfig, compare, command=("compare",), output="", reads="finetune",
     help="table and plot of fine-tune runs: strategy, source, freezing, train fraction -> "
          "test metrics over seeds",
-    description="Group finished fine-tune runs that differ only in seed and report test "
-                "accuracy, macro AUROC and macro F1 as the mean over seeds with a 95% interval "
-                "(t over seeds; one seed: its bootstrap interval). Prints the table and writes "
-                "comparison.csv, comparison.md and comparison.png."))
+    description="Group finished fine-tune runs (a cross-validation counts once, with its pooled "
+                "out-of-fold predictions) that differ only in seed and report test accuracy, "
+                "macro AUROC and macro F1 as the mean over seeds with a 95% interval: a "
+                "bootstrap over records and seeds from the runs' logged predictions (runs "
+                "without them: t over seeds). Each transfer group is set against its scratch "
+                "baseline on the same records, folds and seeds (paired), with the count of "
+                "fold-seed pairs it won. Prints the table and the differences as sentences and "
+                "writes comparison.csv, comparison.md, comparison.png and pairs.csv."))

@@ -66,6 +66,10 @@ class FinetuneConfig(TrainingConfig):
     head_hidden: int | None = setting(128, "hidden width of the new head (null: linear)")
     head_dropout: float = setting(0.25, "dropout of the new head")
     bootstrap: int = setting(1000, "resamples of the test-set bootstrap intervals (0: none)")
+    cv: int = setting(0, "cross-validate over this many patient-disjoint folds (PTB-XL: its "
+                      "strat_folds grouped; else by patient): each fold tests once, the next "
+                      "validates, the rest train; the metrics pool the out-of-fold predictions "
+                      "(0: one train/val/test split)", metavar="K")
     out: str = setting("runs/finetune", "run folder: config, checkpoint, model",
                        role="output", metavar="DIR")
     experiment: str = setting("ecgtransfer-finetune", "MLflow experiment", role="tracking",
@@ -98,6 +102,8 @@ class FinetuneConfig(TrainingConfig):
               "must be at least 1 (or null for a linear head)")
         check(not 0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
         check(self.bootstrap < 0, "bootstrap", "must not be negative")
+        check(self.cv < 0 or self.cv in (1, 2), "cv", "0 (no cross-validation) or at least 3 "
+              "folds (one tests, the next validates, the rest train)")
 
 
 @dataclass
@@ -111,6 +117,7 @@ class FinetuneResult:
     intervals: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     reused: bool = False
+    folds: list[dict[str, Any]] = field(default_factory=list)
 
 
 def setting_hash(config: FinetuneConfig) -> str:
@@ -204,31 +211,55 @@ class _Finetune(TrainedStage):
 
     def __init__(self, config: FinetuneConfig, context: Context):
         from ecgtransfer import tracking
-        from ecgtransfer.data.splits import split_positions, subsample_patients
+        from ecgtransfer.data.splits import cv_folds, split_positions
         from ecgtransfer.training.distributed import barrier
 
         super().__init__(config, context, "finetune")
         where = str(self.store.path)
         self.multilabel = config.task == "multi_label"
-        self.targets, reasons = diagnostic_targets(self.store.index, config.task, where)
-        splits = split_positions(self.store.index, "folds" if config.split == "auto" else config.split,
-                                 seed=config.seed, fractions=config.split_fractions, where=where)
-        self.splits: dict[str, np.ndarray] = {}
-        for split, pos in splits.items():
-            keep = pos[reasons[pos] == ""]
-            if split == "train":
-                keep = subsample_patients(self.store.index, keep, config.train_fraction, config.seed)
-            self.splits[split] = keep
-        self.counts = used_counts(splits, self.splits, reasons)
-        for split in ("train", "val"):
-            if len(self.splits[split]) < 2:
-                raise ValueError(f"{where}: {len(self.splits[split])} usable {split} records for "
-                                 f"{config.task} (split {config.split!r}, train_fraction "
-                                 f"{config.train_fraction}); need at least 2")
+        self.targets, self.reasons = diagnostic_targets(self.store.index, config.task, where)
+        if config.cv:
+            self.folds = cv_folds(self.store.index, config.cv, config.split, where=where)
+        else:
+            self.folds = [split_positions(
+                self.store.index, "folds" if config.split == "auto" else config.split,
+                seed=config.seed, fractions=config.split_fractions, where=where)]
+        for fold in range(len(self.folds)):  # every fold usable before anything is written
+            self._choose(fold)
         if self.dist.is_main:  # the tracking store exists before any rank reads runs from it
             tracking.setup(config.tracking_uri, config.experiment)
         barrier(self.dist)
         tracking.setup(config.tracking_uri)
+        self.select(0)
+
+    def _choose(self, fold: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The usable records of each split of ``fold`` (the training patients subsampled to
+        ``train_fraction``) and their counts."""
+        from ecgtransfer.data.splits import subsample_patients
+
+        config = self.config
+        splits = self.folds[fold]
+        chosen: dict[str, np.ndarray] = {}
+        for split, pos in splits.items():
+            keep = pos[self.reasons[pos] == ""]
+            if split == "train":
+                keep = subsample_patients(self.store.index, keep, config.train_fraction,
+                                          config.seed)
+            chosen[split] = keep
+        which = f"fold {fold + 1} of {config.cv}: " if config.cv else ""
+        for split in ("train", "val"):
+            if len(chosen[split]) < 2:
+                raise ValueError(f"{self.store.path}: {which}{len(chosen[split])} usable {split} "
+                                 f"records for {config.task} (split {config.split!r}, "
+                                 f"train_fraction {config.train_fraction}); need at least 2")
+        return chosen, used_counts(splits, chosen, self.reasons)
+
+    def select(self, fold: int) -> None:
+        """Work on ``fold`` (0 without cross-validation): its splits, its run folder
+        (``out/fold<k>`` under cross-validation) and fresh trunks (training changes them)."""
+        self.fold = fold if self.config.cv else None
+        self.splits, self.counts = self._choose(fold)
+        self.folder = self.out / f"fold{fold + 1}" if self.config.cv else self.out
         self.sources = self._load_sources()
 
     # ---- trunks ------------------------------------------------------------------------
@@ -338,7 +369,12 @@ class _Finetune(TrainedStage):
             TAG + "train_fraction": c.train_fraction, TAG + "seed": c.seed,
             TAG + "split": "folds" if c.split == "auto" else c.split,
             TAG + "setting": setting_hash(c), TAG + "trunks": len(model.trunks),
-            TAG + "model": ",".join(dict.fromkeys(m["model"] for m in model.meta["sources"]))}
+            TAG + "model": ",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
+            TAG + "evaluation": "test" if self.fold is None else "fold"}
+        if c.cv:
+            tags[TAG + "cv"] = c.cv
+        if self.fold is not None:
+            tags[TAG + "fold"] = self.fold + 1
         if c.strategy == "scratch":
             tags[TAG + "source"] = "none"
             if src:
@@ -353,12 +389,14 @@ class _Finetune(TrainedStage):
 
     def run_name(self, model) -> str:
         """What differs between fine-tune runs first, short enough for the UI's column:
-        ``single qrs f0.1 s2``, ``combined x4 frozen f1 s0``, ``scratch x4 f1 s0``."""
+        ``single qrs f0.1 s2``, ``combined x4 frozen f1 s0``, ``scratch x4 f1 s0``, and a
+        cross-validation fold's ``single qrs f1 s0 fold3``."""
         c = self.config
         n = len(model.trunks)
         trunks = (f"x{n}" if n > 1 else "") if c.strategy != "single" else self.sources[0].name
         parts = [c.strategy, trunks, "" if c.freeze == "full" else c.freeze,
-                 f"f{c.train_fraction:g}", f"s{c.seed}"]
+                 f"f{c.train_fraction:g}", f"s{c.seed}",
+                 "" if self.fold is None else f"fold{self.fold + 1}"]
         return " ".join(p for p in parts if p)
 
     def note(self, model) -> str:
@@ -392,41 +430,21 @@ class _Finetune(TrainedStage):
             set_trunk_trainable(model, config.freeze == "full" or (
                 config.freeze == "gradual" and epoch > config.frozen_epochs))
 
-        from ecgtransfer.tracking import TAG
-
         def evaluate_test(run, trainer, test_set) -> dict:
             if not len(test_set):
                 return {"test": {}, "intervals": {}}
             logits, y = trainer.predict(test_set)
             probs = task.probabilities(logits)
-            test, intervals = evaluate(task, probs, y, config.bootstrap, config.seed)
-            run.log_metrics({f"test_{k}": v for k, v in test.items()})
-            run.log_metrics({f"test_{k}_ci_{side}": b for k, (lo, hi) in intervals.items()
-                             for side, b in (("low", lo), ("high", hi))})
-            self._save_predictions(probs, y, self.out / "test_predictions.csv")
-            run.log_artifact(self.out / "test_predictions.csv")
-            from ecgtransfer.stages.trained import _clean
-
-            from ecgtransfer.training.metrics import macro_classes
-
-            over = macro_classes(y, list(SUPERCLASSES), self.multilabel)
-            run.log_text(json.dumps(_clean({"metrics": test, "ci95": intervals, "n": int(len(y)),
-                                            "macro_over": over}), indent=2), "test_metrics.json")
-            run.set_tags({TAG + "macro_over": ",".join(over)})
-            run.log_figure(plots.confusion_matrix(y, probs, SUPERCLASSES, self.multilabel),
-                           "plots/confusion_matrix_test.png")
-            run.log_figure(plots.roc_curves(y, probs, SUPERCLASSES, self.multilabel),
-                           "plots/roc_test.png")
-            log.info("finetune: test macro AUROC %.3f [%s], accuracy %.3f, macro F1 %.3f",
-                     test["macro_auroc"], _ci(intervals.get("macro_auroc")), test["accuracy"],
-                     test["macro_f1"])
-            return {"test": test, "intervals": intervals}
+            ids = self.store.index["record_id"].to_numpy()[self.splits["test"]]
+            self._save_predictions(ids, probs, y, self.folder / "test_predictions.csv")
+            return self.log_evaluation(run, task, probs, y, self.folder / "test_predictions.csv")
 
         datasets = {s: self.dataset(model, s) for s in ("train", "val", "test")}
         example = datasets["test" if len(datasets["test"]) else "val"].signal(0)[None]
         return Training(
-            folder=self.out, model=model, task=task, datasets=datasets,
-            run_name=config.run_name or self.run_name(model),
+            folder=self.folder, model=model, task=task, datasets=datasets,
+            run_name=(f"{config.run_name}{'' if self.fold is None else f' fold{self.fold + 1}'}"
+                      if config.run_name else self.run_name(model)),
             tags=self.run_tags(model), counts=self.counts, note=self.note(model),
             params={"sources": None,  # tags carry them, and a param value is capped in length
                     "input": {"fs": model.meta["fs"], "n_samples": model.meta["n_samples"],
@@ -438,12 +456,44 @@ class _Finetune(TrainedStage):
             curves=lambda fit: plots.classification_curves(fit.history, fit.best_epoch),
             evaluate=evaluate_test, finish=lambda net: net, save=save_classifier,
             trainer_kwargs={"before_epoch": before_epoch, "param_groups": groups},
+            log_model=self.fold is None,
             desc=f"finetune {config.strategy}/{config.freeze}")
 
-    def _save_predictions(self, probs: np.ndarray, y: np.ndarray, path: Path) -> None:
+    def log_evaluation(self, run, task, probs: np.ndarray, y: np.ndarray,
+                       predictions: Path) -> dict:
+        """Log the test figures of ``probs`` against ``y`` to ``run``: metrics with their 95%
+        bootstrap intervals, ``test_metrics.json`` (and the classes the macro averages cover),
+        the predictions file, confusion matrix and ROC curves. Returns what ``result.json``
+        keeps of them."""
+        from ecgtransfer import plots
+        from ecgtransfer.stages.trained import _clean
+        from ecgtransfer.tracking import TAG
+        from ecgtransfer.training.metrics import macro_classes
+
+        config = self.config
+        test, intervals = evaluate(task, probs, y, config.bootstrap, config.seed)
+        run.log_metrics({f"test_{k}": v for k, v in test.items()})
+        run.log_metrics({f"test_{k}_ci_{side}": b for k, (lo, hi) in intervals.items()
+                         for side, b in (("low", lo), ("high", hi))})
+        run.log_artifact(predictions)
+        over = macro_classes(y, list(SUPERCLASSES), self.multilabel)
+        run.log_text(json.dumps(_clean({"metrics": test, "ci95": intervals, "n": int(len(y)),
+                                        "macro_over": over}), indent=2), "test_metrics.json")
+        run.set_tags({TAG + "macro_over": ",".join(over)})
+        run.log_figure(plots.confusion_matrix(y, probs, SUPERCLASSES, self.multilabel),
+                       "plots/confusion_matrix_test.png")
+        run.log_figure(plots.roc_curves(y, probs, SUPERCLASSES, self.multilabel),
+                       "plots/roc_test.png")
+        log.info("finetune: %s macro AUROC %.3f [%s], accuracy %.3f, macro F1 %.3f",
+                 "out-of-fold" if predictions.name.startswith("oof") else "test",
+                 test["macro_auroc"], _ci(intervals.get("macro_auroc")), test["accuracy"],
+                 test["macro_f1"])
+        return {"test": test, "intervals": intervals}
+
+    def _save_predictions(self, ids: np.ndarray, probs: np.ndarray, y: np.ndarray,
+                          path: Path) -> None:
         from ecgtransfer.files import atomic_file
 
-        ids = self.store.index["record_id"].to_numpy()[self.splits["test"]]
         table = pd.DataFrame({"record_id": ids})
         if self.multilabel:
             for j, c in enumerate(SUPERCLASSES):
@@ -485,6 +535,8 @@ def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = T
     """
     stage = _Finetune(config, Context(progress=progress, resume=resume, tags=dict(tags or {})))
     try:
+        if config.cv:
+            return _cross_validate(stage, parent_run_id)
         model = stage.build_model()
         job = stage.job(model)
         stage.start()
@@ -499,6 +551,107 @@ def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = T
         stage.close()
 
 
+def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResult:
+    """Train one model per fold, each a child run of one cross-validation run, and evaluate
+    the pooled out-of-fold predictions on that run (``oof_predictions.csv``, with each record's
+    fold). Finished folds are reused on resume; the folder's ``result.json`` is written last."""
+    from ecgtransfer import tracking
+    from ecgtransfer.config import to_dict, to_yaml
+    from ecgtransfer.stages.trained import _BOOKKEEPING, read_json, write_json
+
+    config = stage.config
+    model = stage.build_model()  # the first fold's: what the run is, for its name and tags
+    stage.start()
+    info = stage.finished(stage.out)
+    if info is not None:
+        return _cv_result(stage, info, reused=True)
+    if not stage.dist.is_main:
+        for fold in range(config.cv):
+            stage.select(fold)
+            stage.train(stage.job(stage.build_model()))
+        return FinetuneResult(stage.out, None, 0, {})
+    stage.fold = None  # the cross-validation's own run: no fold
+    tags = {**stage.tags(), **stage.run_tags(model), tracking.TAG + "evaluation": "cv"}
+    with tracking.open_parent_run(experiment=config.experiment,
+                                  name=config.run_name or stage.run_name(model), tags=tags,
+                                  marker=stage.out / "parent_run.json",
+                                  parent=parent_run_id) as run:
+        folds = []
+        for fold in range(config.cv):
+            stage.select(fold)
+            info = stage.finished(stage.folder)
+            if info is None:
+                info = stage.train(stage.job(stage.build_model()), parent=run.id)
+            folds.append({"fold": fold + 1, **info})
+        pooled = _pool(stage, [stage.out / f"fold{k + 1}" / "test_predictions.csv"
+                               for k in range(config.cv)])
+        path = stage.out / "oof_predictions.csv"
+        probs = pooled[[f"p_{c}" for c in SUPERCLASSES]].to_numpy(np.float64)
+        if stage.multilabel:
+            y = pooled[[f"true_{c}" for c in SUPERCLASSES]].to_numpy(np.float32)
+        else:
+            y = pooled["true"].map({c: j for j, c in enumerate(SUPERCLASSES)}).to_numpy(np.int64)
+        n_train = [f["counts"]["train"]["used"] for f in folds]
+        if run.new:
+            settings = {k: v for k, v in to_dict(config).items() if k not in _BOOKKEEPING}
+            run.log_params({**settings, "input": {"fs": model.meta["fs"],
+                                                  "n_samples": model.meta["n_samples"],
+                                                  "leads": model.meta["leads"]},
+                            "trunks": len(model.trunks), "head_features": model.num_features,
+                            "data": {"n_train": int(round(np.mean(n_train))),
+                                     "n_test": len(pooled)}})
+            run.log_text(to_yaml(config), "config.yaml")
+            run.set_note(stage.note(model) + f"\n\n{config.cv}-fold cross-validation: the "
+                         "metrics pool the out-of-fold predictions of the fold runs nested "
+                         "here (each record predicted by the one model that never saw it).")
+        test = stage.log_evaluation(run, stage.task(), probs, y, path)
+        run.log_metrics({"n_train_mean": float(np.mean(n_train))})
+        result = {"run_id": run.id, **test, "counts": _cv_counts(folds),
+                  "folds": [{k: f.get(k) for k in ("fold", "run_id", "best_epoch", "test",
+                                                   "model_uri")} for f in folds]}
+        write_json(stage.out / "result.json", result)
+    return _cv_result(stage, read_json(stage.out / "result.json"), reused=False)
+
+
+def _pool(stage: _Finetune, files: list[Path]) -> pd.DataFrame:
+    """The folds' test predictions as one table with a ``fold`` column, written (whole) as
+    ``oof_predictions.csv`` in the cross-validation's folder."""
+    from ecgtransfer.files import atomic_file
+
+    tables = []
+    for k, f in enumerate(files):
+        try:
+            table = pd.read_csv(f)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise ValueError(f"{f}: unreadable fold predictions ({type(exc).__name__}); "
+                             f"delete {f.parent} to redo that fold") from None
+        tables.append(table.assign(fold=k + 1))
+    pooled = pd.concat(tables, ignore_index=True)
+    with atomic_file(stage.out / "oof_predictions.csv") as out:
+        pooled.to_csv(out, index=False)
+    return pooled
+
+
+def _cv_counts(folds: list[dict]) -> dict[str, Any]:
+    """Records per split summed over the folds (each record is tested once; trained on k - 2
+    times)."""
+    out: dict[str, Any] = {}
+    for f in folds:
+        for split, c in f["counts"].items():
+            into = out.setdefault(split, {"records": 0, "used": 0, "excluded": {}})
+            into["records"] += c["records"]
+            into["used"] += c["used"]
+            for why, n in c["excluded"].items():
+                into["excluded"][why] = into["excluded"].get(why, 0) + n
+    return out
+
+
+def _cv_result(stage: _Finetune, info: dict, reused: bool) -> FinetuneResult:
+    return FinetuneResult(stage.out, info.get("run_id"), 0, info.get("test", {}),
+                          info.get("intervals", {}), info.get("counts", {}), reused=reused,
+                          folds=info.get("folds", []))
+
+
 def run_finetune(config: FinetuneConfig, context: Context) -> StageResult:
     """Fine-tune the classifier ``config`` describes (see :func:`finetune`)."""
     r = finetune(config, resume=context.resume, progress=context.progress,
@@ -509,7 +662,12 @@ def run_finetune(config: FinetuneConfig, context: Context) -> StageResult:
             f" [{r.intervals[key][0]:.3f}, {r.intervals[key][1]:.3f}]" if key in r.intervals else "")
             for key, name in (("macro_auroc", "macro AUROC"), ("accuracy", "accuracy"),
                               ("macro_f1", "macro F1")))
-    summary = (f"{r.path}: best epoch {r.best_epoch}, test {shown}{' (reused)' if r.reused else ''}"
+    if r.folds:
+        epochs = ", ".join(str(f.get("best_epoch")) for f in r.folds)
+        where = f"{len(r.folds)}-fold cross-validation (best epochs {epochs}), out-of-fold"
+    else:
+        where = f"best epoch {r.best_epoch}, test"
+    summary = (f"{r.path}: {where} {shown}{' (reused)' if r.reused else ''}"
                f"; MLflow run {r.run_id}") if r.run_id else ""
     return StageResult(str(r.path), summary, run_ids=[r.run_id] if r.run_id else [], details=r)
 

@@ -22,11 +22,13 @@ class PrepareConfig:
     out: str = setting(help="store folder", role="output", metavar="STORE")
     root: str | None = setting(None, "ptbxl: the PTB-XL folder (ptbxl_database.csv, "
                                "scp_statements.csv, records500/...)", role="input", metavar="DIR")
-    sample: bool = setting(False, "ptbxl: the 41-record PTB-XL sample shipped with ecgtransfer")
+    sample: bool = setting(False, "ptbxl: the PTB-XL sample shipped with ecgtransfer (350 "
+                           "records at 100 Hz)")
     input: str | None = setting(None, "wfdb: folder searched recursively for .hea files; lead "
                                 "names match case-insensitively", role="input", metavar="DIR")
-    fs: float = setting(500.0, "store rate; ptbxl reads records500 (500) or records100 (100), "
-                        "wfdb resamples records at other rates", unit="Hz")
+    fs: float | None = setting(None, "store rate (default 500; 100 for the sample); ptbxl reads "
+                               "records500 (500) or records100 (100), wfdb resamples records "
+                               "at other rates", unit="Hz")
     leads: int = setting(8, "8 = I, II, V1-V6 (the DeepFake generator's order); 12 = all",
                          choices=(8, 12))
     halves_seed: int | None = setting(None, "ptbxl: seed of the A/B patient halves (default: "
@@ -37,10 +39,12 @@ class PrepareConfig:
         check(self.source not in ("ptbxl", "wfdb"), "source", f"{self.source!r} is not ptbxl or "
               "wfdb")
         check(self.leads not in (8, 12), "leads", "8 or 12")
-        check(self.fs <= 0, "fs", "must be positive")
+        check(self.fs is not None and self.fs <= 0, "fs", "must be positive")
         if self.source == "ptbxl":
             check_ptbxl_source(self)
-            check(self.fs not in (500, 100), "fs", "PTB-XL has records at 500 or 100 Hz")
+            check(self.fs not in (None, 500, 100), "fs", "PTB-XL has records at 500 or 100 Hz")
+            check(self.sample and self.fs == 500, "fs", "the package sample has records at 100 Hz "
+                  "only (records100); give a PTB-XL download (root) for 500 Hz")
         else:
             check(not self.input, "input", "a wfdb source needs input (a folder of WFDB records)")
 
@@ -50,15 +54,16 @@ def prepare(config: PrepareConfig, context: Context) -> StageResult:
     from ecgtransfer.data.leads import lead_set
 
     leads = lead_set(config.leads)
+    fs = config.fs or (100.0 if config.sample else 500.0)
     if config.source == "ptbxl":
         from ecgtransfer.data.ptbxl import prepare_ptbxl
 
-        report = prepare_ptbxl(ptbxl_root(config), config.out, fs=int(config.fs), leads=leads,
+        report = prepare_ptbxl(ptbxl_root(config), config.out, fs=int(fs), leads=leads,
                                halves_seed=config.halves_seed, progress=context.progress)
     else:
         from ecgtransfer.data.ingest import prepare_wfdb
 
-        report = prepare_wfdb(config.input, config.out, fs=config.fs, leads=leads,
+        report = prepare_wfdb(config.input, config.out, fs=fs, leads=leads,
                               progress=context.progress)
     store = report.store
     summary = (f"{store.path}: {len(store)} records at {store.fs:g} Hz, {store.n_leads} leads "

@@ -158,6 +158,9 @@ class Training:
         ``save(model, path)``: the plain weights file.
     trainer_kwargs : dict
         Extra :class:`~ecgtransfer.training.loop.Trainer` arguments (parameter groups, ...).
+    log_model : bool
+        Log the model as an MLflow model; else its plain weights file only, as an artifact
+        (a cross-validation's fold models: evaluated, not deployed).
     desc : str
         Progress and log label.
     """
@@ -179,6 +182,7 @@ class Training:
     note: str = ""
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     desc: str = ""
+    log_model: bool = True
 
 
 class TrainedStage:
@@ -334,8 +338,12 @@ class TrainedStage:
             run.log_artifact(job.folder / "history.csv")
             model = job.finish(trainer.model.cpu().eval())
             job.save(model, job.folder / "model.pt")
-            model_uri = run.log_model(model, job.example, job.folder / "model.pt")
-            run.set_tags({tracking.TAG + "model_uri": model_uri})
+            model_uri = None
+            if job.log_model:
+                model_uri = run.log_model(model, job.example, job.folder / "model.pt")
+                run.set_tags({tracking.TAG + "model_uri": model_uri})
+            else:  # the plain weights as an artifact, not an MLflow model
+                run.log_artifact(job.folder / "model.pt")
             result = {"run_id": run.id, "model_uri": model_uri, "best_epoch": fit.best_epoch,
                       "best_val_score": fit.best_score, **test, "counts": job.counts,
                       "n_epochs": len(fit.history)}

@@ -18,9 +18,10 @@ class VerifyConfig:
     dataset: str = setting("ptbxl", "the dataset: PTB-XL 1.0.3", choices=("ptbxl",),
                            positional=True, metavar="DATASET")
     root: str | None = setting(None, "the dataset folder", role="input", metavar="DIR")
-    sample: bool = setting(False, "the 41-record PTB-XL sample shipped with ecgtransfer")
+    sample: bool = setting(False, "the PTB-XL sample shipped with ecgtransfer (350 records at "
+                           "100 Hz)")
     fs: list[int] | None = setting(None, "record folders to check: 500, 100 or 500,100 "
-                                   "(default both; 500 for --sample, which ships 500 Hz only)",
+                                   "(default both; 100 for --sample, which ships 100 Hz only)",
                                    metavar="RATES")
 
     def __post_init__(self) -> None:
@@ -37,7 +38,7 @@ def verify(config: VerifyConfig, context: Context) -> StageResult:
     from ecgtransfer.data.ptbxl import expected_files
 
     root = ptbxl_root(config)
-    rates = config.fs or ([500] if config.sample else [500, 100])
+    rates = config.fs or ([100] if config.sample else [500, 100])
     report = verify_tree(root, load_manifest("ptbxl"), progress=context.progress,
                          include=expected_files(root, rates))
     lines = [f"missing: {rel}" for rel in report.missing]
