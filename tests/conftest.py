@@ -110,6 +110,7 @@ def cli(capsys, monkeypatch, tmp_path):
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "pipelines" / "quickstart.yaml"
 SMALL = ["deepfake.n=32", "pretrain.epochs=1", "pretrain.targets=[qrs,hr]", "finetune.epochs=1",
+         "finetune.cv=3",
          "finetune.bootstrap=20", "finetune.grid.seed=[0]"]
 """Overrides that make the quickstart pipeline a test-sized run."""
 

@@ -32,11 +32,15 @@ def test_version_and_console_script():
 
 def test_prepare_sample_then_info(tmp_path, capsys):
     assert main(["data", "prepare", "ptbxl", "--sample", "--out", str(tmp_path / "s"), "-q"]) == 0
-    assert "41 records at 500 Hz, 8 leads" in capsys.readouterr().out
+    assert "350 records at 100 Hz, 8 leads" in capsys.readouterr().out
     assert main(["data", "info", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "superclass:" in out and "HYP 6" in out
     assert main(["data", "verify", "ptbxl", "--sample", "-q"]) == 0
+    assert main(["data", "prepare", "ptbxl", "--sample", "--fs", "500",
+                 "--out", str(tmp_path / "t")]) == 2  # the sample has no 500 Hz records
+    assert "the package sample has records at 100 Hz only" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
 
 
 def test_errors_are_one_line_with_status_2(tmp_path, capsys):

@@ -36,7 +36,7 @@ def test_quickstart_runs_every_stage_under_one_parent(quickstart):
     results = {r.name: r for r in quickstart["results"]}
     assert list(results) == ["ptbxl", "deepfake", "labels", "pretrain", "finetune", "compare"]
     assert not any(r.reused for r in results.values())
-    assert len(results["finetune"].run_ids) == 3  # scratch, single, combined x one seed
+    assert len(results["finetune"].run_ids) == 4  # scratch, single, scratch x4, combined x 1 seed
     client, runs = _runs(quickstart["uri"], "quickstart")
     by_id = {r.info.run_id: r for r in runs}
     (parent,) = [r for r in runs if r.data.tags.get("ecgtransfer.stage") == "pipeline"]
@@ -50,14 +50,26 @@ def test_quickstart_runs_every_stage_under_one_parent(quickstart):
         assert grand.data.tags["ecgtransfer.stage_kind"] == "finetune"
         assert grand.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert by_id[run_id].data.tags["ecgtransfer.pipeline_run"] == parent.info.run_id
+        # a cross-validation: its folds nest under it, and it pools their test records
+        cv = by_id[run_id]
+        assert cv.data.tags["ecgtransfer.evaluation"] == "cv" and cv.data.tags["ecgtransfer.cv"] == "3"
+        folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == run_id]
+        assert sorted(r.data.tags["ecgtransfer.fold"] for r in folds) == ["1", "2", "3"]
+        assert {r.data.tags["ecgtransfer.evaluation"] for r in folds} == {"fold"}
+        assert all(r.info.run_name.endswith(f" fold{r.data.tags['ecgtransfer.fold']}") for r in folds)
+        assert {r.data.tags["ecgtransfer.strategy"] for r in folds} == {cv.data.tags["ecgtransfer.strategy"]}
+        n_tested = sum(int(r.data.params["data.n_test"]) for r in folds)
+        assert n_tested == int(cv.data.params["data.n_test"]) > 300  # each record tested once
+        assert np.isfinite(cv.data.metrics["test_macro_auroc"])
 
     table = pd.read_csv(Path(results["compare"].output) / "comparison.csv")
-    assert sorted(table["strategy"]) == ["combined", "scratch", "single"]
-    assert (table["seeds"] == 1).all()
+    assert sorted(table["strategy"]) == ["combined", "scratch", "scratch", "single"]
+    assert (table["seeds"] == 1).all() and (table["cv"] == 3).all()
+    assert table["interval"].str.startswith("bootstrap: 342 records x 1 seed, 3 folds").all()
     assert (Path(results["compare"].output) / "comparison.png").stat().st_size > 10_000
     compare_run = by_id[results["compare"].run_ids[0]]
     assert {a.path for a in client.list_artifacts(compare_run.info.run_id)} == {
-        "comparison.csv", "comparison.md", "comparison.png"}
+        "comparison.csv", "comparison.md", "comparison.png", "pairs.csv"}
 
 
 def test_rerun_reuses_every_stage_and_a_killed_run_continues(quickstart, monkeypatch):
@@ -334,7 +346,9 @@ def test_ui_serves_the_quickstart_runs_at_the_printed_link(ui, quickstart):
     client, _ = _runs(ui["uri"], "quickstart")
     view = json.loads(client.get_experiment(exp_id).tags[
         "mlflow.sharedViewState.ecgtransfer-finetune"])
-    assert view["searchFilter"] == "tags.`ecgtransfer.stage` = 'finetune'"
+    from ecgtransfer.tracking import FINETUNE_FILTER
+
+    assert view["searchFilter"] == FINETUNE_FILTER
     assert "metrics.`test_macro_auroc`" in view["selectedColumns"]
     with urllib.request.urlopen(f"{base}/", timeout=30) as r:
         assert r.status == 200 and b"<html" in r.read().lower()
@@ -349,11 +363,13 @@ def test_ui_serves_the_quickstart_runs_at_the_printed_link(ui, quickstart):
     with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?"
                                 "experiment_name=quickstart", timeout=30) as r:
         assert json.loads(r.read())["experiment"]["experiment_id"] == exp_id
-    found = api("runs/search", {"experiment_ids": [exp_id],
-                                "filter": "tags.`ecgtransfer.stage` = 'finetune'"})
-    runs = found["runs"]
+    found = api("runs/search", {"experiment_ids": [exp_id], "filter": view["searchFilter"]})
+    runs = found["runs"]  # the cross-validations, one row each; not their fold runs
     expected = {r.name: r for r in quickstart["results"]}["finetune"].run_ids
     assert sorted(r["info"]["run_id"] for r in runs) == sorted(expected)
+    every = api("runs/search", {"experiment_ids": [exp_id],
+                                "filter": "tags.`ecgtransfer.stage` = 'finetune'"})["runs"]
+    assert len(every) == len(expected) * 4  # each with its 3 folds
     for run in runs:
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
@@ -391,7 +407,7 @@ def test_compare_without_flags_reads_the_latest_pipeline(quickstart, cli):
     uri = f"sqlite:///{quickstart['folder'] / 'mlflow.db'}"
     done = cli("compare", "--tracking-uri", uri, "--out", "c")
     assert done.returncode == 0, done.stderr
-    assert "3 runs in 3 groups" in done.stdout and "scratch" in done.stdout
+    assert "4 runs in 4 groups" in done.stdout and "scratch" in done.stdout
 
 
 @pytest.mark.parametrize("name", ["baseline", "ptbxl_a_to_b", "deepfake_to_ptbxl", "label_fraction"])
@@ -440,6 +456,8 @@ def test_a_grown_grid_runs_only_what_is_new(quickstart):
     after = results["finetune"].run_ids
     assert len(after) == 2 * len(before) and set(before) <= set(after)
     client, runs = _runs(quickstart["uri"], "quickstart")
-    tuned = [r for r in runs if r.data.tags.get("ecgtransfer.stage") == "finetune"]
-    assert len(tuned) == len(after)  # nothing trained twice
-    assert "over 2 seeds" in results["compare"].summary
+    tuned = [r for r in runs if r.data.tags.get("ecgtransfer.stage") == "finetune"
+             and r.data.tags.get("ecgtransfer.evaluation") != "fold"]
+    assert len(tuned) == len(after)  # nothing trained twice, no fold either:
+    assert len([r for r in runs if r.data.tags.get("ecgtransfer.evaluation") == "fold"]) == 3 * len(after)
+    assert "342 records x 2 seeds, 3 folds; higher in" in results["compare"].summary
