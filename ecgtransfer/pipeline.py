@@ -12,7 +12,15 @@ A pipeline file::
       - name: labels
         stage: label
         store: ${deepfake}            # ${stage} is that stage's output
+      - name: pretrain
+        stage: pretrain
+        store: ${other.yaml:labels}   # a stage of another pipeline file (beside this one)
       ...
+
+A reference ``${FILE:stage}`` names a stage of another pipeline file (a path relative to this
+file's folder): its output as that file defines it now, which must have finished (``ecgtransfer
+run FILE`` first); its fingerprint enters this pipeline's, so a change there is a change here.
+This is how a labelled store or a pretrain run is reused without pasting its hashed folder.
 
 Each stage's settings are checked against the stage's own config class (the one its CLI command
 builds its flags from), the whole file before any work; an error names the file and line. A
@@ -159,7 +167,7 @@ def _apply_overrides(data: dict, overrides: Sequence[str], path: Path) -> dict:
         raise PipelineError(str(exc)) from None
 
 
-def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> Pipeline:
+def load_pipeline(path: str | Path, overrides: Sequence[str] = (), *, _depth: int = 0) -> Pipeline:
     """Read and check a pipeline file (and ``--set`` overrides) before any work.
 
     Raises
@@ -169,6 +177,8 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> Pipeline:
         that does not exist (or comes later), or an input path that does not exist.
     """
     path = Path(path)
+    if _depth > 8:
+        raise PipelineError(f"{path}: pipeline files refer to each other in a circle")
     try:
         data, top_lines = read_yaml(path)
     except ConfigError as exc:
@@ -199,7 +209,7 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> Pipeline:
     every = {s.get("name") for s in raw_stages if isinstance(s, dict)}
     for i, raw in enumerate(raw_stages):
         line, key_lines = lines[i] if i < len(lines) else (1, {})
-        specs.append(_check_stage(path, raw, line, key_lines, specs, every))
+        specs.append(_check_stage(path, raw, line, key_lines, specs, every, _depth))
     pipeline = Pipeline(path=path, name=name, experiment=str(data.get("experiment") or name),
                         work=Path(data.get("work") or Path("runs") / name),
                         tracking_uri=data.get("tracking_uri"), stages=specs,
@@ -210,7 +220,7 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> Pipeline:
 
 
 def _check_stage(path: Path, raw: Any, line: int, key_lines: dict[str, int],
-                 before: list[StageSpec], every: set) -> StageSpec:
+                 before: list[StageSpec], every: set, depth: int = 0) -> StageSpec:
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}:{line}: a stage is a mapping with name and stage")
     name, kind = raw.get("name"), raw.get("stage")
@@ -227,8 +237,10 @@ def _check_stage(path: Path, raw: Any, line: int, key_lines: dict[str, int],
     earlier = {s.name for s in before}
     for key, value in spec.settings.items():
         for ref in _refs(value):
-            target = ref.split("/", 1)[0]
-            if target not in earlier:
+            target, _ = _split_ref(ref)
+            if ":" in target:
+                _check_external(path, spec.where(key), name, key, target, depth)
+            elif target not in earlier:
                 later = " (it comes later; stages run in order)" if target in every else ""
                 raise PipelineError(f"{path}:{spec.where(key)}: stage {name!r}: {key} refers to "
                                     f"${{{ref}}}, and no earlier stage is named {target!r}{later}")
@@ -247,6 +259,72 @@ def _check_stage(path: Path, raw: Any, line: int, key_lines: dict[str, int],
     return spec
 
 
+def _split_ref(ref: str) -> tuple[str, str]:
+    """``stage/sub`` -> (``stage``, ``sub``); ``FILE:stage/sub`` -> (``FILE:stage``, ``sub``)."""
+    if ":" in ref:
+        file, _, after = ref.partition(":")
+        stage, _, rest = after.partition("/")
+        return f"{file}:{stage}", rest
+    target, _, rest = ref.partition("/")
+    return target, rest
+
+
+def _external_path(path: Path, target: str) -> tuple[Path, str]:
+    file, _, stage = target.partition(":")
+    return (path.parent / file), stage
+
+
+def _check_external(path: Path, line: int, name: str, key: str, target: str,
+                    depth: int = 0) -> None:
+    other, stage = _external_path(path, target)
+    where = f"{path}:{line}: stage {name!r}: {key} refers to ${{{target}}}"
+    if not other.is_file():
+        raise PipelineError(f"{where}, and there is no pipeline file {other}")
+    if other.resolve() == path.resolve():
+        raise PipelineError(f"{where}: that is this file; write ${{{stage}}}")
+    try:
+        found = load_pipeline(other, _depth=depth + 1)
+    except PipelineError as exc:
+        raise PipelineError(f"{where}: {exc}") from None
+    if stage not in [s.name for s in found.stages]:
+        raise PipelineError(f"{where}, and {other} has no stage named {stage!r} (it has "
+                            f"{', '.join(s.name for s in found.stages)})")
+
+
+def _external_results(pipeline: Pipeline) -> dict[str, StageResult]:
+    """The finished stages of other pipeline files that ``pipeline`` refers to, by reference
+    (``FILE:stage``)."""
+    out: dict[str, StageResult] = {}
+    for spec in pipeline.stages:
+        for ref in _refs(spec.settings):
+            target, _ = _split_ref(ref)
+            if ":" in target and target not in out:
+                out[target] = _finished_stage(*_external_path(pipeline.path, target))
+    return out
+
+
+def _finished_stage(path: Path, name: str) -> StageResult:
+    """Stage ``name`` of the pipeline file ``path`` as that file defines it now: its result,
+    when it has finished (its fingerprint's folder holds ``stage.json``)."""
+    other = load_pipeline(path)
+    known: dict[str, StageResult] = _external_results(other)
+    results: dict[str, StageResult] = {}
+    for spec in other.stages:
+        fp = _fingerprint(spec, {**known, **results})
+        done = other.work / spec.name / fp / "stage.json"
+        if done.exists():
+            results[spec.name] = StageResult(**json.loads(done.read_text()))
+        else:
+            results[spec.name] = StageResult(spec.name, spec.kind, "", fp, False)
+        if spec.name == name:
+            if not done.exists():
+                raise PipelineError(f"{path}: stage {name!r} has not finished with that file's "
+                                    f"current settings (no {done}); run `ecgtransfer run "
+                                    f"{path}` first")
+            return results[name]
+    raise PipelineError(f"{path}: no stage named {name!r}")
+
+
 def _refs(value: Any) -> list[str]:
     if isinstance(value, str):
         return _REF.findall(value)
@@ -261,7 +339,7 @@ def _resolve(value: Any, outputs: dict[str, str]) -> Any:
     """``${stage}`` and ``${stage}/sub`` replaced by that stage's output path."""
     if isinstance(value, str):
         def sub(m: re.Match) -> str:
-            target, _, rest = m.group(1).partition("/")
+            target, rest = _split_ref(m.group(1))
             return outputs[target] + (f"/{rest}" if rest else "")
         return _REF.sub(sub, value)
     if isinstance(value, list):
@@ -293,7 +371,7 @@ def _handoffs(spec: StageSpec, settings: dict, results: dict[str, Any]) -> dict:
     extra: dict[str, Any] = {}
     for key, value in spec.settings.items():
         m = _REF.fullmatch(value) if isinstance(value, str) else None
-        if m and "/" not in m.group(1) and m.group(1) in results:
+        if m and not _split_ref(m.group(1))[1] and m.group(1) in results:
             for out_name, out_value in getattr(results[m.group(1)], "outputs", {}).items():
                 if out_name in names and out_name not in settings and out_name != key:
                     extra[out_name] = out_value
@@ -336,10 +414,13 @@ def _digest(value: Any) -> str:
 
 def _validate(pipeline: Pipeline, spec: StageSpec) -> None:
     placeholder = {s.name: str(pipeline.work / s.name / _PLACEHOLDER) for s in pipeline.stages}
-    settings = _resolve(spec.settings, placeholder)
+    external = {t: _PLACEHOLDER for t in (_split_ref(r)[0] for r in _refs(spec.settings))
+                if ":" in t}
+    settings = _resolve(spec.settings, {**placeholder, **external})
     fake = {s.name: _Result(placeholder[s.name], outputs=dict.fromkeys(s.stage.hands,
                                                                        placeholder[s.name]))
             for s in pipeline.stages}
+    fake.update({t: _Result(_PLACEHOLDER, outputs={}) for t in external})
     try:
         configs = _configs(pipeline, spec, settings, Path("."), fake, [])
     except ConfigError as exc:
@@ -375,7 +456,8 @@ def _read_names(spec: StageSpec, results: dict[str, StageResult]) -> list[str]:
     stage = spec.stage
     if not stage.reads:
         return []
-    return spec.settings.get("stages") or [n for n, r in results.items() if r.kind == stage.reads]
+    return spec.settings.get("stages") or [n for n, r in results.items()
+                                           if r.kind == stage.reads and ":" not in n]
 
 
 def _tags(pipeline: Pipeline, parent: str) -> dict[str, str]:
@@ -444,6 +526,7 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
                       sort_keys=True, default=str)
     marker = pipeline.work / f"pipeline-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
     results: dict[str, StageResult] = {}
+    external = _external_results(pipeline)  # stages of other files: finished, or an error now
     with tracking.open_parent_run(
             experiment=pipeline.experiment, name=f"pipeline {pipeline.name}", marker=marker,
             tags={tracking.TAG + "stage": "pipeline", tracking.TAG + "pipeline": pipeline.name,
@@ -453,7 +536,7 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
         if parent.new:
             parent.log_text(pipeline.path.read_text(), "pipeline.yaml")
         for spec in pipeline.stages:
-            fp = _fingerprint(spec, results)
+            fp = _fingerprint(spec, {**external, **results})
             folder = pipeline.work / spec.name / fp
             done = folder / "stage.json"
             if done.exists():
@@ -462,7 +545,8 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
             else:
                 folder.mkdir(parents=True, exist_ok=True)
                 started = time.perf_counter()
-                result = _run_stage(pipeline, spec, folder, results, parent, progress)
+                result = _run_stage(pipeline, spec, folder, {**external, **results}, parent,
+                                    progress)
                 result.fingerprint = fp
                 result.seconds = time.perf_counter() - started
                 parent.log_metrics({f"seconds.{spec.name}": result.seconds})

@@ -326,3 +326,173 @@ def test_scratch_names_its_size_without_pretrained_trunks(ptbxl_labelled, pretra
     assert run.data.tags["mlflow.runName"] == "scratch x2 f1 s0"
     with pytest.raises(ConfigError, match="trunks: only for scratch without --from"):
         FinetuneConfig(store="s", sources=["a"], trunks=2)
+
+
+# ---- cross-validation ---------------------------------------------------------------------
+def test_cv_folds_keep_patients_apart_and_test_every_record_once(ptbxl_store, deepfake_labelled):
+    from ecgtransfer.data.splits import cv_folds, cv_parts
+
+    index = ptbxl_store.index
+    parts = cv_parts(index, 5)  # PTB-XL: strat_folds 1+6, 2+7, ...
+    np.testing.assert_array_equal(parts, (index["strat_fold"].to_numpy(int) - 1) % 5)
+    for how, data in (("folds", index), ("random", index.drop(columns=["strat_fold"])),
+                      ("auto", deepfake_labelled.index)):
+        folds = cv_folds(data, 4, how)
+        tested = np.concatenate([f["test"] for f in folds])
+        assert sorted(tested) == list(range(len(data)))  # every record tested exactly once
+        groups = (data["patient_id"].astype(str).to_numpy() if "patient_id" in data.columns
+                  else data["record_id"].astype(str).to_numpy())
+        for i, f in enumerate(folds):
+            np.testing.assert_array_equal(f["val"], folds[(i + 1) % 4]["test"])
+            sides = [set(groups[f[s]]) for s in ("train", "val", "test")]
+            assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+            assert len(f["train"]) + len(f["val"]) + len(f["test"]) == len(data)
+        sizes = [len(np.unique(groups[f["test"]])) for f in folds]
+        if how != "folds":  # dealt round-robin: patients per fold differ by one at most
+            assert max(sizes) - min(sizes) <= 1
+    half = cv_parts(index, 3, "B")
+    assert (half[index["half"].to_numpy() == "A"] == -1).all()
+    with pytest.raises(ValueError, match="at least 3 folds"):
+        cv_parts(index, 2)
+    with pytest.raises(ValueError, match="PTB-XL has 10 folds"):
+        cv_parts(index, 11)
+    with pytest.raises(ConfigError, match="cv: 0 .* or at least 3 folds"):
+        FinetuneConfig(store="s", strategy="scratch", cv=2)
+
+
+@pytest.fixture(scope="module")
+def cross_validated(ptbxl_labelled, pretrained, tmp_path_factory):
+    """Scratch and the pretrained QRS trunk, 3-fold cross-validated on half B, seeds 0 and 1."""
+    folder = tmp_path_factory.mktemp("cv")
+    results = {}
+    for strategy, sources in (("scratch", []), ("single", [str(pretrained["folder"] / "qrs")])):
+        for seed in (0, 1):
+            config = FinetuneConfig(
+                store=str(ptbxl_labelled.path), split="B", cv=3, task="multi_label",
+                strategy=strategy, sources=sources, fs=None if sources else 100.0, seed=seed,
+                epochs=1, batch_size=32, device="cpu", bootstrap=50,
+                out=str(folder / f"{strategy}{seed}"), tracking_uri=pretrained["uri"],
+                experiment="cv")
+            results[strategy, seed] = finetune(config, progress=False)
+    return {"folder": folder, "results": results, "uri": pretrained["uri"]}
+
+
+def test_cross_validation_pools_the_folds_out_of_fold(cross_validated, ptbxl_labelled):
+    from ecgtransfer.data.splits import cv_parts
+    from ecgtransfer.training.metrics import classification_metrics
+
+    result = cross_validated["results"]["single", 0]
+    client = _client(cross_validated["uri"])
+    run = client.get_run(result.run_id)
+    tags = run.data.tags
+    assert (tags["ecgtransfer.evaluation"], tags["ecgtransfer.cv"]) == ("cv", "3")
+    assert tags["ecgtransfer.source_targets"] == "qrs" and "ecgtransfer.fold" not in tags
+    assert run.info.run_name == "single qrs f1 s0"
+    oof = pd.read_csv(result.path / "oof_predictions.csv")
+    index = ptbxl_labelled.index
+    usable = (cv_parts(index, 3, "B") >= 0) & (index[list(SUPERCLASSES)].sum(axis=1) > 0).to_numpy()
+    assert sorted(oof["record_id"]) == sorted(index["record_id"][usable])  # each once
+    parts = dict(zip(index["record_id"], cv_parts(index, 3, "B") + 1))
+    assert (oof["fold"] == oof["record_id"].map(parts)).all()  # tested in its own fold
+    expected = classification_metrics(oof[[f"p_{c}" for c in SUPERCLASSES]].to_numpy(),
+                                      oof[[f"true_{c}" for c in SUPERCLASSES]].to_numpy(),
+                                      list(SUPERCLASSES), multilabel=True)
+    for m in ("macro_auroc", "accuracy", "macro_f1"):  # the metrics are the pooled ones
+        assert run.data.metrics[f"test_{m}"] == pytest.approx(expected[m])
+        assert result.test[m] == pytest.approx(expected[m])
+    assert int(run.data.params["data.n_test"]) == len(oof)
+    folds = client.search_runs([run.info.experiment_id],
+                               f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert sorted(f.data.tags["ecgtransfer.fold"] for f in folds) == ["1", "2", "3"]
+    assert [f["run_id"] for f in result.folds] == [
+        f.info.run_id for f in sorted(folds, key=lambda f: f.data.tags["ecgtransfer.fold"])]
+    for f in folds:  # a fold keeps its weights as a file, not as an MLflow model
+        assert "ecgtransfer.model_uri" not in f.data.tags
+        assert "model.pt" in {a.path for a in client.list_artifacts(f.info.run_id)}
+        assert int(f.data.params["data.n_test"]) == (oof["fold"] == int(f.data.tags["ecgtransfer.fold"])).sum()
+
+
+def test_a_killed_cross_validation_resumes_at_its_fold(ptbxl_labelled, pretrained, tmp_path,
+                                                       monkeypatch):
+    from ecgtransfer.stages import trained
+
+    config = FinetuneConfig(store=str(ptbxl_labelled.path), split="B", cv=3, strategy="scratch",
+                            fs=100.0, epochs=1, batch_size=32, device="cpu", bootstrap=0,
+                            out=str(tmp_path / "cv"), tracking_uri=pretrained["uri"],
+                            experiment="cv-resume")
+    real = trained.TrainedStage.train
+    calls = []
+
+    def killed_in_fold_two(self, job, parent=None):
+        calls.append(job.folder.name)
+        if job.folder.name == "fold2":
+            raise KeyboardInterrupt
+        return real(self, job, parent)
+
+    monkeypatch.setattr(trained.TrainedStage, "train", killed_in_fold_two)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config, progress=False)
+    parent = json.loads((tmp_path / "cv" / "parent_run.json").read_text())["run_id"]
+    client = _client(pretrained["uri"])
+    assert client.get_run(parent).info.status == "KILLED"
+    assert not (tmp_path / "cv" / "result.json").exists()
+    calls.clear()
+    result = finetune(config, resume=True, progress=False)
+    assert calls == ["fold2", "fold3"]  # fold 1 was finished: reused
+    assert result.run_id == parent and client.get_run(parent).info.status == "FINISHED"
+    assert len(pd.read_csv(tmp_path / "cv" / "oof_predictions.csv")) == result.counts["test"]["used"]
+
+
+def test_compare_bootstraps_records_and_seeds_paired_by_fold(cross_validated, cli):
+    """compare reads the cross-validations (not their folds), resamples records and seeds from
+    their logged predictions, and pairs single against scratch on the same records, folds and
+    seeds."""
+    from ecgtransfer.stages.compare import (Bootstrap, comparison_table, finetune_runs,
+                                            paired_differences, run_predictions)
+    from ecgtransfer.training.metrics import bootstrap_draws, classification_metrics
+
+    runs = finetune_runs(["cv"], cross_validated["uri"])
+    assert len(runs) == 4 and set(runs["evaluation"]) == {"cv"}
+    predictions = run_predictions(runs)
+    assert set(predictions) == set(runs["run_id"])
+    boot = Bootstrap(predictions, n_resamples=200, seed=3)
+    table = comparison_table(runs, bootstrap=boot).set_index("strategy")
+    n = len(predictions[runs["run_id"].iloc[0]])
+    assert (table["interval"] == f"bootstrap: {n} records x 2 seeds, 3 folds").all()
+
+    # by hand: every resample draws seeds and records, averaging the metric over drawn seeds
+    single = runs[runs["strategy"] == "single"].sort_values("seed")
+    tables = [predictions[r] for r in single["run_id"]]
+    p = [t[[f"p_{c}" for c in SUPERCLASSES]].to_numpy() for t in tables]
+    y = tables[0][[f"true_{c}" for c in SUPERCLASSES]].to_numpy()
+    assert all((t["record_id"].to_numpy() == tables[0]["record_id"].to_numpy()).all() for t in tables)
+    order = np.argsort(tables[0]["record_id"].to_numpy())  # the bootstrap sorts by record id
+    p, y = [q[order] for q in p], y[order]
+    values = [np.mean([classification_metrics(p[s][rows], y[rows], list(SUPERCLASSES), True)
+                       ["macro_auroc"] for s in seeds])
+              for seeds, rows in bootstrap_draws(n, 2, n_resamples=200, seed=3)]
+    low, high = np.percentile(values, [2.5, 97.5])
+    assert table.loc["single", "macro_auroc_low"] == pytest.approx(low)
+    assert table.loc["single", "macro_auroc_high"] == pytest.approx(high)
+    assert table.loc["single", "macro_auroc"] == pytest.approx(single["macro_auroc"].mean())
+
+    pairs: list[dict] = []
+    (diff,) = paired_differences(runs, bootstrap=boot, pairs=pairs).itertuples()
+    assert (diff.pairs, diff.seeds, diff.folds, diff.baseline) == (6, 2, 3, "scratch")
+    assert len(pairs) == 6 and diff.wins == sum(p["delta"] > 0 for p in pairs)
+    assert diff.delta == pytest.approx(table.loc["single", "macro_auroc"]
+                                       - table.loc["scratch", "macro_auroc"])
+    assert diff.delta_low <= diff.delta <= diff.delta_high
+
+    # the same predictions under both names: no difference, and no width from pairing
+    twin = runs.copy()
+    twin.loc[twin["strategy"] == "single", "run_id"] = list(
+        runs[runs["strategy"] == "scratch"].sort_values("seed")["run_id"])
+    (same,) = paired_differences(twin, bootstrap=Bootstrap(predictions, 200, 3)).itertuples()
+    assert (same.delta, same.delta_low, same.delta_high, same.wins) == (0, 0, 0, 0)
+
+    done = cli("compare", "--experiment", "cv", "--tracking-uri", cross_validated["uri"],
+               "--bootstrap", "200", "--out", "c")
+    assert done.returncode == 0, done.stderr
+    assert f"single qrs from deepfake (full) vs scratch at train fraction 1: " in done.stdout
+    assert f"{n} records x 2 seeds, 3 folds; higher in {diff.wins} of 6 fold-seed pairs" in done.stdout
