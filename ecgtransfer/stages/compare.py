@@ -109,7 +109,7 @@ def run_predictions(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
             if path is None:
                 continue
             try:
-                table = pd.read_csv(path)
+                table = pd.read_csv(path, dtype={"record_id": str})
             except (ValueError, pd.errors.ParserError):
                 continue
             if "record_id" in table.columns and any(c.startswith("p_") for c in table.columns):

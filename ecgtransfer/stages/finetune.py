@@ -621,7 +621,7 @@ def _pool(stage: _Finetune, files: list[Path]) -> pd.DataFrame:
     tables = []
     for k, f in enumerate(files):
         try:
-            table = pd.read_csv(f)
+            table = pd.read_csv(f, dtype={"record_id": str})
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise ValueError(f"{f}: unreadable fold predictions ({type(exc).__name__}); "
                              f"delete {f.parent} to redo that fold") from None

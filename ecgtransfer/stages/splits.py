@@ -20,7 +20,7 @@ class SplitsConfig:
                            metavar="DATASET")
     out: str = setting(help="CSV to write", role="output", metavar="FILE")
     root: str | None = setting(None, "the PTB-XL folder", role="input", metavar="DIR")
-    sample: bool = setting(False, "the 41-record PTB-XL sample shipped with ecgtransfer")
+    sample: bool = setting(False, "the PTB-XL sample shipped with ecgtransfer (350 records)")
     halves_seed: int | None = setting(None, "seed of the A/B patient halves (default: the "
                                       "manifest's)")
 
