@@ -520,8 +520,9 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
     tracking.describe_experiment(pipeline.experiment, (
         f"{pipeline.description or 'Pipeline ' + pipeline.name}\n\nRuns of `ecgtransfer run "
         f"{pipeline.path.name}`: one pipeline run, a run per stage under it, and the fine-tune "
-        "runs under the finetune stage. `ecgtransfer ui` opens the fine-tune runs side by "
-        "side; the pipeline run's description holds the comparison."))
+        "runs under the finetune stage (a cross-validation's fold runs under its own). "
+        "`ecgtransfer ui` opens the fine-tune runs side by side; the pipeline run's description "
+        "holds the comparison."))
     text = json.dumps([pipeline.name, [(s.name, s.kind, s.settings) for s in pipeline.stages]],
                       sort_keys=True, default=str)
     marker = pipeline.work / f"pipeline-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"

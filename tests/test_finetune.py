@@ -489,10 +489,19 @@ def test_compare_bootstraps_records_and_seeds_paired_by_fold(cross_validated, cl
     # the same predictions under both names: no difference, and no width from pairing
     twin = runs.copy()
     scratch_of = dict(runs[runs["strategy"] == "scratch"][["seed", "run_id"]].to_numpy())
-    single = twin["strategy"] == "single"
-    twin.loc[single, "run_id"] = twin.loc[single, "seed"].map(scratch_of)
+    is_single = twin["strategy"] == "single"
+    twin.loc[is_single, "run_id"] = twin.loc[is_single, "seed"].map(scratch_of)
     (same,) = paired_differences(twin, bootstrap=Bootstrap(predictions, 200, 3)).itertuples()
     assert (same.delta, same.delta_low, same.delta_high, same.wins) == (0, 0, 0, 0)
+
+    # seeds tested on different records (a random split per seed) cannot be stacked: t over seeds
+    partial = dict(predictions)
+    partial[single["run_id"].iloc[1]] = partial[single["run_id"].iloc[1]].iloc[1:]
+    fallback = comparison_table(runs, bootstrap=Bootstrap(partial, 50, 0)).set_index("strategy")
+    assert fallback.loc["single", "interval"] == "t over 2 seeds"
+    assert fallback.loc["scratch", "interval"].startswith("bootstrap")
+    assert paired_differences(runs, bootstrap=Bootstrap(partial, 50, 0))["interval"].tolist() == [
+        "t over 2 seeds"]
 
     done = cli("compare", "--experiment", "cv", "--tracking-uri", cross_validated["uri"],
                "--bootstrap", "200", "--out", "c")

@@ -147,10 +147,9 @@ class Bootstrap:
         self.level = level
         self._cache: dict[Any, dict[str, np.ndarray]] = {}
 
-    def stack(self, runs: pd.DataFrame, seeds: Sequence[str] | None = None,
-              ids: np.ndarray | None = None) -> _Stack | None:
-        """``runs``' predictions on ``ids`` (default: the records all share) for ``seeds``
-        (default: all); None when a run has none."""
+    def stack(self, runs: pd.DataFrame, seeds: Sequence[str] | None = None) -> _Stack | None:
+        """``runs``' predictions for ``seeds`` (default: all); None when a run has none, or
+        when the runs were tested on different records."""
         runs = runs.drop_duplicates("seed")
         if seeds is not None:
             runs = runs[runs["seed"].isin(seeds)]
@@ -159,11 +158,10 @@ class Bootstrap:
         runs = runs.sort_values("seed", key=lambda s: pd.to_numeric(s, errors="coerce"))
         tables = [self.predictions[r].drop_duplicates("record_id").set_index("record_id")
                   for r in runs["run_id"]]
-        if ids is None:
-            common = set(tables[0].index)
-            for t in tables[1:]:
-                common &= set(t.index)
-            ids = np.array(sorted(common))
+        records = set(tables[0].index)
+        if any(set(t.index) != records for t in tables[1:]):
+            return None  # seeds tested on other records (a random split per seed): no stack
+        ids = np.array(sorted(records))
         if not len(ids):
             return None
         first = tables[0].loc[ids]
@@ -338,9 +336,8 @@ def paired_differences(runs: pd.DataFrame, metric: str = "macro_auroc", level: f
         seeds = sorted(set(group["seed"]) & set(base["seed"]))
         mine = bootstrap.stack(group, seeds) if bootstrap is not None else None
         theirs = bootstrap.stack(base, seeds) if mine is not None else None
-        if mine is not None and theirs is not None:
-            ids = np.array(sorted(set(mine.ids) & set(theirs.ids)))
-            mine, theirs = bootstrap.stack(group, seeds, ids), bootstrap.stack(base, seeds, ids)
+        if mine is not None and theirs is not None and set(mine.ids) != set(theirs.ids):
+            mine = theirs = None  # not the same test records: no paired bootstrap
         if mine is not None and theirs is not None:
             row.update(_paired(bootstrap, key, mine, theirs, metric, pairs))
         else:

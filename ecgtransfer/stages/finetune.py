@@ -565,10 +565,11 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
     info = stage.finished(stage.out)
     if info is not None:
         return _cv_result(stage, info, reused=True)
-    if not stage.dist.is_main:
+    if not stage.dist.is_main:  # train the folds rank 0 trains: the unfinished ones
         for fold in range(config.cv):
             stage.select(fold)
-            stage.train(stage.job(stage.build_model()))
+            if stage.finished(stage.folder) is None:
+                stage.train(stage.job(stage.build_model()))
         return FinetuneResult(stage.out, None, 0, {})
     stage.fold = None  # the cross-validation's own run: no fold
     tags = {**stage.tags(), **stage.run_tags(model), tracking.TAG + "evaluation": "cv"}
@@ -598,6 +599,7 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
                                                   "n_samples": model.meta["n_samples"],
                                                   "leads": model.meta["leads"]},
                             "trunks": len(model.trunks), "head_features": model.num_features,
+                            "device": str(stage.device), "world_size": stage.dist.world_size,
                             "data": {"n_train": int(round(np.mean(n_train))),
                                      "n_test": len(pooled)}})
             run.log_text(to_yaml(config), "config.yaml")
