@@ -577,6 +577,17 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
                                   name=config.run_name or stage.run_name(model), tags=tags,
                                   marker=stage.out / "parent_run.json",
                                   parent=parent_run_id) as run:
+        # params skip keys logged already, so a run reopened by --resume keeps its own
+        settings = {k: v for k, v in to_dict(config).items() if k not in _BOOKKEEPING}
+        run.log_params({**settings, "input": {"fs": model.meta["fs"],
+                                              "n_samples": model.meta["n_samples"],
+                                              "leads": model.meta["leads"]},
+                        "trunks": len(model.trunks), "head_features": model.num_features,
+                        "device": str(stage.device), "world_size": stage.dist.world_size})
+        run.log_text(to_yaml(config), "config.yaml")
+        run.set_note(stage.note(model) + f"\n\n{config.cv}-fold cross-validation: the metrics "
+                     "pool the out-of-fold predictions of the fold runs nested here (each record "
+                     "predicted by the one model that never saw it).")
         folds = []
         for fold in range(config.cv):
             stage.select(fold)
@@ -593,21 +604,9 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
         else:
             y = pooled["true"].map({c: j for j, c in enumerate(SUPERCLASSES)}).to_numpy(np.int64)
         n_train = [f["counts"]["train"]["used"] for f in folds]
-        if run.new:
-            settings = {k: v for k, v in to_dict(config).items() if k not in _BOOKKEEPING}
-            run.log_params({**settings, "input": {"fs": model.meta["fs"],
-                                                  "n_samples": model.meta["n_samples"],
-                                                  "leads": model.meta["leads"]},
-                            "trunks": len(model.trunks), "head_features": model.num_features,
-                            "device": str(stage.device), "world_size": stage.dist.world_size,
-                            "data": {"n_train": int(round(np.mean(n_train))),
-                                     "n_test": len(pooled)}})
-            run.log_text(to_yaml(config), "config.yaml")
-            run.set_note(stage.note(model) + f"\n\n{config.cv}-fold cross-validation: the "
-                         "metrics pool the out-of-fold predictions of the fold runs nested "
-                         "here (each record predicted by the one model that never saw it).")
+        run.log_params({"data": {"n_train": int(round(np.mean(n_train))),  # mean per fold
+                                 "n_test": len(pooled)}})                # every fold's
         test = stage.log_evaluation(run, stage.task(), probs, y, path)
-        run.log_metrics({"n_train_mean": float(np.mean(n_train))})
         result = {"run_id": run.id, **test, "counts": _cv_counts(folds),
                   "folds": [{k: f.get(k) for k in ("fold", "run_id", "best_epoch", "test",
                                                    "model_uri")} for f in folds]}
