@@ -228,3 +228,15 @@ def test_a_damaged_tracking_store_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("ecgtransfer: error: sqlite:///")
     assert "not a usable MLflow tracking store" in err and "Traceback" not in err
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject lists packages by hand (data_manifests/ is mapped into the package), so a new
+    subpackage left off the list would be missing from an installed wheel (as stages/ was)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts)
+             for p in (root / "ecgtransfer").rglob("__init__.py")}
+    assert found - listed == set(), f"packages missing from pyproject.toml: {found - listed}"
