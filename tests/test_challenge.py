@@ -1,0 +1,159 @@
+"""The PhysioNet/CinC Challenge 2021 scores on cases computed by hand, the Challenge's file
+formats, and ``ecgtransfer evaluate`` on the real Challenge sample."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecgtransfer.data.challenge2021 import header_diagnoses, read_outputs, write_outputs
+from ecgtransfer.training.challenge import (NORMAL_CLASS, challenge_metric, challenge_scores,
+                                            class_auc, load_scoring)
+
+SAMPLE = "cinc2021-sample"
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Three classes: A, sinus rhythm, and an equivalent pair B|C."""
+    path = tmp_path / "weights.csv"
+    path.write_text(f",A,{NORMAL_CLASS},B|C\n"
+                    f"A,1.0,0.5,0.0\n{NORMAL_CLASS},0.5,1.0,0.5\nB|C,0.0,0.5,1.0\n")
+    return load_scoring(path)
+
+
+def test_the_shipped_weights_are_the_26_scored_classes_with_their_equivalences():
+    scoring = load_scoring()
+    assert len(scoring.classes) == 26 and scoring.weights.shape == (26, 26)
+    np.testing.assert_array_equal(np.diag(scoring.weights), 1.0)
+    np.testing.assert_array_equal(scoring.weights, scoring.weights.T)
+    for first, second in (("733534002", "164909002"), ("713427006", "59118001"),
+                          ("284470004", "63593006"), ("427172004", "17338001")):
+        assert scoring.index_of(first) == scoring.index_of(second) == scoring.classes.index(first)
+        assert scoring.index_of(f"{second}|{first}") == scoring.classes.index(first)
+    assert scoring.index_of("55930002") is None  # an unscored code
+
+
+def test_challenge_metric_by_hand(tiny):
+    n = 1
+    labels = np.array([[1, 0, 0],    # A
+                       [0, 1, 0],    # sinus rhythm
+                       [1, 0, 1]])   # A and B
+    outputs = np.array([[1, 0, 0],   # right: 1
+                        [0, 0, 1],   # B for sinus rhythm: w = 0.5
+                        [1, 1, 0]])  # A, N for A+B: union {A, N, B} = 3
+    # each record adds w[label, output] / (the number of classes among its labels or outputs)
+    # observed: record 0: w[A,A] / 1 = 1; record 1: w[N,B] / 2 = 0.25;
+    # record 2: (w[A,A] + w[A,N] + w[B,A] + w[B,N]) / 3 = (1 + 0.5 + 0 + 0.5) / 3
+    observed = 1 + 0.25 + 2 / 3
+    correct = 1 + 1 + (1 + 0 + 0 + 1) / 2            # outputs = labels
+    inactive = 0.5 / 2 + 1 + (0.5 + 0.5) / 3          # always N
+    expected = (observed - inactive) / (correct - inactive)
+    assert challenge_metric(tiny, labels, outputs) == pytest.approx(expected)
+    assert challenge_metric(tiny, labels, labels) == pytest.approx(1.0)
+    always = np.zeros_like(labels)
+    always[:, n] = 1
+    assert challenge_metric(tiny, labels, always) == pytest.approx(0.0)
+    nothing = np.zeros_like(labels)  # no output at all scores below the sinus-rhythm floor
+    assert challenge_metric(tiny, labels, nothing) == pytest.approx(-inactive / (correct - inactive))
+
+
+def test_all_normal_labels_score_zero_and_empty_records_count_once(tiny):
+    normal = np.array([[0, 1, 0], [0, 1, 0]])
+    assert challenge_metric(tiny, normal, np.array([[1, 0, 0], [0, 1, 0]])) == 0.0  # no scale
+    labels = np.array([[0, 0, 0], [1, 0, 0]])  # a record with no scored diagnosis
+    outputs = np.array([[0, 0, 0], [1, 0, 0]])
+    # correct = 0 + 1; inactive = w[-, N] (nothing) + w[A, N] / 2; observed = 1
+    assert challenge_metric(tiny, labels, outputs) == pytest.approx(1.0)
+    assert challenge_metric(tiny, labels, np.array([[0, 1, 0], [0, 1, 0]])) == pytest.approx(0.0)
+
+
+def test_auroc_auprc_f_measure_and_accuracy_by_hand(tiny):
+    labels = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]])
+    scores = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.7, 0.3, 0.0], [0.6, 0.4, 0.0]])
+    auroc, auprc = class_auc(labels, scores)
+    assert auroc[0] == pytest.approx(0.75)             # pairs won: (0.9>0.8, 0.9>0.6, 0.7>0.6)
+    assert auprc[0] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert auroc[1] == pytest.approx(0.75)             # 0.2>0.1, 0.4>0.1, 0.4>0.3; not 0.2>0.3
+    assert np.isnan(auroc[2]) and np.isnan(auprc[2])   # a class no record has
+    everyone = np.ones((3, 1), dtype=bool)
+    a, p = class_auc(everyone, np.array([[0.1], [0.2], [0.3]]))
+    assert np.isnan(a[0]) and p[0] == 1.0            # no negatives: no AUROC, precision 1
+    outputs = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 1, 0]])
+    values = challenge_scores(tiny, labels, outputs, scores)
+    assert values["accuracy"] == pytest.approx(3 / 4)
+    np.testing.assert_allclose(values["f_measure_classes"][:2], [2 * 2 / (2 * 2 + 1), 1.0])
+    assert np.isnan(values["f_measure_classes"][2])  # no label, no output
+    assert values["f_measure"] == pytest.approx((0.8 + 1.0) / 2)
+    assert values["auroc"] == pytest.approx(0.75)
+
+
+def test_output_files_are_read_as_the_official_evaluation_reads_them(tiny, tmp_path):
+    good = tmp_path / "r1.csv"
+    good.write_text("#r1\nA, C, B, 999\nTrue,0,t,1\n0.7,0.2,0.4,0.9\n")
+    binary, scores, problem = read_outputs(good, tiny)
+    assert problem == ""
+    np.testing.assert_array_equal(binary, [True, False, True])  # C or B: any
+    np.testing.assert_allclose(scores, [0.7, 0.0, 0.3])         # C and B: mean; 999 unscored
+    bad = tmp_path / "r2.csv"
+    bad.write_text("#r2\nA,B\n1,1\n")
+    binary, scores, problem = read_outputs(bad, tiny)
+    assert not binary.any() and not scores.any() and "taken as all negative" in problem
+    nan = tmp_path / "r3.csv"
+    nan.write_text("A,B\n1,0\nnan,abc\n")
+    assert read_outputs(nan, tiny)[1].tolist() == [0.0, 0.0, 0.0]
+    written = tmp_path / "r4.csv"
+    write_outputs(written, "r4", tiny.classes, np.array([1, 0, 1]), np.array([0.9, 0.1, 0.6]))
+    binary, scores, _ = read_outputs(written, tiny)
+    assert binary.tolist() == [True, False, True] and scores.tolist() == [0.9, 0.1, 0.6]
+    assert written.read_text().startswith("#r4\n")
+
+
+def _outputs(folder: Path, labels_dir: Path, rule) -> Path:
+    scoring = load_scoring()
+    folder.mkdir()
+    for header in sorted(labels_dir.glob("*.hea")):
+        decisions, probabilities = rule(scoring, scoring.encode(header_diagnoses(header)))
+        write_outputs(folder / f"{header.stem}.csv", header.stem, scoring.classes, decisions,
+                      probabilities)
+    return folder
+
+
+def test_evaluate_scores_the_real_sample(shared_data, tmp_path, cli):
+    """On the 50 Challenge records (headers written '# Dx:'): the labels themselves score 1
+    everywhere, always-sinus-rhythm scores 0 on the challenge metric, and a missing output
+    file is one line."""
+    labels = shared_data / SAMPLE
+    perfect = _outputs(tmp_path / "perfect", labels, lambda s, y: (y, y.astype(float)))
+
+    def sinus(scoring, y):
+        row = np.zeros(len(scoring.classes), dtype=bool)
+        row[scoring.classes.index(NORMAL_CLASS)] = True
+        return row, row.astype(float)
+
+    normal = _outputs(tmp_path / "normal", labels, sinus)
+    done = cli("evaluate", "challenge2021", str(labels), str(perfect), "--scores", "s.csv",
+               "--class-scores", "c.csv")
+    assert done.returncode == 0, done.stderr
+    assert "AUROC,AUPRC,Accuracy,F-measure,Challenge metric\n1.000,1.000,1.000,1.000,1.000" in done.stdout
+    assert "50 records" in done.stdout
+    assert (tmp_path / "s.csv").read_text().splitlines()[1] == "1.000,1.000,1.000,1.000,1.000"
+    assert (tmp_path / "c.csv").read_text().startswith("Classes,164889003,")
+    done = cli("evaluate", "challenge2021", str(labels), str(normal))
+    values = done.stdout.splitlines()[1].split(",")
+    assert values[-1] == "0.000" and values[0] == "0.500"
+    (normal / "E07500.csv").unlink()
+    done = cli("evaluate", "challenge2021", str(labels), str(normal))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "E07500.csv: no output file for the label file" in done.stderr
+    nodx = tmp_path / "nodx"
+    nodx.mkdir()
+    shutil.copy(labels / "E07501.hea", nodx / "E07501.hea")
+    (nodx / "E07501.hea").write_text("".join(
+        line for line in (labels / "E07501.hea").read_text().splitlines(keepends=True)
+        if "Dx" not in line))
+    done = cli("evaluate", "challenge2021", str(nodx), str(perfect))
+    assert done.returncode == 2 and "E07501.hea: no '#Dx:' line" in done.stderr
