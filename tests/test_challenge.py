@@ -157,3 +157,63 @@ def test_evaluate_scores_the_real_sample(shared_data, tmp_path, cli):
         if "Dx" not in line))
     done = cli("evaluate", "challenge2021", str(nodx), str(perfect))
     assert done.returncode == 2 and "E07501.hea: no '#Dx:' line" in done.stderr
+
+
+def test_prepare_keeps_age_sex_database_and_the_scored_classes(shared_data, tmp_path, cli):
+    from ecgtransfer.data.store import SignalStore
+
+    done = cli("data", "prepare", "challenge2021", "--input", str(shared_data / SAMPLE),
+               "--out", "s", "--fs", "100", "--leads", "12", "-q")
+    assert done.returncode == 0, done.stderr
+    assert "50 records at 100 Hz, 12 leads" in done.stdout
+    store = SignalStore(tmp_path / "s")
+    index = store.index.set_index("record_id")
+    assert index["database"].value_counts().to_dict() == {"Georgia": 20, "Ningbo": 20, "PTB_XL": 10}
+    scoring = load_scoring()
+    for record in ("E07500", "HR06000", "JS20000"):  # the columns are the header's codes
+        codes = header_diagnoses(shared_data / SAMPLE / f"{record}.hea")
+        np.testing.assert_array_equal(index.loc[record, scoring.names].to_numpy(int),
+                                      scoring.encode(codes).astype(int))
+        assert index.loc[record, "dx"] == ",".join(codes)
+    assert index.loc["E07500", "age"] == 78 and index.loc["E07500", "sex"] == "Male"
+    assert index.loc["E07500", "SB"] == 1  # 426177001, sinus bradycardia
+    # JS20000 has 284470004 (PAC); a record with 63593006 (SVPB) counts as PAC too
+    assert index["PAC"].sum() == sum("284470004" in index.loc[r, "dx"] or "63593006" in index.loc[r, "dx"]
+                                     for r in index.index)
+    info = cli("data", "info", "s")
+    assert "database: Georgia 20, Ningbo 20, PTB_XL 10" in info.stdout
+    assert "scored classes (records): STach" in info.stdout
+
+
+def test_bad_challenge_records_are_rejected_with_their_reason(shared_data, tmp_path):
+    from conftest import copy_records
+    from ecgtransfer.data.challenge2021 import prepare_challenge2021
+
+    folder = copy_records(shared_data / SAMPLE, ["E07500", "E07501", "E07502", "E07503"],
+                          tmp_path / "in")
+    hea = (folder / "E07501.hea").read_text()
+    (folder / "E07501.hea").write_text("\n".join(l for l in hea.splitlines() if "Dx" not in l) + "\n")
+    (folder / "E07502.hea").write_text(hea.replace("# Dx: ", "# Dx: 99999999,"))
+    (folder / "E07503.mat").write_bytes((folder / "E07503.mat").read_bytes()[:100])
+    report = prepare_challenge2021(folder, tmp_path / "s", fs=100, progress=False)
+    reasons = dict(report.rejects)
+    assert set(reasons) == {"E07501", "E07502", "E07503"} and len(report.store) == 1
+    assert "no '#Dx:' line" in reasons["E07501"]
+    assert "unknown SNOMED-CT code(s) 99999999" in reasons["E07502"]
+    assert reasons["E07503"]  # the reader's one-line reason for the truncated .mat
+    rejects = report.store.rejects.set_index("record_id")["reason"].to_dict()
+    assert rejects.keys() == reasons.keys()
+    again = prepare_challenge2021(folder, tmp_path / "s", fs=100, progress=False)
+    assert again.skipped == 1 and again.written == 0  # a re-run continues, redoing nothing
+
+
+def test_source_database_from_name_or_folder():
+    from ecgtransfer.data.challenge2021 import source_database
+
+    assert [source_database(n) for n in ("A0001", "Q0002", "I0003", "S0004", "HR00005",
+                                         "E00006", "JS10646", "JS10647")] == [
+        "CPSC", "CPSC_Extra", "StPetersburg", "PTB", "PTB_XL", "Georgia", "Chapman_Shaoxing",
+        "Ningbo"]
+    assert source_database("training/chapman_shaoxing/g1/JS20000") == "Chapman_Shaoxing"
+    assert source_database("ningbo/g1/JS00001") == "Ningbo"
+    assert source_database("X12") == "" and source_database("notes") == ""

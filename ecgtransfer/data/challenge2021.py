@@ -16,6 +16,7 @@ scored ignored, and equivalent classes merged (decision: any; probability: the m
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,97 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ChallengeFiles", "header_diagnoses", "read_outputs", "write_outputs",
-           "read_folders"]
+__all__ = ["NORMAL_CLASS", "Scoring", "load_scoring", "ChallengeFiles", "header_diagnoses",
+           "read_outputs", "write_outputs", "read_folders"]
+
+NORMAL_CLASS = "426783006"
+"""Sinus rhythm: the class the metric's zero point always outputs."""
+
+
+def _manifest(name: str) -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("ecgtransfer.data_manifests") / name))
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The scored classes and the reward matrix.
+
+    Attributes
+    ----------
+    classes : list of str
+        Each class's name: its first SNOMED-CT code.
+    codes : list of frozenset of str
+        The codes each class stands for (two for an equivalent pair).
+    weights : numpy.ndarray
+        ``(k, k)`` reward of outputting class ``j`` (column) for a record of class ``i`` (row).
+    """
+
+    classes: list[str]
+    codes: list[frozenset]
+    weights: np.ndarray
+    names: list[str] = field(default_factory=list)
+    """Short names (the Challenge's abbreviations: ``AF``, ``CLBBB`` for CLBBB|LBBB, ...), the
+    store's column names; the codes themselves for another weights table."""
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            object.__setattr__(self, "names", list(self.classes))
+
+    def index_of(self, code: str) -> int | None:
+        """The class a code (or an ``a|b`` pair) belongs to, or None for an unscored code."""
+        parts = {c.strip() for c in str(code).split("|") if c.strip()}
+        for i, members in enumerate(self.codes):
+            if parts and parts <= members:
+                return i
+        return None
+
+    def encode(self, codes) -> np.ndarray:
+        """A record's codes as a 0/1 row over the classes (unscored codes ignored)."""
+        row = np.zeros(len(self.classes), dtype=bool)
+        for code in codes:
+            i = self.index_of(code)
+            if i is not None:
+                row[i] = True
+        return row
+
+
+def load_scoring(path: str | Path | None = None) -> Scoring:
+    """The Challenge's ``weights.csv`` (default: the copy in ``data_manifests/``).
+
+    Raises
+    ------
+    ValueError
+        One line naming the file: not a square table with matching row and column names, or a
+        value that is not a number.
+    """
+    path = Path(path) if path is not None else _manifest("cinc2021-weights.csv")
+    try:
+        with open(path, newline="") as f:
+            rows = [[cell.strip() for cell in row] for row in csv.reader(f) if row]
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the weights table ({exc.strerror})") from None
+    if len(rows) < 2:
+        raise ValueError(f"{path}: empty weights table")
+    header = rows[0][1:]
+    names = [r[0] for r in rows[1:]]
+    if names != header or any(len(r) != len(header) + 1 for r in rows[1:]):
+        raise ValueError(f"{path}: not a square table whose rows and columns name the same "
+                         "classes in the same order")
+    try:
+        weights = np.array([[float(v) for v in r[1:]] for r in rows[1:]], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{path}: a weight is not a number") from None
+    codes = [frozenset(c.strip() for c in name.split("|")) for name in header]
+    names: list[str] = []
+    if path == _manifest("cinc2021-weights.csv"):
+        with open(_manifest("cinc2021-weights_abbreviations.csv"), newline="") as f:
+            names = [cell.split("|")[0].strip() for cell in next(csv.reader(f))[1:]]
+    return Scoring([name.split("|")[0].strip() for name in header], codes, weights, names)
+
+
+
 
 _DX = re.compile(r"^#\s*Dx\s*:(.*)$")
 _POSITIVE = ("1", "True", "true", "T", "t")
@@ -142,3 +232,136 @@ def read_folders(labels_dir: str | Path, outputs_dir: str | Path, scoring) -> Ch
         if problem:
             problems.append(problem)
     return ChallengeFiles([h.stem for h in headers], labels, outputs, scores, problems)
+
+
+# ---- the Challenge's records as a signal store ----------------------------------------------
+DATABASES = {"A": "CPSC", "Q": "CPSC_Extra", "I": "StPetersburg", "S": "PTB", "HR": "PTB_XL",
+             "E": "Georgia"}
+"""Source database by record-name prefix (the column names of ``dx_mapping_scored.csv``);
+``JS`` records are Chapman_Shaoxing up to JS10646 and Ningbo after, unless their folder says
+(``chapman_shaoxing/``, ``ningbo/``, as the Challenge's download is laid out)."""
+
+_FOLDERS = {"chapman_shaoxing": "Chapman_Shaoxing", "wfdb_chapmanshaoxing": "Chapman_Shaoxing",
+            "ningbo": "Ningbo", "wfdb_ningbo": "Ningbo"}
+
+
+def source_database(name: str) -> str:
+    """The source database of a record from its relative path (``ningbo/g1/JS10647``) or name
+    (``E07500``); "" when the prefix is not one of the Challenge's."""
+    path = Path(name)
+    for part in path.parts[:-1]:
+        if part.lower() in _FOLDERS:
+            return _FOLDERS[part.lower()]
+    m = re.match(r"([A-Za-z]+)(\d+)$", path.name)
+    if not m:
+        return ""
+    prefix, number = m.group(1).upper(), int(m.group(2))
+    if prefix == "JS":
+        return "Chapman_Shaoxing" if number <= 10646 else "Ningbo"
+    return DATABASES.get(prefix, "")
+
+
+def known_codes() -> set[str]:
+    """Every SNOMED-CT code of the Challenge's scored and unscored tables."""
+    codes: set[str] = set()
+    for name in ("cinc2021-dx_mapping_scored.csv", "cinc2021-dx_mapping_unscored.csv"):
+        with open(_manifest(name), newline="") as f:
+            codes |= {row["SNOMEDCTCode"].strip() for row in csv.DictReader(f)}
+    return codes
+
+
+def _header_fields(path: Path) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = re.match(r"^#\s*(Age|Sex)\s*:\s*(.*)$", line.strip())
+        if m:
+            fields[m.group(1).lower()] = m.group(2).strip()
+    return fields
+
+
+def record_columns(path: Path, scoring: Scoring, codes_known: set[str]) -> dict[str, object]:
+    """A Challenge record's index columns from its header: ``age`` (NaN when unknown), ``sex``,
+    ``database``, ``dx`` (its codes), ``n_scored`` and one 0/1 column per scored class.
+
+    Raises
+    ------
+    ValueError
+        The reason, for the rejects table: no Dx line, or a code in neither of the Challenge's
+        tables.
+    """
+    header = path.with_suffix(".hea")
+    codes = header_diagnoses(header)
+    unknown = [c for c in codes if c not in codes_known]
+    if unknown:
+        raise ValueError(f"unknown SNOMED-CT code(s) {', '.join(unknown)} (in neither of the "
+                         "Challenge's scored and unscored tables)")
+    fields = _header_fields(header)
+    try:
+        age = float(fields.get("age", "nan"))
+    except ValueError:
+        age = float("nan")
+    row = scoring.encode(codes)
+    sex = fields.get("sex", "")
+    return {"age": age, "sex": sex if sex in ("Male", "Female") else "",
+            "dx": ",".join(codes), "n_scored": int(row.sum()),
+            **{name: int(v) for name, v in zip(scoring.names, row)}}
+
+
+def prepare_challenge2021(input_dir: str | Path, out: str | Path, *, fs: float = 500,
+                          leads: Sequence[str] | None = None, progress: bool = True):
+    """Copy every Challenge 2021 record under ``input_dir`` (one or several source databases,
+    ``.hea`` + ``.mat``) into a signal store with its diagnoses.
+
+    The index holds, beside the signal columns: ``age``, ``sex``, ``database`` (see
+    :func:`source_database`), ``dx`` (the record's SNOMED-CT codes) and the 26 scored classes
+    as 0/1 columns named by the Challenge's abbreviations (equivalent codes merged: ``CLBBB``
+    is CLBBB or LBBB, ``CRBBB`` CRBBB or RBBB, ``PAC`` PAC or SVPB, ``PVC`` PVC or VPB). A
+    record whose header cannot be read, lacks its Dx line or names a code in neither Challenge
+    table is rejected with its reason (``rejects.csv``), as is a signal that cannot be read.
+
+    Parameters
+    ----------
+    input_dir : str or Path
+        Folder searched recursively for ``.hea`` files.
+    out : str or Path
+        Store folder; an interrupted store of the same settings is continued.
+    fs : float
+        The store's rate; records at another rate are resampled.
+    leads : sequence of str, optional
+        Leads to keep, in order (default: I, II, V1-V6).
+
+    Returns
+    -------
+    PrepareReport
+    """
+    from ecgtransfer.data.ingest import RecordJob, ingest
+    from ecgtransfer.data.leads import LEADS_8
+    from ecgtransfer.data.store import StoreWriter
+    from ecgtransfer.data.wfdb_io import find_records
+
+    input_dir = Path(input_dir)
+    names = find_records(input_dir)
+    if not names:
+        raise FileNotFoundError(f"{input_dir}: no Challenge records (.hea files) found")
+    scoring = load_scoring()
+    codes_known = known_codes()
+    writer = StoreWriter(out, source="challenge2021", fs=fs, leads=list(leads or LEADS_8),
+                         identity={"dataset": "challenge2021"},
+                         info={"input": str(input_dir.resolve()), "classes": scoring.names,
+                               "class_codes": [sorted(c) for c in scoring.codes]})
+    jobs, early = [], []
+    for name in names:
+        record_id = Path(name).name
+        try:
+            columns = record_columns(input_dir / name, scoring, codes_known)
+        except ValueError as exc:
+            early.append((record_id, str(exc).removeprefix(f"{input_dir / name}.hea: ")))
+            continue
+        jobs.append(RecordJob(record_id, input_dir / name,
+                              {"database": source_database(name), **columns}))
+    for record_id, reason in early:
+        if record_id not in writer.done:
+            writer.reject(record_id, reason)
+    report = ingest(writer, jobs, total=len(jobs), progress=progress, desc="prepare challenge2021")
+    report.rejects[:0] = early
+    return report

@@ -25,10 +25,16 @@ def info(config: InfoConfig, context: Context) -> StageResult:
     store = SignalStore(config.store)
     idx = store.index
     lines = [repr(store), f"leads: {', '.join(store.leads)}"]
-    for column in ("split", "half", "superclass", "flag"):
+    for column in ("split", "half", "superclass", "flag", "database", "sex"):
         if column in idx:
             counts = idx[column].fillna("").replace("", "(none)").value_counts()
             lines.append(f"{column}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    classes = [c for c in (store.meta.get("info") or {}).get("classes", []) if c in idx]
+    if classes:  # a Challenge store's scored classes, most frequent first
+        counts = idx[classes].sum().sort_values(ascending=False)
+        lines.append("scored classes (records): " + ", ".join(
+            f"{k} {int(v)}" for k, v in counts.items() if v) + f"; absent: "
+            + (", ".join(k for k, v in counts.items() if not v) or "none"))
     lines.append(f"rejected: {len(store.rejects)}")
     return StageResult(str(store.path), "\n".join(lines), details=store)
 

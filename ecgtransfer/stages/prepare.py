@@ -16,16 +16,19 @@ class PrepareConfig:
     """Settings of ``ecgtransfer data prepare``."""
 
     source: str = setting("ptbxl", "ptbxl: PTB-XL with its five superclasses, strat_fold, the "
-                          "standard split and the patient-disjoint A/B halves; wfdb: every WFDB "
-                          "record under a folder (LUDB, Challenge 2021, ...)",
-                          choices=("ptbxl", "wfdb"), positional=True, metavar="SOURCE")
+                          "standard split and the patient-disjoint A/B halves; challenge2021: "
+                          "PhysioNet/CinC Challenge 2021 records with age, sex, source database "
+                          "and the 26 scored classes; wfdb: every WFDB record under a folder "
+                          "(LUDB, ...)", choices=("ptbxl", "challenge2021", "wfdb"),
+                          positional=True, metavar="SOURCE")
     out: str = setting(help="store folder", role="output", metavar="STORE")
     root: str | None = setting(None, "ptbxl: the PTB-XL folder (ptbxl_database.csv, "
                                "scp_statements.csv, records500/...)", role="input", metavar="DIR")
     sample: bool = setting(False, "ptbxl: the PTB-XL sample shipped with ecgtransfer (350 "
                            "records at 100 Hz)")
-    input: str | None = setting(None, "wfdb: folder searched recursively for .hea files; lead "
-                                "names match case-insensitively", role="input", metavar="DIR")
+    input: str | None = setting(None, "wfdb, challenge2021: folder searched recursively for .hea "
+                                "files; lead names match case-insensitively", role="input",
+                                metavar="DIR")
     fs: float | None = setting(None, "store rate (default 500; 100 for the sample); ptbxl reads "
                                "records500 (500) or records100 (100), wfdb resamples records "
                                "at other rates", unit="Hz")
@@ -36,8 +39,8 @@ class PrepareConfig:
     strict: bool = setting(False, "exit 1 if any record is rejected")
 
     def __post_init__(self) -> None:
-        check(self.source not in ("ptbxl", "wfdb"), "source", f"{self.source!r} is not ptbxl or "
-              "wfdb")
+        check(self.source not in ("ptbxl", "challenge2021", "wfdb"), "source",
+              f"{self.source!r} is not ptbxl, challenge2021 or wfdb")
         check(self.leads not in (8, 12), "leads", "8 or 12")
         check(self.fs is not None and self.fs <= 0, "fs", "must be positive")
         if self.source == "ptbxl":
@@ -46,7 +49,8 @@ class PrepareConfig:
             check(self.sample and self.fs == 500, "fs", "the package sample has records at 100 Hz "
                   "only (records100); give a PTB-XL download (root) for 500 Hz")
         else:
-            check(not self.input, "input", "a wfdb source needs input (a folder of WFDB records)")
+            check(not self.input, "input", f"a {self.source} source needs input (a folder of "
+                  "WFDB records)")
 
 
 def prepare(config: PrepareConfig, context: Context) -> StageResult:
@@ -60,6 +64,11 @@ def prepare(config: PrepareConfig, context: Context) -> StageResult:
 
         report = prepare_ptbxl(ptbxl_root(config), config.out, fs=int(fs), leads=leads,
                                halves_seed=config.halves_seed, progress=context.progress)
+    elif config.source == "challenge2021":
+        from ecgtransfer.data.challenge2021 import prepare_challenge2021
+
+        report = prepare_challenge2021(config.input, config.out, fs=fs, leads=leads,
+                                       progress=context.progress)
     else:
         from ecgtransfer.data.ingest import prepare_wfdb
 

@@ -18,88 +18,12 @@ over recall at every distinct output value (a test checks both against hand-comp
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
+
+from ecgtransfer.data.challenge2021 import NORMAL_CLASS, Scoring, load_scoring
 
 __all__ = ["NORMAL_CLASS", "Scoring", "load_scoring", "challenge_metric", "challenge_scores",
            "class_auc", "f_measure"]
-
-NORMAL_CLASS = "426783006"
-"""Sinus rhythm: the class the metric's zero point always outputs."""
-
-
-@dataclass(frozen=True)
-class Scoring:
-    """The scored classes and the reward matrix.
-
-    Attributes
-    ----------
-    classes : list of str
-        Each class's name: its first SNOMED-CT code.
-    codes : list of frozenset of str
-        The codes each class stands for (two for an equivalent pair).
-    weights : numpy.ndarray
-        ``(k, k)`` reward of outputting class ``j`` (column) for a record of class ``i`` (row).
-    """
-
-    classes: list[str]
-    codes: list[frozenset]
-    weights: np.ndarray
-
-    def index_of(self, code: str) -> int | None:
-        """The class a code (or an ``a|b`` pair) belongs to, or None for an unscored code."""
-        parts = {c.strip() for c in str(code).split("|") if c.strip()}
-        for i, members in enumerate(self.codes):
-            if parts and parts <= members:
-                return i
-        return None
-
-    def encode(self, codes) -> np.ndarray:
-        """A record's codes as a 0/1 row over the classes (unscored codes ignored)."""
-        row = np.zeros(len(self.classes), dtype=bool)
-        for code in codes:
-            i = self.index_of(code)
-            if i is not None:
-                row[i] = True
-        return row
-
-
-def load_scoring(path: str | Path | None = None) -> Scoring:
-    """The Challenge's ``weights.csv`` (default: the copy in ``data_manifests/``).
-
-    Raises
-    ------
-    ValueError
-        One line naming the file: not a square table with matching row and column names, or a
-        value that is not a number.
-    """
-    if path is None:
-        from importlib import resources
-
-        path = Path(str(resources.files("ecgtransfer.data_manifests") / "cinc2021-weights.csv"))
-    path = Path(path)
-    try:
-        with open(path, newline="") as f:
-            rows = [[cell.strip() for cell in row] for row in csv.reader(f) if row]
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the weights table ({exc.strerror})") from None
-    if len(rows) < 2:
-        raise ValueError(f"{path}: empty weights table")
-    header = rows[0][1:]
-    names = [r[0] for r in rows[1:]]
-    if names != header or any(len(r) != len(header) + 1 for r in rows[1:]):
-        raise ValueError(f"{path}: not a square table whose rows and columns name the same "
-                         "classes in the same order")
-    try:
-        weights = np.array([[float(v) for v in r[1:]] for r in rows[1:]], dtype=np.float64)
-    except ValueError:
-        raise ValueError(f"{path}: a weight is not a number") from None
-    codes = [frozenset(c.strip() for c in name.split("|")) for name in header]
-    return Scoring([name.split("|")[0].strip() for name in header], codes, weights)
-
 
 def _modified_confusion(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     """The Challenge's multi-label confusion matrix: each record adds ``1 / n`` to every (label,
