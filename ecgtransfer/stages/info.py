@@ -33,7 +33,7 @@ def info(config: InfoConfig, context: Context) -> StageResult:
     if classes:  # a Challenge store's scored classes, most frequent first
         counts = idx[classes].sum().sort_values(ascending=False)
         lines.append("scored classes (records): " + ", ".join(
-            f"{k} {int(v)}" for k, v in counts.items() if v) + f"; absent: "
+            f"{k} {int(v)}" for k, v in counts.items() if v) + "; absent: "
             + (", ".join(k for k, v in counts.items() if not v) or "none"))
     lines.append(f"rejected: {len(store.rejects)}")
     return StageResult(str(store.path), "\n".join(lines), details=store)
