@@ -217,3 +217,41 @@ def test_source_database_from_name_or_folder():
     assert source_database("training/chapman_shaoxing/g1/JS20000") == "Chapman_Shaoxing"
     assert source_database("ningbo/g1/JS00001") == "Ningbo"
     assert source_database("X12") == "" and source_database("notes") == ""
+
+
+@pytest.fixture(scope="module")
+def challenge_store(shared_data, tmp_path_factory):
+    from ecgtransfer.data.challenge2021 import prepare_challenge2021
+
+    out = tmp_path_factory.mktemp("challenge") / "store"
+    return prepare_challenge2021(shared_data / SAMPLE, out, fs=100, progress=False).store
+
+
+def test_stratified_splits_spread_every_class_and_hold_out_a_database(challenge_store):
+    from ecgtransfer.data.splits import stratified_parts, stratified_positions
+
+    scoring = load_scoring()
+    index = challenge_store.index
+    labels = index[scoring.names].to_numpy()
+    parts = stratified_parts(labels, 5)
+    sizes = np.bincount(parts)
+    assert len(sizes) == 5 and np.abs(sizes - 10).max() <= 2  # the labels are balanced first
+    for j in np.flatnonzero(labels.sum(axis=0) >= 5):  # each class spread over the parts
+        per_part = np.bincount(parts[labels[:, j] == 1], minlength=5)
+        n = labels[:, j].sum()
+        assert per_part.min() >= n // 5 - 1 and per_part.max() <= -(-n // 5) + 1, (j, per_part)
+    np.testing.assert_array_equal(parts, stratified_parts(labels, 5))  # no seed: the data's
+    split = stratified_positions(labels, seed=3, fractions=(0.6, 0.2, 0.2))
+    assert sorted(np.concatenate(list(split.values()))) == list(range(50))
+    sizes = np.array([len(split[s]) for s in ("train", "val", "test")])
+    assert np.abs(sizes - [30, 10, 10]).max() <= 2
+    again = stratified_positions(labels, seed=3, fractions=(0.6, 0.2, 0.2))
+    assert all((split[s] == again[s]).all() for s in split)
+    other = stratified_positions(labels, seed=4, fractions=(0.6, 0.2, 0.2))
+    assert any(set(split[s]) != set(other[s]) for s in split)  # another seed, another split
+    ningbo = (index["database"] == "Ningbo").to_numpy()
+    held = stratified_positions(labels, seed=0, test=ningbo)  # train elsewhere, test on Ningbo
+    assert set(held["test"]) == set(np.flatnonzero(ningbo))
+    assert not set(held["train"]) & set(held["test"]) and len(held["train"]) + len(held["val"]) == 30
+    with pytest.raises(ValueError, match="held-out records leave 0 to train"):
+        stratified_positions(labels, test=np.ones(50, dtype=bool))

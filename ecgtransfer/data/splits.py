@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "split_positions", "subsample_patients", "cv_folds", "cv_parts"]
+__all__ = ["SPLITS", "split_positions", "subsample_patients", "cv_folds", "cv_parts",
+           "stratified_positions", "stratified_parts"]
 
 SPLITS = ("train", "val", "test")
 
@@ -151,3 +152,74 @@ def cv_folds(index: pd.DataFrame, k: int, how: str = "auto", where: str = "store
     return [{"train": np.flatnonzero((parts >= 0) & (parts != i) & (parts != (i + 1) % k)),
              "val": np.flatnonzero(parts == (i + 1) % k), "test": np.flatnonzero(parts == i)}
             for i in range(k)]
+
+
+def stratified_positions(labels: np.ndarray, *, seed: int = 0,
+                         fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                         test: np.ndarray | None = None,
+                         where: str = "store") -> dict[str, np.ndarray]:
+    """Train/validation/test row positions stratified over multi-label classes, by iterative
+    stratification (Sechidis et al. 2011, as implemented by the ``iterative-stratification``
+    package), so each split holds every class in about its share of the records.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(n, k)`` 0/1: each record's classes (a Challenge store's scored-class columns).
+    seed : int
+        Seed of the split.
+    fractions : sequence of 3 floats
+        Train/validation/test fractions.
+    test : numpy.ndarray, optional
+        Boolean mask of the records that form the test split themselves (a held-out source
+        database); the others are split into train and validation in the ratio of the first two
+        fractions.
+    where : str
+        Names the store in errors.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Sorted row positions per split. Records are split one by one: use it on data without
+        several records per patient (the Challenge's).
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    if test is None:
+        rest = np.arange(n)
+        if n < 3:
+            raise ValueError(f"{where}: {n} records cannot be split three ways")
+        first = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=float(fractions[2]),
+                                                 random_state=seed)
+        keep, held = next(first.split(np.zeros(n), labels))
+        rest, test_pos = rest[keep], rest[held]
+    else:
+        test = np.asarray(test, dtype=bool)
+        rest, test_pos = np.flatnonzero(~test), np.flatnonzero(test)
+        if not len(test_pos) or len(rest) < 2:
+            raise ValueError(f"{where}: the held-out records leave {len(rest)} to train and "
+                             f"validate on and {len(test_pos)} to test")
+    share = float(fractions[1]) / (float(fractions[0]) + float(fractions[1]))
+    second = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+    train, val = next(second.split(np.zeros(len(rest)), labels[rest]))
+    return {"train": np.sort(rest[train]), "val": np.sort(rest[val]), "test": np.sort(test_pos)}
+
+
+def stratified_parts(labels: np.ndarray, k: int, where: str = "store") -> np.ndarray:
+    """The cross-validation part (0 .. k-1) of every record, by iterative stratification over
+    its classes (``MultilabelStratifiedKFold``, shuffled with seed 0: the parts depend on the
+    data and ``k`` only)."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    labels = np.asarray(labels, dtype=np.int64)
+    if k < 3:
+        raise ValueError(f"{where}: cv {k}: cross-validation needs at least 3 folds")
+    if len(labels) < k:
+        raise ValueError(f"{where}: cv {k}: only {len(labels)} records; use fewer folds")
+    parts = np.full(len(labels), -1, dtype=np.int64)
+    folds = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=0)
+    for i, (_, held) in enumerate(folds.split(np.zeros(len(labels)), labels)):
+        parts[held] = i
+    return parts
