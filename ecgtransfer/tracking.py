@@ -220,6 +220,10 @@ class Run:
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         _client().log_artifact(self.id, str(path), folder)
 
+    def log_artifacts(self, directory: str | Path, folder: str | None = None) -> None:
+        """Every file of ``directory`` (a folder of outputs) under ``folder``."""
+        _client().log_artifacts(self.id, str(directory), folder)
+
     def log_table(self, table: Any, name: str) -> None:
         """A pandas table as an MLflow table artifact (the UI's evaluation view reads it)."""
         _client().log_table(self.id, table, name)

@@ -255,3 +255,58 @@ def test_stratified_splits_spread_every_class_and_hold_out_a_database(challenge_
     assert not set(held["train"]) & set(held["test"]) and len(held["train"]) + len(held["val"]) == 30
     with pytest.raises(ValueError, match="held-out records leave 0 to train"):
         stratified_positions(labels, test=np.ones(50, dtype=bool))
+
+
+def test_thresholds_tuned_for_the_challenge_metric(tiny):
+    from ecgtransfer.training.challenge import tune_thresholds
+
+    labels = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 1], [0, 1, 0]])
+    probs = np.array([[0.3, 0.2, 0.1], [0.1, 0.9, 0.1], [0.35, 0.1, 0.2], [0.1, 0.7, 0.1]])
+    thresholds = tune_thresholds(tiny, labels, probs)
+    assert 0.1 < thresholds[0] <= 0.3 and 0.1 < thresholds[2] <= 0.2  # the low positives caught
+    assert challenge_metric(tiny, labels, probs >= thresholds) == pytest.approx(1.0)
+    assert challenge_metric(tiny, labels, probs >= 0.5) < 1.0
+
+
+def test_finetune_on_a_challenge_store_scores_as_the_official_evaluation(challenge_store,
+                                                                        shared_data, tmp_path,
+                                                                        cli):
+    """Scratch, multi-label over the 26 scored classes: thresholds tuned on validation are
+    saved with the model, the run logs the challenge metric with its interval, and its test
+    outputs, in the Challenge's format, score the same under `ecgtransfer evaluate`."""
+    import json
+
+    import mlflow
+
+    from ecgtransfer.models.classifier import load_classifier
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = cli("finetune", "--store", str(challenge_store.path), "--strategy", "scratch",
+               "--task", "multi_label", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+               "--set", "bootstrap=30", "--out", "run", "--tracking-uri", uri, "-q")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    model = load_classifier(tmp_path / "run" / "model.pt")
+    assert model.meta["classes"] == load_scoring().names and len(model.meta["thresholds"]) == 26
+    run = mlflow.MlflowClient(uri).get_run(result["run_id"])
+    assert run.data.tags["ecgtransfer.split"] == "stratified"
+    metric = run.data.metrics["test_challenge_metric"]
+    assert run.data.metrics["test_challenge_metric_ci_low"] <= metric <= run.data.metrics[
+        "test_challenge_metric_ci_high"]
+    outputs = sorted((tmp_path / "run" / "challenge_outputs").glob("*.csv"))
+    assert len(outputs) == result["counts"]["test"]["used"] >= 3
+    done = cli("evaluate", "challenge2021", str(shared_data / SAMPLE),
+               str(tmp_path / "run" / "challenge_outputs"), "--subset")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split(",")[-1] == f"{metric:.3f}"
+
+    done = cli("finetune", "--store", str(challenge_store.path), "--strategy", "scratch",
+               "--task", "multi_label", "--epochs", "1", "--holdout", "Ningbo", "--device",
+               "cpu", "--set", "bootstrap=0", "--out", "held", "--tracking-uri", uri, "-q")
+    assert done.returncode == 0, done.stderr
+    tested = {p.stem for p in (tmp_path / "held" / "challenge_outputs").glob("*.csv")}
+    index = challenge_store.index
+    assert tested == set(index["record_id"][index["database"] == "Ningbo"])
+    done = cli("finetune", "--store", str(challenge_store.path), "--strategy", "scratch",
+               "--holdout", "Nowhere", "--out", "x", "-q")
+    assert done.returncode == 2 and "holdout: no 'Nowhere' records" in done.stderr

@@ -200,9 +200,11 @@ class ChallengeFiles:
     problems: list[str] = field(default_factory=list)
 
 
-def read_folders(labels_dir: str | Path, outputs_dir: str | Path, scoring) -> ChallengeFiles:
+def read_folders(labels_dir: str | Path, outputs_dir: str | Path, scoring,
+                 subset: bool = False) -> ChallengeFiles:
     """Every header (``*.hea``, not hidden) of ``labels_dir`` with its ``<record>.csv`` in
-    ``outputs_dir``, as the official evaluation pairs them.
+    ``outputs_dir``, as the official evaluation pairs them; with ``subset``, only the headers
+    that have an output file (a fine-tune's test split scored against the whole folder).
 
     Raises
     ------
@@ -216,8 +218,11 @@ def read_folders(labels_dir: str | Path, outputs_dir: str | Path, scoring) -> Ch
             raise ValueError(f"{folder}: no such folder")
     headers = sorted(p for p in labels_dir.iterdir()
                      if p.is_file() and p.suffix.lower() == ".hea" and not p.name.startswith("."))
+    if subset:
+        headers = [h for h in headers if (outputs_dir / f"{h.stem}.csv").is_file()]
     if not headers:
-        raise ValueError(f"{labels_dir}: no header files (*.hea) to score")
+        raise ValueError(f"{labels_dir}: no header files (*.hea) to score"
+                         + (f" with an output file in {outputs_dir}" if subset else ""))
     k = len(scoring.classes)
     labels = np.zeros((len(headers), k), dtype=bool)
     outputs = np.zeros((len(headers), k), dtype=bool)

@@ -54,6 +54,9 @@ def split_positions(index: pd.DataFrame, how: str = "auto", *, seed: int = 0,
             keep = index["half"].astype(str).to_numpy() == how
         split = index["split"].astype(str).to_numpy()
         return {s: np.flatnonzero(keep & (split == s)) for s in SPLITS}
+    if how == "stratified":
+        raise ValueError(f"{where}: split stratified needs diagnostic classes to stratify over "
+                         "(finetune on a Challenge or PTB-XL store); use split: random")
     if how != "random":
         raise ValueError(f"split: {how!r} is not auto, folds, A, B or random")
     groups = (index["patient_id"].astype(str).to_numpy() if "patient_id" in index.columns
@@ -103,7 +106,8 @@ def subsample_patients(index: pd.DataFrame, positions: np.ndarray, fraction: flo
     return np.sort(positions[np.isin(groups, keep)])
 
 
-def cv_parts(index: pd.DataFrame, k: int, how: str = "auto", where: str = "store") -> np.ndarray:
+def cv_parts(index: pd.DataFrame, k: int, how: str = "auto", where: str = "store",
+             labels: np.ndarray | None = None) -> np.ndarray:
     """The cross-validation part (0 .. k-1) of every row of ``index``; -1 for a row outside the
     data (the other A/B half).
 
@@ -111,12 +115,17 @@ def cv_parts(index: pd.DataFrame, k: int, how: str = "auto", where: str = "store
     ``(strat_fold - 1) mod k``, so PTB-XL's own patient-disjoint, label-stratified folds are
     grouped (k = 5: folds 1+6, 2+7, ...) and k = 10 is PTB-XL's ten. Other stores (or ``how``
     random): the patients (``patient_id``, else each record its own) in a permutation seeded
-    with 0, dealt round-robin, so parts differ in size by at most one patient. Either way the
-    parts depend on the store and ``k`` alone: every strategy and seed sees the same folds.
+    with 0, dealt round-robin, so parts differ in size by at most one patient. ``how``
+    stratified: :func:`stratified_parts` over ``labels``. Either way the parts depend on the
+    store and ``k`` alone: every strategy and seed sees the same folds.
     """
     if k < 3:
         raise ValueError(f"{where}: cv {k}: cross-validation needs at least 3 folds (one tests, "
                          "the next validates, the rest train)")
+    if how == "stratified":
+        if labels is None:
+            raise ValueError(f"{where}: split stratified needs class labels")
+        return stratified_parts(labels, k, where)
     if how == "auto":
         how = "folds" if "strat_fold" in index.columns else "random"
     keep = np.ones(len(index), dtype=bool)
@@ -143,12 +152,12 @@ def cv_parts(index: pd.DataFrame, k: int, how: str = "auto", where: str = "store
     return np.array([part_of[g] for g in groups], dtype=np.int64)
 
 
-def cv_folds(index: pd.DataFrame, k: int, how: str = "auto", where: str = "store"
-             ) -> list[dict[str, np.ndarray]]:
+def cv_folds(index: pd.DataFrame, k: int, how: str = "auto", where: str = "store",
+             labels: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
     """``k`` train/validation/test splits of ``index`` from :func:`cv_parts`: fold ``i`` tests
     on part ``i``, validates on part ``i + 1`` (mod k) and trains on the others. Every record
     is tested exactly once; no patient is on two sides of a fold."""
-    parts = cv_parts(index, k, how, where)
+    parts = cv_parts(index, k, how, where, labels)
     return [{"train": np.flatnonzero((parts >= 0) & (parts != i) & (parts != (i + 1) % k)),
              "val": np.flatnonzero(parts == (i + 1) % k), "test": np.flatnonzero(parts == i)}
             for i in range(k)]

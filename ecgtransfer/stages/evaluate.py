@@ -28,6 +28,9 @@ class EvaluateConfig:
                                        "to this CSV", metavar="FILE")
     weights: str | None = setting(None, "the Challenge's weights.csv (default: the copy "
                                   "shipped in data_manifests/)", metavar="FILE")
+    subset: bool = setting(False, "score only the records that have an output file (a "
+                           "fine-tune's test split against the whole labels folder); without "
+                           "it, a header without its output file is an error, as officially")
 
     def __post_init__(self) -> None:
         check(self.benchmark != "challenge2021", "benchmark",
@@ -49,7 +52,7 @@ def evaluate(config: EvaluateConfig, context: Context) -> StageResult:
     from ecgtransfer.training.challenge import challenge_scores, load_scoring
 
     scoring = load_scoring(config.weights)
-    files = read_folders(config.labels, config.outputs, scoring)
+    files = read_folders(config.labels, config.outputs, scoring, subset=config.subset)
     values = challenge_scores(scoring, files.labels, files.outputs, files.scores)
     table = "AUROC,AUPRC,Accuracy,F-measure,Challenge metric\n" + _line(values)
     if config.scores:

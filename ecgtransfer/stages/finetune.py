@@ -66,6 +66,9 @@ class FinetuneConfig(TrainingConfig):
     head_hidden: int | None = setting(128, "hidden width of the new head (null: linear)")
     head_dropout: float = setting(0.25, "dropout of the new head")
     bootstrap: int = setting(1000, "resamples of the test-set bootstrap intervals (0: none)")
+    holdout: str | None = setting(None, "test on the records of this source database (a "
+                                  "Challenge store's database column, e.g. Ningbo); train and "
+                                  "validate on the others (stratified)", metavar="DATABASE")
     cv: int = setting(0, "cross-validate over this many patient-disjoint folds (PTB-XL: its "
                       "strat_folds grouped; else by patient): each fold tests once, the next "
                       "validates, the rest train; the metrics pool the out-of-fold predictions "
@@ -104,6 +107,8 @@ class FinetuneConfig(TrainingConfig):
         check(self.bootstrap < 0, "bootstrap", "must not be negative")
         check(self.cv < 0 or self.cv in (1, 2), "cv", "0 (no cross-validation) or at least 3 "
               "folds (one tests, the next validates, the rest train)")
+        check(bool(self.holdout) and self.cv > 0, "holdout", "a held-out database is one test "
+              "split; not with cv")
 
 
 @dataclass
@@ -129,7 +134,15 @@ def setting_hash(config: FinetuneConfig) -> str:
                                          "threads"))
 
 
-def diagnostic_targets(index: pd.DataFrame, task: str, where: str = "store"
+def store_classes(store) -> tuple[str, ...]:
+    """The diagnostic classes a store's index holds as 0/1 columns: a Challenge 2021 store's
+    scored classes (its ``store.json`` names them), else PTB-XL's five superclasses."""
+    classes = (store.meta.get("info") or {}).get("classes")
+    return tuple(classes) if classes else SUPERCLASSES
+
+
+def diagnostic_targets(index: pd.DataFrame, task: str, where: str = "store",
+                       classes: tuple[str, ...] = SUPERCLASSES
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Class targets of every row of a PTB-XL store's index, and why a row is unusable.
 
@@ -151,16 +164,21 @@ def diagnostic_targets(index: pd.DataFrame, task: str, where: str = "store"
         ``""`` for a usable row, else ``"no superclass"``, ``"several superclasses"`` or
         ``"index: <problem>"``.
     """
-    missing = [c for c in SUPERCLASSES if c not in index.columns]
+    missing = [c for c in classes if c not in index.columns]
     if missing:
         raise ValueError(f"{where}: no diagnostic labels (the index lacks {', '.join(missing)}); "
-                         "finetune needs a PTB-XL store (`ecgtransfer data prepare ptbxl`)")
-    onehot = index[list(SUPERCLASSES)].fillna(0).to_numpy(np.int64)
+                         "finetune needs a PTB-XL or Challenge 2021 store (`ecgtransfer data "
+                         "prepare ptbxl|challenge2021`)")
+    onehot = index[list(classes)].fillna(0).to_numpy(np.int64)
     n_classes = onehot.sum(axis=1)
     reasons = np.full(len(index), "", dtype=object)
-    reasons[n_classes == 0] = "no superclass"
+    if classes == SUPERCLASSES or task == "single_label":
+        # PTB-XL's benchmark leaves out records without a superclass; a Challenge record
+        # without a scored class is an all-negative row, as the Challenge scores it
+        reasons[n_classes == 0] = "no superclass" if classes == SUPERCLASSES else "no scored class"
     if task == "single_label":
-        reasons[n_classes > 1] = "several superclasses"
+        reasons[n_classes > 1] = ("several superclasses" if classes == SUPERCLASSES
+                                  else "several scored classes")
         targets = np.where(n_classes == 1, onehot.argmax(axis=1), -1).astype(np.int64)
     else:
         targets = onehot.astype(np.float32)
@@ -170,10 +188,11 @@ def diagnostic_targets(index: pd.DataFrame, task: str, where: str = "store"
     return targets, reasons
 
 
-def _class_weights(y: np.ndarray, multilabel: bool, where: str) -> np.ndarray:
-    k = len(SUPERCLASSES)
+def _class_weights(y: np.ndarray, multilabel: bool, where: str,
+                   classes: tuple[str, ...] = SUPERCLASSES) -> np.ndarray:
+    k = len(classes)
     counts = y.sum(axis=0) if multilabel else np.bincount(y, minlength=k)
-    absent = [c for c, n in zip(SUPERCLASSES, counts) if n == 0]
+    absent = [c for c, n in zip(classes, counts) if n == 0]
     if absent:
         raise ValueError(f"{where}: class_weights balanced, but no training record has "
                          f"{', '.join(absent)} (raise train_fraction)")
@@ -211,19 +230,31 @@ class _Finetune(TrainedStage):
 
     def __init__(self, config: FinetuneConfig, context: Context):
         from ecgtransfer import tracking
-        from ecgtransfer.data.splits import cv_folds, split_positions
+        from ecgtransfer.data.splits import cv_folds, split_positions, stratified_positions
         from ecgtransfer.training.distributed import barrier
 
         super().__init__(config, context, "finetune")
         where = str(self.store.path)
         self.multilabel = config.task == "multi_label"
-        self.targets, self.reasons = diagnostic_targets(self.store.index, config.task, where)
+        self.classes = store_classes(self.store)
+        self.challenge = self._challenge_scoring()
+        index = self.store.index
+        self.targets, self.reasons = diagnostic_targets(index, config.task, where, self.classes)
+        how = config.split
+        if how == "auto":
+            how = ("folds" if "split" in index.columns else
+                   "stratified" if self.classes != SUPERCLASSES else "random")
+        self.split_how = how
+        labels = index[list(self.classes)].fillna(0).to_numpy(np.int64)
         if config.cv:
-            self.folds = cv_folds(self.store.index, config.cv, config.split, where=where)
+            self.folds = cv_folds(index, config.cv, how, where=where, labels=labels)
+        elif how == "stratified" or config.holdout:
+            self.folds = [stratified_positions(labels, seed=config.seed,
+                                               fractions=config.split_fractions,
+                                               test=self._held_out(), where=where)]
         else:
-            self.folds = [split_positions(
-                self.store.index, "folds" if config.split == "auto" else config.split,
-                seed=config.seed, fractions=config.split_fractions, where=where)]
+            self.folds = [split_positions(index, how, seed=config.seed,
+                                          fractions=config.split_fractions, where=where)]
         for fold in range(len(self.folds)):  # every fold usable before anything is written
             self._choose(fold)
         if self.dist.is_main:  # the tracking store exists before any rank reads runs from it
@@ -231,6 +262,77 @@ class _Finetune(TrainedStage):
         barrier(self.dist)
         tracking.setup(config.tracking_uri)
         self.select(0)
+
+    def _challenge_scoring(self):
+        """The Challenge's scoring for a multi-label fine-tune on a Challenge 2021 store (its
+        classes in the scoring's order), else None."""
+        if self.store.meta.get("source") != "challenge2021" or not self.multilabel:
+            return None
+        from ecgtransfer.training.challenge import load_scoring
+
+        scoring = load_scoring()
+        if tuple(scoring.names) != tuple(self.classes):
+            raise ValueError(f"{self.store.path}: its classes are not the Challenge's 26 scored "
+                             "classes in order; prepare it again with this ecgtransfer")
+        return scoring
+
+    def challenge_evaluation(self, run, ids: np.ndarray, probs: np.ndarray, y: np.ndarray,
+                             val_probs: np.ndarray, val_y: np.ndarray, result: dict) -> np.ndarray:
+        """The Challenge's scores of the test records with thresholds tuned on the validation
+        records for the challenge metric: logged (the metric with its bootstrap interval), added
+        to ``result``, and the test outputs written in the Challenge's format
+        (``challenge_outputs/<record>.csv``, scored by ``ecgtransfer evaluate challenge2021``).
+        Returns the thresholds."""
+        from ecgtransfer.data.challenge2021 import write_outputs
+        from ecgtransfer.training.challenge import challenge_scores, tune_thresholds
+        from ecgtransfer.training.metrics import bootstrap_interval
+
+        scoring, config = self.challenge, self.config
+        thresholds = tune_thresholds(scoring, val_y, val_probs)
+        decided = probs >= thresholds
+        scores = challenge_scores(scoring, y, decided, probs)
+        values = {k: scores[k] for k in ("challenge_metric", "auprc", "f_measure")}
+        values["accuracy_challenge"] = scores["accuracy"]
+        intervals = {}
+        if config.bootstrap:
+            def metric(p, t):
+                return {"challenge_metric": challenge_scores(scoring, t, p >= thresholds, p)[
+                    "challenge_metric"]}
+
+            intervals = bootstrap_interval(metric, probs, y, n_resamples=config.bootstrap,
+                                           seed=config.seed)
+        run.log_metrics({f"test_{k}": v for k, v in values.items()})
+        run.log_metrics({f"test_{k}_ci_{side}": b for k, (lo, hi) in intervals.items()
+                         for side, b in (("low", lo), ("high", hi))})
+        out = self.folder / "challenge_outputs"
+        out.mkdir(parents=True, exist_ok=True)
+        for record, d, p in zip(ids, decided, probs):
+            write_outputs(out / f"{record}.csv", str(record), scoring.classes, d, p)
+        run.log_artifacts(out, "challenge_outputs")
+        run.log_text(json.dumps({"classes": scoring.classes, "names": scoring.names,
+                                 "thresholds": [float(t) for t in thresholds]}, indent=2),
+                     "thresholds.json")
+        result["test"].update(values)
+        result["intervals"].update({k: list(v) for k, v in intervals.items()})
+        log.info("finetune: challenge metric %.3f [%s] with thresholds tuned on %d validation "
+                 "records", values["challenge_metric"], _ci(intervals.get("challenge_metric")),
+                 len(val_y))
+        return thresholds
+
+    def _held_out(self) -> np.ndarray | None:
+        """The records of the ``holdout`` database (the test split), or None."""
+        database = self.config.holdout
+        if not database:
+            return None
+        index = self.store.index
+        if "database" not in index.columns:
+            raise ConfigError(f"holdout: {self.store.path} has no source databases (a Challenge "
+                              "2021 store has)", "holdout")
+        found = index["database"].astype(str).to_numpy()
+        if database not in set(found):
+            raise ConfigError(f"holdout: no {database!r} records in {self.store.path} (it has "
+                              f"{', '.join(sorted(set(found)))})", "holdout")
+        return found == database
 
     def _choose(self, fold: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The usable records of each split of ``fold`` (the training patients subsampled to
@@ -319,9 +421,9 @@ class _Finetune(TrainedStage):
                     t.lead_std.copy_(torch.from_numpy(std[idx]).view(1, -1, 1))
             else:
                 trunks = [s.regressor for s in self.sources]
-            return TransferClassifier(trunks, len(SUPERCLASSES), config.head_hidden,
+            return TransferClassifier(trunks, len(self.classes), config.head_hidden,
                                       config.head_dropout, names=[s.ref for s in self.sources] or None,
-                                      meta={"classes": list(SUPERCLASSES), "task": config.task,
+                                      meta={"classes": list(self.classes), "task": config.task,
                                             "strategy": config.strategy})
 
         return self.build(make)
@@ -343,8 +445,8 @@ class _Finetune(TrainedStage):
         """Record id and label of every store record (the MLflow dataset inputs)."""
         index = self.store.index
         if self.multilabel:
-            return index[["record_id", *SUPERCLASSES]].astype({c: float for c in SUPERCLASSES})
-        labels = np.array([SUPERCLASSES[t] if t >= 0 else "" for t in self.targets])
+            return index[["record_id", *self.classes]].astype({c: float for c in self.classes})
+        labels = np.array([self.classes[t] if t >= 0 else "" for t in self.targets])
         return pd.DataFrame({"record_id": index["record_id"].to_numpy(), "superclass": labels})
 
     def task(self):
@@ -353,8 +455,8 @@ class _Finetune(TrainedStage):
         weights = None
         if self.config.class_weights == "balanced":
             weights = _class_weights(self.targets[self.splits["train"]], self.multilabel,
-                                     str(self.store.path))
-        return ClassificationTask(SUPERCLASSES, multilabel=self.multilabel, class_weights=weights)
+                                     str(self.store.path), self.classes)
+        return ClassificationTask(self.classes, multilabel=self.multilabel, class_weights=weights)
 
     # ---- tracking ------------------------------------------------------------------------
     def run_tags(self, model) -> dict[str, Any]:
@@ -367,7 +469,7 @@ class _Finetune(TrainedStage):
         tags: dict[str, Any] = {
             TAG + "strategy": c.strategy, TAG + "freeze": c.freeze, TAG + "task": c.task,
             TAG + "train_fraction": c.train_fraction, TAG + "seed": c.seed,
-            TAG + "split": "folds" if c.split == "auto" else c.split,
+            TAG + "split": self.split_how + (f":{c.holdout}" if c.holdout else ""),
             TAG + "setting": setting_hash(c), TAG + "trunks": len(model.trunks),
             TAG + "model": ",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
             TAG + "evaluation": "test" if self.fold is None else "fold"}
@@ -430,6 +532,8 @@ class _Finetune(TrainedStage):
             set_trunk_trainable(model, config.freeze == "full" or (
                 config.freeze == "gradual" and epoch > config.frozen_epochs))
 
+        tuned: dict[str, Any] = {}
+
         def evaluate_test(run, trainer, test_set) -> dict:
             if not len(test_set):
                 return {"test": {}, "intervals": {}}
@@ -437,7 +541,17 @@ class _Finetune(TrainedStage):
             probs = task.probabilities(logits)
             ids = self.store.index["record_id"].to_numpy()[self.splits["test"]]
             self._save_predictions(ids, probs, y, self.folder / "test_predictions.csv")
-            return self.log_evaluation(run, task, probs, y, self.folder / "test_predictions.csv")
+            result = self.log_evaluation(run, task, probs, y, self.folder / "test_predictions.csv")
+            if self.challenge is not None:
+                val_logits, val_y = trainer.predict(datasets["val"])
+                tuned["thresholds"] = self.challenge_evaluation(
+                    run, ids, probs, y, task.probabilities(val_logits), val_y, result)
+            return result
+
+        def finish(net):
+            if "thresholds" in tuned:  # saved with the model: its decisions are these
+                net.meta["thresholds"] = [float(t) for t in tuned["thresholds"]]
+            return net
 
         datasets = {s: self.dataset(model, s) for s in ("train", "val", "test")}
         example = datasets["test" if len(datasets["test"]) else "val"].signal(0)[None]
@@ -454,7 +568,7 @@ class _Finetune(TrainedStage):
             inputs=(self.table(), self.splits, None if self.multilabel else "superclass"),
             example=example.astype(np.float32),
             curves=lambda fit: plots.classification_curves(fit.history, fit.best_epoch),
-            evaluate=evaluate_test, finish=lambda net: net, save=save_classifier,
+            evaluate=evaluate_test, finish=finish, save=save_classifier,
             trainer_kwargs={"before_epoch": before_epoch, "param_groups": groups},
             log_model=self.fold is None,
             desc=f"finetune {config.strategy}/{config.freeze}")
@@ -476,13 +590,13 @@ class _Finetune(TrainedStage):
         run.log_metrics({f"test_{k}_ci_{side}": b for k, (lo, hi) in intervals.items()
                          for side, b in (("low", lo), ("high", hi))})
         run.log_artifact(predictions)
-        over = macro_classes(y, list(SUPERCLASSES), self.multilabel)
+        over = macro_classes(y, list(self.classes), self.multilabel)
         run.log_text(json.dumps(_clean({"metrics": test, "ci95": intervals, "n": int(len(y)),
                                         "macro_over": over}), indent=2), "test_metrics.json")
         run.set_tags({TAG + "macro_over": ",".join(over)})
-        run.log_figure(plots.confusion_matrix(y, probs, SUPERCLASSES, self.multilabel),
+        run.log_figure(plots.confusion_matrix(y, probs, self.classes, self.multilabel),
                        "plots/confusion_matrix_test.png")
-        run.log_figure(plots.roc_curves(y, probs, SUPERCLASSES, self.multilabel),
+        run.log_figure(plots.roc_curves(y, probs, self.classes, self.multilabel),
                        "plots/roc_test.png")
         log.info("finetune: %s macro AUROC %.3f [%s], accuracy %.3f, macro F1 %.3f",
                  "out-of-fold" if predictions.name.startswith("oof") else "test",
@@ -496,11 +610,11 @@ class _Finetune(TrainedStage):
 
         table = pd.DataFrame({"record_id": ids})
         if self.multilabel:
-            for j, c in enumerate(SUPERCLASSES):
+            for j, c in enumerate(self.classes):
                 table[f"true_{c}"] = y[:, j].astype(int)
         else:
-            table["true"] = [SUPERCLASSES[int(t)] for t in y]
-        for j, c in enumerate(SUPERCLASSES):
+            table["true"] = [self.classes[int(t)] for t in y]
+        for j, c in enumerate(self.classes):
             table[f"p_{c}"] = probs[:, j]
         with atomic_file(path) as f:
             table.to_csv(f, index=False)
@@ -598,11 +712,11 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
         pooled = _pool(stage, [stage.out / f"fold{k + 1}" / "test_predictions.csv"
                                for k in range(config.cv)])
         path = stage.out / "oof_predictions.csv"
-        probs = pooled[[f"p_{c}" for c in SUPERCLASSES]].to_numpy(np.float64)
+        probs = pooled[[f"p_{c}" for c in stage.classes]].to_numpy(np.float64)
         if stage.multilabel:
-            y = pooled[[f"true_{c}" for c in SUPERCLASSES]].to_numpy(np.float32)
+            y = pooled[[f"true_{c}" for c in stage.classes]].to_numpy(np.float32)
         else:
-            y = pooled["true"].map({c: j for j, c in enumerate(SUPERCLASSES)}).to_numpy(np.int64)
+            y = pooled["true"].map({c: j for j, c in enumerate(stage.classes)}).to_numpy(np.int64)
         n_train = [f["counts"]["train"]["used"] for f in folds]
         run.log_params({"data": {"n_train": int(round(np.mean(n_train))),  # mean per fold
                                  "n_test": len(pooled)}})                # every fold's

@@ -33,7 +33,7 @@ from ecgtransfer.stages import Context
 __all__ = ["TrainingConfig", "TrainedStage", "Training", "write_json", "read_json",
            "used_counts", "check_model_settings", "SPLITS"]
 
-SPLITS = ("auto", "folds", "A", "B", "random")
+SPLITS = ("auto", "folds", "A", "B", "random", "stratified")
 _BOOKKEEPING = ("out", "experiment", "tracking_uri", "run_name")
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,11 @@ class TrainingConfig(LoopConfig):
     store: str = setting("", "the signal store to train on (pretrain: labelled by `ecgtransfer "
                          "label`; finetune: PTB-XL, with its superclasses)", role="input",
                          metavar="STORE")
-    split: str = setting("auto", "PTB-XL folds 1-8/9/10 (auto when the store has them, else "
-                         "random), within one A/B patient half with its own folds (B for A->B "
-                         "transfer), or a seeded random split by patient", choices=SPLITS)
+    split: str = setting("auto", "PTB-XL folds 1-8/9/10 (auto when the store has them; a "
+                         "Challenge store: stratified; else random), within one A/B patient "
+                         "half with its own folds (B for A->B transfer), a seeded random split "
+                         "by patient, or seeded and stratified over the classes (iterative "
+                         "stratification, records one by one)", choices=SPLITS)
     split_fractions: list[float] = setting([0.8, 0.1, 0.1], "train/validation/test fractions "
                                            "of a random split", cli=False)
     device: str = setting("auto", "auto: CUDA when present", choices=("auto", "cpu", "cuda"))
