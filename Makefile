@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python benchmarks/synth_amplitude.py
 	$(BIN)/python benchmarks/bench_label.py
 	$(BIN)/python benchmarks/label_realism.py
+	$(BIN)/python benchmarks/label_vs_diagnosis.py
 	$(BIN)/python benchmarks/bench_pretrain.py
 	$(BIN)/python benchmarks/bench_finetune.py
 
