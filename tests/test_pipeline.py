@@ -423,6 +423,20 @@ def test_study_pipelines_are_valid(name, ptbxl_root, tmp_path):
             load_pipeline(path)
 
 
+def test_the_challenge_pipeline_is_valid(shared_data, tmp_path):
+    """pipelines/challenge2021.yaml checks out against the Challenge sample, and without the
+    data names the line of its input."""
+    path = REPO / "pipelines" / "challenge2021.yaml"
+    pipeline = load_pipeline(path, [f"challenge.input={shared_data / 'cinc2021-sample'}",
+                                    f"work={tmp_path / 'w'}"])
+    kinds = [s.kind for s in pipeline.stages]
+    assert kinds == ["prepare", "synth", "label", "pretrain", "finetune", "finetune", "compare"]
+    if not Path("data/challenge2021").exists():
+        with pytest.raises(PipelineError, match=r":\d+: stage 'challenge': input "
+                                                r"data/challenge2021 does not exist"):
+            load_pipeline(path)
+
+
 def test_a_stage_refers_to_another_pipelines_stage_by_name(tmp_path, monkeypatch):
     """``${FILE:stage}``: the other file's stage as it is defined now, once it has finished; a
     change there is a change here. Errors name the file and line."""
