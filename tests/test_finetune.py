@@ -361,7 +361,7 @@ def test_cv_folds_keep_patients_apart_and_test_every_record_once(ptbxl_store, de
 
 
 @pytest.fixture(scope="module")
-def cross_validated(ptbxl_labelled, pretrained, tmp_path_factory):
+def cross_validated(ptbxl_labelled, pretrained, tmp_path_factory, ptbxl_root):
     """Scratch and the pretrained QRS trunk, 3-fold cross-validated on half B, seeds 0 and 1."""
     folder = tmp_path_factory.mktemp("cv")
     results = {}
@@ -374,7 +374,8 @@ def cross_validated(ptbxl_labelled, pretrained, tmp_path_factory):
                 out=str(folder / f"{strategy}{seed}"), tracking_uri=pretrained["uri"],
                 experiment="cv")
             results[strategy, seed] = finetune(config, progress=False)
-    return {"folder": folder, "results": results, "uri": pretrained["uri"]}
+    return {"folder": folder, "results": results, "uri": pretrained["uri"],
+            "scp": ptbxl_root / "scp_statements.csv"}
 
 
 def test_cross_validation_pools_the_folds_out_of_fold(cross_validated, ptbxl_labelled):
@@ -508,3 +509,35 @@ def test_compare_bootstraps_records_and_seeds_paired_by_fold(cross_validated, cl
     assert done.returncode == 0, done.stderr
     assert "single qrs from ptbxl-1.0.3 (full) vs scratch at train fraction 1: " in done.stdout
     assert f"{n} records x 2 seeds, 3 folds; higher in {diff.wins} of 6 fold-seed pairs" in done.stdout
+
+
+def test_compare_per_class_aurocs_and_their_paired_differences(cross_validated):
+    """Per class: AUROC (mean over seeds) with its interval and, for transfer, the paired
+    difference to scratch; the classes an interval defines are named so, with no typo."""
+    from ecgtransfer.stages.compare import (INTERVAL_OF, Bootstrap, finetune_runs, per_class,
+                                            plot_per_class, run_predictions)
+    from ecgtransfer.data.challenge2021 import load_scoring
+    from ecgtransfer.training.metrics import classification_metrics
+
+    runs = finetune_runs(["cv"], cross_validated["uri"])
+    predictions = run_predictions(runs)
+    table = per_class(runs, Bootstrap(predictions, n_resamples=50, seed=0))
+    assert len(table) == 2 * len(SUPERCLASSES) and set(table["class"]) == set(SUPERCLASSES)
+    single = table[table["strategy"] == "single"].set_index("class")
+    scratch = table[table["strategy"] == "scratch"].set_index("class")
+    assert np.isfinite(single["delta"]).all() and scratch["delta"].isna().all()
+    by_seed = []
+    for run_id in runs[runs["strategy"] == "single"]["run_id"]:
+        t = predictions[run_id]
+        by_seed.append(classification_metrics(t[[f"p_{c}" for c in SUPERCLASSES]].to_numpy(),
+                                              t[[f"true_{c}" for c in SUPERCLASSES]].to_numpy(),
+                                              list(SUPERCLASSES), multilabel=True))
+    for c in SUPERCLASSES:
+        assert single.loc[c, "auroc"] == pytest.approx(np.mean([v[f"auroc_{c}"] for v in by_seed]))
+        assert single.loc[c, "delta"] == pytest.approx(single.loc[c, "auroc"] - scratch.loc[c, "auroc"])
+        assert single.loc[c, "auroc_low"] <= single.loc[c, "auroc"] <= single.loc[c, "auroc_high"]
+    assert (table["defined_by"] == "").all()  # no superclass is defined by one interval
+    assert plot_per_class(table).axes
+    statements = set(pd.read_csv(cross_validated["scp"], index_col=0).index)
+    known = set(load_scoring().names) | statements
+    assert set(INTERVAL_OF) <= known, set(INTERVAL_OF) - known

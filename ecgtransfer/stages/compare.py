@@ -26,6 +26,7 @@ from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.tracking import TAG as _TAG
 
 __all__ = ["METRICS", "CompareConfig", "compare", "finetune_runs", "run_predictions", "Bootstrap",
+           "per_class", "plot_per_class", "INTERVAL_OF",
            "comparison_table", "paired_differences", "write_comparison", "plot_comparison",
            "summary_text", "sentences"]
 
@@ -187,7 +188,7 @@ class Bootstrap:
         rows = np.arange(len(stack.ids)) if rows is None else rows
         values = [classification_metrics(p[rows], stack.y[rows], stack.classes, stack.multilabel)
                   for p in stack.probs]
-        return {m: float(np.mean([v[m] for v in values])) for m in METRICS}
+        return {m: float(np.mean([v[m] for v in values])) for m in _keys(stack)}
 
     def draws(self, stack: _Stack) -> dict[str, np.ndarray]:
         """Per metric, its value in every resample (seeds and records drawn with replacement,
@@ -197,19 +198,20 @@ class Bootstrap:
         cache_key = (stack.runs, tuple(stack.ids.tolist()))
         if cache_key in self._cache:
             return self._cache[cache_key]
-        out = {m: np.empty(self.n_resamples) for m in METRICS}
+        keys = _keys(stack)
+        out = {m: np.empty(self.n_resamples) for m in keys}
         draws = bootstrap_draws(len(stack.ids), len(stack.seeds), n_resamples=self.n_resamples,
                                 seed=self.seed)
         for i, (seeds, rows) in enumerate(draws):
             y = stack.y[rows]
             drawn, times = np.unique(seeds, return_counts=True)
-            total = dict.fromkeys(METRICS, 0.0)
+            total = dict.fromkeys(keys, 0.0)
             for s, t in zip(drawn, times):
                 v = classification_metrics(stack.probs[s][rows], y, stack.classes,
                                            stack.multilabel)
-                for m in METRICS:
+                for m in keys:
                     total[m] += t * v[m]
-            for m in METRICS:
+            for m in keys:
                 out[m][i] = total[m] / len(seeds)
         self._cache[cache_key] = out
         return out
@@ -218,6 +220,11 @@ class Bootstrap:
         from ecgtransfer.training.metrics import percentile_interval
 
         return percentile_interval(values, self.level)
+
+
+def _keys(stack: _Stack) -> list[str]:
+    """The values a stack is resampled for: the metrics and each class's AUROC."""
+    return [*METRICS, *(f"auroc_{c}" for c in stack.classes)]
 
 
 def _folds(stack: _Stack) -> int:
@@ -385,6 +392,92 @@ def _paired(bootstrap: Bootstrap, key: Any, mine: _Stack, theirs: _Stack, metric
             "seeds": len(mine.seeds), "folds": _folds(mine)}
 
 
+INTERVAL_OF = {
+    # the Challenge 2021's scored classes (abbreviations; equivalents merged)
+    "SB": "HR", "STach": "HR", "Brady": "HR", "IAVB": "PR", "LPR": "PR", "CLBBB": "QRS",
+    "CRBBB": "QRS", "IRBBB": "QRS", "NSIVCB": "QRS", "BBB": "QRS", "LQT": "QT",
+    # PTB-XL statements
+    "SBRAD": "HR", "STACH": "HR", "1AVB": "PR", "ILBBB": "QRS", "IVCD": "QRS", "LNGQT": "QT",
+}
+"""The interval that defines a diagnosis: rate (sinus bradycardia, tachycardia), PR
+(first-degree AV block, prolonged PR), QRS (bundle branch blocks, IVCD), QT (prolonged QT).
+These are the classes where trunks pretrained to measure that interval should help most."""
+
+
+def per_class(runs: pd.DataFrame, bootstrap: Bootstrap) -> pd.DataFrame:
+    """Per group and class: AUROC (mean over seeds) with its bootstrap interval over records
+    and seeds, the class's positives, the interval that defines it (:data:`INTERVAL_OF`), and
+    for a transfer group the paired difference to its scratch baseline (same records and
+    seeds, same draws). Groups without predictions are left out."""
+    scratch = runs[runs["strategy"] == "scratch"]
+    rows = []
+    for key, group in runs.groupby(list(GROUP), sort=True, dropna=False):
+        row = dict(zip(GROUP, key))
+        stack = bootstrap.stack(group)
+        if stack is None:
+            continue
+        theirs = None
+        if row["strategy"] != "scratch":
+            base = _baseline(row, scratch)
+            seeds = sorted(set(group["seed"]) & set(base["seed"])) if not base.empty else []
+            mine = bootstrap.stack(group, seeds) if seeds else None
+            theirs = bootstrap.stack(base, seeds) if mine is not None else None
+            if theirs is not None and set(theirs.ids) == set(mine.ids):
+                stack = mine
+            else:
+                theirs = None
+        point, draws = bootstrap.metrics(stack), bootstrap.draws(stack)
+        if theirs is not None:
+            base_point, base_draws = bootstrap.metrics(theirs), bootstrap.draws(theirs)
+        for j, c in enumerate(stack.classes):
+            k = f"auroc_{c}"
+            low, high = bootstrap.interval(draws[k])
+            positives = stack.y[:, j].sum() if stack.multilabel else (stack.y == j).sum()
+            out = {**row, "label": _label(pd.Series(row)), "class": c,
+                   "defined_by": INTERVAL_OF.get(c, ""), "positives": int(positives),
+                   "records": len(stack.ids), "auroc": point[k], "auroc_low": low,
+                   "auroc_high": high, "delta": np.nan, "delta_low": np.nan,
+                   "delta_high": np.nan}
+            if theirs is not None:
+                d_low, d_high = bootstrap.interval(draws[k] - base_draws[k])
+                out.update(delta=point[k] - base_point[k], delta_low=d_low, delta_high=d_high)
+            rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def plot_per_class(table: pd.DataFrame):
+    """Transfer minus scratch in AUROC per class with its interval, one panel per transfer
+    group, the classes grouped (and coloured) by the interval that defines them."""
+    from ecgtransfer.plots import figure
+
+    paired = table[np.isfinite(table["delta"].to_numpy(np.float64))]
+    groups = list(dict.fromkeys(zip(paired["label"], paired["train_fraction"]))) or [("", 1.0)]
+    fig, axes = figure(len(groups), width=5.2, height=max(3.0, 0.22 * paired["class"].nunique()
+                                                          + 1.2))
+    colours = {"HR": "tab:red", "PR": "tab:orange", "QRS": "tab:blue", "QT": "tab:purple",
+               "": "tab:gray"}
+    for ax, (label, fraction) in zip(axes, groups):
+        part = paired[(paired["label"] == label) & (paired["train_fraction"] == fraction)]
+        part = part.assign(order=part["defined_by"].map({"HR": 0, "PR": 1, "QRS": 2, "QT": 3})
+                           .fillna(4)).sort_values(["order", "class"], ascending=[False, False])
+        y = np.arange(len(part))
+        values = part["delta"].to_numpy(np.float64)
+        err = np.vstack([values - part["delta_low"].to_numpy(np.float64),
+                         part["delta_high"].to_numpy(np.float64) - values])
+        ax.barh(y, values, xerr=np.nan_to_num(err), color=[colours[d] for d in part["defined_by"]],
+                alpha=0.8, error_kw={"elinewidth": 0.8})
+        ax.set_yticks(y, [f"{c} ({d})" if d else c for c, d in zip(part["class"],
+                                                                      part["defined_by"])],
+                      fontsize=7)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set(title=f"{label}\nvs scratch, train fraction {fraction:g}",
+               xlabel="AUROC, transfer - scratch (95% interval)")
+        ax.title.set_fontsize(8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def _largest(values: pd.Series) -> float:
     finite = values.to_numpy(np.float64)
     finite = finite[np.isfinite(finite)]
@@ -542,6 +635,11 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
     diffs = paired_differences(runs, config.metric, bootstrap=bootstrap, pairs=pairs)
     paths = write_comparison(table, config.out, config.metric, pd.DataFrame(pairs))
     said = sentences(diffs, config.metric)
+    if bootstrap is not None:
+        classes = per_class(runs, bootstrap)
+        if not classes.empty:
+            paths.update(_write_per_class(classes, Path(config.out)))
+            said += _per_class_sentences(classes)
     if context.stage_run is not None:
         for p in paths.values():
             context.stage_run.log_artifact(p)
@@ -551,6 +649,35 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
     summary += (f"{len(runs)} runs in {len(table)} groups; wrote "
                 + ", ".join(str(p) for p in paths.values()))
     return StageResult(str(config.out), summary, details=table)
+
+
+def _write_per_class(classes: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """``per_class.csv`` and, when there are transfer groups, ``per_class.png``."""
+    from ecgtransfer.files import atomic_file
+
+    paths = {"per_class": out / "per_class.csv"}
+    with atomic_file(paths["per_class"]) as f:
+        classes.to_csv(f, index=False)
+    if np.isfinite(classes["delta"].to_numpy(np.float64)).any():
+        paths["per_class_png"] = out / "per_class.png"
+        fig = plot_per_class(classes)
+        with atomic_file(paths["per_class_png"], binary=True) as f:
+            fig.savefig(f, format="png", dpi=110)
+    return paths
+
+
+def _per_class_sentences(classes: pd.DataFrame) -> list[str]:
+    """One line per transfer group: its AUROC difference on the classes an interval defines."""
+    out = []
+    defined = classes[(classes["defined_by"] != "") & np.isfinite(classes["delta"])]
+    for (label, fraction), part in defined.groupby(["label", "train_fraction"], sort=True):
+        shown = "; ".join(f"{r['class']} ({r['defined_by']}, {r['positives']} positive) "
+                          f"{r['delta']:+.3f} [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}]"
+                          for _, r in part.iterrows() if np.isfinite(r["delta"]))
+        if shown:
+            out.append(f"{label} vs scratch at train fraction {fraction:g}, AUROC per class "
+                       f"defined by an interval: {shown}")
+    return out
 
 
 def _key(text: str) -> str:
