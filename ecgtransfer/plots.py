@@ -97,13 +97,19 @@ def confusion_matrix(y: np.ndarray, probs: np.ndarray, classes: Sequence[str],
             display_labels=list(classes), ax=ax, colorbar=False, cmap="Blues")
         ax.set_title(f"{title} (n={len(probs)}): rows true, columns predicted")
     else:
-        fig, axes = figure(len(classes), width=2.8, height=3.0)
-        matrices = multilabel_confusion_matrix(np.asarray(y), (probs >= 0.5).astype(int))
-        for ax, name, m in zip(axes, classes, matrices):
+        y = np.asarray(y)
+        shown = np.arange(len(classes))
+        if len(classes) > 12:  # a readable figure: the 12 classes with the most positives
+            shown = np.sort(np.argsort(-y.sum(axis=0), kind="stable")[:12])
+        fig, axes = figure(len(shown), width=2.8, height=3.0)
+        matrices = multilabel_confusion_matrix(y[:, shown], (probs[:, shown] >= 0.5).astype(int))
+        for ax, j, m in zip(axes, shown, matrices):
             ConfusionMatrixDisplay(m, display_labels=["no", "yes"]).plot(
                 ax=ax, colorbar=False, cmap="Blues")
-            ax.set_title(name)
-        fig.suptitle(f"{title} (n={len(probs)}), threshold 0.5")
+            ax.set_title(classes[j])
+        more = f"; the {len(shown)} of {len(classes)} classes with most positives" \
+            if len(shown) < len(classes) else ""
+        fig.suptitle(f"{title} (n={len(probs)}), threshold 0.5{more}")
     fig.tight_layout()
     return fig
 

@@ -541,3 +541,22 @@ def test_compare_per_class_aurocs_and_their_paired_differences(cross_validated):
     statements = set(pd.read_csv(cross_validated["scp"], index_col=0).index)
     known = set(load_scoring().names) | statements
     assert set(INTERVAL_OF) <= known, set(INTERVAL_OF) - known
+
+
+def test_a_benchmark_task_trains_on_its_statements(ptbxl_labelled, pretrained, tmp_path):
+    """--task rhythm: the classes are the rhythm statements the store's records have, the head
+    has one output per class, records without one are counted out."""
+    from ecgtransfer.stages.finetune import statement_targets
+
+    classes, targets, reasons = statement_targets(ptbxl_labelled.index, "rhythm")
+    assert "SR" in classes and "AFIB" in classes and targets.shape == (350, len(classes))
+    assert (reasons == "no rhythm statement").sum() == (targets.sum(axis=1) == 0).sum() > 0
+    config = _config(ptbxl_labelled, pretrained, tmp_path, strategy="scratch", task="rhythm",
+                     fs=100.0, epochs=1, bootstrap=0, split="folds")
+    result = finetune(config, progress=False)
+    model = load_classifier(tmp_path / "run" / "model.pt")
+    assert model.meta["classes"] == list(classes) and model.meta["num_outputs"] == len(classes)
+    assert result.counts["test"]["excluded"].get("no rhythm statement", 0) >= 0
+    assert np.isfinite(result.test["macro_auroc"])
+    with pytest.raises(ValueError, match=r"the index lacks scp_form\); prepare the store again"):
+        statement_targets(ptbxl_labelled.index.drop(columns=["scp_form"]), "form", "s")

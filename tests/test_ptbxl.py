@@ -156,3 +156,27 @@ def test_index_table_has_every_record_and_a_problem_column(ptbxl_root):
     idx = ptbxl_index(ptbxl_root, halves_seed=0)
     assert len(idx) == 350 and (idx["problem"] == "").all()
     assert set(idx["split"]) == {"train", "val", "test"}
+
+
+def test_the_benchmarks_six_statement_sets(ptbxl_root, ptbxl_store):
+    """As the PTB-XL benchmark aggregates them: every scp_codes key whatever its likelihood,
+    diagnostic keys to their subclass and class, form and rhythm keys as themselves."""
+    from ecgtransfer.data.ptbxl import BENCHMARK_TASKS, statement_sets
+
+    statements = pd.read_csv(ptbxl_root / "scp_statements.csv", index_col=0)
+    sets = statement_sets({"NORM": 100.0, "LVOLT": 0.0, "SR": 0.0}, statements)  # ecg_id 1
+    assert sets == {"all": ["LVOLT", "NORM", "SR"], "diagnostic": ["NORM"],
+                    "subdiagnostic": ["NORM"], "superdiagnostic": ["NORM"], "form": ["LVOLT"],
+                    "rhythm": ["SR"]}
+    sets = statement_sets({"IMI": 15.0, "CLBBB": 100.0, "SBRAD": 0.0, "NOPE": 50.0}, statements)
+    assert sets["diagnostic"] == ["CLBBB", "IMI"] and sets["superdiagnostic"] == ["CD", "MI"]
+    assert sets["subdiagnostic"] == sorted(statements.loc[["CLBBB", "IMI"], "diagnostic_subclass"])
+    assert sets["rhythm"] == ["SBRAD"] and "NOPE" not in sets["all"]  # not a statement
+    index = ptbxl_store.index.set_index("record_id")
+    row = index.loc["00001"]
+    assert [row[f"scp_{t}"] for t in BENCHMARK_TASKS] == ["LVOLT|NORM|SR", "NORM", "NORM",
+                                                          "NORM", "LVOLT", "SR"]
+    # superdiagnostic is the five-superclass task the store already had
+    same = [set(a.split("|")) == set(b.split("|"))
+            for a, b in zip(index["scp_superdiagnostic"].fillna(""), index["superclasses"].fillna(""))]
+    assert all(same)

@@ -22,6 +22,8 @@ from ecgtransfer.data.store import StoreWriter
 
 __all__ = [
     "SUPERCLASSES",
+    "BENCHMARK_TASKS",
+    "statement_sets",
     "PTBXLError",
     "read_tables",
     "diagnostic_classes",
@@ -88,6 +90,38 @@ def diagnostic_classes(statements: pd.DataFrame) -> dict[str, str]:
     return {str(code): str(cls) for code, cls in diagnostic.items()}
 
 
+BENCHMARK_TASKS: tuple[str, ...] = ("all", "diagnostic", "subdiagnostic", "superdiagnostic",
+                                     "form", "rhythm")
+"""The PTB-XL benchmark's six statement sets (Strodthoff et al. 2021), each an index column
+``scp_<task>`` of a prepared store."""
+
+
+def statement_sets(codes: Mapping, statements: pd.DataFrame) -> dict[str, list[str]]:
+    """The labels of one record in each benchmark task, as the benchmark aggregates them: every
+    ``scp_codes`` key whatever its likelihood; ``diagnostic``: the keys with ``diagnostic == 1``;
+    ``subdiagnostic`` / ``superdiagnostic``: their ``diagnostic_subclass`` / ``diagnostic_class``;
+    ``form`` / ``rhythm``: the keys with ``form == 1`` / ``rhythm == 1``; ``all``: every key in
+    ``scp_statements.csv``."""
+    def flagged(column: str) -> set:
+        if column not in statements.columns:
+            return set()
+        return set(statements.index[pd.to_numeric(statements[column], errors="coerce") == 1])
+
+    keys = [str(k) for k in codes]
+    diagnostic = flagged("diagnostic")
+
+    def of(column: str) -> list[str]:
+        values = {str(statements.at[k, column]) for k in keys if k in diagnostic
+                  and column in statements.columns and pd.notna(statements.at[k, column])}
+        return sorted(values)
+
+    return {"all": sorted(k for k in set(keys) if k in statements.index),
+            "diagnostic": sorted(k for k in set(keys) if k in diagnostic),
+            "subdiagnostic": of("diagnostic_subclass"), "superdiagnostic": of("diagnostic_class"),
+            "form": sorted(k for k in set(keys) if k in flagged("form")),
+            "rhythm": sorted(k for k in set(keys) if k in flagged("rhythm"))}
+
+
 def sample_ptbxl_root() -> Path:
     """The PTB-XL sample shipped inside the package (ecg_id 1-350 at 100 Hz)."""
     from importlib import resources
@@ -151,8 +185,9 @@ def ptbxl_index(root: str | Path, halves_seed: int) -> pd.DataFrame:
         Indexed by ``ecg_id``: ``patient_id, age, sex, strat_fold, split, half, superclasses``
         (``"|"``-joined), one 0/1 column per superclass, ``n_superclasses``,
         ``single_label``, ``superclass`` (the one class of single-label records, else empty),
-        ``flag`` (``no_superclass`` or empty), ``filename_hr``, ``filename_lr`` and
-        ``problem`` (why the row cannot be used, or empty).
+        ``flag`` (``no_superclass`` or empty), ``scp_<task>`` for each of
+        :data:`BENCHMARK_TASKS` (``"|"``-joined statements), ``filename_hr``, ``filename_lr``
+        and ``problem`` (why the row cannot be used, or empty).
     """
     database, statements = read_tables(root)
     classes_of = diagnostic_classes(statements)
@@ -161,8 +196,10 @@ def ptbxl_index(root: str | Path, halves_seed: int) -> pd.DataFrame:
         problem = ""
         try:
             classes = superclasses_of(rec["scp_codes"], classes_of)
+            sets = statement_sets(ast.literal_eval(rec["scp_codes"]), statements)
         except (ValueError, SyntaxError):
             classes, problem = [], "scp_codes is not a readable dict"
+            sets = {task: [] for task in BENCHMARK_TASKS}
         try:
             split = standard_split(rec["strat_fold"])
         except (ValueError, TypeError):
@@ -185,6 +222,7 @@ def ptbxl_index(root: str | Path, halves_seed: int) -> pd.DataFrame:
             "single_label": len(classes) == 1,
             "superclass": classes[0] if len(classes) == 1 else "",
             "flag": "" if classes else "no_superclass",
+            **{f"scp_{task}": "|".join(sets[task]) for task in BENCHMARK_TASKS},
             "filename_hr": rec["filename_hr"],
             "filename_lr": rec["filename_lr"],
             "problem": problem,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ecgtransfer.config import ConfigError, check, config_hash, setting
-from ecgtransfer.data.ptbxl import SUPERCLASSES
+from ecgtransfer.data.ptbxl import BENCHMARK_TASKS, SUPERCLASSES
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
                                         check_model_settings, used_counts)
@@ -48,8 +48,11 @@ class FinetuneConfig(TrainingConfig):
     trunk_lr_factor: float = setting(0.1, "the trunks' learning rate relative to the head's "
                                      "once gradual unfreezes them")
     task: str = setting("single_label", "records with exactly one superclass (softmax, "
-                        "cross-entropy) or with any (sigmoid and BCE per class: the PTB-XL "
-                        "benchmark's task)", choices=("single_label", "multi_label"))
+                        "cross-entropy) or with any (sigmoid and BCE per class; a Challenge "
+                        "store: its scored classes); or one of the PTB-XL benchmark's six "
+                        "statement sets, multi-label (all, diagnostic, subdiagnostic, "
+                        "superdiagnostic, form, rhythm)",
+                        choices=("single_label", "multi_label", *BENCHMARK_TASKS))
     class_weights: str = setting("none", "balanced: cross-entropy weights n / (k n_c), or BCE "
                                  "pos_weight negatives/positives, from the training records",
                                  choices=("none", "balanced"))
@@ -95,8 +98,9 @@ class FinetuneConfig(TrainingConfig):
         check(self.trunks is not None and (self.strategy != "scratch" or bool(self.sources)),
               "trunks", "only for scratch without --from (with --from, one trunk per source)")
         check(self.trunks is not None and self.trunks < 1, "trunks", "must be at least 1")
-        check(self.task not in ("single_label", "multi_label"), "task",
-              f"{self.task!r} is not single_label or multi_label")
+        check(self.task not in ("single_label", "multi_label", *BENCHMARK_TASKS), "task",
+              f"{self.task!r} is not single_label, multi_label or one of "
+              f"{', '.join(BENCHMARK_TASKS)}")
         check(self.class_weights not in ("none", "balanced"), "class_weights",
               f"{self.class_weights!r} is not none or balanced")
         check_model_settings(self, self.model)
@@ -188,6 +192,38 @@ def diagnostic_targets(index: pd.DataFrame, task: str, where: str = "store",
     return targets, reasons
 
 
+def statement_targets(index: pd.DataFrame, task: str, where: str = "store"
+                      ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The classes, multi-hot targets and unusable-row reasons of a PTB-XL benchmark task.
+
+    As the benchmark does (Strodthoff et al. 2021, ``select_data`` with ``min_samples = 0``):
+    the classes are the statements of the task that at least one usable record of the store
+    has, sorted; a record with none of them is left out ("no <task> statement").
+    """
+    column = f"scp_{task}"
+    if column not in index.columns:
+        raise ValueError(f"{where}: no PTB-XL statements for task {task!r} (the index lacks "
+                         f"{column}); prepare the store again with this ecgtransfer "
+                         "(`ecgtransfer data prepare ptbxl`)")
+    problem = (index["problem"].fillna("").astype(str).to_numpy() if "problem" in index.columns
+               else np.full(len(index), ""))
+    sets = [[c for c in str(v).split("|") if c] if isinstance(v, str) else []
+            for v in index[column].to_numpy()]
+    classes = tuple(sorted({c for s, p in zip(sets, problem) if not p for c in s}))
+    position = {c: j for j, c in enumerate(classes)}
+    targets = np.zeros((len(index), len(classes)), dtype=np.float32)
+    for i, s in enumerate(sets):
+        for c in s:
+            if c in position:
+                targets[i, position[c]] = 1.0
+    reasons = np.full(len(index), "", dtype=object)
+    reasons[targets.sum(axis=1) == 0] = f"no {task} statement"
+    reasons[problem != ""] = [f"index: {p}" for p in problem[problem != ""]]
+    if not classes:
+        raise ValueError(f"{where}: no record has a {task} statement")
+    return classes, targets, reasons
+
+
 def _class_weights(y: np.ndarray, multilabel: bool, where: str,
                    classes: tuple[str, ...] = SUPERCLASSES) -> np.ndarray:
     k = len(classes)
@@ -235,17 +271,23 @@ class _Finetune(TrainedStage):
 
         super().__init__(config, context, "finetune")
         where = str(self.store.path)
-        self.multilabel = config.task == "multi_label"
-        self.classes = store_classes(self.store)
-        self.challenge = self._challenge_scoring()
+        self.multilabel = config.task != "single_label"
         index = self.store.index
-        self.targets, self.reasons = diagnostic_targets(index, config.task, where, self.classes)
+        if config.task in BENCHMARK_TASKS:
+            self.classes, self.targets, self.reasons = statement_targets(index, config.task, where)
+        else:
+            self.classes = store_classes(self.store)
+            self.targets, self.reasons = diagnostic_targets(index, config.task, where,
+                                                            self.classes)
+        self.challenge = self._challenge_scoring()
         how = config.split
         if how == "auto":
             how = ("folds" if "split" in index.columns else
                    "stratified" if self.classes != SUPERCLASSES else "random")
         self.split_how = how
-        labels = index[list(self.classes)].fillna(0).to_numpy(np.int64)
+        labels = (self.targets.astype(np.int64) if self.multilabel else
+                  np.eye(len(self.classes), dtype=np.int64)[np.maximum(self.targets, 0)]
+                  * (self.targets >= 0)[:, None])
         if config.cv:
             self.folds = cv_folds(index, config.cv, how, where=where, labels=labels)
         elif how == "stratified" or config.holdout:
@@ -443,11 +485,13 @@ class _Finetune(TrainedStage):
 
     def table(self) -> pd.DataFrame:
         """Record id and label of every store record (the MLflow dataset inputs)."""
-        index = self.store.index
+        ids = self.store.index["record_id"].to_numpy()
         if self.multilabel:
-            return index[["record_id", *self.classes]].astype({c: float for c in self.classes})
+            table = pd.DataFrame(self.targets.astype(float), columns=list(self.classes))
+            table.insert(0, "record_id", ids)
+            return table
         labels = np.array([self.classes[t] if t >= 0 else "" for t in self.targets])
-        return pd.DataFrame({"record_id": index["record_id"].to_numpy(), "superclass": labels})
+        return pd.DataFrame({"record_id": ids, "superclass": labels})
 
     def task(self):
         from ecgtransfer.training.tasks import ClassificationTask
