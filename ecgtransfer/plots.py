@@ -124,11 +124,16 @@ def roc_curves(y: np.ndarray, probs: np.ndarray, classes: Sequence[str],
     if not multilabel:
         truth = np.eye(len(classes), dtype=int)[truth.reshape(-1)]
     fig, (ax,) = figure(1, width=5.0, height=4.6)
-    for j, name in enumerate(classes):
-        if 0 < truth[:, j].sum() < len(truth):
-            RocCurveDisplay.from_predictions(truth[:, j], probs[:, j], name=name, ax=ax)
+    present = [j for j in range(len(classes)) if 0 < truth[:, j].sum() < len(truth)]
+    drawn = present
+    if len(present) > 12:  # a readable legend: the 12 classes with the most positives
+        drawn = sorted(sorted(present, key=lambda j: -truth[:, j].sum())[:12])
+    for j in drawn:
+        RocCurveDisplay.from_predictions(truth[:, j], probs[:, j], name=classes[j], ax=ax)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    ax.set(title=f"ROC, one vs rest ({title}, n={len(probs)})", xlabel="false positive rate",
+    more = (f", the {len(drawn)} most frequent of {len(present)} classes"
+            if len(drawn) < len(present) else "")
+    ax.set(title=f"ROC, one vs rest ({title}, n={len(probs)}{more})", xlabel="false positive rate",
            ylabel="true positive rate")
     ax.grid(alpha=0.3)
     fig.tight_layout()
