@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/label_vs_diagnosis.py
 	$(BIN)/python benchmarks/bench_pretrain.py
 	$(BIN)/python benchmarks/bench_finetune.py
+	$(BIN)/python benchmarks/ptbxl_tasks.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
