@@ -69,7 +69,8 @@ def test_quickstart_runs_every_stage_under_one_parent(quickstart):
     assert (Path(results["compare"].output) / "comparison.png").stat().st_size > 10_000
     compare_run = by_id[results["compare"].run_ids[0]]
     assert {a.path for a in client.list_artifacts(compare_run.info.run_id)} == {
-        "comparison.csv", "comparison.md", "comparison.png", "pairs.csv"}
+        "comparison.csv", "comparison.md", "comparison.png", "pairs.csv", "per_class.csv",
+        "per_class.png"}
 
 
 def test_rerun_reuses_every_stage_and_a_killed_run_continues(quickstart, monkeypatch):

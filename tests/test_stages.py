@@ -214,9 +214,15 @@ def test_fingerprints_follow_code_and_algorithm_versions(monkeypatch):
     label = StageSpec("labels", "label", {"store": "s"}, 1)
     synth = StageSpec("deepfake", "synth", {"n": 4}, 1)
     before = (_fingerprint(label, {}), _fingerprint(synth, {}))
+    prepare = StageSpec("ptbxl", "prepare", {"source": "ptbxl", "sample": True}, 1)
+    prepared = _fingerprint(prepare, {})
     monkeypatch.setattr(intervals, "LABELLER_VERSION", intervals.LABELLER_VERSION + 1)
     assert _fingerprint(label, {}) != before[0]  # a new labeller never reuses old labels
     assert _fingerprint(synth, {}) == before[1]
+    from ecgtransfer.data import ptbxl
+
+    monkeypatch.setattr(ptbxl, "INDEX_VERSION", ptbxl.INDEX_VERSION + "x")
+    assert _fingerprint(prepare, {}) != prepared  # nor a store whose index has changed
     monkeypatch.setattr(ecgtransfer, "__version__", ecgtransfer.__version__ + ".post1")
     assert _fingerprint(synth, {}) != before[1]  # nor a new package version any output
 

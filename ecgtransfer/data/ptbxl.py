@@ -23,6 +23,7 @@ from ecgtransfer.data.store import StoreWriter
 __all__ = [
     "SUPERCLASSES",
     "BENCHMARK_TASKS",
+    "INDEX_VERSION",
     "statement_sets",
     "PTBXLError",
     "read_tables",
@@ -89,6 +90,10 @@ def diagnostic_classes(statements: pd.DataFrame) -> dict[str, str]:
     diagnostic = statements[statements["diagnostic"] == 1]["diagnostic_class"]
     return {str(code): str(cls) for code, cls in diagnostic.items()}
 
+
+INDEX_VERSION = "2"
+"""What a PTB-XL store's index holds; part of a pipeline's prepare fingerprint, so a store made
+before a change is prepared again rather than reused (2: the benchmark's statement sets)."""
 
 BENCHMARK_TASKS: tuple[str, ...] = ("all", "diagnostic", "subdiagnostic", "superdiagnostic",
                                      "form", "rhythm")

@@ -652,14 +652,13 @@ class _Finetune(TrainedStage):
                           path: Path) -> None:
         from ecgtransfer.files import atomic_file
 
-        table = pd.DataFrame({"record_id": ids})
+        columns: dict[str, Any] = {"record_id": ids}
         if self.multilabel:
-            for j, c in enumerate(self.classes):
-                table[f"true_{c}"] = y[:, j].astype(int)
+            columns.update({f"true_{c}": y[:, j].astype(int) for j, c in enumerate(self.classes)})
         else:
-            table["true"] = [self.classes[int(t)] for t in y]
-        for j, c in enumerate(self.classes):
-            table[f"p_{c}"] = probs[:, j]
+            columns["true"] = [self.classes[int(t)] for t in y]
+        columns.update({f"p_{c}": probs[:, j] for j, c in enumerate(self.classes)})
+        table = pd.DataFrame(columns)
         with atomic_file(path) as f:
             table.to_csv(f, index=False)
 

@@ -84,8 +84,15 @@ def prepare(config: PrepareConfig, context: Context) -> StageResult:
                        exit_code=1 if config.strict and report.rejects else 0)
 
 
+def _version() -> str:
+    from ecgtransfer.data.ptbxl import INDEX_VERSION
+
+    return f"ptbxl index {INDEX_VERSION}"
+
+
 register_stage(Stage(
     "prepare", PrepareConfig, prepare, command=("data", "prepare"), output="store",
+    version=_version,
     help="copy records into a signal store",
     description="Copy records into a signal store (int16 microvolts, memory-mapped). Re-running "
                 "the same command continues an interrupted run; a record that cannot be read is "
