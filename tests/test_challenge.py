@@ -310,3 +310,26 @@ def test_finetune_on_a_challenge_store_scores_as_the_official_evaluation(challen
     done = cli("finetune", "--store", str(challenge_store.path), "--strategy", "scratch",
                "--holdout", "Nowhere", "--out", "x", "-q")
     assert done.returncode == 2 and "holdout: no 'Nowhere' records" in done.stderr
+
+
+def test_a_cross_validation_scores_every_record_at_its_folds_thresholds(challenge_store,
+                                                                       shared_data, tmp_path,
+                                                                       cli):
+    """--cv on a Challenge store: the pooled run's challenge metric decides each record with
+    its own fold's thresholds, and its outputs (every record) score the same officially."""
+    import json
+
+    done = cli("finetune", "--store", str(challenge_store.path), "--strategy", "scratch",
+               "--task", "multi_label", "--cv", "3", "--epochs", "1", "--device", "cpu",
+               "--set", "bootstrap=20", "--out", "cv",
+               "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "-q")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "cv" / "result.json").read_text())
+    folds = [json.loads((tmp_path / "cv" / f"fold{k}" / "result.json").read_text())
+             for k in (1, 2, 3)]
+    assert all(len(f["thresholds"]) == 26 for f in folds)
+    assert len(list((tmp_path / "cv" / "challenge_outputs").glob("*.csv"))) == 50
+    done = cli("evaluate", "challenge2021", str(shared_data / SAMPLE),
+               str(tmp_path / "cv" / "challenge_outputs"))  # every record: no --subset
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split(",")[-1] == f"{result['test']['challenge_metric']:.3f}"

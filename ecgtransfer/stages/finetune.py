@@ -320,46 +320,53 @@ class _Finetune(TrainedStage):
 
     def challenge_evaluation(self, run, ids: np.ndarray, probs: np.ndarray, y: np.ndarray,
                              val_probs: np.ndarray, val_y: np.ndarray, result: dict) -> np.ndarray:
-        """The Challenge's scores of the test records with thresholds tuned on the validation
-        records for the challenge metric: logged (the metric with its bootstrap interval), added
-        to ``result``, and the test outputs written in the Challenge's format
-        (``challenge_outputs/<record>.csv``, scored by ``ecgtransfer evaluate challenge2021``).
-        Returns the thresholds."""
+        """Thresholds tuned on the validation records for the challenge metric, and the test
+        records scored with them (:meth:`log_challenge`); the thresholds go into ``result``
+        and are returned."""
+        from ecgtransfer.training.challenge import tune_thresholds
+
+        thresholds = tune_thresholds(self.challenge, val_y, val_probs)
+        result["thresholds"] = [float(t) for t in thresholds]
+        self.log_challenge(run, ids, probs, y, np.broadcast_to(thresholds, probs.shape), result,
+                           f"thresholds tuned on {len(val_y)} validation records",
+                           self.folder / "challenge_outputs")
+        run.log_text(json.dumps({"classes": self.challenge.classes, "names": self.challenge.names,
+                                 "thresholds": result["thresholds"]}, indent=2),
+                     "thresholds.json")
+        return thresholds
+
+    def log_challenge(self, run, ids: np.ndarray, probs: np.ndarray, y: np.ndarray,
+                      thresholds: np.ndarray, result: dict, how: str, out: Path) -> None:
+        """The Challenge's scores of records decided at ``thresholds`` (one row per record:
+        a cross-validation decides each record with its own fold's): logged (the metric with
+        its bootstrap interval over records), added to ``result``, and the outputs written in
+        the Challenge's format (``challenge_outputs/<record>.csv``, scored by ``ecgtransfer
+        evaluate challenge2021``) and logged."""
         from ecgtransfer.data.challenge2021 import write_outputs
-        from ecgtransfer.training.challenge import challenge_scores, tune_thresholds
+        from ecgtransfer.training.challenge import challenge_metric, challenge_scores
         from ecgtransfer.training.metrics import bootstrap_interval
 
         scoring, config = self.challenge, self.config
-        thresholds = tune_thresholds(scoring, val_y, val_probs)
         decided = probs >= thresholds
         scores = challenge_scores(scoring, y, decided, probs)
         values = {k: scores[k] for k in ("challenge_metric", "auprc", "f_measure")}
         values["accuracy_challenge"] = scores["accuracy"]
         intervals = {}
-        if config.bootstrap:
-            def metric(p, t):
-                return {"challenge_metric": challenge_scores(scoring, t, p >= thresholds, p)[
-                    "challenge_metric"]}
-
-            intervals = bootstrap_interval(metric, probs, y, n_resamples=config.bootstrap,
-                                           seed=config.seed)
+        if config.bootstrap:  # margins over the thresholds: resampled with their records
+            intervals = bootstrap_interval(
+                lambda margin, t: {"challenge_metric": challenge_metric(scoring, t, margin >= 0)},
+                probs - thresholds, y, n_resamples=config.bootstrap, seed=config.seed)
         run.log_metrics({f"test_{k}": v for k, v in values.items()})
         run.log_metrics({f"test_{k}_ci_{side}": b for k, (lo, hi) in intervals.items()
                          for side, b in (("low", lo), ("high", hi))})
-        out = self.folder / "challenge_outputs"
         out.mkdir(parents=True, exist_ok=True)
         for record, d, p in zip(ids, decided, probs):
             write_outputs(out / f"{record}.csv", str(record), scoring.classes, d, p)
         run.log_artifacts(out, "challenge_outputs")
-        run.log_text(json.dumps({"classes": scoring.classes, "names": scoring.names,
-                                 "thresholds": [float(t) for t in thresholds]}, indent=2),
-                     "thresholds.json")
         result["test"].update(values)
         result["intervals"].update({k: list(v) for k, v in intervals.items()})
-        log.info("finetune: challenge metric %.3f [%s] with thresholds tuned on %d validation "
-                 "records", values["challenge_metric"], _ci(intervals.get("challenge_metric")),
-                 len(val_y))
-        return thresholds
+        log.info("finetune: challenge metric %.3f [%s], %s", values["challenge_metric"],
+                 _ci(intervals.get("challenge_metric")), how)
 
     def _held_out(self) -> np.ndarray | None:
         """The records of the ``holdout`` database (the test split), or None."""
@@ -764,6 +771,13 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
         run.log_params({"data": {"n_train": int(round(np.mean(n_train))),  # mean per fold
                                  "n_test": len(pooled)}})                # every fold's
         test = stage.log_evaluation(run, stage.task(), probs, y, path)
+        if stage.challenge is not None:  # each record decided at its own fold's thresholds
+            fold_thresholds = {f["fold"]: f.get("thresholds") for f in folds}
+            if all(fold_thresholds.values()):
+                per_record = np.array([fold_thresholds[k] for k in pooled["fold"]])
+                stage.log_challenge(run, pooled["record_id"].to_numpy(), probs, y, per_record,
+                                    test, "out-of-fold, each fold's own thresholds",
+                                    stage.out / "challenge_outputs")
         result = {"run_id": run.id, **test, "counts": _cv_counts(folds),
                   "folds": [{k: f.get(k) for k in ("fold", "run_id", "best_epoch", "test",
                                                    "model_uri")} for f in folds]}
