@@ -161,6 +161,36 @@ def flat_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 # ---- one run ------------------------------------------------------------------------------
+def _shielded(method):
+    """Run ``method`` with SIGINT and SIGTERM held back (main thread, POSIX): a signal that
+    arrives during a write to the tracking store is delivered when the write is over. Raised in
+    the middle of one, the interrupt would leave the store's SQLite transaction open, and
+    marking the run KILLED would then wait on that lock and fail ("database is locked")."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        import signal
+        import threading
+
+        if (not hasattr(signal, "pthread_sigmask")
+                or threading.current_thread() is not threading.main_thread()):
+            return method(*args, **kwargs)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            return method(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held signal is delivered now
+
+    return wrapper
+
+
+@_shielded
+def _call(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` with SIGINT and SIGTERM held back (see :func:`_shielded`)."""
+    return function(*args, **kwargs)
+
+
 class Run:
     """One MLflow run, for a stage to log through.
 
@@ -175,6 +205,7 @@ class Run:
         self.id = run_id
         self.new = new
 
+    @_shielded
     def log_params(self, values: Mapping[str, Any]) -> None:
         """Settings as params (nested keys flattened), skipping keys logged already: a resumed
         run keeps its params (MLflow refuses to change one)."""
@@ -186,6 +217,7 @@ class Run:
         for i in range(0, len(new), 100):
             client.log_batch(self.id, params=new[i:i + 100])
 
+    @_shielded
     def log_metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
         """Finite values only (an AUROC of an absent class is NaN: left out)."""
         import math
@@ -199,6 +231,7 @@ class Run:
         for i in range(0, len(metrics), 500):
             _client().log_batch(self.id, metrics=metrics[i:i + 500])
 
+    @_shielded
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Tags, their values written by :func:`text`."""
         from mlflow.entities import RunTag
@@ -224,10 +257,12 @@ class Run:
         """Every file of ``directory`` (a folder of outputs) under ``folder``."""
         _client().log_artifacts(self.id, str(directory), folder)
 
+    @_shielded
     def log_table(self, table: Any, name: str) -> None:
         """A pandas table as an MLflow table artifact (the UI's evaluation view reads it)."""
         _client().log_table(self.id, table, name)
 
+    @_shielded
     def log_inputs(self, store_path: str | Path, table: Any, splits: Mapping[str, Any],
                    targets: str | None = None) -> None:
         """Each split's records as an MLflow dataset input named by what the store holds
@@ -273,6 +308,7 @@ class Run:
         if active is None or active.info.run_id != self.id:
             raise RuntimeError("log_inputs and log_model need the run opened by open_run")
 
+    @_shielded
     def log_model(self, model: Any, example: Any, plain_file: str | Path) -> str:
         """Log a model of :mod:`ecgtransfer.models` with ``mlflow.pytorch.log_model`` (its
         signature, an input example and the code it unpickles with, for MLflow's own tools) and
@@ -361,6 +397,7 @@ def _write_marker(marker: Path, run_id: str, **extra: Any) -> None:
         json.dump({"run_id": run_id, **extra}, f)
 
 
+@_shielded
 def end_run(run_id: str, status: str) -> None:
     """Mark a run FINISHED, FAILED or KILLED."""
     _client().set_terminated(run_id, status)
@@ -412,11 +449,11 @@ def open_parent_run(*, experiment: str, name: str, tags: Mapping[str, str],
     new = run_id is None
     client = _client()
     if not new:
-        client.update_run(run_id, status="RUNNING")
+        _call(client.update_run, run_id, status="RUNNING")
     else:
         all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {}),
                     "mlflow.user": _user()}
-        run_id = client.create_run(_ensure_experiment(experiment), run_name=name, tags={
+        run_id = _call(client.create_run, _ensure_experiment(experiment), run_name=name, tags={
             k: text(v) for k, v in all_tags.items()}).info.run_id
         if marker is not None:
             _write_marker(marker, run_id)
@@ -437,12 +474,12 @@ def open_run(*, experiment: str, name: str, tags: Mapping[str, str],
     new = run_id is None
     all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
     all_tags = {k: text(v) for k, v in all_tags.items()}
-    run = mlflow.start_run(run_id=run_id, experiment_id=_ensure_experiment(experiment),
-                           run_name=name if new else None, nested=mlflow.active_run() is not None,
-                           tags=all_tags if new else None)
+    run = _call(mlflow.start_run, run_id=run_id, experiment_id=_ensure_experiment(experiment),
+                run_name=name if new else None, nested=mlflow.active_run() is not None,
+                tags=all_tags if new else None)
     if new and marker is not None:
         _write_marker(marker, run.info.run_id)
-    with _ending(run.info.run_id, lambda status: mlflow.end_run(status)):
+    with _ending(run.info.run_id, lambda status: _call(mlflow.end_run, status)):
         yield Run(run.info.run_id, new)
 
 

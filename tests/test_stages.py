@@ -246,3 +246,26 @@ def test_every_package_is_in_the_wheel():
     found = {".".join(p.parent.relative_to(root).parts)
              for p in (root / "ecgtransfer").rglob("__init__.py")}
     assert found - listed == set(), f"packages missing from pyproject.toml: {found - listed}"
+
+
+def test_a_signal_during_a_tracking_write_waits_for_its_end():
+    """SIGTERM (or Ctrl-C) during a write to the tracking store is held until the write is
+    over, so the write's SQLite transaction is never left open (marking the run KILLED would
+    then fail with 'database is locked')."""
+    import os
+    import signal
+
+    from ecgtransfer import tracking
+
+    order = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: order.append("signal"))
+    try:
+        def write():
+            os.kill(os.getpid(), signal.SIGTERM)
+            order.append("write done")
+
+        tracking._call(write)
+        order.append("after")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert order == ["write done", "signal", "after"]
