@@ -60,6 +60,7 @@ import scipy.signal
 from ecgtransfer.config import ConfigError, check, setting
 from ecgtransfer.data.leads import LEADS_8
 from ecgtransfer.data.transforms import resample
+from ecgtransfer.features import fast
 from ecgtransfer.features.vocabulary import INTERVALS, status_column
 
 __all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "METHODS", "STATUS_COLUMNS",
@@ -193,28 +194,18 @@ def _lead_problem(name: str, x: np.ndarray, fs: float, cfg: LabellerConfig) -> s
 
 
 def _clean(signal: np.ndarray, fs: float) -> np.ndarray:
-    import neurokit2 as nk
-
-    return np.stack([nk.ecg_clean(x, sampling_rate=fs) for x in signal])
+    return fast.ecg_clean(signal, fs)
 
 
 def _agreed_peaks(clean: np.ndarray, fs: float, cfg: LabellerConfig) -> np.ndarray:
     """R peaks that more than half of the (lead, method) detections agree on."""
-    import neurokit2 as nk
-
     n = clean.shape[1]
     half = int(round(cfg.vote_tolerance_s * fs))
     votes = np.zeros(n + 1, dtype=np.int32)
     found = []
     for method in cfg.peak_methods:
-        for x in clean:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    info = nk.ecg_findpeaks(x, sampling_rate=fs, method=method)
-                peaks = np.unique(np.asarray(info["ECG_R_Peaks"], dtype=np.int64))
-            except Exception:  # a detector that fails on a lead casts no votes there
-                peaks = np.zeros(0, dtype=np.int64)
+        for peaks in fast.find_peaks(clean, fs, method):
+            peaks = np.unique(np.asarray(peaks, dtype=np.int64))
             peaks = peaks[(peaks >= 0) & (peaks < n)]
             found.append(peaks)
             # +1 over [p - half, p + half], counted once per (lead, method)
