@@ -43,7 +43,10 @@ import pandas as pd
 from ecgtransfer.features import LabellerConfig, agreement, ludb_reference
 from ecgtransfer.features.intervals import METHODS, NEUROKIT_DELINEATOR
 
+from ecgtransfer.data.leads import LEADS_8, LEADS_12
+
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 DEFAULT_ROOT = HERE.parents[1] / "shared" / "data" / "ludb-sample"
 COLUMNS = ("hr_bpm", "pr_ms", "qrs_ms", "qt_ms")
 METHOD_LABELS = {"ecgtransfer": '`method="ecgtransfer"` (default)',
@@ -86,7 +89,7 @@ def _ours(root: Path, work: Path, method: str) -> pd.DataFrame:
     from ecgtransfer.features.labels import label_records, read_labels
 
     report = label_records(root / "data", out=work / f"ludb-{method}.csv", kind="wfdb", workers=2,
-                           config=LabellerConfig(method=method))
+                           config=LabellerConfig(method=method, leads=LEADS_8))
     return read_labels(report.path).set_index("record_id")
 
 
@@ -157,6 +160,40 @@ def _memory_child(store: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": peak[0]}))
 
 
+def _per_lead_neurokit() -> None:
+    """Pool initializer: the labeller as version 1 ran it, ``nk.ecg_clean`` and
+    ``nk.ecg_findpeaks`` called lead by lead, each designing its filters again (the baseline)."""
+    import neurokit2 as nk
+
+    from ecgtransfer.features import intervals
+
+    def clean(signal, fs):
+        return np.stack([nk.ecg_clean(x, sampling_rate=fs) for x in signal])
+
+    def find_peaks(clean, fs, method):
+        out = []
+        for x in clean:
+            try:
+                out.append(np.asarray(nk.ecg_findpeaks(x, sampling_rate=fs, method=method)
+                                      ["ECG_R_Peaks"], dtype=np.int64))
+            except Exception:  # as version 1: a failing detector casts no votes on that lead
+                out.append(np.zeros(0, dtype=np.int64))
+        return out
+
+    warnings.filterwarnings("ignore")
+    intervals._clean = clean
+    intervals.fast.find_peaks = find_peaks
+
+
+def _store_worker(args) -> float:
+    from ecgtransfer.data.store import SignalStore
+    from ecgtransfer.features import ecg_intervals
+
+    path, i = args
+    store = SignalStore(path)
+    return ecg_intervals(store[i], store.fs, store.leads)["hr_bpm"]
+
+
 def speed(ptbxl: Path, naive_n: int, memory_ns: list[int]) -> None:
     import multiprocessing as mp
 
@@ -170,6 +207,10 @@ def speed(ptbxl: Path, naive_n: int, memory_ns: list[int]) -> None:
         with mp.get_context("forkserver").Pool(2) as pool:
             pool.map(_naive_worker, [(str(store.path), i) for i in range(min(naive_n, n))])
         naive = min(naive_n, n) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        with mp.get_context("forkserver").Pool(2, initializer=_per_lead_neurokit) as pool:
+            pool.map(_store_worker, [(str(store.path), i) for i in range(n)], chunksize=4)
+        before = n / (time.perf_counter() - t)
         ours = {}
         for method in METHODS:  # each method writes its own labels-<hash>.csv: nothing is reused
             t = time.perf_counter()
@@ -179,6 +220,8 @@ def speed(ptbxl: Path, naive_n: int, memory_ns: list[int]) -> None:
     print("| labeller | records | records/s | ratio |")
     print("|---|---|---|---|")
     print(f"| naive `nk.ecg_process` x 8 leads | {min(naive_n, n)} | {naive:.2f} | 1.0x |")
+    print(f"| today's labeller before issue 17: the same steps, NeuroKit2 called lead by lead | "
+          f"{n} | {before:.1f} | {before / naive:.1f}x |")
     for method, rate in ours.items():
         print(f"| ours {_method_label(method)}, `ecgtransfer label --workers 2` | {n} | {rate:.1f} "
               f"| {rate / naive:.1f}x |")
@@ -198,28 +241,134 @@ def speed(ptbxl: Path, naive_n: int, memory_ns: list[int]) -> None:
         print(f"| {m} | {r['seconds']:.1f} | {m / r['seconds']:.1f} | {r['peak_mb']:.0f} |")
 
 
-def main() -> None:
-    from ecgtransfer.data.leads import LEADS_12
-    from ecgtransfer.data.wfdb_io import find_records, read_record
+# ---- per stratum and per lead set (issue 17) --------------------------------------------------
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="LUDB folder (with data/)")
-    ap.add_argument("--ptbxl", type=Path, default=DEFAULT_ROOT.parent / "ptbxl-sample")
-    ap.add_argument("--naive-n", type=int, default=40)
-    ap.add_argument("--memory-n", default="500,2000")
-    ap.add_argument("--skip-speed", action="store_true")
-    ap.add_argument("--_memory", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args._memory:
-        _memory_child(args._memory)
-        return
-    warnings.filterwarnings("ignore")
-    names = find_records(args.root / "data")
-    records = {name: read_record(args.root / "data" / name, leads=LEADS_12, record_id=name)
-               for name in names}
-    reference = ludb_reference(args.root / "data", names)[list(COLUMNS)].astype(float)
-    print(f"{len(reference)} LUDB records; reference values: "
-          + ", ".join(f"{c} {int(reference[c].notna().sum())}" for c in COLUMNS))
+LEAD_SETS = {"12": LEADS_12, "8": ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6"),
+             "II+V5": ("II", "V5"), "I": ("I",)}
+"""12 and 8 leads; II + V5 as a Holter or the QT database records; lead I alone, as a wearable."""
+SETTINGS = (("12", 500.0), ("8", 500.0), ("II+V5", 500.0), ("I", 500.0), ("8", 250.0),
+            ("II+V5", 250.0), ("8", 100.0))
+TARGETS = {"hr_bpm": 1.0, "pr_ms": 10.0, "qrs_ms": 10.0, "qt_ms": 15.0}
+TARGETS_2_LEADS = {"hr_bpm": 1.0, "pr_ms": 15.0, "qrs_ms": 15.0, "qt_ms": 20.0}
+MIN_STRATUM = 10
+TRACKED = ("E07503", "E07508", "E07514", "HR06003", "JS20006", "JS20011", "E07509")
+"""The Challenge records issue 17 names: six tachycardic ones with PR > 200 ms and no AV block,
+and a right bundle branch block measured at 106 ms."""
+
+
+def _measure_one(args) -> dict:
+    from ecgtransfer.features import ecg_intervals
+
+    name, signal, fs, leads = args
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ecg_intervals(signal, fs, leads, record_id=name)
+
+
+def measure_all(records: dict, names: tuple, fs: float, workers: int = 2) -> pd.DataFrame:
+    """Our labels of ``records`` (12-lead LUDB recordings) on lead set ``names`` at rate ``fs``."""
+    import multiprocessing as mp
+
+    from ecgtransfer.data.transforms import resample
+
+    at = {name: i for i, name in enumerate(LEADS_12)}
+    jobs = []
+    for rid, rec in records.items():
+        x = np.asarray(rec.signal, np.float64)[[at[n] for n in names]]
+        if fs != rec.fs:
+            x = resample(x, rec.fs, fs).astype(np.float64)
+        jobs.append((rid, x, fs, list(names)))
+    with mp.get_context("forkserver").Pool(workers) as pool:
+        rows = pool.map(_measure_one, jobs, chunksize=4)
+    return pd.DataFrame(rows).set_index("record_id")
+
+
+def ludb_strata(root: Path, reference: pd.DataFrame) -> dict[str, list[str]]:
+    """Record ids per stratum: heart rate band and QRS width by the cardiologists' reference,
+    atrial fibrillation, flutter and pacing by ``ludb.csv``."""
+    info = pd.read_csv(root / "ludb.csv", dtype={"ID": str}).set_index("ID")
+    info = info.reindex(reference.index)
+
+    def has(column, text):
+        return info[column].fillna("").str.contains(text, case=False)
+
+    hr, qrs = reference["hr_bpm"], reference["qrs_ms"]
+    groups = {
+        "all": reference.index,
+        "HR < 60": hr.index[hr < 60], "HR 60-100": hr.index[(hr >= 60) & (hr <= 100)],
+        "HR > 100": hr.index[hr > 100],
+        "QRS < 120": qrs.index[qrs < 120], "QRS >= 120": qrs.index[qrs >= 120],
+        "atrial fibrillation": info.index[has("Rhythms", "fibrillation")],
+        "atrial flutter": info.index[has("Rhythms", "flutter")],
+        "paced": info.index[has("Cardiac pacing", "pacing")],
+        "sinus, not paced": info.index[has("Rhythms", "sinus") & ~has("Cardiac pacing", "pacing")],
+    }
+    return {k: list(v) for k, v in groups.items()}
+
+
+def stratum_table(est: pd.DataFrame, reference: pd.DataFrame, strata: dict,
+                  targets: dict) -> list[str]:
+    """Markdown rows: per stratum, n, and MAE / bias / coverage per interval, a target missed in
+    a stratum of at least MIN_STRATUM records marked with a cross."""
+    lines = []
+    for stratum, ids in strata.items():
+        if not ids:
+            continue
+        table = agreement(est.loc[ids], reference.loc[ids])
+        cells = []
+        for col in COLUMNS:
+            r = table.loc[col]
+            if not r["records"]:
+                cells.append("-")
+                continue
+            missed = r["records"] >= MIN_STRATUM and (
+                r["mae"] > targets[col] or (col != "pr_ms" and r["coverage"] < 0.98))
+            cells.append(f"{r['mae']:.1f} / {r['bias']:+.1f} / {r['coverage']:.0%}"
+                         + (" ✗" if missed else ""))
+        lines.append(f"| {stratum} | {len(ids)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def strata(root: Path, records: dict, reference: pd.DataFrame) -> None:
+    groups = ludb_strata(root, reference)
+    header = ("| stratum | records | " + " | ".join(f"{c} MAE / bias / cov." for c in COLUMNS)
+              + " |\n|---|---|" + "---|" * len(COLUMNS))
+    for lead_set, fs in SETTINGS:
+        names = LEAD_SETS[lead_set]
+        t = time.perf_counter()
+        est = measure_all(records, names, fs)[list(COLUMNS)].astype(float)
+        seconds = time.perf_counter() - t
+        targets = TARGETS_2_LEADS if len(names) <= 2 else TARGETS
+        print(f"\nLUDB, leads {lead_set} at {fs:g} Hz ({seconds:.1f} s, 2 processes; targets "
+              + ", ".join(f"{c} {v:g}" for c, v in targets.items())
+              + f"; ✗ = missed in a stratum of >= {MIN_STRATUM} records):")
+        print(header)
+        print("\n".join(stratum_table(est, reference, groups, targets)))
+
+
+def tracked(cinc: Path) -> None:
+    """The records issue 17 names, with their diagnoses."""
+    from ecgtransfer.data.challenge2021 import header_diagnoses
+    from ecgtransfer.data.wfdb_io import read_record
+
+    names = {}
+    for table in ("scored", "unscored"):
+        mapping = pd.read_csv(REPO / "data_manifests" / f"cinc2021-dx_mapping_{table}.csv",
+                              dtype=str)
+        names.update(zip(mapping["SNOMEDCTCode"], mapping["Abbreviation"]))
+    print("\nChallenge records named in issue 17 (12 leads, 500 Hz):")
+    print("| record | diagnoses | HR | PR | QRS | QT |")
+    print("|---|---|---|---|---|---|")
+    for name in TRACKED:
+        rec = read_record(cinc / name)
+        row = _measure_one((name, np.asarray(rec.signal, np.float64), rec.fs, list(rec.leads)))
+        codes = header_diagnoses(cinc / f"{name}.hea")
+        dx = ", ".join(names.get(c, c) for c in codes)
+        print(f"| {name} | {dx} | " + " | ".join(
+            f"{row[c]:.0f}" if np.isfinite(row[c]) else "-" for c in COLUMNS) + " |")
+
+def methods(root: Path, records: dict, reference: pd.DataFrame) -> None:
+    """Naive baselines and our methods on all records, and ours by halves."""
     print("| labeller | interval | MAE | bias | coverage | s/record |")
     print("|---|---|---|---|---|---|")
     estimates = {}
@@ -237,7 +386,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for method in METHODS:
             t = time.perf_counter()
-            ours[method] = _ours(args.root, Path(work), method)[list(COLUMNS)].astype(float)
+            ours[method] = _ours(root, Path(work), method)[list(COLUMNS)].astype(float)
             estimates[f"ours {_method_label(method)}, 8 leads, 2 processes"] = (
                 ours[method], (time.perf_counter() - t) / len(records))
     for label, (est, seconds) in estimates.items():
@@ -261,6 +410,39 @@ def main() -> None:
               f"`{method}` gives NaN for {int(est.loc[no_ref[no_ref].index, 'pr_ms'].isna().sum())}"
               f" (and for {int(est.loc[has_ref, 'pr_ms'].isna().sum())} of the {len(has_ref)} "
               "with one).")
+
+
+def main() -> None:
+    from ecgtransfer.data.wfdb_io import find_records, read_record
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="LUDB folder (with data/)")
+    ap.add_argument("--ptbxl", type=Path, default=DEFAULT_ROOT.parent / "ptbxl-sample")
+    ap.add_argument("--naive-n", type=int, default=40)
+    ap.add_argument("--memory-n", default="500,2000")
+    ap.add_argument("--cinc", type=Path, default=DEFAULT_ROOT.parent / "cinc2021-sample")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-methods", action="store_true",
+                    help="leave out the naive baselines and the method comparison")
+    ap.add_argument("--skip-strata", action="store_true",
+                    help="leave out the strata, lead sets and rates")
+    ap.add_argument("--_memory", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._memory:
+        _memory_child(args._memory)
+        return
+    warnings.filterwarnings("ignore")
+    names = find_records(args.root / "data")
+    records = {name: read_record(args.root / "data" / name, leads=LEADS_12, record_id=name)
+               for name in names}
+    reference = ludb_reference(args.root / "data", names)[list(COLUMNS)].astype(float)
+    print(f"{len(reference)} LUDB records; reference values: "
+          + ", ".join(f"{c} {int(reference[c].notna().sum())}" for c in COLUMNS))
+    if not args.skip_methods:
+        methods(args.root, records, reference)
+    if not args.skip_strata:
+        strata(args.root, records, reference)
+        tracked(args.cinc)
     if not args.skip_speed:
         speed(args.ptbxl, args.naive_n, [int(v) for v in args.memory_n.split(",") if v])
 

@@ -11,12 +11,24 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["LEADS_8", "LEADS_12", "MissingLeadsError", "expand_to_12", "lead_set", "match_leads"]
+__all__ = ["LEADS_8", "LEADS_12", "MissingLeadsError", "canonical_lead", "expand_to_12", "lead_set",
+           "match_leads"]
 
 LEADS_12: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
 )
 LEADS_8: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+# Holter and QT-database layouts name the modified limb leads MLI, MLII, MLIII.
+_ALIASES = {**{name.lower(): name for name in LEADS_12}, "mli": "I", "mlii": "II", "mliii": "III"}
+
+
+def canonical_lead(name: str) -> str:
+    """A lead name in this project's spelling (``avr`` -> ``aVR``, ``MLII`` -> ``II``); a name
+    that is no standard lead (``ECG``, ``CM5``) comes back stripped, as it is."""
+    text = str(name).strip()
+    return _ALIASES.get(text.lower(), text)
 
 
 class MissingLeadsError(ValueError):
@@ -54,7 +66,8 @@ def match_leads(available: Sequence[str], wanted: Sequence[str]) -> list[int]:
     Parameters
     ----------
     available : sequence of str
-        Lead names as the record states them (LUDB says ``i``, ``ii``, ``v1``; PTB-XL ``AVR``).
+        Lead names as the record states them (LUDB says ``i``, ``ii``, ``v1``; PTB-XL ``AVR``;
+        a Holter ``MLII``: see :func:`canonical_lead`).
     wanted : sequence of str
         Lead names to pick, in the order they should come out.
 
@@ -70,11 +83,11 @@ def match_leads(available: Sequence[str], wanted: Sequence[str]) -> list[int]:
     """
     lookup: dict[str, int] = {}
     for i, name in enumerate(available):
-        lookup.setdefault(str(name).strip().lower(), i)
-    missing = [w for w in wanted if w.lower() not in lookup]
+        lookup.setdefault(canonical_lead(name).lower(), i)
+    missing = [w for w in wanted if canonical_lead(w).lower() not in lookup]
     if missing:
         raise MissingLeadsError(missing)
-    return [lookup[w.lower()] for w in wanted]
+    return [lookup[canonical_lead(w).lower()] for w in wanted]
 
 
 def expand_to_12(signal: np.ndarray) -> np.ndarray:

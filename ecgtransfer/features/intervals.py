@@ -58,7 +58,7 @@ import scipy.ndimage
 import scipy.signal
 
 from ecgtransfer.config import ConfigError, check, setting
-from ecgtransfer.data.leads import LEADS_8
+from ecgtransfer.data.leads import canonical_lead
 from ecgtransfer.data.transforms import resample
 from ecgtransfer.features import fast
 from ecgtransfer.features.vocabulary import INTERVALS, status_column
@@ -67,9 +67,13 @@ __all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "METHODS", "ST
            "ecg_intervals", "unmeasured"]
 
 # Bumped whenever the algorithm changes what it computes: part of the config hash.
-LABELLER_VERSION = 1
+LABELLER_VERSION = 2
 STATUS_COLUMNS: tuple[str, ...] = tuple(status_column(c) for c in INTERVALS)
-LABEL_COLUMNS: tuple[str, ...] = ("record_id", *INTERVALS, "n_beats", *STATUS_COLUMNS)
+LABEL_COLUMNS: tuple[str, ...] = ("record_id", *INTERVALS, "n_beats", "leads", *STATUS_COLUMNS)
+"""A label file's columns; ``leads`` (the recorded leads measured, space-separated) is new in
+labeller version 2 and optional when a file is read."""
+MIN_FS = 100.0
+"""The lowest sampling rate measured (Hz); ``docs/labels.md`` states the accuracy at 100 Hz."""
 OK = "ok"
 METHODS: tuple[str, ...] = ("ecgtransfer", "neurokit")
 """Delineation methods of :func:`ecg_intervals`; the first is the default."""
@@ -93,7 +97,11 @@ class LabellerConfig:
                           "thresholds, Zhang's area method and a tangent on each lead's median "
                           "beat) or neurokit (nk.ecg_delineate, prominence, on each lead, per "
                           "beat); everything else is shared", choices=METHODS)
+    leads: tuple[str, ...] = setting((), "the leads to measure, by name (case-insensitive); empty: "
+                                     "every lead the record has", metavar="LIST")
     fs: float = setting(500.0, "rate records are resampled to before measuring", unit="Hz")
+    despike_s: float = setting(0.010, "a running median this wide removes pacing spikes before "
+                               "cleaning", unit="s")
     peak_methods: tuple[str, ...] = setting(
         ("kalidas2017", "rodrigues2021", "neurokit"), "nk.ecg_findpeaks methods that vote on R "
         "peaks, each run on each of the 8 leads", metavar="LIST")
@@ -109,6 +117,9 @@ class LabellerConfig:
     qrs_onset_fraction: float = setting(0.10, "QRS onset: the slope falls below this fraction "
                                         "of the QRS's steepest slope ...")
     qrs_offset_fraction: float = setting(0.06, "QRS offset: the same fraction after R ...")
+    qrs_return_fraction: float = setting(0.2, "... and the signal is back within this fraction "
+                                         "of the QRS's amplitude of the level before it (1: "
+                                         "no such condition)")
     qrs_quiet_s: float = setting(0.012, "... and stays there this long", unit="s")
     slope_smoothing_s: float = setting(0.010, "moving-average width applied to the absolute "
                                        "slope", unit="s")
@@ -124,10 +135,12 @@ class LabellerConfig:
         except ValueError as exc:
             raise ConfigError(f"method: {exc}", "method") from None
         object.__setattr__(self, "peak_methods", tuple(self.peak_methods))
+        leads = (self.leads,) if isinstance(self.leads, str) else tuple(self.leads or ())
+        object.__setattr__(self, "leads", tuple(canonical_lead(name) for name in leads))
         check(not self.peak_methods, "peak_methods", "at least one method is needed")
         for f in fields(LabellerConfig):  # a stage config extends it with its own fields
             value = getattr(self, f.name)
-            check(f.name not in ("method", "peak_methods") and not (np.isfinite(value) and value > 0),
+            check(f.name not in ("method", "peak_methods", "leads") and not (np.isfinite(value) and value > 0),
                   f.name, f"must be a positive number, got {value!r}")
 
     @classmethod
@@ -143,6 +156,7 @@ class LabellerConfig:
         """The settings as plain JSON-able values."""
         out = asdict(self)
         out["peak_methods"] = list(self.peak_methods)
+        out["leads"] = list(self.leads)
         return out
 
     def config_hash(self) -> str:
@@ -150,8 +164,7 @@ class LabellerConfig:
 
         Covers the settings, :data:`LABELLER_VERSION` and the NeuroKit2 version: labels made by
         another NeuroKit2 are another labelling. A method other than the default adds its name
-        (and, for ``"neurokit"``, :data:`NEUROKIT_DELINEATOR`); the default's hash is the one it
-        had before there were methods, so its label files stay valid.
+        (and, for ``"neurokit"``, :data:`NEUROKIT_DELINEATOR`).
         """
         import neurokit2
 
@@ -167,12 +180,28 @@ class LabellerConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def unmeasured(record_id: str, reason: str, n_beats: float = np.nan) -> dict[str, Any]:
+def unmeasured(record_id: str, reason: str, n_beats: float = np.nan,
+               leads: Sequence[str] = ()) -> dict[str, Any]:
     """A result row with every interval NaN for one reason."""
     row: dict[str, Any] = {"record_id": record_id, **dict.fromkeys(INTERVALS, np.nan),
-                           "n_beats": n_beats}
+                           "n_beats": n_beats, "leads": " ".join(leads)}
     row.update(dict.fromkeys(STATUS_COLUMNS, reason))
     return row
+
+
+_DERIVED = ("III", "aVR", "aVL", "aVF")
+
+
+def _with_derived_limb_leads(clean: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The cleaned leads, plus III, aVR, aVL and aVF computed from I and II where the record has
+    I and II but not them (as the cardiologists delineate all 12)."""
+    at = {name: i for i, name in enumerate(names)}
+    if not {"I", "II"} <= set(at):
+        return clean
+    i, ii = clean[at["I"]], clean[at["II"]]
+    formula = {"III": ii - i, "aVR": -(i + ii) / 2, "aVL": i - ii / 2, "aVF": ii - i / 2}
+    extra = [formula[name] for name in _DERIVED if name not in at]
+    return np.vstack([clean, extra]) if extra else clean
 
 
 def _lead_problem(name: str, x: np.ndarray, fs: float, cfg: LabellerConfig) -> str | None:
@@ -198,27 +227,33 @@ def _clean(signal: np.ndarray, fs: float) -> np.ndarray:
 
 
 def _agreed_peaks(clean: np.ndarray, fs: float, cfg: LabellerConfig) -> np.ndarray:
-    """R peaks that more than half of the (lead, method) detections agree on."""
+    """R peaks that more than half of the (lead, method) detections agree on.
+
+    A detection that found fewer than half as many peaks as the median detection failed on its
+    lead (NeuroKit2's ``neurokit`` method finds none on some paced leads): it abstains instead of
+    voting "no beat" everywhere, which with two leads would outvote every beat.
+    """
     n = clean.shape[1]
     half = int(round(cfg.vote_tolerance_s * fs))
-    votes = np.zeros(n + 1, dtype=np.int32)
     found = []
     for method in cfg.peak_methods:
         for peaks in fast.find_peaks(clean, fs, method):
             peaks = np.unique(np.asarray(peaks, dtype=np.int64))
-            peaks = peaks[(peaks >= 0) & (peaks < n)]
-            found.append(peaks)
-            # +1 over [p - half, p + half], counted once per (lead, method)
-            cover = np.zeros(n + 1, dtype=np.int32)
-            np.add.at(cover, np.clip(peaks - half, 0, n), 1)
-            np.add.at(cover, np.clip(peaks + half + 1, 0, n), -1)
-            votes += np.cumsum(cover) > 0
-    voters = len(cfg.peak_methods) * len(clean)
+            found.append(peaks[(peaks >= 0) & (peaks < n)])
+    typical = float(np.median([len(p) for p in found])) if found else 0.0
+    voting = [p for p in found if len(p) >= typical / 2] if typical > 0 else []
+    votes = np.zeros(n + 1, dtype=np.int32)
+    for peaks in voting:
+        # +1 over [p - half, p + half], counted once per (lead, method)
+        cover = np.zeros(n + 1, dtype=np.int32)
+        np.add.at(cover, np.clip(peaks - half, 0, n), 1)
+        np.add.at(cover, np.clip(peaks + half + 1, 0, n), -1)
+        votes += np.cumsum(cover) > 0
     padded = np.r_[0, votes[:n], 0]
-    centres, _ = scipy.signal.find_peaks(padded, height=voters / 2 + 1e-9,
+    centres, _ = scipy.signal.find_peaks(padded, height=len(voting) / 2 + 1e-9,
                                          distance=max(int(cfg.min_rr_s * fs), 1), plateau_size=1)
     centres -= 1
-    allp = np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    allp = np.sort(np.concatenate(voting)) if voting else np.zeros(0, np.int64)
     out = []
     for c in centres:
         lo, hi = np.searchsorted(allp, [c - half, c + half + 1])
@@ -252,9 +287,17 @@ def _delineate_templates(tpl: np.ndarray, r: int, fs: float, rr: float,
         on = np.flatnonzero(_runs(seg < cfg.qrs_onset_fraction * top, quiet, ending=True)[: i1 + 1])
         off = np.flatnonzero(_runs(seg < cfg.qrs_offset_fraction * top, quiet, ending=False)[i2:])
         qon = r - w + (on[-1] if len(on) else 0)
+        base = float(np.median(x[max(qon - int(0.02 * fs), 0): qon + 1]))
+        if len(off) and cfg.qrs_return_fraction < 1:
+            # A slurred terminal wave (the broad S of a bundle branch block) is slow next to the
+            # QRS's steepest slope: the QRS does not end while the signal is still far out on
+            # it, unless it never comes back (an ST shift): then the first quiet place stands.
+            amp = float(np.ptp(x[r - w: r + w + 1]))
+            back = np.abs(x[r - w + i2 + off] - base) <= cfg.qrs_return_fraction * amp
+            if back.any():
+                off = off[np.argmax(back):]
         qoff = r - w + i2 + (off[0] if len(off) else 2 * w - i2)
         out[lead, 1:3] = qon - r, qoff - r
-        base = float(np.median(x[max(qon - int(0.02 * fs), 0): qon + 1]))
 
         # T wave: its peak is the largest excursion from the PR level after the QRS
         t_lo, t_hi = qoff + int(0.06 * fs), min(r + int(min(0.7 * rr, 0.65 * fs)), n - 1)
@@ -270,8 +313,18 @@ def _delineate_templates(tpl: np.ndarray, r: int, fs: float, rr: float,
                     area = 0.5 * (x[ts] - x[ti]) * (2 * tr - ti - ts)
                     out[lead, 3] = ti[int(np.argmax(np.abs(area)))] - r
 
+    # The previous beat's T wave ends here (relative to R): at high rates the P wave follows it
+    # closely, and a P search reaching back into it takes the T wave's descent for the P onset.
+    t_end = _median(out[:, 3])
+    prev_t_end = r + int(round(t_end - rr)) if np.isfinite(t_end) else 0
+    for lead, (x, dx) in enumerate(zip(tpl, slope)):
+        qon = r + out[lead, 1]
+        if not np.isfinite(qon):
+            continue
+        qon = int(qon)
         # P wave: the largest excursion before the QRS, from a line through the window's ends
-        p_lo, p_hi = max(qon - int(min(0.3 * fs, 0.5 * rr)), 0), qon - int(0.04 * fs)
+        p_lo = max(qon - int(min(0.3 * fs, 0.5 * rr)), prev_t_end, 0)
+        p_hi = qon - int(0.04 * fs)
         if p_hi - p_lo > int(0.04 * fs):
             y = x[p_lo:p_hi] - np.linspace(x[p_lo], x[p_hi - 1], p_hi - p_lo)
             pp = p_lo + int(np.argmax(np.abs(y)))
@@ -360,7 +413,8 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
     fs : float
         Sampling rate, Hz; other rates than ``config.fs`` are resampled.
     leads : sequence of str
-        Names of ``signal``'s rows; the 8 leads I, II, V1-V6 must be among them (case-insensitive).
+        Names of ``signal``'s rows, any of the 12 standard leads (case-insensitive; MLI, MLII,
+        MLIII are I, II, III) or other names; every row is measured, or ``config.leads`` of them.
     record_id : str
         Copied into the result.
     config : LabellerConfig, optional
@@ -371,8 +425,8 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
     Returns
     -------
     dict
-        ``record_id, hr_bpm, pr_ms, qrs_ms, qt_ms, n_beats`` and ``hr_status, pr_status,
-        qrs_status, qt_status``: ``"ok"``, or why the value is NaN. Never raises on bad signals.
+        ``record_id, hr_bpm, pr_ms, qrs_ms, qt_ms, n_beats``, ``leads`` (the recorded leads
+        measured, space-separated) and ``hr_status, pr_status, qrs_status, qt_status``: ``"ok"``, or why the value is NaN. Never raises on bad signals.
 
     Raises
     ------
@@ -385,46 +439,63 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
     signal = np.asarray(signal, dtype=np.float64)
     if signal.ndim != 2 or signal.shape[0] != len(leads):
         return unmeasured(record_id, f"signal of shape {signal.shape} does not match {len(leads)} leads")
-    lookup = {str(name).strip().lower(): i for i, name in enumerate(leads)}
-    missing = [name for name in LEADS_8 if name.lower() not in lookup]
-    if missing:
-        return unmeasured(record_id, f"missing lead(s) {', '.join(missing)}")
-    if not fs > 0:
-        return unmeasured(record_id, f"sampling rate {fs!r} is not positive")
-    x = signal[[lookup[name.lower()] for name in LEADS_8]]
+    names = [canonical_lead(name) for name in leads]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        return unmeasured(record_id, f"lead {twice[0]} appears twice")
+    if cfg.leads:
+        lookup = {name.lower(): i for i, name in enumerate(names)}
+        missing = [name for name in cfg.leads if name.lower() not in lookup]
+        if missing:
+            return unmeasured(record_id, f"missing lead(s) {', '.join(missing)}")
+        rows = [lookup[name.lower()] for name in cfg.leads]
+    else:
+        rows = list(range(len(names)))
+    if not rows:
+        return unmeasured(record_id, "no leads")
+    names = [names[i] for i in rows]
+    if not fs >= MIN_FS:
+        return unmeasured(record_id, f"sampling rate {fs!r} Hz is below {MIN_FS:g} Hz")
+    x = signal[rows]
     seconds = x.shape[1] / fs
     if seconds < cfg.min_duration_s:
         return unmeasured(record_id, f"too short ({seconds:.2f} s < {cfg.min_duration_s:g} s)")
-    for name, lead in zip(LEADS_8, x):
+    for name, lead in zip(names, x):
         problem = _lead_problem(name, lead, fs, cfg)
         if problem:
             return unmeasured(record_id, problem)
     if fs != cfg.fs:
         x, fs = resample(x, fs, cfg.fs).astype(np.float64), cfg.fs
 
-    clean = _clean(x, fs)
-    peaks = _agreed_peaks(clean, fs, cfg)
+    # A pacemaker's spike lasts a millisecond or two; the cleaning's 20 ms moving average would
+    # spread it over the QRS onset. A median over despike_s removes anything that brief first.
+    width = int(round(cfg.despike_s * fs)) | 1
+    clean = _clean(scipy.ndimage.median_filter(x, size=(1, width), mode="nearest")
+                   if width > 1 else x, fs)
+    # III, aVR, aVL and aVF are I and II combined: they vote no more than I and II do
+    limb = {"I", "II"} <= set(names)
+    voters = [i for i, name in enumerate(names) if not (limb and name in _DERIVED)]
+    peaks = _agreed_peaks(clean[voters], fs, cfg)
     if len(peaks) < 2:
         return unmeasured(record_id, f"too few beats ({len(peaks)} R peak(s) agreed across leads)",
-                      n_beats=float(len(peaks)))
+                          n_beats=float(len(peaks)), leads=names)
     rr = float(np.median(np.diff(peaks)))
-    row = unmeasured(record_id, OK, n_beats=float(len(peaks)))
+    row = unmeasured(record_id, OK, n_beats=float(len(peaks)), leads=names)
     row["hr_bpm"] = 60.0 * fs / rr
 
-    i, ii = clean[0], clean[1]
-    twelve = np.vstack([clean, [ii - i, -(i + ii) / 2, i - ii / 2, ii - i / 2]])
+    measured = _with_derived_limb_leads(clean, names)
     before, after = int(0.4 * fs), int(0.7 * fs)
     whole = peaks[(peaks >= before) & (peaks + after <= clean.shape[1])]
     if len(whole) < cfg.min_beats:
         reason = f"too few beats ({len(whole)} whole beat(s) < {cfg.min_beats})"
         row.update({c: reason for c in STATUS_COLUMNS[1:]})
         return row
-    beats = np.stack([twelve[:, p - before: p + after] for p in whole], axis=1)  # lead, beat, t
+    beats = np.stack([measured[:, p - before: p + after] for p in whole], axis=1)  # lead, beat, t
     tpl = np.median(beats, axis=1)
     if cfg.method == "ecgtransfer":
         per_lead, onset = _ecgtransfer_intervals(tpl, before, fs, rr, cfg)
     elif cfg.method == "neurokit":
-        per_lead, onset = _neurokit_intervals(twelve, peaks, whole, before, after, fs)
+        per_lead, onset = _neurokit_intervals(measured, peaks, whole, before, after, fs)
     else:  # LabellerConfig refuses other names; a method added to METHODS must be added here
         raise ValueError(f"labeller method {cfg.method!r} has no delineator")
     ms = 1000.0 / fs

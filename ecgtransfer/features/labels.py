@@ -93,7 +93,7 @@ def read_labels(path: str | Path) -> pd.DataFrame:
                             na_values=[""])
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise LabelError(f"{path}: unreadable label file ({exc})") from None
-    missing = [c for c in LABEL_COLUMNS if c not in table.columns]
+    missing = [c for c in LABEL_COLUMNS if c not in table.columns and c != "leads"]
     if missing:
         raise LabelError(f"{path}: not a label file (no column {missing[0]!r})")
     repeated = table["record_id"][table["record_id"].duplicated()]
@@ -165,11 +165,11 @@ class _FolderSource(_Source):
         return find_records(self.path)
 
     def measure(self, record_id: str, config: LabellerConfig) -> dict[str, Any]:
-        from ecgtransfer.data.leads import LEADS_8
         from ecgtransfer.data.wfdb_io import RecordError, read_record
 
         try:
-            rec = read_record(self.path / record_id, leads=LEADS_8, record_id=record_id)
+            rec = read_record(self.path / record_id, leads=config.leads or None,
+                              record_id=record_id)
         except RecordError as exc:
             return unmeasured(record_id, exc.reason)
         return ecg_intervals(rec.signal, rec.fs, rec.leads, record_id=record_id, config=config)
