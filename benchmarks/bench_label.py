@@ -298,6 +298,7 @@ def ludb_strata(root: Path, reference: pd.DataFrame) -> dict[str, list[str]]:
         "HR < 60": hr.index[hr < 60], "HR 60-100": hr.index[(hr >= 60) & (hr <= 100)],
         "HR > 100": hr.index[hr > 100],
         "QRS < 120": qrs.index[qrs < 120], "QRS >= 120": qrs.index[qrs >= 120],
+        "QRS >= 120, not paced": qrs.index[(qrs >= 120) & ~has("Cardiac pacing", "pacing")],
         "atrial fibrillation": info.index[has("Rhythms", "fibrillation")],
         "atrial flutter": info.index[has("Rhythms", "flutter")],
         "paced": info.index[has("Cardiac pacing", "pacing")],
@@ -320,6 +321,9 @@ def stratum_table(est: pd.DataFrame, reference: pd.DataFrame, strata: dict,
             r = table.loc[col]
             if not r["records"]:
                 cells.append("-")
+                continue
+            if not r["coverage"] > 0:
+                cells.append("not measured (0%)" + (" ✗" if r["records"] >= MIN_STRATUM else ""))
                 continue
             missed = r["records"] >= MIN_STRATUM and (
                 r["mae"] > targets[col] or (col != "pr_ms" and r["coverage"] < 0.98))

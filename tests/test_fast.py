@@ -35,7 +35,7 @@ def test_clean_is_neurokits(records):
         assert np.abs(ours - theirs).max() < 1e-8  # mV: rounding only
 
 
-@pytest.mark.parametrize("method", ["kalidas2017", "rodrigues2021"])
+@pytest.mark.parametrize("method", ["kalidas2017", "rodrigues2021", "neurokit"])
 def test_peaks_are_neurokits(records, method):
     compared = 0
     for x, fs in records:
@@ -55,5 +55,20 @@ def test_a_detector_failing_on_a_row_costs_only_that_row(records):
     x, fs = records[0]
     clean = fast.ecg_clean(x, fs)
     clean[3] = np.nan  # nothing a detector can use
-    peaks = fast.find_peaks(clean, fs, "neurokit")
-    assert len(peaks) == 8 and len(peaks[0]) >= 5
+    for method in ("kalidas2017", "rodrigues2021", "neurokit", "pantompkins1985"):
+        peaks = fast.find_peaks(clean, fs, method)
+        assert len(peaks) == 8 and len(peaks[0]) >= 5 and len(peaks[3]) == 0, method
+
+
+def test_labelling_does_not_import_neurokit2(ludb_root):
+    """Importing NeuroKit2 takes about 2 s; the default labeller runs without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from ecgtransfer.data.wfdb_io import read_record; "
+            "from ecgtransfer.features import ecg_intervals; "
+            f"rec = read_record({str(ludb_root / 'data' / '1')!r}); "
+            "row = ecg_intervals(rec.signal, rec.fs, rec.leads); "
+            "assert row['qt_status'] == 'ok', row; print('neurokit2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -12,6 +12,8 @@ same Butterworth filters again for each call. The functions here do the same ari
 * :func:`kalidas2017`: ``nk.ecg_findpeaks(method="kalidas2017")`` (stationary wavelet transform
   of every row at once, the band-pass designed once per rate, then NeuroKit2's own threshold
   logic on each row);
+* :func:`neurokit`: ``nk.ecg_findpeaks(method="neurokit")`` (the gradient's boxcar smoothings on
+  all rows at once, then its QRS search row by row);
 * :func:`rodrigues2021`: ``nk.ecg_findpeaks(method="rodrigues2021")`` with the differences as
   array operations and each state of its state machine a whole-window step: the window maximum
   by ``argmax`` (the first maximum, as its strict ``>`` keeps), the decaying threshold as one
@@ -19,7 +21,10 @@ same Butterworth filters again for each call. The functions here do the same ari
 
 ``tests/test_fast.py`` holds each to NeuroKit2's own result on real records: the same peaks,
 sample for sample, and cleaned signals within 1e-8 mV (rounding). Only NeuroKit2 0.2.x's behaviour is
-reproduced; :func:`find_peaks` falls back to ``nk.ecg_findpeaks`` for every other method.
+reproduced; :func:`find_peaks` falls back to ``nk.ecg_findpeaks`` for every other method. The
+two NeuroKit2 routines used inside (``_ecg_findpeaks_peakdetect`` and the QRS search of
+``_ecg_findpeaks_neurokit``) are copied, not imported: importing anything from NeuroKit2 imports
+all of it, scikit-learn included, about 2 s in every labelling process (NeuroKit2 is MIT-licensed).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import functools
 import warnings
 
 import numpy as np
+import scipy.ndimage
 import scipy.signal
 
 __all__ = ["ecg_clean", "find_peaks", "kalidas2017", "rodrigues2021"]
@@ -52,17 +58,48 @@ def _kalidas_band(fs: float) -> np.ndarray:
                                output="sos")
 
 
+def _peakdetect(detection: np.ndarray, fs: float) -> list[int]:
+    """NeuroKit2 0.2.13's ``_ecg_findpeaks_peakdetect`` (Pan-Tompkins thresholds, after
+    py-ecg-detectors), line for line: importing it would import all of NeuroKit2 (2 s a process)."""
+    min_peak_distance = int(0.3 * fs)
+    min_missed_distance = int(0.25 * fs)
+    signal_peaks: list[int] = []
+    spki = npki = 0.0
+    last_peak, last_index = 0, -1
+    peaks, _ = scipy.signal.find_peaks(detection, plateau_size=(1, 1))
+    for index, peak in enumerate(peaks):
+        peak_value = detection[peak]
+        threshold_i1 = npki + 0.25 * (spki - npki)
+        if peak_value > threshold_i1 and peak > last_peak + min_peak_distance:
+            signal_peaks.append(peak)
+            if len(signal_peaks) > 9:  # RR_missed from the previous eight R-R intervals
+                rr_ave = (signal_peaks[-2] - signal_peaks[-10]) // 8
+                rr_missed = int(1.66 * rr_ave)
+                if peak - last_peak > rr_missed:
+                    missed = peaks[last_index + 1: index]
+                    missed = missed[(missed > last_peak + min_missed_distance)
+                                    & (missed < peak - min_missed_distance)]
+                    missed = missed[detection[missed] > 0.5 * threshold_i1]
+                    if len(missed) > 0:
+                        signal_peaks[-1] = missed[np.argmax(detection[missed])]
+                        signal_peaks.append(peak)
+            last_peak, last_index = peak, index
+            spki = 0.125 * peak_value + 0.875 * spki
+        else:
+            npki = 0.125 * peak_value + 0.875 * npki
+    return signal_peaks
+
+
 def kalidas2017(clean: np.ndarray, fs: float) -> list[np.ndarray]:
     """``nk.ecg_findpeaks(row, fs, method="kalidas2017")["ECG_R_Peaks"]`` of every row."""
     import pywt
-    from neurokit2.ecg.ecg_findpeaks import _ecg_findpeaks_peakdetect
 
     n = clean.shape[-1]
     pad = (-n) % 8  # SWT level 3 needs a multiple of 2**3 samples; NeuroKit2 pads the edge value
     x = np.pad(clean, ((0, 0), (0, pad)), "edge") if pad else clean
     detail = np.asarray(pywt.swt(x, "db3", level=3, axis=-1)[0][1])
     filtered = scipy.signal.sosfilt(_kalidas_band(float(fs)), detail * detail, axis=-1)[:, :n]
-    return [np.asarray(_ecg_findpeaks_peakdetect(row, fs), dtype=int) for row in filtered]
+    return [np.asarray(_peakdetect(row, fs), dtype=int) for row in filtered]
 
 
 def _rodrigues_states(processed: np.ndarray, fs: float) -> np.ndarray:
@@ -115,29 +152,80 @@ def rodrigues2021(clean: np.ndarray, fs: float) -> list[np.ndarray]:
     return [_rodrigues_states(row, fs) for row in processed]
 
 
-_BATCHED = {"kalidas2017": kalidas2017, "rodrigues2021": rodrigues2021}
+def _neurokit_row(signal: np.ndarray, smoothgrad: np.ndarray, threshold: np.ndarray,
+                  mindelay: int) -> np.ndarray:
+    """NeuroKit2 0.2.13's ``_ecg_findpeaks_neurokit`` after its smoothing, line for line."""
+    qrs = smoothgrad > threshold
+    beg_qrs = np.where(np.logical_and(np.logical_not(qrs[0:-1]), qrs[1:]))[0]
+    end_qrs = np.where(np.logical_and(qrs[0:-1], np.logical_not(qrs[1:])))[0]
+    if len(beg_qrs) == 0:
+        return np.array([], dtype=int)
+    end_qrs = end_qrs[end_qrs > beg_qrs[0]]
+    num_qrs = min(beg_qrs.size, end_qrs.size)
+    min_len = np.mean(end_qrs[:num_qrs] - beg_qrs[:num_qrs]) * 0.4
+    peaks = [0]
+    for i in range(num_qrs):
+        beg, end = beg_qrs[i], end_qrs[i]
+        if end - beg < min_len:
+            continue
+        locmax, props = scipy.signal.find_peaks(signal[beg:end], prominence=(None, None))
+        if locmax.size > 0:
+            peak = beg + locmax[np.argmax(props["prominences"])]
+            if peak - peaks[-1] > mindelay:
+                peaks.append(peak)
+    peaks.pop(0)
+    return np.asarray(peaks).astype(int)
+
+
+def neurokit(clean: np.ndarray, fs: float) -> list[np.ndarray]:
+    """``nk.ecg_findpeaks(row, fs, method="neurokit")["ECG_R_Peaks"]`` of every row: the
+    gradient and its two boxcar smoothings on all rows at once, the QRS search row by row."""
+    absgrad = np.abs(np.gradient(clean, axis=-1))
+    smoothgrad = scipy.ndimage.uniform_filter1d(absgrad, int(np.rint(0.1 * fs)), axis=-1,
+                                                mode="nearest")
+    avggrad = scipy.ndimage.uniform_filter1d(smoothgrad, int(np.rint(0.75 * fs)), axis=-1,
+                                             mode="nearest")
+    mindelay = int(np.rint(fs * 0.3))
+    return [_neurokit_row(x, sg, 1.5 * ag, mindelay)
+            for x, sg, ag in zip(clean, smoothgrad, avggrad)]
+
+
+_BATCHED = {"kalidas2017": kalidas2017, "rodrigues2021": rodrigues2021, "neurokit": neurokit}
+
+
+def _one_row(method: str, row: np.ndarray, fs: float) -> np.ndarray:
+    """One row's peaks, or none where the detector fails on it."""
+    try:
+        if method in _BATCHED:
+            return np.asarray(_BATCHED[method](row[None], fs)[0], dtype=np.int64)
+        import neurokit2 as nk
+
+        return np.asarray(nk.ecg_findpeaks(row, sampling_rate=fs, method=method)["ECG_R_Peaks"],
+                          dtype=np.int64)
+    except Exception:  # noqa: BLE001 - a detector that fails on a lead casts no vote there
+        return np.zeros(0, dtype=np.int64)
 
 
 def find_peaks(clean: np.ndarray, fs: float, method: str) -> list[np.ndarray]:
-    """R peaks of every row by ``method``; a row a detector fails on gets none.
+    """R peaks of every row by ``method``; a row that is not finite, or that the detector fails
+    on, gets none.
 
-    ``kalidas2017`` and ``rodrigues2021`` run batched (above); any other method goes through
-    ``nk.ecg_findpeaks`` row by row.
+    ``kalidas2017``, ``rodrigues2021`` and ``neurokit`` run batched (above), without importing
+    NeuroKit2; any other method goes through ``nk.ecg_findpeaks`` row by row.
     """
-    import neurokit2 as nk
-
+    clean = np.asarray(clean, dtype=np.float64)
+    out = [np.zeros(0, dtype=np.int64) for _ in range(len(clean))]
+    rows = np.flatnonzero(np.isfinite(clean).all(axis=-1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if method in _BATCHED:
+        found = None
+        if method in _BATCHED and len(rows):
             try:
-                return _BATCHED[method](clean, fs)
-            except Exception:  # noqa: BLE001 - then row by row, so one bad row costs only itself
-                pass
-        out = []
-        for row in clean:
-            try:
-                out.append(np.asarray(nk.ecg_findpeaks(row, sampling_rate=fs, method=method)
-                                      ["ECG_R_Peaks"], dtype=np.int64))
-            except Exception:  # noqa: BLE001 - a detector that fails on a lead casts no vote there
-                out.append(np.zeros(0, dtype=np.int64))
+                found = _BATCHED[method](clean[rows], fs)
+            except Exception:  # noqa: BLE001 - then row by row: a bad row costs only itself
+                found = None
+        if found is None:
+            found = [_one_row(method, clean[i], fs) for i in rows]
+    for i, peaks in zip(rows, found):
+        out[i] = np.asarray(peaks, dtype=np.int64)
     return out

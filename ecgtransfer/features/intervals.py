@@ -166,11 +166,9 @@ class LabellerConfig:
         another NeuroKit2 are another labelling. A method other than the default adds its name
         (and, for ``"neurokit"``, :data:`NEUROKIT_DELINEATOR`).
         """
-        import neurokit2
-
         settings = self.to_dict()
         method = settings.pop("method")
-        key: dict[str, Any] = {"labeller": LABELLER_VERSION, "neurokit2": neurokit2.__version__,
+        key: dict[str, Any] = {"labeller": LABELLER_VERSION, "neurokit2": neurokit2_version(),
                                "config": settings}
         if method != METHODS[0]:
             key["method"] = method
@@ -178,6 +176,13 @@ class LabellerConfig:
             key["delineator"] = NEUROKIT_DELINEATOR
         text = json.dumps(key, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def neurokit2_version() -> str:
+    """The installed NeuroKit2's version, read without importing it (that takes 2 s)."""
+    from importlib.metadata import version
+
+    return version("neurokit2")
 
 
 def unmeasured(record_id: str, reason: str, n_beats: float = np.nan,

@@ -30,7 +30,7 @@ import pandas as pd
 
 from ecgtransfer.data.store import SignalStore
 from ecgtransfer.features.intervals import (LABEL_COLUMNS, LabellerConfig, ecg_intervals,
-                                            unmeasured)
+                                            neurokit2_version, unmeasured)
 from ecgtransfer.files import append_synced, atomic_file, exclusive_lock, on_disk_full
 
 __all__ = ["LabelError", "LabelReport", "default_label_path", "label_records", "read_labels"]
@@ -218,12 +218,11 @@ def _results(source: _Source, config: LabellerConfig, todo: Sequence[str],
 
 
 def _versions() -> dict[str, str]:
-    import neurokit2
     import scipy
 
     import ecgtransfer
 
-    return {"ecgtransfer": ecgtransfer.__version__, "neurokit2": neurokit2.__version__,
+    return {"ecgtransfer": ecgtransfer.__version__, "neurokit2": neurokit2_version(),
             "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
 
 
