@@ -430,6 +430,8 @@ def main() -> None:
                     help="leave out the naive baselines and the method comparison")
     ap.add_argument("--skip-strata", action="store_true",
                     help="leave out the strata, lead sets and rates")
+    ap.add_argument("--skip-diagnoses", action="store_true",
+                    help="leave out the agreement with interval-defined diagnoses")
     ap.add_argument("--_memory", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._memory:
@@ -447,6 +449,11 @@ def main() -> None:
     if not args.skip_strata:
         strata(args.root, records, reference)
         tracked(args.cinc)
+    if not args.skip_diagnoses:
+        import label_vs_diagnosis  # beside this file
+
+        print("\nAgreement with the diagnoses an interval defines (label_vs_diagnosis.py):")
+        label_vs_diagnosis.report(args.root.parent)
     if not args.skip_speed:
         speed(args.ptbxl, args.naive_n, [int(v) for v in args.memory_n.split(",") if v])
 

@@ -18,9 +18,16 @@ sinus tachycardia     427084000 STach / STACH / "Sinus tachycardia" HR > 100 bpm
 complete BBB          CLBBB or CRBBB (equivalents merged) /          QRS >= 120 ms
                       CLBBB or CRBBB / "Complete ... bundle branch
                       block"
+incomplete RBBB       IRBBB / IRBBB / "Incomplete right bundle       110 <= QRS < 120 ms
+                      branch block"                                  (the width part only)
+IVCD                  NSIVCB / IVCD / "Non-specific intravintricular QRS >= 110 ms
+                      conduction delay"
 prolonged QT          111975006 LQT / LNGQT / (none in LUDB)         QTc (Bazett) > 450 ms
                                                                      (men), 460 ms (women or
                                                                      unknown)
+atrial fibrillation   164889003 AF / AFIB / "Atrial fibrillation"    no P wave (PR left
+                                                                     unmeasured: the P windows
+                                                                     do not repeat)
 ====================  ============================================  ==========================
 
 Prints, per dataset and rule, the records with and without the diagnosis whose interval was
@@ -44,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 RULES = ("sinus bradycardia", "sinus tachycardia", "1st-degree AV block", "complete BBB",
-         "prolonged QT")
+         "incomplete RBBB", "IVCD", "prolonged QT", "atrial fibrillation")
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -66,10 +73,16 @@ def predicted(labels: pd.DataFrame, sex: pd.Series) -> pd.DataFrame:
     def call(values, test):
         return np.where(values.isna(), np.nan, test.astype(float))
 
+    # no P wave: PR left unmeasured because the beats' P windows do not repeat
+    status = labels["pr_status"].fillna("")
+    no_p = pd.Series(np.where(status.str.startswith("no P wave"), 1.0,
+                              np.where(status == "ok", 0.0, np.nan)), index=labels.index)
     return pd.DataFrame({
         "sinus bradycardia": call(hr, hr < 60), "sinus tachycardia": call(hr, hr > 100),
         "1st-degree AV block": call(pr, pr > 200), "complete BBB": call(qrs, qrs >= 120),
-        "prolonged QT": call(qtc, qtc > limit)}, index=labels.index), qtc
+        "incomplete RBBB": call(qrs, (qrs >= 110) & (qrs < 120)), "IVCD": call(qrs, qrs >= 110),
+        "prolonged QT": call(qtc, qtc > limit), "atrial fibrillation": no_p},
+        index=labels.index), qtc
 
 
 def challenge(shared: Path, tmp: Path, label) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
@@ -81,7 +94,8 @@ def challenge(shared: Path, tmp: Path, label) -> tuple[pd.DataFrame, pd.DataFram
     truth = pd.DataFrame({
         "sinus bradycardia": index["SB"], "sinus tachycardia": index["STach"],
         "1st-degree AV block": index["IAVB"] | index["LPR"],
-        "complete BBB": index["CLBBB"] | index["CRBBB"], "prolonged QT": index["LQT"]})
+        "complete BBB": index["CLBBB"] | index["CRBBB"], "incomplete RBBB": index["IRBBB"],
+        "IVCD": index["NSIVCB"], "prolonged QT": index["LQT"], "atrial fibrillation": index["AF"]})
     sex = index["sex"].map({"Male": "M", "Female": "F"})
     return label(store), truth.astype(float), sex
 
@@ -97,7 +111,8 @@ def ptbxl(shared: Path, tmp: Path, label) -> tuple[pd.DataFrame, pd.DataFrame, p
     has = {rule: [float(bool(codes[i] & want)) for i in ids] for rule, want in (
         ("sinus bradycardia", {"SBRAD"}), ("sinus tachycardia", {"STACH"}),
         ("1st-degree AV block", {"1AVB"}), ("complete BBB", {"CLBBB", "CRBBB"}),
-        ("prolonged QT", {"LNGQT"}))}
+        ("incomplete RBBB", {"IRBBB"}), ("IVCD", {"IVCD"}), ("prolonged QT", {"LNGQT"}),
+        ("atrial fibrillation", {"AFIB"}))}
     sex = pd.Series([{0: "M", 1: "F"}.get(database.loc[int(i), "sex"], "") for i in ids],
                     index=ids)
     return label(store), pd.DataFrame(has, index=ids), sex
@@ -124,18 +139,20 @@ def ludb(shared: Path, tmp: Path, label) -> tuple[pd.DataFrame, pd.DataFrame, pd
         "complete BBB": [has(i, "Conduction abnormalities", ("complete left bundle",
                                                              "complete right bundle"))
                          for i in ids],
-        "prolonged QT": [np.nan] * len(ids)}, index=ids)
+        "incomplete RBBB": [has(i, "Conduction abnormalities", ("incomplete right bundle",))
+                            for i in ids],
+        "IVCD": [has(i, "Conduction abnormalities", ("non-specific intravintricular",))
+                 for i in ids],
+        "prolonged QT": [np.nan] * len(ids),
+        "atrial fibrillation": [has(i, "Rhythms", ("atrial fibrillation",)) for i in ids]},
+        index=ids)
     sex = pd.Series([rows[i]["Sex"].strip() for i in ids], index=ids)
     return label(store), truth, sex
 
 
-def main() -> None:
+def report(shared: Path, details: Path | None = None) -> None:
+    """Print the table (and write the disagreements to ``details``)."""
     from ecgtransfer.features.labels import label_records, read_labels
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
-    ap.add_argument("--details", type=Path, default=None)
-    args = ap.parse_args()
 
     def label(store) -> pd.DataFrame:
         table = read_labels(label_records(store.path, workers=2, progress=False).path)
@@ -148,7 +165,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, load in (("Challenge 2021 sample", challenge), ("PTB-XL sample", ptbxl),
                            ("LUDB", ludb)):
-            labels, truth, sex = load(args.shared, Path(tmp), label)
+            labels, truth, sex = load(shared, Path(tmp), label)
             calls, qtc = predicted(labels.reindex(truth.index), sex)
             for rule in RULES:
                 if truth[rule].isna().all():
@@ -168,9 +185,17 @@ def main() -> None:
                                   "pr_ms": labels.at[record, "pr_ms"],
                                   "qrs_ms": labels.at[record, "qrs_ms"],
                                   "qt_ms": labels.at[record, "qt_ms"], "qtc_ms": qtc[record]})
-    if args.details:
-        pd.DataFrame(wrong).to_csv(args.details, index=False)
-        print(f"\n{len(wrong)} disagreements written to {args.details}")
+    if details:
+        pd.DataFrame(wrong).to_csv(details, index=False)
+        print(f"\n{len(wrong)} disagreements written to {details}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--details", type=Path, default=None)
+    args = ap.parse_args()
+    report(args.shared, args.details)
 
 
 if __name__ == "__main__":
