@@ -194,37 +194,63 @@ def _store_worker(args) -> float:
     return ecg_intervals(store[i], store.fs, store.leads)["hr_bpm"]
 
 
+def _run_measured(work) -> tuple[float, float]:
+    """Seconds ``work()`` takes and the peak anonymous memory of this process tree meanwhile
+    (the parent and its pool's processes), MB, sampled every 0.1 s."""
+    import os
+    import threading
+
+    peak, done = [0.0], threading.Event()
+
+    def sample():
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], _tree_rss_mb(os.getpid()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    return seconds, peak[0]
+
+
 def speed(ptbxl: Path, naive_n: int, memory_ns: list[int]) -> None:
     import multiprocessing as mp
 
     from ecgtransfer.features.labels import label_records
     from ecgtransfer.data.ptbxl import prepare_ptbxl
 
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = prepare_ptbxl(ptbxl, Path(tmp) / "ptbxl", progress=False).store
         n = len(store)
-        t = time.perf_counter()
-        with mp.get_context("forkserver").Pool(2) as pool:
-            pool.map(_naive_worker, [(str(store.path), i) for i in range(min(naive_n, n))])
-        naive = min(naive_n, n) / (time.perf_counter() - t)
-        t = time.perf_counter()
-        with mp.get_context("forkserver").Pool(2, initializer=_per_lead_neurokit) as pool:
-            pool.map(_store_worker, [(str(store.path), i) for i in range(n)], chunksize=4)
-        before = n / (time.perf_counter() - t)
-        ours = {}
+        m = min(naive_n, n)
+
+        def naive():
+            with mp.get_context("forkserver").Pool(2) as pool:
+                pool.map(_naive_worker, [(str(store.path), i) for i in range(m)])
+
+        def before():
+            with mp.get_context("forkserver").Pool(2, initializer=_per_lead_neurokit) as pool:
+                pool.map(_store_worker, [(str(store.path), i) for i in range(n)], chunksize=4)
+
+        rows.append(("naive `nk.ecg_process` x 8 leads", m, *_run_measured(naive)))
+        rows.append(("today's labeller before issue 17: the same steps, NeuroKit2 called lead "
+                     "by lead", n, *_run_measured(before)))
         for method in METHODS:  # each method writes its own labels-<hash>.csv: nothing is reused
-            t = time.perf_counter()
-            label_records(store.path, workers=2, config=LabellerConfig(method=method))
-            ours[method] = n / (time.perf_counter() - t)
-    print("\nSpeed, PTB-XL sample (10 s, 8 leads, 500 Hz), 2 processes each:")
-    print("| labeller | records | records/s | ratio |")
-    print("|---|---|---|---|")
-    print(f"| naive `nk.ecg_process` x 8 leads | {min(naive_n, n)} | {naive:.2f} | 1.0x |")
-    print(f"| today's labeller before issue 17: the same steps, NeuroKit2 called lead by lead | "
-          f"{n} | {before:.1f} | {before / naive:.1f}x |")
-    for method, rate in ours.items():
-        print(f"| ours {_method_label(method)}, `ecgtransfer label --workers 2` | {n} | {rate:.1f} "
-              f"| {rate / naive:.1f}x |")
+            rows.append((f"ours {_method_label(method)}, `ecgtransfer label --workers 2`", n,
+                         *_run_measured(lambda: label_records(
+                             store.path, workers=2, config=LabellerConfig(method=method)))))
+    print("\nSpeed, PTB-XL sample (10 s, 8 leads, 500 Hz), 2 processes each, process start "
+          "included; peak anonymous memory of the run's processes:")
+    print("| labeller | records | records/s | ratio | peak memory, MB |")
+    print("|---|---|---|---|---|")
+    base = rows[0][1] / rows[0][2]
+    for label, count, seconds, peak in rows:
+        print(f"| {label} | {count} | {count / seconds:.1f} | {count / seconds / base:.1f}x | "
+              f"{peak:.0f} |")
     if not memory_ns:
         return
     print("\nMemory, DeepFake stores labelled with 2 workers (anonymous RSS summed over the run's "

@@ -71,6 +71,16 @@ def test_ludb_accuracy_per_stratum(ludb_labels, ludb_reference, stratum):
         assert error.notna().mean() >= 0.98 and error.mean() <= target, (stratum, interval)
 
 
+def test_a_detector_that_fails_on_a_lead_abstains(ludb_root):
+    """LUDB 90 (paced): on II + V5, NeuroKit2's detector finds no beat on II and 3 on V5; voting
+    "no beat" they outvoted the other four detections and left 3 beats (HR 13 bpm)."""
+    rec = read_record(ludb_root / "data" / "90", leads=("II", "V5"))
+    full = read_record(ludb_root / "data" / "90", leads=LEADS_12)
+    two = ecg_intervals(rec.signal, rec.fs, rec.leads)
+    assert abs(two["hr_bpm"] - ecg_intervals(full.signal, full.fs, full.leads)["hr_bpm"]) < 1.0
+    assert two["n_beats"] >= 9
+
+
 def test_tachycardia_pr_and_bundle_branch_block_qrs(cinc_root):
     """Issue 17's Challenge records: six sinus tachycardias without an AV block that used to get
     PR > 200 ms (the P onset put on the previous T wave), and a right bundle branch block that
