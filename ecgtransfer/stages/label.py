@@ -62,15 +62,10 @@ def label(config: LabelConfig, context: Context) -> StageResult:
     return StageResult(output, summary, outputs={"labels": str(report.path)}, details=report)
 
 
-def _neurokit() -> str:
-    import importlib.metadata
-
-    return importlib.metadata.version("neurokit2")
-
-
 register_stage(Stage(
     "label", LabelConfig, label, command=("label",), output="labels.csv", hands=("labels",),
-    version=lambda: f"labeller {intervals.LABELLER_VERSION}, neurokit2 {_neurokit()}",
+    version=lambda: (f"labeller {intervals.LABELLER_VERSION}, "
+                     f"neurokit2 {intervals.neurokit2_version()}"),
     help="measure HR, PR, QRS and QT of every record with NeuroKit2",
     description="Measure HR, PR, QRS and QT of every record (R peaks agreed across leads, "
                 "median-beat delineation of 12 leads, median over leads; see docs/labels.md). "
