@@ -139,25 +139,10 @@ def _tree_rss_mb(root: int) -> float:
 
 def _memory_child(store: str) -> None:
     """Child: label a store with 2 workers, sampling the memory of its process tree."""
-    import os
-    import threading
-
     from ecgtransfer.features.labels import label_records
 
-    peak, done = [0.0], threading.Event()
-
-    def sample():
-        while not done.wait(0.25):
-            peak[0] = max(peak[0], _tree_rss_mb(os.getpid()))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    t = time.perf_counter()
-    label_records(Path(store), workers=2)
-    seconds = time.perf_counter() - t
-    done.set()
-    sampler.join()
-    print(json.dumps({"seconds": seconds, "peak_mb": peak[0]}))
+    seconds, peak = _run_measured(lambda: label_records(Path(store), workers=2), every=0.25)
+    print(json.dumps({"seconds": seconds, "peak_mb": peak}))
 
 
 def _per_lead_neurokit() -> None:
@@ -194,16 +179,16 @@ def _store_worker(args) -> float:
     return ecg_intervals(store[i], store.fs, store.leads)["hr_bpm"]
 
 
-def _run_measured(work) -> tuple[float, float]:
+def _run_measured(work, every: float = 0.1) -> tuple[float, float]:
     """Seconds ``work()`` takes and the peak anonymous memory of this process tree meanwhile
-    (the parent and its pool's processes), MB, sampled every 0.1 s."""
+    (the parent and its pool's processes), MB, sampled every ``every`` s."""
     import os
     import threading
 
     peak, done = [0.0], threading.Event()
 
     def sample():
-        while not done.wait(0.1):
+        while not done.wait(every):
             peak[0] = max(peak[0], _tree_rss_mb(os.getpid()))
 
     sampler = threading.Thread(target=sample, daemon=True)
