@@ -28,7 +28,7 @@ from typing import Any, Iterator, Mapping, Sequence
 __all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "tracking_uri", "setup", "code_version",
            "store_hash", "text", "flat_params", "describe_experiment", "open_run", "open_parent_run", "end_run", "search_runs",
            "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
-           "download_artifact",
+           "download_artifact", "EndedEarly", "marked_run",
            "download_plain_model", "PLAIN_MODEL_FILE", "ui_link", "latest_pipeline_experiment",
            "start_ui", "FINETUNE_FILTER", "FINETUNE_VIEW"]
 
@@ -389,6 +389,13 @@ def _read_marker(marker: Path | None) -> str | None:
                          "run") from None
 
 
+def marked_run(marker: Path) -> Run | None:
+    """The run a stage recorded in ``marker`` (its ``run.json``), to tag or log to after the
+    stage returned; None when there is no marker."""
+    run_id = _read_marker(Path(marker))
+    return None if run_id is None else Run(run_id)
+
+
 def _write_marker(marker: Path, run_id: str, **extra: Any) -> None:
     from ecgtransfer.files import atomic_file
 
@@ -403,8 +410,13 @@ def end_run(run_id: str, status: str) -> None:
     _client().set_terminated(run_id, status)
 
 
+class EndedEarly(Exception):
+    """Raised inside a run to stop it on purpose before it is done (a search's pruner stopping
+    an unpromising trial): the run ends FINISHED, not FAILED, with what it logged so far."""
+
+
 def _status_of(exc: BaseException | None) -> str:
-    if exc is None:
+    if exc is None or isinstance(exc, EndedEarly):
         return "FINISHED"
     return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
 

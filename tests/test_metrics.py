@@ -74,6 +74,31 @@ def test_classification_task_loss_and_score():
         torch.nn.functional.binary_cross_entropy_with_logits(out, torch.tensor([[1.0, 0.0]])).item())
 
 
+def test_focal_loss_by_hand():
+    """Focal loss: each record's (weighted) cross-entropy scaled by (1 - p_t)^2, a weighted mean
+    as cross_entropy's; multi-label the same per class on the BCE terms."""
+    w = np.array([1.0, 2.0, 0.5])
+    task = ClassificationTask(["A", "B", "C"], class_weights=w, loss="focal")
+    logits = torch.log(torch.tensor(PROBS, dtype=torch.float32))
+    p_t = PROBS[np.arange(4), Y]                       # 0.7, 0.6, 0.3, 0.4
+    w_i = w[Y]
+    by_hand = np.sum(w_i * (1 - p_t) ** 2 * -np.log(p_t)) / np.sum(w_i)
+    assert task.loss(logits, torch.tensor(Y)).item() == pytest.approx(by_hand, rel=1e-5)
+    plain = ClassificationTask(["A", "B", "C"], class_weights=w)
+    assert task.loss(logits, torch.tensor(Y)).item() < plain.loss(logits, torch.tensor(Y)).item()
+
+    multi = ClassificationTask(["X", "Y"], multilabel=True, loss="focal",
+                               class_weights=[3.0, 1.0])   # pos_weight: weighted BCE
+    out = torch.tensor([[2.0, -1.0]])
+    p = 1 / (1 + np.exp(-np.array([2.0, -1.0])))
+    bce = np.array([-3.0 * np.log(p[0]), -np.log(1 - p[1])])
+    p_t = np.array([p[0], 1 - p[1]])
+    assert multi.loss(out, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(
+        np.mean((1 - p_t) ** 2 * bce), rel=1e-5)
+    with pytest.raises(ValueError, match="loss: 'hinge' is not ce or focal"):
+        ClassificationTask(["A"], loss="hinge")
+
+
 def test_macro_averages_cover_the_same_classes():
     """A class absent from the test set (HYP in a small fold) is left out of macro F1 as it is
     out of macro AUROC, and the classes covered are counted and named."""

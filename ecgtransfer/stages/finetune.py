@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -53,9 +53,13 @@ class FinetuneConfig(TrainingConfig):
                         "statement sets, multi-label (all, diagnostic, subdiagnostic, "
                         "superdiagnostic, form, rhythm)",
                         choices=("single_label", "multi_label", *BENCHMARK_TASKS))
-    class_weights: str = setting("none", "balanced: cross-entropy weights n / (k n_c), or BCE "
-                                 "pos_weight negatives/positives, from the training records",
-                                 choices=("none", "balanced"))
+    class_weights: str = setting("none", "balanced (inverse frequency): cross-entropy weights "
+                                 "n / (k n_c), or BCE pos_weight negatives/positives (weighted "
+                                 "BCE), from the training records; sqrt: their square roots",
+                                 choices=("none", "balanced", "sqrt"))
+    loss: str = setting("ce", "cross-entropy (softmax; multi-label: binary cross-entropy per "
+                        "class) or focal loss (gamma 2: easy records weigh less)",
+                        choices=("ce", "focal"))
     train_fraction: float = setting(1.0, "train on this seeded fraction of the training "
                                     "patients; validation and test stay whole")
     model: str | None = setting(None, "scratch without --from: the architecture (default "
@@ -101,8 +105,9 @@ class FinetuneConfig(TrainingConfig):
         check(self.task not in ("single_label", "multi_label", *BENCHMARK_TASKS), "task",
               f"{self.task!r} is not single_label, multi_label or one of "
               f"{', '.join(BENCHMARK_TASKS)}")
-        check(self.class_weights not in ("none", "balanced"), "class_weights",
-              f"{self.class_weights!r} is not none or balanced")
+        check(self.class_weights not in ("none", "balanced", "sqrt"), "class_weights",
+              f"{self.class_weights!r} is not none, balanced or sqrt")
+        check(self.loss not in ("ce", "focal"), "loss", f"{self.loss!r} is not ce or focal")
         check_model_settings(self, self.model)
         check(not 0 < self.train_fraction <= 1, "train_fraction", "must be in (0, 1]")
         check(self.head_hidden is not None and self.head_hidden < 1, "head_hidden",
@@ -230,7 +235,7 @@ def _class_weights(y: np.ndarray, multilabel: bool, where: str,
     counts = y.sum(axis=0) if multilabel else np.bincount(y, minlength=k)
     absent = [c for c, n in zip(classes, counts) if n == 0]
     if absent:
-        raise ValueError(f"{where}: class_weights balanced, but no training record has "
+        raise ValueError(f"{where}: class weights, but no training record has "
                          f"{', '.join(absent)} (raise train_fraction)")
     if multilabel:
         return (len(y) - counts) / counts
@@ -504,10 +509,13 @@ class _Finetune(TrainedStage):
         from ecgtransfer.training.tasks import ClassificationTask
 
         weights = None
-        if self.config.class_weights == "balanced":
+        if self.config.class_weights != "none":
             weights = _class_weights(self.targets[self.splits["train"]], self.multilabel,
                                      str(self.store.path), self.classes)
-        return ClassificationTask(self.classes, multilabel=self.multilabel, class_weights=weights)
+            if self.config.class_weights == "sqrt":
+                weights = np.sqrt(weights)
+        return ClassificationTask(self.classes, multilabel=self.multilabel, class_weights=weights,
+                                  loss=self.config.loss)
 
     # ---- tracking ------------------------------------------------------------------------
     def run_tags(self, model) -> dict[str, Any]:
@@ -675,7 +683,8 @@ def _ci(interval) -> str:
 
 
 def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = True,
-             parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> FinetuneResult:
+             parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+             on_epoch: Callable[[dict], None] | None = None) -> FinetuneResult:
     """Fine-tune (or train from scratch) the classifier ``config`` describes.
 
     Parameters
@@ -690,6 +699,8 @@ def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = T
         Nest the MLflow run under this run (a pipeline's).
     tags : dict, optional
         Extra tags of the run.
+    on_epoch : callable, optional
+        Called with every finished epoch's metrics (see :class:`~ecgtransfer.stages.Context`).
 
     Notes
     -----
@@ -697,7 +708,8 @@ def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = T
     ``config.seed``; the caller's torch generator is left as it was. Under ``torchrun`` every
     process calls this; rank 0 alone writes files and talks to MLflow.
     """
-    stage = _Finetune(config, Context(progress=progress, resume=resume, tags=dict(tags or {})))
+    stage = _Finetune(config, Context(progress=progress, resume=resume, tags=dict(tags or {}),
+                                    on_epoch=on_epoch))
     try:
         if config.cv:
             return _cross_validate(stage, parent_run_id)
@@ -827,7 +839,8 @@ def _cv_result(stage: _Finetune, info: dict, reused: bool) -> FinetuneResult:
 def run_finetune(config: FinetuneConfig, context: Context) -> StageResult:
     """Fine-tune the classifier ``config`` describes (see :func:`finetune`)."""
     r = finetune(config, resume=context.resume, progress=context.progress,
-                 parent_run_id=context.parent_run, tags=context.tags)
+                 parent_run_id=context.parent_run, tags=context.tags,
+                       on_epoch=context.on_epoch)
     shown = "no test records"
     if r.test:
         shown = ", ".join(f"{name} {r.test[key]:.3f}" + (

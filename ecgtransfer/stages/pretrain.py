@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -123,7 +123,7 @@ def target_table(index: pd.DataFrame, labels: pd.DataFrame, targets: list[str],
         raise ValueError(f"{labels_path}: none of its rows is a record of this store (labels "
                          "made for another store?)")
     rows = labels.reindex(ids)
-    values = rows[[column(t) for t in targets]].to_numpy(np.float64)
+    values = rows[[column(t) for t in targets]].to_numpy(np.float64, copy=True)
     reasons = np.full(values.shape, "", dtype=object)
     for j, t in enumerate(targets):
         status = rows[status_column(t)].fillna("").astype(str).to_numpy()
@@ -292,7 +292,8 @@ def _groups(config: PretrainConfig) -> list[list[str]]:
 def run_pretrain(config: PretrainConfig, context: Context) -> StageResult:
     """Train the regressors ``config`` describes (see :func:`pretrain`)."""
     results = pretrain(config, resume=context.resume, progress=context.progress,
-                       parent_run_id=context.parent_run, tags=context.tags)
+                       parent_run_id=context.parent_run, tags=context.tags,
+                       on_epoch=context.on_epoch)
     lines = []
     for r in results:
         if r.run_id is None:  # a torchrun rank other than 0
@@ -306,8 +307,8 @@ def run_pretrain(config: PretrainConfig, context: Context) -> StageResult:
 
 
 def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = True,
-             parent_run_id: str | None = None, tags: dict[str, str] | None = None
-             ) -> list[PretrainResult]:
+             parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+             on_epoch: Callable[[dict], None] | None = None) -> list[PretrainResult]:
     """Train the regressors ``config`` describes; returns one result per model.
 
     Parameters
@@ -322,6 +323,8 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
         Nest the stage's MLflow run(s) under this run (a pipeline's).
     tags : dict, optional
         Extra tags of every run.
+    on_epoch : callable, optional
+        Called with every finished epoch's metrics (see :class:`~ecgtransfer.stages.Context`).
 
     Notes
     -----
@@ -333,7 +336,8 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
 
     from ecgtransfer import tracking
 
-    stage = _Pretrain(config, Context(progress=progress, resume=resume, tags=dict(tags or {})))
+    stage = _Pretrain(config, Context(progress=progress, resume=resume, tags=dict(tags or {}),
+                                    on_epoch=on_epoch))
     try:
         groups = _groups(config)
         selections = [stage.select(targets) for targets in groups]  # every model's data first

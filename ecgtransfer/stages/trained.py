@@ -326,8 +326,13 @@ class TrainedStage:
                 run.log_inputs(self.store.path, *job.inputs)
                 if job.note:
                     run.set_note(job.note)
-            trainer, fit = self.fit(job, lambda m: run.log_metrics(
-                {k: v for k, v in m.items() if k != "epoch"}, step=int(m["epoch"])))
+            def on_epoch(metrics: dict) -> None:
+                run.log_metrics({k: v for k, v in metrics.items() if k != "epoch"},
+                                step=int(metrics["epoch"]))
+                if self.context.on_epoch is not None:  # a search's pruner may stop it here
+                    self.context.on_epoch(metrics)
+
+            trainer, fit = self.fit(job, on_epoch)
             trainer.model.load_state_dict(fit.best_state)
             test = job.evaluate(run, trainer, job.datasets["test"])
             run.log_metrics({"best_epoch": fit.best_epoch, "n_epochs": len(fit.history)})

@@ -68,6 +68,10 @@ class RegressionTask:
                          for n, u in zip(self.names, self.units))
 
 
+FOCAL_GAMMA = 2.0
+"""The focusing exponent of the focal loss (Lin et al. 2017's default)."""
+
+
 class ClassificationTask:
     """Five-superclass diagnosis: single-label (softmax, cross-entropy with optional class
     weights) or multi-label (sigmoid, binary cross-entropy), scored by macro AUROC.
@@ -80,6 +84,10 @@ class ClassificationTask:
         Targets are ``(n, k)`` 0/1 rows instead of class indices.
     class_weights : sequence of float, optional
         Cross-entropy weight per class (single-label) or BCE ``pos_weight`` (multi-label).
+    loss : str
+        ``ce``: cross-entropy (single-label) or binary cross-entropy per class; ``focal``: the
+        same scaled by ``(1 - p_t) ** 2`` (Lin et al. 2017), so records the model already gets
+        right weigh less.
 
     Notes
     -----
@@ -89,18 +97,33 @@ class ClassificationTask:
     monitor = "val_score"
 
     def __init__(self, classes: Sequence[str], multilabel: bool = False,
-                 class_weights: Sequence[float] | None = None):
+                 class_weights: Sequence[float] | None = None, loss: str = "ce"):
+        if loss not in ("ce", "focal"):
+            raise ValueError(f"loss: {loss!r} is not ce or focal")
         self.classes = list(classes)
+        self.focal = loss == "focal"
         self.multilabel = multilabel
         self.weights = (None if class_weights is None
                         else torch.as_tensor(np.asarray(class_weights), dtype=torch.float32))
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         w = None if self.weights is None else self.weights.to(outputs.device)
+        z = outputs.float()
         if self.multilabel:
-            return F.binary_cross_entropy_with_logits(outputs.float(), targets.float(),
-                                                      pos_weight=w)
-        return F.cross_entropy(outputs.float(), targets.long().view(-1), weight=w)
+            y = targets.float()
+            if not self.focal:
+                return F.binary_cross_entropy_with_logits(z, y, pos_weight=w)
+            bce = F.binary_cross_entropy_with_logits(z, y, pos_weight=w, reduction="none")
+            p = torch.sigmoid(z)
+            p_t = p * y + (1 - p) * (1 - y)
+            return ((1 - p_t) ** FOCAL_GAMMA * bce).mean()
+        y = targets.long().view(-1)
+        if not self.focal:
+            return F.cross_entropy(z, y, weight=w)
+        log_p_t = F.log_softmax(z, dim=1).gather(1, y[:, None])[:, 0]
+        w_i = torch.ones_like(log_p_t) if w is None else w[y]
+        terms = -w_i * (1 - log_p_t.exp()) ** FOCAL_GAMMA * log_p_t
+        return terms.sum() / w_i.sum()  # as cross_entropy weighs: a weighted mean
 
     def probabilities(self, outputs: np.ndarray) -> np.ndarray:
         """Logits to probabilities (sigmoid or softmax)."""
