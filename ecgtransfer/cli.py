@@ -76,22 +76,30 @@ def _help(f: dataclasses.Field) -> str:
     return text.replace("%", "%%")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config: type) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, config: type, prefix: str = "",
+                     skip: set[str] | None = None) -> set[str]:
     """One argument per CLI field of ``config``: ``--name-with-dashes`` (or the field's own
     flag), positional where the field says so. Values stay text here and are parsed and checked
-    by the config, so a bad one is the same one-line error as from a file."""
+    by the config, so a bad one is the same one-line error as from a file.
+
+    ``prefix`` goes before each destination (flags another stage's config takes), and fields
+    named in ``skip`` get no flag. Returns the names of the fields given flags."""
     from ecgtransfer.config import ordered_fields
 
     hints = typing.get_type_hints(config)
+    added: set[str] = set()
     for f in ordered_fields(config):
         meta = f.metadata
-        if not meta.get("cli", True):
+        if not meta.get("cli", True) or f.name in (skip or set()):
             continue
+        if prefix and meta.get("positional"):
+            continue
+        added.add(f.name)
         kind = _kind(hints[f.name])
         is_list = typing.get_origin(kind) in (list, tuple)
-        kw: dict[str, Any] = {"help": _help(f), "default": None, "dest": f.name}
-        if meta.get("metavar"):
-            kw["metavar"] = meta["metavar"]
+        kw: dict[str, Any] = {"help": _help(f), "default": None, "dest": prefix + f.name}
+        if meta.get("metavar") or prefix:
+            kw["metavar"] = meta.get("metavar") or f.name.upper()
         if meta.get("positional"):
             kw.pop("dest")
             choices = meta.get("choices")
@@ -107,14 +115,15 @@ def add_config_flags(parser: argparse.ArgumentParser, config: type) -> None:
             parser.add_argument(flag, action="append", **kw)
         else:
             parser.add_argument(flag, **kw)
+    return added
 
 
-def _flag_values(args: argparse.Namespace, config: type) -> dict[str, Any]:
+def _flag_values(args: argparse.Namespace, config: type, prefix: str = "") -> dict[str, Any]:
     """The flags given, as YAML-parsed values for the config (None: not given)."""
     hints = typing.get_type_hints(config)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(config):
-        raw = getattr(args, f.name, None)
+        raw = getattr(args, prefix + f.name, None)
         if raw is None:
             continue
         kind = _kind(hints[f.name])
@@ -138,12 +147,23 @@ def _yaml(text: str) -> Any:
         return text
 
 
+_REST = "rest__"
+"""Destination prefix of the flags a stage takes from the stages it searches."""
+
+
 # ---- the parser -------------------------------------------------------------------------
 def _stage_parser(commands, stage, common, fmt, help_only: bool = False) -> None:
     p = commands.add_parser(stage.command[-1], help=stage.help, description=stage.description,
                             formatter_class=fmt, parents=[common])
     p.set_defaults(stage=stage.name)
-    add_config_flags(p, stage.config)
+    taken = add_config_flags(p, stage.config)
+    if stage.flags_from:
+        from ecgtransfer.stages import get_stage
+
+        taken |= {f.name for f in dataclasses.fields(stage.config)}
+        group = p.add_argument_group(f"settings of the stage searched ({', '.join(stage.flags_from)})")
+        for name in stage.flags_from:
+            taken |= add_config_flags(group, get_stage(name).config, _REST, taken)
     p.add_argument("--config", dest="config_file", type=Path, default=None, metavar="FILE",
                    help=f"YAML of settings ({stage.config.__name__} fields)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -211,8 +231,11 @@ def _run_stage(args: argparse.Namespace) -> int:
         if getattr(args, f"action_{name}", False):
             print(action())
             return 0
-    config = load_config(stage.config, args.config_file, args.overrides,
-                         **_flag_values(args, stage.config))
+    values = _flag_values(args, stage.config)
+    for name in stage.flags_from:  # another stage's flags: its settings, in the rest setting
+        values.update({k: v for k, v in _flag_values(args, get_stage(name).config, _REST).items()
+                       if k not in values})
+    config = load_config(stage.config, args.config_file, args.overrides, **values)
     seed = getattr(config, "seed", None)
     if seed is not None:  # the CLI alone seeds the process's generators
         import numpy as np

@@ -48,7 +48,8 @@ class ConfigError(ValueError):
 
 def setting(default: Any = MISSING, help: str = "", *, unit: str = "",
             choices: Sequence[Any] = (), flag: str | None = None, positional: bool = False,
-            cli: bool = True, role: str = "", metavar: str | None = None) -> Any:
+            cli: bool = True, role: str = "", metavar: str | None = None,
+            rest: bool = False) -> Any:
     """A config field with what the CLI, pipelines and docs need to know about it.
 
     Parameters
@@ -74,9 +75,13 @@ def setting(default: Any = MISSING, help: str = "", *, unit: str = "",
         placement, set by a pipeline.
     metavar : str, optional
         The placeholder shown in help.
+    rest : bool
+        A mapping that takes every key the config does not know (a search's settings of the
+        stage it searches): with it, an unknown key is not an error but goes here.
     """
     meta = {"help": help, "unit": unit, "choices": tuple(choices), "flag": flag,
-            "positional": positional, "cli": cli, "role": role, "metavar": metavar}
+            "positional": positional, "cli": cli, "role": role, "metavar": metavar,
+            "rest": rest}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     if default is MISSING:
@@ -199,6 +204,14 @@ def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "") -> T:
     type is a :class:`ConfigError` naming the key (prefixed by ``where``, e.g. ``FILE:LINE``)."""
     prefix = f"{where}: " if where else ""
     hints = typing.get_type_hints(cls)
+    rest = next((f.name for f in fields(cls) if f.metadata.get("rest")), None)
+    if rest is not None and isinstance(values, dict):
+        known = {f.name for f in fields(cls)}
+        extra = {k: v for k, v in values.items() if k not in known}
+        if extra:
+            given = values.get(rest) or {}
+            values = {**{k: v for k, v in values.items() if k in known},
+                      rest: {**given, **extra} if isinstance(given, dict) else given}
     try:
         _check_keys(cls, values)
         for f in fields(cls):

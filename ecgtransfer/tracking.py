@@ -28,7 +28,7 @@ from typing import Any, Iterator, Mapping, Sequence
 __all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "tracking_uri", "setup", "code_version",
            "store_hash", "text", "flat_params", "describe_experiment", "open_run", "open_parent_run", "end_run", "search_runs",
            "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
-           "download_artifact", "EndedEarly", "marked_run",
+           "download_artifact", "EndedEarly", "marked_run", "sqlite_folder",
            "download_plain_model", "PLAIN_MODEL_FILE", "ui_link", "latest_pipeline_experiment",
            "start_ui", "FINETUNE_FILTER", "FINETUNE_VIEW"]
 
@@ -47,6 +47,12 @@ def tracking_uri(uri: str | None = None) -> str:
 def _sqlite_dir(uri: str) -> Path | None:
     m = re.match(r"sqlite:///(.+)$", uri)
     return Path(m.group(1)).resolve().parent if m else None
+
+
+def sqlite_folder(uri: str) -> Path | None:
+    """The folder of an SQLite tracking store (where its artifacts and a search's optuna.db
+    go), None for a server or another store."""
+    return _sqlite_dir(uri)
 
 
 def _client():

@@ -25,7 +25,7 @@ __all__ = ["Stage", "Context", "StageResult", "register_stage", "get_stage", "li
 _log = logging.getLogger("ecgtransfer")
 
 _BUILTIN = ("prepare", "verify", "fetch", "info", "splits", "merge", "synth", "label",
-            "pretrain", "finetune", "compare", "evaluate", "ui")
+            "pretrain", "finetune", "tune", "compare", "evaluate", "ui")
 """The stage modules of this package, in the order of the data's flow (and of ``--help``)."""
 
 
@@ -136,6 +136,9 @@ class Stage:
         Named outputs (:attr:`StageResult.outputs`) the stage hands to later stages.
     actions : dict
         Extra CLI flags that print something and exit: ``flag -> (help, callable)``.
+    flags_from : tuple of str
+        Stages whose flags this stage's command takes too, into its config's ``rest`` setting
+        (a search takes the flags of the stages it searches).
     """
 
     name: str
@@ -152,6 +155,7 @@ class Stage:
     reads: str | None = None
     hands: tuple[str, ...] = ()
     actions: dict[str, tuple[str, Callable[[], str]]] = field(default_factory=dict)
+    flags_from: tuple[str, ...] = ()
 
     def settings(self) -> list:
         """The config's fields (``dataclasses.Field``), in order."""

@@ -1,0 +1,264 @@
+"""`ecgtransfer tune`: search spaces checked in one line, trials as child runs of the search's
+MLflow run with their states, pruning that stops a trial early, the best config that `finetune
+--config` takes, and a killed search that continues the same study. On the PTB-XL sample."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ecgtransfer.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+SPACE = """\
+stage: finetune
+metric: val_macro_auroc
+params:
+  lr: {type: float, low: 1e-4, high: 1.0e-2, log: true}
+  class_weights: {type: categorical, choices: [none, balanced, sqrt]}
+  head_hidden: {type: categorical, choices: [64, 128]}
+  head_dropout: {type: float, low: 0.0, high: 0.5, when: {head_hidden: 128}}
+"""
+
+
+@pytest.fixture(scope="module")
+def store100(tmp_path_factory):
+    """The package's 350 PTB-XL records at 100 Hz."""
+    from ecgtransfer.cli import main
+
+    out = tmp_path_factory.mktemp("tune") / "ptbxl"
+    assert main(["data", "prepare", "ptbxl", "--sample", "--out", str(out), "-q"]) == 0
+    return out
+
+
+def _space(tmp_path: Path, text: str = SPACE) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def _args(store: Path, space: Path, trials: int, *extra: str) -> list[str]:
+    """The command, its MLflow store an absolute path beside the space (one per test: MLflow
+    keeps an engine per URI for the whole process)."""
+    return ["tune", "-q", "--space", str(space), "--store", str(store), "--task",
+            "superdiagnostic", "--strategy", "scratch", "--trials", str(trials), "--threads", "2",
+            "--set", "epochs=3", "--set", "bootstrap=0", "--set", "batch_size=64",
+            "--tracking-uri", f"sqlite:///{space.parent / 'mlflow.db'}", *extra]
+
+
+def _runs(folder: Path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["ecgtransfer-tune"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stage: label\nparams: {lr: {type: float, low: 0.1, high: 1}}",
+     "stage: 'label' is not one of pretrain, finetune"),
+    ("stage: finetune\nparams: {lrr: {type: float, low: 0.1, high: 1}}",
+     "params.lrr: not a setting of finetune"),
+    ("stage: finetune\nparams: {lr: {type: real, low: 0.1, high: 1}}",
+     "params.lr.type: 'real' is not float, int, categorical"),
+    ("stage: finetune\nparams: {lr: {type: float, low: 1, high: 0.1}}",
+     "params.lr: low (1) must be below high (0.1)"),
+    ("stage: finetune\nparams: {lr: {type: float, low: 0, high: 0.1, log: true}}",
+     "params.lr: a log scale needs low > 0"),
+    ("stage: finetune\nparams: {lr: {type: float, low: x, high: 0.1}}",
+     "params.lr.low: 'x' is not a number"),
+    ("stage: finetune\nparams:\n  head_dropout: {type: float, low: 0, high: 0.5, when: "
+     "{head_hidden: 128}}\n  head_hidden: {type: categorical, choices: [64, 128]}",
+     "params.head_dropout.when: 'head_hidden' is not a parameter sampled before it"),
+    ("stage: finetune\nparams: {out: {type: categorical, choices: [a, b]}}",
+     "params.out: not a setting of finetune"),
+    ("stage: finetune\nmetrc: val_score\nparams: {lr: {type: float, low: 0.1, high: 1}}",
+     "unknown key 'metrc' (known: stage, metric, direction, params, description)"),
+])
+def test_a_bad_space_is_one_line_naming_file_and_key(tmp_path, cli, text, message):
+    space = _space(tmp_path, text)
+    done = cli("tune", "--space", str(space), "--store", "nowhere")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"ecgtransfer: error: {space}: {message}"
+
+
+def test_wrong_base_settings_fail_before_any_trial(tmp_path, cli, store100):
+    space = _space(tmp_path)
+    done = cli(*_args(store100, space, 2, "--set", "epochs=many"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "epochs" in done.stderr and "finetune settings of the search" in done.stderr
+    base = tmp_path / "base.yaml"
+    base.write_text("epochs: 2\nout: elsewhere\n")
+    done = cli(*_args(store100, space, 2, "--base", str(base)))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"ecgtransfer: error: {base}: out: is the search's to decide "
+                                   "(set the search's own out)")
+    done = cli(*_args(store100, space, 2, "--set", "base.experiment=other"))
+    assert done.returncode == 2 and "base.experiment: is the search's to decide" in done.stderr
+    assert not (tmp_path / "runs" / "tune" / "trials").exists()
+
+
+def test_trials_are_child_runs_and_the_best_config_is_a_finetune_config(tmp_path, cli, store100):
+    """Four TPE trials: each a child run of the search's run with its own settings as params,
+    per-epoch metrics and a state; the search run carries the best value and the best config,
+    which `finetune --config` loads as it is and which equals the best trial's settings."""
+    from ecgtransfer.stages.finetune import FinetuneConfig
+
+    space = _space(tmp_path)
+    done = cli(*_args(store100, space, 4))
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "runs" / "tune"
+    runs = _runs(tmp_path)
+    search = runs[runs["tags.ecgtransfer.stage"] == "tune"]
+    trials = runs[runs["tags.ecgtransfer.stage"] == "finetune"]
+    assert len(search) == 1 and len(trials) == 4
+    search_id = search["run_id"].iloc[0]
+    assert (trials["tags.mlflow.parentRunId"] == search_id).all()
+    assert set(trials["tags.ecgtransfer.trial"]) == {"0", "1", "2", "3"}
+    assert set(trials["tags.ecgtransfer.trial_state"]) <= {"complete", "pruned"}
+    # every trial's sampled values are its run's params (the conditional one only when active)
+    import mlflow
+    import pandas as pd
+
+    frame = pd.read_csv(out / "trials.csv")
+    assert len(frame) == 4
+    for _, row in trials.iterrows():
+        settings = json.loads(frame.loc[frame["number"] == int(row["tags.ecgtransfer.trial"]),
+                                        "user_attrs_settings"].iloc[0])
+        assert float(row["params.lr"]) == pytest.approx(settings["lr"])
+        assert row["params.class_weights"] == settings["class_weights"]
+        assert ("head_dropout" in settings) == (settings["head_hidden"] == 128)
+        history = mlflow.MlflowClient().get_metric_history(row["run_id"], "val_macro_auroc")
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+    complete = frame[frame["state"] == "COMPLETE"]
+    best = complete.loc[complete["value"].idxmax()]
+    assert search["metrics.best_val_macro_auroc"].iloc[0] == pytest.approx(best["value"])
+    assert search["metrics.n_complete"].iloc[0] + search["metrics.n_pruned"].iloc[0] == 4
+    # the best config: what `finetune --config` takes, the best trial's settings
+    config = load_config(FinetuneConfig, out / "best_config.yaml")
+    settings = json.loads(best["user_attrs_settings"])
+    assert config.lr == pytest.approx(settings["lr"])
+    assert config.class_weights == settings["class_weights"]
+    assert config.epochs == 3 and config.task == "superdiagnostic"
+    assert config.out == FinetuneConfig.__dataclass_fields__["out"].default
+    assert (out / "plots" / "optimization_history.png").stat().st_size > 10_000
+    assert "best: trial" in done.stdout and "best_config.yaml" in done.stdout
+    # the same command again: the study is done; nothing more runs, the same search run
+    again = cli(*_args(store100, space, 4))
+    import re
+
+    assert again.returncode == 0, again.stderr
+    complete, pruned = map(int, re.search(r"(\d+) complete, (\d+) pruned", again.stdout).groups())
+    assert complete + pruned == 4 and complete >= 1
+    assert len(_runs(tmp_path)) == 5
+
+
+def test_pruning_stops_a_trial_and_its_run_says_so(tmp_path, cli, store100, monkeypatch):
+    """A pruner that stops every trial at its second epoch: each trial trains 2 of 3 epochs,
+    Optuna records it PRUNED, its run ends FINISHED tagged pruned, and the search counts the
+    epochs pruning saved."""
+    import optuna
+
+    from ecgtransfer.stages import tune
+
+    monkeypatch.setattr(tune, "_pruner", lambda config: optuna.pruners.ThresholdPruner(
+        upper=-1.0, n_warmup_steps=2))   # every value is above -1: pruned from epoch 2 on
+    space = _space(tmp_path, SPACE.replace("metric: val_macro_auroc", "metric: val_loss"))
+    done = cli(*_args(store100, space, 2))
+    assert done.returncode == 0, done.stderr
+    assert "0 complete, 2 pruned" in done.stdout
+    runs = _runs(tmp_path)
+    trials = runs[runs["tags.ecgtransfer.stage"] == "finetune"]
+    assert (trials["tags.ecgtransfer.trial_state"] == "pruned").all()
+    assert (trials["status"] == "FINISHED").all()
+    import mlflow
+
+    for run_id in trials["run_id"]:
+        steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "val_loss")]
+        assert steps == [1, 2]
+    search = runs[runs["tags.ecgtransfer.stage"] == "tune"].iloc[0]
+    assert search["metrics.epochs_saved_by_pruning"] == 2 and search["metrics.n_pruned"] == 2
+    assert not (tmp_path / "runs" / "tune" / "best_config.yaml").exists()
+
+
+def test_a_killed_search_continues_the_same_study(tmp_path, store100):
+    """SIGTERM during the second trial: exit 143, that trial's run KILLED. The same command
+    again continues the same study under the same search run: the interrupted trial runs again
+    with the same values, and the study ends with the trials asked for."""
+    import optuna
+
+    space = _space(tmp_path)
+    args = [sys.executable, "-m", "ecgtransfer", *_args(store100, space, 3, "--pruner", "none",
+                                                         "--set", "epochs=4")]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    marker = tmp_path / "runs" / "tune" / "trials" / "0001" / "run.json"
+    deadline = time.monotonic() + 240
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    runs = _runs(tmp_path)
+    killed = runs[runs["tags.ecgtransfer.trial"] == "1"]
+    assert list(killed["status"]) == ["KILLED"]
+    search_id = json.loads((tmp_path / "runs" / "tune" / "run.json").read_text())["run_id"]
+
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "1 interrupted and re-run" in done.stdout
+    assert json.loads((tmp_path / "runs" / "tune" / "run.json").read_text())["run_id"] == search_id
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    trials = study.get_trials()
+    interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
+    assert [t.number for t in interrupted] == [1]
+    rerun = [t for t in trials if t.number > 1 and t.params == interrupted[0].params]
+    assert len(rerun) == 1 and rerun[0].state.name == "COMPLETE"
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3
+    runs = _runs(tmp_path)
+    assert (runs.loc[runs["tags.ecgtransfer.stage"] == "finetune",
+                     "tags.mlflow.parentRunId"] == search_id).all()
+
+
+def test_the_grid_sampler_runs_every_combination_once(tmp_path, cli, store100):
+    space = _space(tmp_path, "stage: finetune\nparams:\n"
+                             "  class_weights: {type: categorical, choices: [none, sqrt]}\n"
+                             "  head_hidden: {type: int, low: 32, high: 64, step: 32}\n"
+                             "  lr: {type: float, low: 1e-3, high: 1e-2, grid: [0.003]}\n")
+    done = cli(*_args(store100, space, 10, "--sampler", "grid", "--set", "epochs=1"))
+    assert done.returncode == 0, done.stderr
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "runs" / "tune" / "trials.csv")
+    combos = set(zip(frame["params_class_weights"], frame["params_head_hidden"]))
+    assert combos == {("none", 32), ("none", 64), ("sqrt", 32), ("sqrt", 64)}
+    assert len(frame) == 4 and (frame["params_lr"] == 0.003).all()
+
+
+def test_shipped_spaces_are_valid():
+    from ecgtransfer.stages.tune import read_space
+
+    spaces = sorted((REPO / "pipelines" / "spaces").glob("*.yaml"))
+    assert len(spaces) >= 2
+    for path in spaces:
+        space = read_space(path)
+        assert space.params and space.stage in ("pretrain", "finetune")
+
+
+def test_tune_config_routes_unknown_keys_to_the_searched_stage():
+    from ecgtransfer.config import from_dict
+    from ecgtransfer.stages.tune import TuneConfig
+
+    config = from_dict(TuneConfig, {"space": "s.yaml", "trials": 3, "epochs": 5,
+                                    "model_kwargs": {"width": 16}})
+    assert config.trials == 3 and config.base == {"epochs": 5, "model_kwargs": {"width": 16}}
+    with pytest.raises(ConfigError, match="trials: must be at least 1"):
+        from_dict(TuneConfig, {"space": "s.yaml", "trials": 0})
