@@ -102,6 +102,18 @@ def test_combined_gradual_multilabel_logs_a_complete_run(ptbxl_labelled, pretrai
             assert metrics[f"test_{key}"] == pytest.approx(value)
             assert metrics[f"test_{key}_ci_low"] == pytest.approx(lo)
     assert 0.0 <= result.test["macro_auroc"] <= 1.0
+    # the cost report: the model's own parameters, MACs at its input rate, its file's size
+    from ecgtransfer.models.classifier import load_classifier
+    from ecgtransfer.models.cost import count_macs, count_parameters
+
+    kept = load_classifier(tmp_path / "run" / "model.pt")
+    assert metrics["cost_params"] == count_parameters(kept)
+    assert metrics["cost_macs"] == count_macs(kept, len(kept.meta["leads"]), kept.meta["n_samples"])
+    assert metrics["cost_size_mb"] == pytest.approx(
+        (tmp_path / "run" / "model.pt").stat().st_size / 1e6)
+    for key in ("cost_latency_ms_b1", "cost_latency_ms_b64", "cost_train_records_per_s"):
+        assert 0 < metrics[key] < float("inf"), key
+    assert json.loads(params["cost_input.fs"]) == kept.meta["fs"]
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "history.csv", "test_predictions.csv", "test_metrics.json"} <= artifacts

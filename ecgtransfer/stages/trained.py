@@ -345,6 +345,7 @@ class TrainedStage:
             run.log_artifact(job.folder / "history.csv")
             model = job.finish(trainer.model.cpu().eval())
             job.save(model, job.folder / "model.pt")
+            cost = self.log_cost(run, model, job, fit)
             model_uri = None
             if job.log_model:
                 model_uri = run.log_model(model, job.example, job.folder / "model.pt")
@@ -353,15 +354,46 @@ class TrainedStage:
                 run.log_artifact(job.folder / "model.pt")
             result = {"run_id": run.id, "model_uri": model_uri, "best_epoch": fit.best_epoch,
                       "best_val_score": fit.best_score, **test, "counts": job.counts,
-                      "n_epochs": len(fit.history)}
+                      "n_epochs": len(fit.history), "cost": cost}
             write_json(job.folder / "result.json", result)
         return result
+
+    def log_cost(self, run, model, job: Training, fit) -> dict[str, float]:
+        """The model's cost report on its run (metrics ``cost_*``): parameters, MACs per record
+        at its input rate (PyTorch's FlopCounterMode), its weights file's size, CPU latency per
+        record at batch 1 and 64, and the training throughput (training records per second of
+        training, median over epochs)."""
+        from ecgtransfer.models.cost import model_cost
+
+        meta = getattr(model, "meta", {})
+        fs, n_samples = float(meta.get("fs", 0)), int(meta.get("n_samples", 0))
+        leads = len(meta.get("leads") or ()) or int(job.example.shape[1])
+        if not n_samples:
+            n_samples = int(job.example.shape[-1])
+        threads = torch_threads()
+        cost = model_cost(model, fs, n_samples, leads, budget_s=0.3).metrics()
+        cost["cost_size_mb"] = (job.folder / "model.pt").stat().st_size / 1e6
+        seconds = sorted(m["train_seconds"] for m in fit.history if "train_seconds" in m)
+        if seconds:
+            n_train = len(job.datasets["train"])
+            cost["cost_train_records_per_s"] = n_train / seconds[len(seconds) // 2]
+        run.log_metrics(cost)
+        run.log_params({"cost_input": {"fs": fs, "n_samples": n_samples, "leads": leads,
+                                       "cpu_threads": threads}})
+        return cost
 
     def close(self) -> None:
         """Leave the ``torchrun`` process group, if any."""
         from ecgtransfer.training.distributed import shutdown
 
         shutdown(self.dist)
+
+
+def torch_threads() -> int:
+    """The CPU threads torch computes with (what the latencies were measured on)."""
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def used_counts(splits: dict[str, np.ndarray], chosen: dict[str, np.ndarray],

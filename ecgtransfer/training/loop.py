@@ -262,6 +262,7 @@ class Trainer:
             metrics.update({f"lr_{g.get('name', i)}": g["lr"]
                             for i, g in enumerate(self.optimizer.param_groups) if i})
             metrics.update(self._train_epoch(epoch))
+            metrics["train_seconds"] = time.perf_counter() - t0
             metrics.update(self._validate())
             score = float(metrics[self.task.monitor])
             if score < best["score"]:
