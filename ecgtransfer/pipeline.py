@@ -25,7 +25,9 @@ This is how a labelled store or a pretrain run is reused without pasting its has
 Each stage's settings are checked against the stage's own config class (the one its CLI command
 builds its flags from), the whole file before any work; an error names the file and line. A
 stage may also take ``runs`` (a list of settings mappings) and ``grid`` (setting -> list of
-values): it then runs once per entry of ``runs`` crossed with ``grid``.
+values): it then runs once per entry of ``runs`` crossed with ``grid``. A grid entry that is a
+mapping holds axes of a mapping setting: ``model_kwargs: {width: [16, 32, 64]}`` (or the dotted
+``model_kwargs.width: [...]``) varies one key and keeps the setting's others.
 
 Each stage's output lives in ``WORK/<stage name>/<fingerprint>/``; the runs of a stage with
 ``runs``/``grid`` live in ``WORK/<stage name>/runs/<hash of that run's settings>/``, so a grid
@@ -354,14 +356,46 @@ def _combinations(spec: StageSpec, settings: dict) -> list[dict]:
     pipeline_only = (*_EXPAND, "stages") if spec.stage.reads else _EXPAND
     base = {k: v for k, v in settings.items() if k not in pipeline_only}
     runs = settings.get("runs") or [{}]
-    grid = settings.get("grid") or {}
+    grid = _flat_grid(settings.get("grid") or {})
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         raise ConfigError("runs: expected a list of mappings of settings", "runs")
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError("grid: expected a mapping of setting -> non-empty list of values",
                           "grid")
-    return [{**base, **run, **dict(zip(grid, combo))}
+    return [_with_dotted({**base, **run}, dict(zip(grid, combo)))
             for run in runs for combo in itertools.product(*grid.values())]
+
+
+def _flat_grid(grid: Any, prefix: str = "") -> Any:
+    """A grid whose mapping values are axes of a mapping setting (``model_kwargs: {width:
+    [16, 32]}``), as dotted axes (``model_kwargs.width: [16, 32]``)."""
+    if not isinstance(grid, dict):
+        return grid
+    out: dict = {}
+    for key, value in grid.items():
+        if isinstance(value, dict):
+            out.update(_flat_grid(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _with_dotted(settings: dict, values: dict) -> dict:
+    """``settings`` with ``values`` set; a dotted key sets one key of a mapping setting
+    (``model_kwargs.width: 64`` keeps the other keys of ``model_kwargs``)."""
+    out = dict(settings)
+    for key, value in values.items():
+        *parents, last = str(key).split(".")
+        target = out
+        for depth, part in enumerate(parents):
+            inner = target.get(part) or {}
+            if not isinstance(inner, dict):
+                raise ConfigError(f"grid: {key}: {'.'.join(parents[:depth + 1])} is not a "
+                                  "mapping", "grid")
+            target[part] = inner = dict(inner)
+            target = inner
+        target[last] = value
+    return out
 
 
 def _handoffs(spec: StageSpec, settings: dict, results: dict[str, Any]) -> dict:

@@ -14,6 +14,7 @@ over seeds (one seed: the run's own bootstrap interval); column ``interval`` say
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +29,8 @@ from ecgtransfer.tracking import TAG as _TAG
 __all__ = ["METRICS", "CompareConfig", "compare", "finetune_runs", "run_predictions", "Bootstrap",
            "per_class", "plot_per_class", "INTERVAL_OF",
            "comparison_table", "paired_differences", "write_comparison", "plot_comparison",
-           "summary_text", "sentences"]
+           "summary_text", "sentences", "COSTS", "pareto_front", "plot_cost", "axis_values",
+           "axes_table", "plot_axes"]
 
 METRICS = ("accuracy", "macro_auroc", "macro_f1")
 GROUP = ("task", "split", "cv", "source", "source_targets", "strategy", "trunks", "freeze",
@@ -37,9 +39,15 @@ GROUP = ("task", "split", "cv", "source", "source_targets", "strategy", "trunks"
 hash of every other fine-tune setting (epochs, lr, head, ...), so runs with other
 hyperparameters are never averaged together; ``cv`` is the number of cross-validation folds
 ("" for one test split)."""
-_COLUMNS = ["run_id", "run_name", *GROUP, "seed", "evaluation", "n_train", "n_test"] + [
-    f"{m}{s}" for m in METRICS for s in ("", "_ci_low", "_ci_high")]
+COSTS = ("params", "macs", "latency_ms_b1", "latency_ms_b64")
+"""The cost report's figures (metrics ``cost_<name>`` of every run) that compare carries."""
+_COLUMNS = ["run_id", "run_name", *GROUP, "seed", "evaluation", "n_train", "n_test", "model",
+            "model_kwargs"] + [f"{m}{s}" for m in METRICS for s in ("", "_ci_low", "_ci_high")] + [
+    f"cost_{c}" for c in COSTS]
 _PREDICTIONS = {"cv": "oof_predictions.csv", "test": "test_predictions.csv"}
+_DEFAULT_MODEL = "resnet1d_fast"
+"""The architecture of a scratch run that names none (``ecgtransfer.models.DEFAULT_MODEL``,
+not imported here: that would import torch with the command line)."""
 
 
 def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
@@ -90,6 +98,14 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
             row[m] = metrics.get(f"test_{m}", np.nan)
             row[f"{m}_ci_low"] = metrics.get(f"test_{m}_ci_low", np.nan)
             row[f"{m}_ci_high"] = metrics.get(f"test_{m}_ci_high", np.nan)
+        params = run.data.params
+        row["model"] = params.get("model", "") or (_DEFAULT_MODEL if row["strategy"] == "scratch"
+                                                    else "")
+        row["model_kwargs"] = json.dumps({k.split(".", 1)[1]: _value(v) for k, v in
+                                          sorted(params.items())
+                                          if k.startswith("model_kwargs.")})
+        for c in COSTS:
+            row[f"cost_{c}"] = metrics.get(f"cost_{c}", np.nan)
         rows.append(row)
     return pd.DataFrame(rows, columns=_COLUMNS)
 
@@ -266,9 +282,15 @@ def comparison_table(runs: pd.DataFrame, level: float = 0.95,
         else:
             row["interval"] = f"t over {n} seeds" if n > 1 else "bootstrap"
             row.update(_over_seeds(group, n, level))
+        row["model"] = str(group["model"].iloc[0]) if "model" in group else ""
+        row["model_kwargs"] = str(group["model_kwargs"].iloc[0]) if "model_kwargs" in group else "{}"
+        for c in COSTS:
+            values = group[f"cost_{c}"].to_numpy(np.float64) if f"cost_{c}" in group else []
+            row[f"cost_{c}"] = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
         out.append(row)
     columns = [*GROUP, "seeds", "n_train", "n_test", "interval"] + [
-        f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
+        f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")] + [
+        "model", "model_kwargs"] + [f"cost_{c}" for c in COSTS]
     return pd.DataFrame(out, columns=columns)
 
 
@@ -478,17 +500,39 @@ def plot_per_class(table: pd.DataFrame):
     return fig
 
 
+def _value(text: str):
+    """A param's text back to its value (``[1, 1, 1]`` to a list, ``32`` to an int)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+        if isinstance(value, str) and "," in value:  # a list, as params write them: 1,1,1
+            value = yaml.safe_load(f"[{value}]")
+        return value
+    except yaml.YAMLError:
+        return text
+
+
 def _largest(values: pd.Series) -> float:
     finite = values.to_numpy(np.float64)
     finite = finite[np.isfinite(finite)]
     return float(finite.max()) if len(finite) else np.nan
 
 
+def _kwargs_text(row: pd.Series) -> str:
+    """A group's own architecture parameters, ``layers=[2,2,2] width=16`` ("" for none)."""
+    kwargs = json.loads(row.get("model_kwargs") or "{}")
+    return " ".join(f"{k}={json.dumps(v).replace(' ', '')}" for k, v in kwargs.items())
+
+
 def _label(row: pd.Series) -> str:
+    own = _kwargs_text(row)
+    own = f" {own}" if own else ""
     if row["strategy"] == "scratch":
         n = int(row["trunks"] or 1)
-        return "scratch" if n == 1 else f"scratch, combined-size ({n} trunks)"
-    return f"{row['strategy']} {row['source_targets'] or '?'} from {row['source'] or '?'} ({row['freeze']})"
+        return ("scratch" if n == 1 else f"scratch, combined-size ({n} trunks)") + own
+    return (f"{row['strategy']} {row['source_targets'] or '?'} from {row['source'] or '?'} "
+            f"({row['freeze']})" + own)
 
 
 def plot_comparison(table: pd.DataFrame, metric: str = "macro_auroc"):
@@ -515,8 +559,128 @@ def plot_comparison(table: pd.DataFrame, metric: str = "macro_auroc"):
     return fig
 
 
+def pareto_front(cost: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Which points no other point beats: none cheaper-or-equal with a higher-or-equal score
+    and better in one of the two (a boolean mask; NaN points are never on it)."""
+    cost, score = np.asarray(cost, np.float64), np.asarray(score, np.float64)
+    ok = np.isfinite(cost) & np.isfinite(score)
+    front = np.zeros(len(cost), bool)
+    for i in np.flatnonzero(ok):
+        beaten = ok & (cost <= cost[i]) & (score >= score[i]) & (
+            (cost < cost[i]) | (score > score[i]))
+        front[i] = not beaten.any()
+    return front
+
+
+_COST_AXES = (("cost_macs", "MACs per record"), ("cost_latency_ms_b1",
+                                                  "CPU ms per record, batch 1"))
+
+
+def plot_cost(table: pd.DataFrame, metric: str = "macro_auroc"):
+    """``metric`` (with its interval) against each group's MACs and CPU latency, log scale,
+    the Pareto front (no group both cheaper and better) drawn and its groups named."""
+    from ecgtransfer.plots import figure
+
+    fig, axes = figure(len(_COST_AXES), width=6.0, height=4.6)
+    for ax, (column, name) in zip(axes, _COST_AXES):
+        x, y = table[column].to_numpy(np.float64), table[metric].to_numpy(np.float64)
+        err = np.abs(np.vstack([y - table[f"{metric}_low"], table[f"{metric}_high"] - y]))
+        ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="o", color="0.55", ecolor="0.8",
+                    capsize=2, label="groups")
+        front = pareto_front(x, y)
+        order = np.argsort(x[front])
+        ax.plot(x[front][order], y[front][order], "-o", color="C3", label="Pareto front",
+                zorder=4)
+        for (_, row), xi, yi in zip(table[front].iterrows(), x[front], y[front]):
+            ax.annotate(_label(row), (xi, yi), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+        if np.isfinite(x).any() and np.nanmin(x) > 0:
+            ax.set_xscale("log")
+        ax.set(xlabel=name, ylabel=f"test {metric.replace('_', ' ')}",
+               title=f"{metric.replace('_', ' ')} against {name}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def axis_values(table: pd.DataFrame, axis: str) -> list:
+    """Each group's value of ``axis``: ``model`` or ``model_kwargs.<key>`` (the model's own
+    default where a group left it unset)."""
+    from ecgtransfer.models import model_defaults
+
+    out = []
+    for _, row in table.iterrows():
+        if axis == "model":
+            out.append(row["model"])
+            continue
+        key = axis.split(".", 1)[1]
+        given = json.loads(row["model_kwargs"] or "{}")
+        value = given.get(key, model_defaults(row["model"]).get(key) if row["model"] else None)
+        out.append(json.dumps(list(value)) if isinstance(value, (list, tuple)) else value)
+    return out
+
+
+def axes_table(table: pd.DataFrame, metric: str, axes: Sequence[str]) -> pd.DataFrame:
+    """The groups with a column per axis, for the plot of the score along each axis."""
+    out = table.copy()
+    for axis in axes:
+        if axis != "model" and not axis.startswith("model_kwargs."):
+            raise ValueError(f"axes: {axis!r} is not model or model_kwargs.<key>")
+        out[axis] = axis_values(table, axis)
+    keep = [*axes, "strategy", "train_fraction", "seeds", "n_test", metric, f"{metric}_low",
+            f"{metric}_high", *(f"cost_{c}" for c in COSTS)]
+    return out[keep]
+
+
+def plot_axes(table: pd.DataFrame, metric: str, axes: Sequence[str]):
+    """One panel per axis: ``metric`` (with its interval) against that axis, one line per
+    combination of the other axes held fixed; the groups at the other axes' most common values
+    drawn bold."""
+    from ecgtransfer.plots import figure
+
+    fig, panels = figure(len(axes), width=5.0, height=4.2)
+    for ax, axis in zip(panels, axes):
+        others = [a for a in axes if a != axis]
+        values = list(dict.fromkeys(sorted(table[axis].astype(str), key=_sort_key)))
+        position = {v: i for i, v in enumerate(values)}
+        common = {a: table[a].astype(str).mode().iloc[0] for a in others}
+        for key, line in (table.groupby(others, sort=True) if others else [((), table)]):
+            key = key if isinstance(key, tuple) else (key,)
+            x = np.array([position[str(v)] for v in line[axis]])
+            order = np.argsort(x)
+            bold = all(str(v) == common[a] for a, v in zip(others, key))
+            label = ", ".join(f"{a.split('.')[-1]}={v}" for a, v in zip(others, key)) or axis
+            ax.errorbar(x[order], line[metric].to_numpy()[order],
+                        yerr=np.abs(np.vstack([line[metric] - line[f"{metric}_low"],
+                                               line[f"{metric}_high"] - line[metric]]))[:, order],
+                        marker="o", capsize=2, lw=2.2 if bold else 0.8,
+                        alpha=1.0 if bold else 0.45, label=label if bold or len(line) else None)
+        ax.set_xticks(range(len(values)), values)
+        ax.set(xlabel=axis.split(".")[-1], ylabel=f"test {metric.replace('_', ' ')}",
+               title=f"{metric.replace('_', ' ')} along {axis.split('.')[-1]}")
+        ax.grid(alpha=0.3)
+        if len(others) and len(table.groupby(others)) <= 9:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def _sort_key(text: str):
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return (1, 0.0, text)
+    if isinstance(value, list):
+        return (0, float(sum(value)), text)
+    return (0, float(value), text) if isinstance(value, (int, float)) else (1, 0.0, text)
+
+
 def _markdown(table: pd.DataFrame) -> str:
     shown = table[list(GROUP) + ["seeds"]].copy()
+    if "model_kwargs" in table and (table["model_kwargs"].fillna("{}") != "{}").any():
+        shown["model"] = [f"{m} {_kwargs_text(r)}".strip() for m, (_, r) in
+                          zip(table["model"], table.iterrows())]
     for n in ("n_train", "n_test"):
         shown[n] = ["?" if not np.isfinite(v) else f"{v:.0f}" for v in table[n]]
     for m in METRICS:
@@ -601,6 +765,12 @@ class CompareConfig:
                                      "finetune stages)", cli=False)
     metric: str = setting("macro_auroc", "the metric of the plot and of the differences to "
                           "scratch", choices=METRICS)
+    cost: bool = setting(False, "also plot the metric against each group's MACs and CPU "
+                         "latency with the Pareto front marked (cost.png, cost.csv)")
+    axes: list[str] = setting([], "also plot the metric along each of these architecture "
+                              "settings with the others held fixed (axes.png, axes.csv), e.g. "
+                              "model_kwargs.layers,model_kwargs.width,model_kwargs.kernel_size",
+                              metavar="AXIS[,AXIS...]")
     bootstrap: int = setting(1000, "resamples of the bootstrap over records and seeds (0: t "
                              "over seeds only)")
     seed: int = setting(0, "seed of the bootstrap's resamples")
@@ -611,6 +781,9 @@ class CompareConfig:
         check(self.metric not in METRICS, "metric", f"{self.metric!r} is not "
               f"{', '.join(METRICS)}")
         check(self.bootstrap < 0, "bootstrap", "must not be negative")
+        for axis in self.axes:
+            check(axis != "model" and not axis.startswith("model_kwargs."), "axes",
+                  f"{axis!r} is not model or model_kwargs.<key>")
 
 
 def compare(config: CompareConfig, context: Context) -> StageResult:
@@ -634,6 +807,12 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
     pairs: list[dict] = []
     diffs = paired_differences(runs, config.metric, bootstrap=bootstrap, pairs=pairs)
     paths = write_comparison(table, config.out, config.metric, pd.DataFrame(pairs))
+    if config.cost:
+        paths.update(_write_figure(table, Path(config.out), "cost", plot_cost(table, config.metric)))
+    if config.axes:
+        along = axes_table(table, config.metric, config.axes)
+        paths.update(_write_figure(along, Path(config.out), "axes",
+                                   plot_axes(along, config.metric, config.axes)))
     said = sentences(diffs, config.metric)
     if bootstrap is not None:
         classes = per_class(runs, bootstrap)
@@ -649,6 +828,18 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
     summary += (f"{len(runs)} runs in {len(table)} groups; wrote "
                 + ", ".join(str(p) for p in paths.values()))
     return StageResult(str(config.out), summary, details=table)
+
+
+def _write_figure(table: pd.DataFrame, out: Path, name: str, fig) -> dict[str, Path]:
+    """``<name>.csv`` and ``<name>.png``, each whole or not at all."""
+    from ecgtransfer.files import atomic_file
+
+    paths = {name: out / f"{name}.csv", f"{name}_png": out / f"{name}.png"}
+    with atomic_file(paths[name]) as f:
+        table.to_csv(f, index=False)
+    with atomic_file(paths[f"{name}_png"], binary=True) as f:
+        fig.savefig(f, format="png", dpi=110)
+    return paths
 
 
 def _write_per_class(classes: pd.DataFrame, out: Path) -> dict[str, Path]:

@@ -783,6 +783,10 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
         run.log_params({"data": {"n_train": int(round(np.mean(n_train))),  # mean per fold
                                  "n_test": len(pooled)}})                # every fold's
         test = stage.log_evaluation(run, stage.task(), probs, y, path)
+        costs = [f["cost"] for f in folds if f.get("cost")]
+        if costs:  # the folds' models are one architecture: their mean cost is the model's
+            run.log_metrics({k: float(np.mean([c[k] for c in costs if k in c]))
+                             for k in costs[0]})
         if stage.challenge is not None:  # each record decided at its own fold's thresholds
             fold_thresholds = {f["fold"]: f.get("thresholds") for f in folds}
             if all(fold_thresholds.values()):
@@ -792,7 +796,7 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
                                     stage.out / "challenge_outputs")
         result = {"run_id": run.id, **test, "counts": _cv_counts(folds),
                   "folds": [{k: f.get(k) for k in ("fold", "run_id", "best_epoch", "test",
-                                                   "model_uri")} for f in folds]}
+                                                   "model_uri", "cost")} for f in folds]}
         write_json(stage.out / "result.json", result)
     return _cv_result(stage, read_json(stage.out / "result.json"), reused=False)
 
