@@ -205,6 +205,8 @@ def test_a_killed_search_continues_the_same_study(tmp_path, store100):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "ecgtransfer: terminated; re-run the same command to continue")
     runs = _runs(tmp_path)
     killed = runs[runs["tags.ecgtransfer.trial"] == "1"]
     assert list(killed["status"]) == ["KILLED"]
@@ -262,3 +264,29 @@ def test_tune_config_routes_unknown_keys_to_the_searched_stage():
     assert config.trials == 3 and config.base == {"epochs": 5, "model_kwargs": {"width": 16}}
     with pytest.raises(ConfigError, match="trials: must be at least 1"):
         from_dict(TuneConfig, {"space": "s.yaml", "trials": 0})
+
+
+def test_a_pretrain_search_tunes_a_regressor(tmp_path, cli, deepfake_labelled):
+    """A space over pretrain settings: each trial is one QRS regressor, the objective its
+    validation score (lower is better), and the best config is a pretrain config."""
+    from ecgtransfer.stages.pretrain import PretrainConfig
+
+    space = _space(tmp_path, "stage: pretrain\nmetric: val_score\nparams:\n"
+                             "  lr: {type: float, low: 1e-4, high: 1e-2, log: true}\n"
+                             "  model_kwargs.width: {type: categorical, choices: [16, 32]}\n")
+    done = cli("tune", "-q", "--space", str(space), "--store", str(deepfake_labelled.path),
+               "--targets", "qrs", "--fs", "100", "--trials", "3", "--pruner", "none",
+               "--set", "epochs=2", "--set", "batch_size=16", "--threads", "2",
+               "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert done.returncode == 0, done.stderr
+    assert "3 complete, 0 pruned, 0 failed" in done.stdout
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "runs" / "tune" / "trials.csv")
+    best = frame.loc[frame["value"].idxmin()]            # val_score: minimised
+    config = load_config(PretrainConfig, tmp_path / "runs" / "tune" / "best_config.yaml")
+    assert config.lr == pytest.approx(best["params_lr"])
+    assert config.model_kwargs == {"width": int(best["params_model_kwargs.width"])}
+    assert config.targets == ["qrs"]
+    runs = _runs(tmp_path)
+    assert (runs["tags.ecgtransfer.stage"] == "pretrain").sum() == 3

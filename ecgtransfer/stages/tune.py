@@ -394,7 +394,8 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
         f.write(to_yaml(config))
     storage_url = config.storage or default_storage(config)
     name = config.study or study_name(config, space, base)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its failure notices carry tracebacks;
+    # a failed trial is one line of ours instead
     try:
         lock = exclusive_lock(out / ".tune.lock")
         lock.__enter__()
@@ -590,10 +591,12 @@ def _report(config: TuneConfig, space: SearchSpace, stage: Stage, base: dict, st
     saved = sum(full - t.user_attrs.get("epochs", full) for t in trials
                 if t.state == TrialState.PRUNED)
     mean_epoch = sum(per_epoch) / len(per_epoch) if per_epoch else 0.0
+    durations = [t.duration.total_seconds() for t in trials if t.duration is not None]
     run.log_metrics({"n_complete": counts["complete"], "n_pruned": counts["pruned"],
                      "n_failed": counts["fail"], "epochs_trained": sum(epochs),
                      "epochs_saved_by_pruning": saved,
-                     "seconds_saved_by_pruning": saved * mean_epoch, "search_seconds": seconds})
+                     "seconds_saved_by_pruning": saved * mean_epoch,
+                     "trials_seconds": sum(durations)})  # every session of the study
     best_trial = best_value = None
     best_params: dict[str, Any] = {}
     done = [t for t in trials if t.state == TrialState.COMPLETE]
