@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/label_realism.py
 	$(BIN)/python benchmarks/label_vs_diagnosis.py
 	$(BIN)/python benchmarks/bench_pretrain.py
+	$(BIN)/python benchmarks/bench_tune.py
 	$(BIN)/python benchmarks/bench_finetune.py
 	$(BIN)/python benchmarks/ptbxl_tasks.py
 
