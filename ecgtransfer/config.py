@@ -20,7 +20,7 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 __all__ = ["ConfigError", "LoopConfig", "setting", "from_dict", "load_config", "read_yaml",
            "apply_overrides", "parse_override", "ordered_fields", "to_dict", "to_yaml", "config_hash",
@@ -49,7 +49,7 @@ class ConfigError(ValueError):
 def setting(default: Any = MISSING, help: str = "", *, unit: str = "",
             choices: Sequence[Any] = (), flag: str | None = None, positional: bool = False,
             cli: bool = True, role: str = "", metavar: str | None = None,
-            rest: bool = False) -> Any:
+            rest: bool | Callable[[], set[str]] = False) -> Any:
     """A config field with what the CLI, pipelines and docs need to know about it.
 
     Parameters
@@ -75,9 +75,10 @@ def setting(default: Any = MISSING, help: str = "", *, unit: str = "",
         placement, set by a pipeline.
     metavar : str, optional
         The placeholder shown in help.
-    rest : bool
-        A mapping that takes every key the config does not know (a search's settings of the
-        stage it searches): with it, an unknown key is not an error but goes here.
+    rest : bool or callable
+        A mapping that takes the keys the config does not know (a search's settings of the
+        stage it searches). A callable returns the keys it may take (any other is unknown, an
+        error naming it); True takes any.
     """
     meta = {"help": help, "unit": unit, "choices": tuple(choices), "flag": flag,
             "positional": positional, "cli": cli, "role": role, "metavar": metavar,
@@ -204,10 +205,18 @@ def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "") -> T:
     type is a :class:`ConfigError` naming the key (prefixed by ``where``, e.g. ``FILE:LINE``)."""
     prefix = f"{where}: " if where else ""
     hints = typing.get_type_hints(cls)
-    rest = next((f.name for f in fields(cls) if f.metadata.get("rest")), None)
+    rest_field = next((f for f in fields(cls) if f.metadata.get("rest")), None)
+    rest = rest_field.name if rest_field is not None else None
     if rest is not None and isinstance(values, dict):
         known = {f.name for f in fields(cls)}
+        takes = rest_field.metadata["rest"]
+        allowed = takes() if callable(takes) else None
         extra = {k: v for k, v in values.items() if k not in known}
+        for key in extra:
+            if allowed is not None and key not in allowed:
+                raise ConfigError(f"{prefix}unknown key {key!r} (a setting of neither "
+                                  f"{cls.__name__} nor the stages it takes settings of)",
+                                  str(key))
         if extra:
             given = values.get(rest) or {}
             values = {**{k: v for k, v in values.items() if k in known},

@@ -168,10 +168,16 @@ def flat_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 # ---- one run ------------------------------------------------------------------------------
 def _shielded(method):
-    """Run ``method`` with SIGINT and SIGTERM held back (main thread, POSIX): a signal that
-    arrives during a write to the tracking store is delivered when the write is over. Raised in
-    the middle of one, the interrupt would leave the store's SQLite transaction open, and
-    marking the run KILLED would then wait on that lock and fail ("database is locked")."""
+    """Run ``method`` with SIGINT and SIGTERM held back (main thread): a signal that arrives
+    during a write to the tracking store is delivered when the write is over. Raised in the
+    middle of one, the interrupt would leave the store's SQLite transaction open, and marking
+    the run KILLED would then wait on that lock and fail ("database is locked").
+
+    The signals' Python handlers are swapped for one that notes them, and the noted ones are
+    raised again once the real handlers are back. (Blocking them in the main thread alone is not
+    enough: the kernel hands a process's signal to any thread that does not block it, torch's
+    and tqdm's threads among them, and Python then runs the handler in the main thread at once.)
+    """
     import functools
 
     @functools.wraps(method)
@@ -179,14 +185,22 @@ def _shielded(method):
         import signal
         import threading
 
-        if (not hasattr(signal, "pthread_sigmask")
-                or threading.current_thread() is not threading.main_thread()):
+        if threading.current_thread() is not threading.main_thread():
             return method(*args, **kwargs)
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        noted: list[int] = []
+        held = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            current = signal.getsignal(signum)
+            if current is None:  # a handler set outside Python: leave it alone
+                continue
+            held[signum] = signal.signal(signum, lambda number, frame: noted.append(number))
         try:
             return method(*args, **kwargs)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held signal is delivered now
+            for signum, handler in held.items():
+                signal.signal(signum, handler)
+            for signum in dict.fromkeys(noted):  # each held signal once, to its own handler
+                signal.raise_signal(signum)
 
     return wrapper
 

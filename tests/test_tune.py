@@ -264,6 +264,8 @@ def test_tune_config_routes_unknown_keys_to_the_searched_stage():
     assert config.trials == 3 and config.base == {"epochs": 5, "model_kwargs": {"width": 16}}
     with pytest.raises(ConfigError, match="trials: must be at least 1"):
         from_dict(TuneConfig, {"space": "s.yaml", "trials": 0})
+    with pytest.raises(ConfigError, match="unknown key 'trails' .a setting of neither TuneConfig"):
+        from_dict(TuneConfig, {"space": "s.yaml", "trails": 3})
 
 
 def test_a_pretrain_search_tunes_a_regressor(tmp_path, cli, deepfake_labelled):

@@ -77,7 +77,7 @@ class TuneConfig:
                                       "--config takes", flag="--base", role="input",
                                       metavar="FILE")
     base: dict[str, Any] = setting({}, "the searched stage's settings (its flags and --set "
-                                   "land here)", cli=False, rest=True)
+                                   "land here)", cli=False, rest=lambda: _searchable_settings())
     out: str = setting("runs/tune", "search folder: trials, best config, plots",
                        role="output", metavar="DIR")
     experiment: str = setting("ecgtransfer-tune", "MLflow experiment of the search and its "
@@ -98,6 +98,11 @@ class TuneConfig:
         for key in _BOOKKEEPING:
             check(key in self.base, f"base.{key}", "is the search's to decide (set the search's "
                   f"own {key})")
+
+
+def _searchable_settings() -> set[str]:
+    """Every setting of a stage a search can run: what a search's base settings may name."""
+    return {f.name for name in SEARCHABLE for f in get_stage(name).settings()}
 
 
 # ---- the space ------------------------------------------------------------------------------
