@@ -292,3 +292,75 @@ def test_a_pretrain_search_tunes_a_regressor(tmp_path, cli, deepfake_labelled):
     assert config.targets == ["qrs"]
     runs = _runs(tmp_path)
     assert (runs["tags.ecgtransfer.stage"] == "pretrain").sum() == 3
+
+
+def test_tune_is_a_pipeline_stage(tmp_path):
+    """`stage: tune` in a pipeline: its searched stage's settings sit beside its own (a store
+    referred to by ${...}), checked before any work; the search and its trials nest under the
+    pipeline's stage run."""
+    from ecgtransfer.pipeline import PipelineError, load_pipeline, run_pipeline
+
+    text = f"""\
+name: t
+experiment: tune_pipeline
+tracking_uri: sqlite:///{tmp_path / 'mlflow.db'}
+work: {tmp_path / 'work'}
+stages:
+  - name: ptbxl
+    stage: prepare
+    source: ptbxl
+    sample: true
+  - name: hpo
+    stage: tune
+    space: {REPO / 'pipelines' / 'spaces' / 'finetune_hpo.yaml'}
+    trials: 2
+    pruner: none
+    store: ${{ptbxl}}
+    task: superdiagnostic
+    strategy: scratch
+    model: resnet1d_fast
+    epochs: 1
+    bootstrap: 0
+    threads: 2
+"""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("    epochs: 1\n", "    epochz: 1\n"))
+    with pytest.raises(PipelineError, match=r"bad.yaml:\d+: stage 'hpo': unknown key 'epochz'"):
+        load_pipeline(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text(text)
+    results = run_pipeline(load_pipeline(good), progress=False)
+    hpo = next(r for r in results if r.name == "hpo")
+    assert (Path(hpo.output) / "best_config.yaml").exists()
+    runs = _runs_of(tmp_path, "tune_pipeline")
+    search = runs[runs["tags.ecgtransfer.searched_stage"] == "finetune"]
+    trials = runs[runs["tags.ecgtransfer.stage"] == "finetune"]
+    assert len(search) == 1 and len(trials) == 2
+    assert (trials["tags.mlflow.parentRunId"] == search["run_id"].iloc[0]).all()
+    stage_run = search["tags.mlflow.parentRunId"].iloc[0]    # the pipeline's run of the stage
+    assert stage_run in set(runs["run_id"])
+
+
+def _runs_of(folder: Path, experiment: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def test_a_trial_the_stage_refuses_fails_alone_and_is_a_run(tmp_path, cli, store100):
+    """A space whose values the stage refuses in part (head dropout 2.0): those trials fail,
+    each with one line and a FAILED child run saying why, and the search goes on to the trials
+    asked for."""
+    space = _space(tmp_path, "stage: finetune\nparams:\n"
+                             "  patience: {type: categorical, choices: [0, 1]}\n"
+                             "  head_dropout: {type: categorical, choices: [2.0, 0.1]}\n")
+    done = cli(*_args(store100, space, 4, "--sampler", "grid", "--set", "epochs=1"))
+    assert done.returncode == 0, done.stderr
+    assert "2 complete, 0 pruned, 2 failed" in done.stdout
+    assert "head_dropout: must be in [0, 1)" in done.stderr and "Traceback" not in done.stderr
+    runs = _runs(tmp_path)
+    failed = runs[runs["tags.ecgtransfer.trial_state"] == "failed"]
+    assert len(failed) == 2 and (failed["status"] == "FAILED").all()
+    assert (failed["params.head_dropout"].astype(float) == 2.0).all()
+    assert failed["tags.mlflow.note.content"].str.contains("refused these settings").all()

@@ -484,7 +484,8 @@ class _Objective:
         trial.set_user_attr("folder", str(folder))
         try:
             cfg = _trial_config(self.stage, self.base, sampled, folder, self.config, name)
-        except ConfigError as exc:
+        except ConfigError as exc:  # the stage refuses these values: a run says so
+            self._refused(trial, name, sampled, exc)
             raise self._failed(trial, exc) from None
         history: list[dict] = []
         metric = self.space.metric
@@ -536,6 +537,20 @@ class _Objective:
         if kept is None:  # a reused run: nothing reported; read its history file
             raise ValueError(f"{folder}: trial {trial.number} has no epoch {best_epoch}")
         return float(kept[metric])
+
+    def _refused(self, trial, name: str, sampled: dict, exc: ConfigError) -> None:
+        """A child run for a trial whose settings the stage refused, so that every trial is a
+        run: its values as params, the reason as its description, FAILED."""
+        from ecgtransfer import tracking
+
+        tags = {TAG + "stage": self.space.stage, TAG + "trial": str(trial.number),
+                TAG + "search_run": self.search_run, TAG + "study": trial.study.study_name,
+                TAG + "trial_state": "failed", **self.context.tags}
+        with tracking.open_run(experiment=self.config.experiment, name=name, tags=tags,
+                               parent=self.search_run) as run:
+            run.log_params(sampled)
+            run.set_note(f"The {self.space.stage} stage refused these settings: {exc}")
+        tracking.end_run(run.id, "FAILED")
 
     @staticmethod
     def _failed(trial, exc: BaseException) -> _TrialFailed:
