@@ -393,7 +393,12 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
         _trial_config(stage, base, {}, out / "trials" / "check", config, "check")
     except ConfigError as exc:
         raise ConfigError(f"{space.stage} settings of the search: {exc}", exc.key) from None
-    check_run_folder(out, config, resume=True, stage="tune", may_change=("trials", "timeout"))
+    try:  # the same command continues its search; another search needs its own folder
+        check_run_folder(out, config, resume=True, stage="tune", may_change=("trials", "timeout"))
+    except ConfigError as exc:
+        raise ConfigError(f"{out}: holds a search with other settings ({exc.key} differs); "
+                          "choose another --out, or run the same command to continue it",
+                          exc.key) from None
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "config.yaml") as f:
         f.write(to_yaml(config))
