@@ -148,6 +148,9 @@ def test_trials_are_child_runs_and_the_best_config_is_a_finetune_config(tmp_path
     assert config.epochs == 3 and config.task == "superdiagnostic"
     assert config.out == FinetuneConfig.__dataclass_fields__["out"].default
     assert (out / "plots" / "optimization_history.png").stat().st_size > 10_000
+    # the experiment says it holds searches (not the fine-tune stage's own description)
+    note = mlflow.get_experiment_by_name("ecgtransfer-tune").tags["mlflow.note.content"]
+    assert note.startswith("Optuna searches by `ecgtransfer tune`")
     assert "best: trial" in done.stdout and "best_config.yaml" in done.stdout
     # the same command again: the study is done; nothing more runs, the same search run
     again = cli(*_args(store100, space, 4))

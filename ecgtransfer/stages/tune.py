@@ -418,6 +418,11 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
                                     pruner=_pruner(config))
         _fail_interrupted(study, storage)
         tracking.setup(config.tracking_uri, config.experiment)
+        # before the trials' stage describes it as its own: this experiment holds searches
+        tracking.describe_experiment(config.experiment, (
+            "Optuna searches by `ecgtransfer tune`: each search is a run, its trials (runs of "
+            "the stage it searches) nested under it, tagged `ecgtransfer.trial` and "
+            "`ecgtransfer.trial_state`; the best config is the search run's best_config.yaml."))
         tags = {TAG + "stage": "tune", TAG + "searched_stage": space.stage,
                 TAG + "study": name, TAG + "code_version": tracking.code_version(),
                 **context.tags}
