@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 import scipy.ndimage
 import scipy.signal
 
@@ -64,7 +65,7 @@ from ecgtransfer.features import fast
 from ecgtransfer.features.vocabulary import INTERVALS, status_column
 
 __all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "METHODS", "STATUS_COLUMNS",
-           "ecg_intervals", "unmeasured"]
+           "ecg_intervals", "ecg_waves", "unmeasured", "WAVE_COLUMNS"]
 
 # Bumped whenever the algorithm changes what it computes: part of the config hash.
 LABELLER_VERSION = 2
@@ -342,6 +343,39 @@ def _delineate_templates(tpl: np.ndarray, r: int, fs: float, rr: float,
     return out
 
 
+def _wave_edges(tpl: np.ndarray, marks: np.ndarray, r: int, fs: float) -> np.ndarray:
+    """Per lead P offset and T onset of templates (samples relative to R), from the marks of
+    :func:`_delineate_templates`: the tangent at the P wave's steepest return, met with the
+    P onset's level; the tangent at the T wave's steepest approach, met with the J point's level.
+    NaN where the P onset or the T offset is."""
+    out = np.full((len(tpl), 2), np.nan)
+    slope = np.gradient(tpl, axis=-1)
+    for lead, (x, dx, (p_on, q_on, q_off, t_off)) in enumerate(zip(tpl, slope, marks)):
+        if np.isfinite(p_on) and np.isfinite(q_on):
+            lo, hi = int(round(r + p_on)), int(r + q_on) - max(int(0.01 * fs), 1)
+            if hi - lo > 3:
+                level = x[lo]
+                pp = lo + int(np.argmax(np.abs(x[lo:hi] - level)))
+                sign = np.sign(x[pp] - level)
+                if hi - pp > 2:
+                    ps = pp + int(np.argmax(-dx[pp:hi] * sign))  # steepest return
+                    end = ps + (level - x[ps]) / dx[ps] if dx[ps] != 0 else hi
+                    out[lead, 0] = float(np.clip(end, pp, r + q_on)) - r
+        if np.isfinite(q_off) and np.isfinite(t_off):
+            lo, hi = int(r + q_off), int(round(r + t_off))
+            if hi - lo > 3:
+                level = x[lo]
+                skip = max(int(0.04 * fs), 1)  # the T peak lies past the J point
+                a = lo + skip if hi - lo > skip + 1 else lo
+                tp = a + int(np.argmax(np.abs(x[a:hi] - level)))
+                sign = np.sign(x[tp] - level)
+                if tp - lo > 2:
+                    ts = lo + int(np.argmax(dx[lo:tp] * sign))  # steepest approach
+                    start = ts - (x[ts] - level) / dx[ts] if dx[ts] != 0 else lo
+                    out[lead, 1] = float(np.clip(start, lo, tp)) - r
+    return out
+
+
 def _ecgtransfer_intervals(tpl: np.ndarray, before: int, fs: float, rr: float,
                            cfg: LabellerConfig) -> tuple[np.ndarray, float]:
     """Per lead PR, QRS, QT (samples) from the templates; QRS onset relative to R over leads."""
@@ -438,37 +472,47 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
     ValueError
         An unknown ``method``, naming it and the known ones.
     """
+    return _measure(signal, fs, leads, record_id, config, method)[0]
+
+
+def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str,
+             config: LabellerConfig | None, method: str | None,
+             detail: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """:func:`ecg_intervals`'s row, and with ``detail`` what it was measured from: the agreed
+    R peaks, the templates and their marks (None when the record was not measured that far)."""
     cfg = config or LabellerConfig()
     if method is not None:
         cfg = replace(cfg, method=method)
     signal = np.asarray(signal, dtype=np.float64)
     if signal.ndim != 2 or signal.shape[0] != len(leads):
-        return unmeasured(record_id, f"signal of shape {signal.shape} does not match {len(leads)} leads")
+        return unmeasured(record_id, f"signal of shape {signal.shape} does not match "
+                                     f"{len(leads)} leads"), None
     names = [canonical_lead(name) for name in leads]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
-        return unmeasured(record_id, f"lead {twice[0]} appears twice")
+        return unmeasured(record_id, f"lead {twice[0]} appears twice"), None
     if cfg.leads:
         lookup = {name.lower(): i for i, name in enumerate(names)}
         missing = [name for name in cfg.leads if name.lower() not in lookup]
         if missing:
-            return unmeasured(record_id, f"missing lead(s) {', '.join(missing)}")
+            return unmeasured(record_id, f"missing lead(s) {', '.join(missing)}"), None
         rows = [lookup[name.lower()] for name in cfg.leads]
     else:
         rows = list(range(len(names)))
     if not rows:
-        return unmeasured(record_id, "no leads")
+        return unmeasured(record_id, "no leads"), None
     names = [names[i] for i in rows]
     if not fs >= MIN_FS:
-        return unmeasured(record_id, f"sampling rate {fs!r} Hz is below {MIN_FS:g} Hz")
+        return unmeasured(record_id, f"sampling rate {fs!r} Hz is below {MIN_FS:g} Hz"), None
     x = signal[rows]
     seconds = x.shape[1] / fs
     if seconds < cfg.min_duration_s:
-        return unmeasured(record_id, f"too short ({seconds:.2f} s < {cfg.min_duration_s:g} s)")
+        return unmeasured(record_id,
+                          f"too short ({seconds:.2f} s < {cfg.min_duration_s:g} s)"), None
     for name, lead in zip(names, x):
         problem = _lead_problem(name, lead, fs, cfg)
         if problem:
-            return unmeasured(record_id, problem)
+            return unmeasured(record_id, problem), None
     if fs != cfg.fs:
         x, fs = resample(x, fs, cfg.fs).astype(np.float64), cfg.fs
 
@@ -483,7 +527,7 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
     peaks = _agreed_peaks(clean[voters], fs, cfg)
     if len(peaks) < 2:
         return unmeasured(record_id, f"too few beats ({len(peaks)} R peak(s) agreed across leads)",
-                          n_beats=float(len(peaks)), leads=names)
+                          n_beats=float(len(peaks)), leads=names), None
     rr = float(np.median(np.diff(peaks)))
     row = unmeasured(record_id, OK, n_beats=float(len(peaks)), leads=names)
     row["hr_bpm"] = 60.0 * fs / rr
@@ -494,7 +538,7 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
     if len(whole) < cfg.min_beats:
         reason = f"too few beats ({len(whole)} whole beat(s) < {cfg.min_beats})"
         row.update({c: reason for c in STATUS_COLUMNS[1:]})
-        return row
+        return row, None
     beats = np.stack([measured[:, p - before: p + after] for p in whole], axis=1)  # lead, beat, t
     tpl = np.median(beats, axis=1)
     if cfg.method == "ecgtransfer":
@@ -520,4 +564,50 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
             row[status] = "not measurable on any lead"
             value = np.nan
         row[name] = value if row[status] == OK else np.nan
-    return row
+    if not detail:
+        return row, None
+    marks = _delineate_templates(tpl, before, fs, rr, cfg)
+    return row, {"peaks": peaks, "fs": fs, "rr": rr, "before": before, "templates": tpl,
+                 "marks": np.column_stack([marks, _wave_edges(tpl, marks, before, fs)])}
+
+
+WAVE_COLUMNS: tuple[str, ...] = ("r", "p_on", "p_off", "qrs_on", "qrs_off", "t_on", "t_off")
+"""A beat table's columns (:func:`ecg_waves`): sample positions at the record's own rate."""
+
+
+def ecg_waves(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id: str = "",
+              config: LabellerConfig | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The labeller's fiducial points of every beat of one record, with its intervals.
+
+    The beats are the R peaks agreed across leads (step 3 of the module's notes). Their wave
+    boundaries are the templates' (step 5, ``"ecgtransfer"`` delineation, the median over the
+    leads of each boundary) placed at each beat's R peak, plus the P offset and T onset found the
+    same way (tangents at the P wave's steepest return and the T wave's steepest approach). A
+    template boundary stands for every beat: beat-to-beat changes of PR, QRS and QT are not
+    followed. Where the labeller finds no P wave (PR is NaN: atrial fibrillation, flutter), the
+    P marks are NaN.
+
+    Parameters
+    ----------
+    signal, fs, leads, record_id, config
+        As :func:`ecg_intervals`.
+
+    Returns
+    -------
+    beats : pandas.DataFrame
+        One row per beat, :data:`WAVE_COLUMNS`, float sample positions at ``fs`` (NaN where a
+        mark was not found); empty when the record could not be delineated.
+    intervals : dict
+        :func:`ecg_intervals`'s row for the same record (its status columns say why ``beats``
+        is empty).
+    """
+    row, detail = _measure(signal, fs, leads, record_id, config, None, detail=True)
+    if detail is None:
+        return pd.DataFrame(columns=list(WAVE_COLUMNS), dtype=float), row
+    rel = np.array([_median(detail["marks"][:, k]) for k in (0, 4, 1, 2, 5, 3)])
+    if not np.isfinite(row["pr_ms"]):
+        rel[:2] = np.nan  # no P wave
+    scale = fs / detail["fs"]
+    peaks = detail["peaks"].astype(float)
+    table = np.column_stack([peaks, peaks[:, None] + rel[None, :]]) * scale
+    return pd.DataFrame(table, columns=list(WAVE_COLUMNS)), row
