@@ -18,7 +18,7 @@ from pathlib import Path
 from ecgtransfer import tracking
 from ecgtransfer.models.regressor import IntervalRegressor, load_regressor
 
-__all__ = ["Source", "load_sources"]
+__all__ = ["Source", "load_sources", "LoadedModel", "load_model"]
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _TAG = tracking.TAG
@@ -103,3 +103,108 @@ def load_sources(ref: str) -> list[Source]:
     if _RUN_ID.match(ref):
         return _from_run(ref)
     raise ValueError(f"--from {ref}: not a model.pt, a pretrain folder, a model URI or a run id")
+
+
+@dataclass
+class LoadedModel:
+    """A trained model of either kind and where it came from.
+
+    Attributes
+    ----------
+    ref : str
+        The reference it was loaded by.
+    model : torch.nn.Module
+        A :class:`~ecgtransfer.models.classifier.TransferClassifier` or an
+        :class:`~ecgtransfer.models.regressor.IntervalRegressor`, in eval mode.
+    kind : str
+        ``"classifier"`` or ``"regressor"``.
+    run_id : str
+        The MLflow run that made it ("" when unknown: a bare file).
+    folder : Path, optional
+        The run folder it was read from (its ``test_predictions.csv``), when it was a file.
+    """
+
+    ref: str
+    model: object
+    kind: str
+    run_id: str = ""
+    folder: Path | None = None
+
+    @property
+    def outputs(self) -> list[str]:
+        """Its outputs' names: the classes, or the intervals."""
+        meta = self.model.meta
+        return list(meta["classes"] if self.kind == "classifier" else meta["targets"])
+
+
+def _read_model(ref: str, path: Path):
+    from ecgtransfer.models.classifier import load_classifier
+
+    try:
+        return load_regressor(path), "regressor"
+    except ValueError as exc:
+        if "not an ecgtransfer regressor checkpoint" not in str(exc):
+            raise ValueError(f"--model {ref}: {exc}") from None
+    try:
+        return load_classifier(path), "classifier"
+    except ValueError as exc:
+        if "not an ecgtransfer classifier checkpoint" not in str(exc):
+            raise ValueError(f"--model {ref}: {exc}") from None
+    raise ValueError(f"--model {ref}: {path} is neither a pretrained regressor nor a fine-tuned "
+                     "classifier")
+
+
+def load_model(ref: str) -> LoadedModel:
+    """The one trained model ``ref`` names: a ``model.pt`` (of ``pretrain`` or ``finetune``), its
+    run folder, an MLflow model URI or a run id (a run that logged a model). Nothing is
+    unpickled.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``ref``: not found, several models (a pretrain folder of several
+        regressors, a cross-validation's parent run: pass one of them), or not a model.
+    """
+    import tempfile
+
+    path = Path(ref)
+    if path.is_dir() and not (path / "model.pt").exists():
+        found = sorted(path.glob("*/model.pt"))
+        if not found:
+            raise ValueError(f"--model {ref}: the folder holds no model.pt (an unfinished run?)")
+        if len(found) > 1:
+            raise ValueError(f"--model {ref}: the folder holds {len(found)} models; pass one: "
+                             + ", ".join(str(p.parent) for p in found[:4]))
+        path = found[0]
+    if path.is_dir():
+        path = path / "model.pt"
+    if path.is_file():
+        model, kind = _read_model(ref, path)
+        info = {}
+        try:
+            info = json.loads((path.parent / "result.json").read_text())
+        except (OSError, ValueError):
+            pass
+        return LoadedModel(ref, model, kind, str(info.get("run_id") or ""), path.parent)
+    if ref.startswith(("models:/", "runs:/")):
+        run_id = ref.split("/")[1] if ref.startswith("runs:/") else tracking.logged_model_run(ref)
+        uri = ref
+    elif _RUN_ID.match(ref):
+        try:
+            run = tracking.get_run(ref)
+        except ValueError as exc:
+            raise ValueError(f"--model {exc}") from None
+        uri = run.data.tags.get(_TAG + "model_uri", "")
+        if not uri:
+            raise ValueError(f"--model {ref}: the run logged no model (a cross-validation's or "
+                             "a search's parent run? pass one of its child runs)")
+        run_id = ref
+    else:
+        raise ValueError(f"--model {ref}: not a model.pt, a run folder, a model URI or a run id")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            file = tracking.download_plain_model(uri, tmp)
+        except ValueError as exc:
+            raise ValueError(f"--model {ref}: {exc}") from None
+        model, kind = _read_model(ref, file)
+    return LoadedModel(ref, model, kind, run_id)

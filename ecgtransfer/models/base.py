@@ -74,6 +74,12 @@ class TransferModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def feature_map(self) -> nn.Module | None:
+        """The module whose output is the trunk's last convolutional feature map
+        ``(B, channels, length)``: where Grad-CAM looks. None for a trunk without one
+        (recurrent, transformer)."""
+        return None
+
     def reset_head(self, num_outputs: int, head: nn.Module | None = None) -> None:
         """Replace the head: by ``head`` if given, else by a new one of the model's kind with
         ``num_outputs`` outputs (0: no head)."""

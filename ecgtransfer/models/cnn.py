@@ -43,6 +43,10 @@ class PlainCNN(ECGModel):
         self.num_features = c_in
         self.reset_head(num_outputs)
 
+    def feature_map(self) -> nn.Module:
+        """The last convolution block (after its pooling)."""
+        return self.body
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x).mean(dim=-1)
 

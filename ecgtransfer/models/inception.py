@@ -87,6 +87,10 @@ class Inception1d(ECGModel):
         self.num_features = 2 * width
         self.reset_head(num_outputs)
 
+    def feature_map(self) -> nn.Module:
+        """The last inception block (before its shortcut is added)."""
+        return self.blocks[-1]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         res = x
         for d, block in enumerate(self.blocks):

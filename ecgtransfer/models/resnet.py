@@ -80,6 +80,10 @@ class ResNet1d(ECGModel):
         self.num_features = 2 * channels
         self.reset_head(num_outputs)
 
+    def feature_map(self) -> nn.Module:
+        """The last residual stage."""
+        return self.stages
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))
         return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
