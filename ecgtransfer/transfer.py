@@ -140,16 +140,21 @@ class LoadedModel:
 def _read_model(ref: str, path: Path):
     from ecgtransfer.models.classifier import load_classifier
 
+    def one_line(exc: Exception) -> ValueError:
+        text = str(exc)
+        return ValueError(f"--model {text}" if text.startswith(str(path)) and str(path) == ref
+                          else f"--model {ref}: {text}")
+
     try:
         return load_regressor(path), "regressor"
     except ValueError as exc:
         if "not an ecgtransfer regressor checkpoint" not in str(exc):
-            raise ValueError(f"--model {ref}: {exc}") from None
+            raise one_line(exc) from None
     try:
         return load_classifier(path), "classifier"
     except ValueError as exc:
         if "not an ecgtransfer classifier checkpoint" not in str(exc):
-            raise ValueError(f"--model {ref}: {exc}") from None
+            raise one_line(exc) from None
     raise ValueError(f"--model {ref}: {path} is neither a pretrained regressor nor a fine-tuned "
                      "classifier")
 

@@ -17,8 +17,6 @@ region's share of the output, so that the methods can be compared on the same se
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
@@ -108,6 +106,3 @@ def ecg_attribute(model: nn.Module, signal: np.ndarray, target: int, method: str
         raise ValueError(f"unknown attribution method {method!r} (known: {', '.join(METHODS)})")
     return out.detach()[0].numpy().astype(np.float32)
 
-
-def _describe(method: str) -> dict[str, Any]:
-    return {"method": method, "short": SHORT.get(method, method)}

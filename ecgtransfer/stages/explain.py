@@ -33,7 +33,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -462,10 +461,11 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logged = ""
+    if context.stage_run is not None:  # a pipeline's stage run shows what the stage made
+        context.stage_run.log_artifacts(out)
     if config.log and loaded.run_id:
-        run = tracking.Run(loaded.run_id)
         folder = f"explain/{config.settings_hash()}"
-        run.log_artifacts(out, folder)
+        tracking.Run(loaded.run_id).log_artifacts(out, folder)
         logged = f"\nlogged to MLflow run {loaded.run_id} under {folder}/"
     return StageResult(str(out), _summary(tables, loaded, len(ids), out) + logged,
                        details=tables)
