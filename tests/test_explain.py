@@ -135,19 +135,36 @@ def test_deletion_and_insertion_rank_the_true_evidence_above_random(ludb_root):
     x, _, w, mask, _ = _linear_case(ludb_root)
     model = _Linear(w).eval()
     truth = w * x
+    full = float(truth.sum())
     good = deletion_insertion(model, x, 0, truth, mask, steps=10)
-    assert good.deletion[0] == pytest.approx(1.0) and good.deletion[-1] == pytest.approx(0.0, abs=1e-6)
-    assert good.insertion[0] == pytest.approx(0.0, abs=1e-6) and good.insertion[-1] == pytest.approx(1.0)
+    assert good.full == pytest.approx(full, rel=1e-5) and good.flat == 0
+    assert good.deletion[0] == pytest.approx(full, rel=1e-5)
+    assert good.deletion[-1] == pytest.approx(0.0, abs=1e-4)
+    assert good.insertion[0] == pytest.approx(0.0, abs=1e-4)
+    assert good.insertion[-1] == pytest.approx(full, rel=1e-5)
     assert good.fractions[0] == 0 and good.fractions[-1] == pytest.approx(1.0)
     assert np.all(np.diff(good.fractions) >= 0)
     rng = np.random.default_rng(0)
     rand = [deletion_insertion(model, x, 0, None, mask, steps=10, rng=rng) for _ in range(5)]
-    auc = lambda c, k: float(np.trapezoid(getattr(c, k), c.fractions))  # noqa: E731
+
+    def auc(c, kind):
+        return float(np.trapezoid(getattr(c, kind), c.fractions)) / full
+
     assert auc(good, "deletion") < np.mean([auc(c, "deletion") for c in rand]) - 0.2
     assert auc(good, "insertion") > np.mean([auc(c, "insertion") for c in rand]) + 0.2
     # ranking by the opposite of the evidence is worse than random
     bad = deletion_insertion(model, x, 0, -truth, mask, steps=10)
     assert auc(bad, "deletion") > auc(good, "deletion")
+    # an interval's closeness to the record's own output: 0 at the record, in units of scale
+    close = deletion_insertion(model, x, 0, truth, mask, readout="closeness", scale=2.0, steps=10)
+    assert close.deletion[0] == 0 and close.insertion[-1] == pytest.approx(0.0, abs=1e-6)
+    assert close.insertion[0] == pytest.approx(-abs(full) / 2.0, rel=1e-5)
+    assert close.deletion.max() <= 0
+    # a class's probability stays a probability
+    prob = deletion_insertion(model, x, 0, truth, mask, readout="sigmoid", steps=10)
+    assert 0 <= prob.deletion.min() and prob.insertion.max() <= 1
+    with pytest.raises(ValueError, match="unknown readout 'odds'"):
+        deletion_insertion(model, x, 0, truth, mask, readout="odds")
 
 
 def test_rank_correlation_and_the_randomised_model():
@@ -270,6 +287,12 @@ def test_explain_a_classifier_writes_its_figures_and_tables_and_logs_them(traine
     assert overall.loc["random", "n"] == 2 * overall.loc["occlusion", "n"]
     sanity = pd.read_csv(out / "sanity.csv").set_index("method")
     assert sanity["spearman_mean"].between(-1, 1).all() and set(sanity.index) == set(METHODS)
+    assert sanity["spearman_input"].between(-1, 1).all()
+    assert set(sanity["randomisation"]) <= {"differs clearly", "differs partly",
+                                             "hardly differs (fails)"}
+    rand = overall.loc["random"]
+    np.testing.assert_allclose(overall["deletion_vs_random"],
+                               overall["deletion_auc"] - rand["deletion_auc"])
     timing = pd.read_csv(out / "timing.csv")
     assert (timing["seconds_per_record_output"] > 0).all()
     arrays = np.load(next((out / "attributions").glob("*.npz")), allow_pickle=False)
@@ -309,9 +332,12 @@ def test_explain_a_qrs_regressor_reports_whether_it_sits_on_the_qrs(trained, tmp
                       sanity=False)
     share = pd.read_csv(Path(result.output) / "wave_share.csv")
     assert set(share["output"]) == {"qrs"} and (share["defining"] == "qrs").all()
-    expect = share["defining_share"] > share["time_qrs"]
-    assert (share["on_defining_wave"] <= expect).all()  # on it only where it is enriched
     np.testing.assert_allclose(share["defining_share"], share["share_qrs"])
+    np.testing.assert_allclose(share["defining_enrichment"], share["share_qrs"] / share["time_qrs"])
+    # on it only where the QRS holds 1.5 times its share of the time and is the most enriched
+    expect = (share["defining_enrichment"] >= 1.5) & (share["most_enriched"] == "qrs")
+    assert (share["on_defining_wave"] == expect).all()
+    assert share["records_on_defining_wave"].between(0, 1).all()
     records = pd.read_csv(Path(result.output) / "records.csv")
     assert records["pred_qrs"].between(20, 300).all()
 

@@ -2,15 +2,20 @@
 2018, on beat segments instead of pixels) and the model-randomisation check (Adebayo et al.,
 NeurIPS 2018).
 
-Deletion sets the segments an attribution ranks highest to 0 mV first and follows the output;
-insertion starts from the flat ECG and puts them back first. The output is read as the fraction
-of the way from the flat ECG's output to the record's own,
-``(s - s_flat) / (s_record - s_flat)``: deletion falls from 1 to 0, insertion rises from 0 to 1,
-for any output (a logit, an interval in ms). A faithful attribution makes deletion fall fast
-(a small area under the curve) and insertion rise fast (a large area), more so than a random
-order of the same segments. Segments are ranked by their attribution towards the record's output
-(``attribution * sign(s_record - s_flat)``), so that evidence for the output comes first whether
-the output lies above or below the flat ECG's.
+Deletion sets the segments an attribution ranks highest to 0 mV first and follows a score of the
+output; insertion starts from the flat ECG and puts them back first. What is scored (``readout``):
+
+* a class (``"sigmoid"`` or ``"softmax"``, as the classifier was trained): its probability, as
+  Petsiuk et al. score it. Segments are ranked by their attribution (evidence for the class
+  first). A faithful attribution makes deletion fall fast and insertion rise fast.
+* an interval (``"closeness"``): how close the output stays to the record's own prediction,
+  ``-|y - y_record| / scale`` (``scale``: the target's standard deviation in training, so
+  the score is in standard deviations; 0 is the record's own prediction). Segments are ranked by
+  the magnitude of their attribution (removing evidence of either sign moves an interval). A
+  faithful attribution again makes deletion fall fast and insertion rise fast.
+
+So for both, a smaller area under the deletion curve and a larger area under the insertion curve
+than a random order of the same segments gives is better.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Curves", "deletion_insertion", "randomized_model", "rank_correlation", "area"]
+__all__ = ["Curves", "READOUTS", "deletion_insertion", "randomized_model", "rank_correlation", "area"]
 
 
 class Curves:
@@ -32,10 +37,9 @@ class Curves:
     fractions : numpy.ndarray
         Fraction of the record's samples removed (deletion) or inserted (insertion).
     deletion, insertion : numpy.ndarray
-        The output at each fraction, as the fraction of the way from the flat ECG's output to
-        the record's (NaN when the two outputs are the same).
+        The score at each fraction (see the module's notes).
     full, flat : float
-        The record's output and the flat ECG's.
+        The record's score and the flat ECG's.
     """
 
     def __init__(self, fractions, deletion, insertion, full, flat):
@@ -51,14 +55,28 @@ def area(fractions: np.ndarray, curve: np.ndarray) -> float:
     return float(np.trapezoid(curve, fractions))
 
 
-def _outputs(model: nn.Module, inputs: torch.Tensor, target: int, batch_size: int) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([model(inputs[i:i + batch_size])[:, target]
-                          for i in range(0, len(inputs), batch_size)]).numpy().astype(float)
+READOUTS = ("sigmoid", "softmax", "closeness", "raw")
+
+
+def _scores(outputs: torch.Tensor, target: int, readout: str, reference: float,
+            scale: float) -> np.ndarray:
+    z = outputs.double()
+    if readout == "sigmoid":
+        s = torch.sigmoid(z[:, target])
+    elif readout == "softmax":
+        s = torch.softmax(z, dim=1)[:, target]
+    elif readout == "closeness":
+        s = -(z[:, target] - reference).abs() / scale
+    elif readout == "raw":
+        s = z[:, target]
+    else:
+        raise ValueError(f"unknown readout {readout!r} (known: {', '.join(READOUTS)})")
+    return s.numpy()
 
 
 def deletion_insertion(model: nn.Module, signal: np.ndarray, target: int,
-                       attribution: np.ndarray | None, mask: np.ndarray, *, steps: int = 20,
+                       attribution: np.ndarray | None, mask: np.ndarray, *,
+                       readout: str = "raw", scale: float = 1.0, steps: int = 20,
                        rng: np.random.Generator | None = None, batch_size: int = 64) -> Curves:
     """Deletion and insertion curves of one record for one attribution (or a random order).
 
@@ -75,6 +93,11 @@ def deletion_insertion(model: nn.Module, signal: np.ndarray, target: int,
         ``rng``.
     mask : numpy.ndarray
         ``(leads, n_samples)`` segment numbers: what is removed or inserted at once.
+    readout : {"sigmoid", "softmax", "closeness", "raw"}
+        What is scored (see the module's notes); ``"raw"``: the output itself, ranked by
+        signed attribution.
+    scale : float
+        ``"closeness"``'s unit (the target's standard deviation).
     steps : int
         Points of each curve after the first (fractions 0, 1/steps, ..., 1).
     rng : numpy.random.Generator, optional
@@ -85,14 +108,18 @@ def deletion_insertion(model: nn.Module, signal: np.ndarray, target: int,
     x = torch.as_tensor(np.asarray(signal, dtype=np.float32))
     n_seg = int(mask.max()) + 1
     sizes = np.bincount(mask.ravel(), minlength=n_seg)
-    full, flat = _outputs(model, torch.stack([x, torch.zeros_like(x)]), target, 2)
+    with torch.no_grad():
+        ends = model(torch.stack([x, torch.zeros_like(x)]))
+    reference = float(ends[0, target])
+    full, flat = _scores(ends, target, readout, reference, scale)
     if attribution is None:
         if rng is None:
             raise ValueError("a random order needs rng")
         order = rng.permutation(n_seg)
     else:
-        score = np.bincount(mask.ravel(), weights=np.asarray(attribution, float).ravel(),
-                            minlength=n_seg) * (1.0 if full >= flat else -1.0)
+        a = np.asarray(attribution, float).ravel()
+        score = np.bincount(mask.ravel(), weights=np.abs(a) if readout == "closeness" else a,
+                            minlength=n_seg)
         order = np.argsort(-score, kind="stable")
     rank = np.empty(n_seg, dtype=np.int64)
     rank[order] = np.arange(n_seg)
@@ -103,16 +130,14 @@ def deletion_insertion(model: nn.Module, signal: np.ndarray, target: int,
     taken[0] = 0
     seg_rank = torch.as_tensor(rank[mask])
     keep = torch.stack([seg_rank >= k for k in taken])  # True: the record's own sample stays
-    deleted = torch.where(keep, x, torch.zeros_like(x))
-    inserted = torch.where(~keep, x, torch.zeros_like(x))
-    out = _outputs(model, torch.cat([deleted, inserted]), target, batch_size)
-    scale = full - flat
-    if abs(scale) <= 1e-9 * max(abs(full), abs(flat), 1.0):
-        norm = np.full(len(out), np.nan)
-    else:
-        norm = (out - flat) / scale
+    inputs = torch.cat([torch.where(keep, x, torch.zeros_like(x)),
+                        torch.where(~keep, x, torch.zeros_like(x))])
+    with torch.no_grad():
+        out = torch.cat([model(inputs[i:i + batch_size])
+                         for i in range(0, len(inputs), batch_size)])
+    values = _scores(out, target, readout, reference, scale)
     frac = np.r_[0.0, covered][taken]
-    return Curves(frac, norm[:steps + 1], norm[steps + 1:], float(full), float(flat))
+    return Curves(frac, values[:steps + 1], values[steps + 1:], float(full), float(flat))
 
 
 def randomized_model(model: nn.Module, seed: int) -> nn.Module:

@@ -149,7 +149,7 @@ def wave_share_bars(table: pd.DataFrame):
     return fig
 
 
-def faithfulness_curves(curves: pd.DataFrame):
+def faithfulness_curves(curves: pd.DataFrame, ylabel: str = "score"):
     """Mean deletion and insertion curves per method and the random order's.
 
     ``curves`` has columns ``method`` (or ``random``), ``kind`` (deletion/insertion),
@@ -163,10 +163,8 @@ def faithfulness_curves(curves: pd.DataFrame):
         for method, c in part.groupby("method", sort=False):
             ax.plot(c["fraction"], c["value"], ":" if method == "random" else "-",
                     color="grey" if method == "random" else None, label=_short(method))
-        ax.axhline(0, color="black", lw=0.5)
-        ax.axhline(1, color="black", lw=0.5)
         ax.set_xlabel(f"fraction of samples {'removed' if kind == 'deletion' else 'inserted'}")
-        ax.set_ylabel("output (0: flat ECG, 1: the record)")
+        ax.set_ylabel(ylabel)
         ax.set_title(kind, fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()

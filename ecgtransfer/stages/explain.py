@@ -13,7 +13,9 @@ lead. The stage then writes, into ``--out``:
   the records that have it), beside each part's share of the time; for an interval, whether the
   attribution sits on the wave that defines it;
 * ``faithfulness.csv`` / ``.png``: the areas under the deletion and insertion curves of each
-  method against a random order of the same segments;
+  method against a random order of the same segments (a class's probability; an interval's
+  closeness to the record's own prediction in training standard deviations: see
+  :mod:`ecgtransfer.explain.faithfulness`);
 * ``sanity.csv``: the rank correlation between the trained model's attributions and those of
   the same model with re-initialised weights (Adebayo et al. 2018);
 * ``records.csv`` (one row per record and output: prediction, truth, the labeller's intervals,
@@ -45,6 +47,8 @@ __all__ = ["ExplainConfig", "explain", "WAVE_SHARE_COLUMNS"]
 
 log = logging.getLogger("ecgtransfer")
 
+EXPLAIN_VERSION = 1
+"""Bumped whenever the stage's algorithm changes what it computes (a pipeline re-runs it)."""
 _PARTS = ("p", "pr", "qrs", "st", "t", "other")
 WAVE_SHARE_COLUMNS = ("output", "method", "n_records", *(f"share_{p}" for p in _PARTS),
                       *(f"time_{p}" for p in _PARTS))
@@ -208,6 +212,11 @@ def _explain_record(config: ExplainConfig, loaded, random_model, record_id: str,
     unknown = [o for o in wanted if o not in names]
     if unknown:
         raise ValueError(f"--outputs {unknown[0]}: the model's outputs are {', '.join(names)}")
+    if loaded.kind == "classifier":
+        readout, scales = ("softmax" if single else "sigmoid"), np.ones(len(names))
+    else:
+        readout = "closeness"
+        scales = loaded.model.target_std.detach().numpy().ravel().astype(float)
     rng = np.random.default_rng([config.seed, int(hashlib.sha256(record_id.encode())
                                                   .hexdigest()[:8], 16)])
     time_share = np.bincount(labels, minlength=OTHER + 1) / len(labels)
@@ -230,17 +239,20 @@ def _explain_record(config: ExplainConfig, loaded, random_model, record_id: str,
                 out.shares.append({"record_id": record_id, "output": output, "method": method,
                                    **{f"share_{p}": v for p, v in zip(_PARTS, share)},
                                    **{f"time_{p}": v for p, v in zip(_PARTS, time_share)}})
-            c = deletion_insertion(loaded.model, x, j, a, mask, steps=config.curve_steps,
+            c = deletion_insertion(loaded.model, x, j, a, mask, readout=readout,
+                                   scale=float(scales[j]), steps=config.curve_steps,
                                    batch_size=config.batch_size)
             out.curves.append(_curve_row(record_id, output, method, c, area))
             if config.sanity:
                 b = ecg_attribute(random_model, x, j, method, mask=mask,
                                   n_steps=config.ig_steps, batch_size=config.batch_size)
                 out.sanity.append({"record_id": record_id, "output": output, "method": method,
-                                   "spearman": rank_correlation(a, b)})
+                                   "spearman": rank_correlation(a, b),
+                                   "spearman_input": rank_correlation(a, x)})
         for _ in range(config.random_orders):
-            c = deletion_insertion(loaded.model, x, j, None, mask, steps=config.curve_steps,
-                                   rng=rng, batch_size=config.batch_size)
+            c = deletion_insertion(loaded.model, x, j, None, mask, readout=readout,
+                                   scale=float(scales[j]), steps=config.curve_steps, rng=rng,
+                                   batch_size=config.batch_size)
             out.curves.append(_curve_row(record_id, output, "random", c, area))
         row = {"record_id": record_id, "output": output, "true": " ".join(truth),
                "delineated": delineated, "labeller": intervals.get("qrs_status", ""),
@@ -296,8 +308,6 @@ def _notes(loaded, names, shown, truth, intervals) -> list[str]:
 
 
 def _tables(records: list[_Record], loaded) -> dict[str, pd.DataFrame]:
-    from ecgtransfer.explain.waves import DEFINING_WAVES
-
     rows = pd.DataFrame([r for rec in records for r in rec.rows])
     shares = pd.DataFrame([r for rec in records for r in rec.shares])
     curves = pd.DataFrame([r for rec in records for r in rec.curves])
@@ -309,20 +319,7 @@ def _tables(records: list[_Record], loaded) -> dict[str, pd.DataFrame]:
         table.insert(2, "n_records", shares.groupby(["output", "method"], sort=False)
                      .size().to_numpy())
         if loaded.kind == "regressor":
-            defining, share, enrich, verdict = [], [], [], []
-            for _, r in table.iterrows():
-                parts = DEFINING_WAVES.get(r["output"], ())
-                s = sum(r[f"share_{p}"] for p in parts)
-                t = sum(r[f"time_{p}"] for p in parts)
-                best = max(_PARTS[:-1], key=lambda p: r[f"share_{p}"] / max(r[f"time_{p}"], 1e-9))
-                defining.append("+".join(parts))
-                share.append(s)
-                enrich.append(s / t if t > 0 else np.nan)
-                verdict.append(bool(parts) and s > t and best in parts)
-            table["defining"] = defining
-            table["defining_share"] = share
-            table["defining_enrichment"] = enrich
-            table["on_defining_wave"] = verdict
+            table = _defining(table, shares)
         out["wave_share"] = table
     if len(curves):
         summary = curves.groupby(["output", "method"], sort=False).agg(
@@ -333,8 +330,14 @@ def _tables(records: list[_Record], loaded) -> dict[str, pd.DataFrame]:
             n=("deletion_auc", lambda s: int(s.notna().sum())),
             deletion_auc=("deletion_auc", "mean"), insertion_auc=("insertion_auc", "mean"))
         overall = overall.reset_index().assign(output="all")
-        out["faithfulness"] = pd.concat([overall, summary], ignore_index=True)[
-            ["output", "method", "n", "deletion_auc", "insertion_auc"]]
+        faith = pd.concat([overall, summary], ignore_index=True)
+        rand = faith[faith["method"] == "random"].set_index("output")
+        faith["deletion_vs_random"] = faith["deletion_auc"] - faith["output"].map(
+            rand["deletion_auc"])
+        faith["insertion_vs_random"] = faith["insertion_auc"] - faith["output"].map(
+            rand["insertion_auc"])
+        out["faithfulness"] = faith[["output", "method", "n", "deletion_auc", "insertion_auc",
+                                     "deletion_vs_random", "insertion_vs_random"]]
         points = []
         for method, part in curves.groupby("method", sort=False):
             for kind in ("deletion", "insertion"):
@@ -344,10 +347,12 @@ def _tables(records: list[_Record], loaded) -> dict[str, pd.DataFrame]:
                            for f, v in zip(fr, val)]
         out["curves"] = pd.DataFrame(points)
     if len(sanity):
-        out["sanity"] = sanity.groupby("method", sort=False)["spearman"].agg(
-            ["count", "mean", "min", "max"]).reset_index().rename(
-            columns={"count": "n", "mean": "spearman_mean", "min": "spearman_min",
-                     "max": "spearman_max"})
+        table = sanity.groupby("method", sort=False).agg(
+            n=("spearman", "count"), spearman_mean=("spearman", "mean"),
+            spearman_min=("spearman", "min"), spearman_max=("spearman", "max"),
+            spearman_input=("spearman_input", "mean")).reset_index()
+        table["randomisation"] = [_differs(r) for r in table["spearman_mean"]]
+        out["sanity"] = table
     timing = [c for c in rows.columns if c.startswith("seconds_")]
     out["timing"] = pd.DataFrame({"method": [c[len("seconds_"):] for c in timing],
                                   "seconds_per_record_output": [rows[c].mean() for c in timing],
@@ -372,6 +377,53 @@ class _Pages:
     def close(self) -> None:
         if self._pdf is not None:
             self._pdf.close()
+
+
+ENRICHMENT = 1.5
+"""An interval's attribution sits on its defining wave when that wave's share of |attribution|
+is at least this many times its share of the time, and no other wave is more enriched."""
+
+
+def _enrichment(row, parts) -> float:
+    t = sum(row[f"time_{p}"] for p in parts)
+    return sum(row[f"share_{p}"] for p in parts) / t if t > 0 else np.nan
+
+
+def _most_enriched(row) -> str:
+    return max(_PARTS[:-1], key=lambda p: row[f"share_{p}"] / max(row[f"time_{p}"], 1e-9))
+
+
+def _defining(table: pd.DataFrame, shares: pd.DataFrame) -> pd.DataFrame:
+    """The wave-share table of a regressor with whether each interval's attribution sits on the
+    wave that defines it (:data:`ENRICHMENT`), over the mean shares and record by record."""
+    from ecgtransfer.explain.waves import DEFINING_WAVES
+
+    table = table.copy()
+    parts = [DEFINING_WAVES.get(o, ()) for o in table["output"]]
+    table["defining"] = ["+".join(p) for p in parts]
+    table["defining_share"] = [sum(r[f"share_{w}"] for w in p)
+                               for p, (_, r) in zip(parts, table.iterrows())]
+    table["defining_enrichment"] = [_enrichment(r, p) for p, (_, r) in zip(parts, table.iterrows())]
+    table["most_enriched"] = [_most_enriched(r) for _, r in table.iterrows()]
+    table["on_defining_wave"] = [bool(p) and e >= ENRICHMENT and m in p for p, e, m in zip(
+        parts, table["defining_enrichment"], table["most_enriched"])]
+    per_record = []
+    for (output, method), part in shares.groupby(["output", "method"], sort=False):
+        p = DEFINING_WAVES.get(output, ())
+        hits = [bool(p) and _enrichment(r, p) >= ENRICHMENT and _most_enriched(r) in p
+                for _, r in part.iterrows()]
+        per_record.append(float(np.mean(hits)) if hits else np.nan)
+    table["records_on_defining_wave"] = per_record
+    return table
+
+
+def _differs(rho: float) -> str:
+    """Adebayo et al.'s check in words: how far the trained model's attributions are from the
+    randomised model's (mean Spearman of |attribution|)."""
+    if not np.isfinite(rho):
+        return "not measured"
+    return ("differs clearly" if rho < 0.3 else "differs partly" if rho < 0.6
+            else "hardly differs (fails)")
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
@@ -444,7 +496,9 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
                 with atomic_file(tmp / f"{name}.csv") as f:
                     table.to_csv(f, index=False)
             if "curves" in tables:
-                faithfulness_curves(tables["curves"]).savefig(tmp / "faithfulness.png")
+                faithfulness_curves(tables["curves"], (
+                    "probability of the class" if loaded.kind == "classifier" else
+                    "-|interval - own prediction| (SD)")).savefig(tmp / "faithfulness.png")
                 with atomic_file(tmp / "curves.csv") as f:
                     tables["curves"].to_csv(f, index=False)
             if "wave_share" in tables:
@@ -489,22 +543,31 @@ def _summary(tables: dict[str, pd.DataFrame], loaded, n: int, out: Path) -> str:
         f = f[f["output"] == "all"]
         lines.append("faithfulness (deletion AUC lower, insertion AUC higher is better):")
         lines += [f"  {r.method:22s} deletion {r.deletion_auc:.3f}  insertion {r.insertion_auc:.3f}"
-                  f"  (n={r.n})" for r in f.itertuples()]
+                  + ("" if r.method == "random" else
+                     f"  (vs random {r.deletion_vs_random:+.3f}, {r.insertion_vs_random:+.3f})")
+                  + f"  n={r.n}" for r in f.itertuples()]
     if "sanity" in tables:
-        lines.append("randomised-weights check (Spearman of |attribution|, near 0 passes): "
-                     + ", ".join(f"{r.method} {r.spearman_mean:.2f}"
-                                 for r in tables["sanity"].itertuples()))
+        lines.append("randomised weights (Spearman of |attribution| with the trained model's):")
+        lines += [f"  {r.method:22s} {r.spearman_mean:.2f}: {r.randomisation} (with |ECG|: "
+                  f"{r.spearman_input:.2f})" for r in tables["sanity"].itertuples()]
     if "wave_share" in tables:
         w = tables["wave_share"]
         shown = w[["output", "method", "n_records", *(f"share_{p}" for p in _PARTS)]
-                  + (["on_defining_wave"] if "on_defining_wave" in w else [])]
+                  + (["on_defining_wave", "records_on_defining_wave"]
+                     if "on_defining_wave" in w else [])]
         lines.append("share of |attribution| per wave:")
         lines.append(shown.to_markdown(index=False, floatfmt=".2f"))
     return "\n".join(lines)
 
 
+def _version() -> str:
+    from ecgtransfer.features.intervals import LABELLER_VERSION
+
+    return f"explain{EXPLAIN_VERSION}/labeller{LABELLER_VERSION}"
+
+
 register_stage(Stage(
-    "explain", ExplainConfig, explain, command=("explain",), output="",
+    "explain", ExplainConfig, explain, command=("explain",), output="", version=_version,
     help="where a classifier or regressor looks on the ECG: attributions drawn on the leads, "
          "per wave of the beat, and their faithfulness",
     description="Attribute a fine-tuned classifier's class (or a pretrained regressor's "
