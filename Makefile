@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/synth_amplitude.py
 	$(BIN)/python benchmarks/bench_label.py
+	$(BIN)/python benchmarks/bench_waves.py
 	$(BIN)/python benchmarks/label_realism.py
 	$(BIN)/python benchmarks/label_vs_diagnosis.py
 	$(BIN)/python benchmarks/bench_pretrain.py

@@ -284,7 +284,7 @@ def test_explain_a_classifier_writes_its_figures_and_tables_and_logs_them(traine
     faith = pd.read_csv(out / "faithfulness.csv")
     assert set(faith["method"]) == {*METHODS, "random"}
     overall = faith[faith["output"] == "all"].set_index("method")
-    assert overall.loc["random", "n"] == 2 * overall.loc["occlusion", "n"]
+    assert overall.loc["random", "n"] == overall.loc["occlusion", "n"]  # one mean per record
     sanity = pd.read_csv(out / "sanity.csv").set_index("method")
     assert sanity["spearman_mean"].between(-1, 1).all() and set(sanity.index) == set(METHODS)
     assert sanity["spearman_input"].between(-1, 1).all()
@@ -292,7 +292,14 @@ def test_explain_a_classifier_writes_its_figures_and_tables_and_logs_them(traine
                                              "hardly differs (fails)"}
     rand = overall.loc["random"]
     np.testing.assert_allclose(overall["deletion_vs_random"],
-                               overall["deletion_auc"] - rand["deletion_auc"])
+                               overall["deletion_auc"] - rand["deletion_auc"], atol=1e-9)
+    methods = overall.drop(index="random")
+    assert (methods["deletion_vs_random_ci_low"] <= methods["deletion_vs_random"]).all()
+    assert (methods["insertion_vs_random"] <= methods["insertion_vs_random_ci_high"]).all()
+    assert (share["share_qrs_ci_low"] <= share["share_qrs"]).all()
+    assert (share["share_qrs"] <= share["share_qrs_ci_high"]).all()
+    per_record = pd.read_csv(out / "wave_share_records.csv", dtype={"record_id": str})
+    assert set(per_record["record_id"]) == set(records["record_id"])
     timing = pd.read_csv(out / "timing.csv")
     assert (timing["seconds_per_record_output"] > 0).all()
     arrays = np.load(next((out / "attributions").glob("*.npz")), allow_pickle=False)
@@ -305,6 +312,25 @@ def test_explain_a_classifier_writes_its_figures_and_tables_and_logs_them(traine
         trained["ft_run"], f"explain/{info['settings_hash']}")]
     assert any(p.endswith("wave_share.png") for p in listed)
     assert any(p.endswith("figures") for p in listed)
+
+
+def test_a_baseline_explanation_is_compared_record_by_record(trained, tmp_path):
+    first = _explain(trained, tmp_path, methods=["grad_cam"], max_records=3, log=False,
+                     figures=False, sanity=False, out=str(tmp_path / "a"))
+    second = _explain(trained, tmp_path, methods=["grad_cam"], max_records=3, log=False,
+                      figures=False, sanity=False, out=str(tmp_path / "b"),
+                      baseline=first.output)
+    vs = pd.read_csv(Path(second.output) / "wave_share_vs_baseline.csv")
+    assert set(vs["part"]) == {*WAVES, "other"} and (vs["n_records"] >= 1).all()
+    # the same model on the same records: no difference, and an interval of none
+    np.testing.assert_allclose(vs[["difference", "ci_low", "ci_high"]], 0.0, atol=1e-12)
+    assert "QRS share against the baseline's" in second.summary
+    with pytest.raises(ValueError, match="--baseline .*: no wave_share_records.csv"):
+        _explain(trained, tmp_path, methods=["grad_cam"], max_records=1, log=False,
+                 figures=False, baseline=str(tmp_path))
+    with pytest.raises(ValueError, match="no record, output and method explained in both"):
+        _explain(trained, tmp_path, methods=["occlusion"], max_records=1, log=False,
+                 figures=False, sanity=False, baseline=first.output)
 
 
 def test_explain_is_reproducible_and_replaces_its_folder_whole(trained, tmp_path):

@@ -83,6 +83,11 @@ class ExplainConfig:
     other_window_s: float = setting(0.2, "occlusion removes samples outside every wave (and "
                                     "whole records the labeller cannot delineate) in windows "
                                     "this long", unit="s")
+    baseline: str | None = setting(None, "another explain folder of the same records (another "
+                                   "model's): the paired differences of the wave shares, with "
+                                   "95% intervals (wave_share_vs_baseline.csv)", role="input",
+                                   metavar="DIR")
+    bootstrap: int = setting(1000, "resamples of the records for the 95% intervals (0: none)")
     batch_size: int = setting(64, "inputs per forward pass")
     seed: int = setting(0, "seed of the random orders and of the randomised model")
     log: bool = setting(True, "log the outputs to the model's MLflow run (when it has one)")
@@ -103,11 +108,12 @@ class ExplainConfig:
         check(self.random_orders < 1, "random_orders", "must be at least 1")
         check(not self.other_window_s > 0, "other_window_s", "must be positive")
         check(self.batch_size < 1, "batch_size", "must be at least 1")
+        check(self.bootstrap < 0, "bootstrap", "must not be negative")
 
     def settings_hash(self) -> str:
         """8 hex digits of what the outputs depend on (not where they go or are logged)."""
         values = {k: v for k, v in asdict(self).items()
-                  if k not in ("out", "log", "tracking_uri", "batch_size")}
+                  if k not in ("out", "log", "tracking_uri", "batch_size", "baseline")}
         text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -307,7 +313,7 @@ def _notes(loaded, names, shown, truth, intervals) -> list[str]:
     return [line for line in (pred, true, lab) if line]
 
 
-def _tables(records: list[_Record], loaded) -> dict[str, pd.DataFrame]:
+def _tables(records: list[_Record], loaded, config: ExplainConfig) -> dict[str, pd.DataFrame]:
     rows = pd.DataFrame([r for rec in records for r in rec.rows])
     shares = pd.DataFrame([r for rec in records for r in rec.shares])
     curves = pd.DataFrame([r for rec in records for r in rec.curves])
@@ -318,26 +324,17 @@ def _tables(records: list[_Record], loaded) -> dict[str, pd.DataFrame]:
         table = shares.groupby(["output", "method"], sort=False)[cols].mean().reset_index()
         table.insert(2, "n_records", shares.groupby(["output", "method"], sort=False)
                      .size().to_numpy())
+        for part in _PARTS:
+            bounds = [_interval(g[f"share_{part}"].to_numpy(), config)
+                      for _, g in shares.groupby(["output", "method"], sort=False)]
+            table[f"share_{part}_ci_low"] = [b[0] for b in bounds]
+            table[f"share_{part}_ci_high"] = [b[1] for b in bounds]
+        out["wave_share_records"] = shares
         if loaded.kind == "regressor":
             table = _defining(table, shares)
         out["wave_share"] = table
     if len(curves):
-        summary = curves.groupby(["output", "method"], sort=False).agg(
-            n=("deletion_auc", lambda s: int(s.notna().sum())),
-            deletion_auc=("deletion_auc", "mean"), insertion_auc=("insertion_auc", "mean"))
-        summary = summary.reset_index()
-        overall = curves.groupby("method", sort=False).agg(
-            n=("deletion_auc", lambda s: int(s.notna().sum())),
-            deletion_auc=("deletion_auc", "mean"), insertion_auc=("insertion_auc", "mean"))
-        overall = overall.reset_index().assign(output="all")
-        faith = pd.concat([overall, summary], ignore_index=True)
-        rand = faith[faith["method"] == "random"].set_index("output")
-        faith["deletion_vs_random"] = faith["deletion_auc"] - faith["output"].map(
-            rand["deletion_auc"])
-        faith["insertion_vs_random"] = faith["insertion_auc"] - faith["output"].map(
-            rand["insertion_auc"])
-        out["faithfulness"] = faith[["output", "method", "n", "deletion_auc", "insertion_auc",
-                                     "deletion_vs_random", "insertion_vs_random"]]
+        out["faithfulness"] = _faithfulness(curves, config)
         points = []
         for method, part in curves.groupby("method", sort=False):
             for kind in ("deletion", "insertion"):
@@ -377,6 +374,68 @@ class _Pages:
     def close(self) -> None:
         if self._pdf is not None:
             self._pdf.close()
+
+
+def _interval(values: np.ndarray, config: ExplainConfig) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of per-record ``values`` (resampling the
+    records; NaN without resamples or values)."""
+    from ecgtransfer.training.metrics import bootstrap_draws, percentile_interval
+
+    values = np.asarray(values, dtype=float)
+    if not config.bootstrap or not len(values):
+        return (np.nan, np.nan)
+    draws = bootstrap_draws(len(values), n_resamples=config.bootstrap, seed=config.seed)
+    return percentile_interval([np.nanmean(values[idx]) for _, idx in draws])
+
+
+def _faithfulness(curves: pd.DataFrame, config: ExplainConfig) -> pd.DataFrame:
+    """Mean areas per output and method (and over all outputs), with each method's paired
+    difference to the random orders of the same record and output and its 95% interval."""
+    per = curves.groupby(["record_id", "output", "method"], sort=False)[
+        ["deletion_auc", "insertion_auc"]].mean().reset_index()
+    rand = per[per["method"] == "random"].set_index(["record_id", "output"])
+    rows = []
+    for output in ["all", *dict.fromkeys(per["output"])]:
+        part = per if output == "all" else per[per["output"] == output]
+        for method, g in part.groupby("method", sort=False):
+            row = {"output": output, "method": method,
+                   "n": int(g["deletion_auc"].notna().sum()),
+                   "deletion_auc": g["deletion_auc"].mean(),
+                   "insertion_auc": g["insertion_auc"].mean()}
+            key = pd.MultiIndex.from_frame(g[["record_id", "output"]])
+            for kind in ("deletion", "insertion"):
+                diff = g[f"{kind}_auc"].to_numpy() - rand[f"{kind}_auc"].reindex(key).to_numpy()
+                row[f"{kind}_vs_random"] = float(np.nanmean(diff)) if len(diff) else np.nan
+                lo, hi = _interval(diff, config) if method != "random" else (0.0, 0.0)
+                row[f"{kind}_vs_random_ci_low"], row[f"{kind}_vs_random_ci_high"] = lo, hi
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _against_baseline(shares: pd.DataFrame, baseline: str, config: ExplainConfig) -> pd.DataFrame:
+    """Paired differences of the wave shares to another explain folder's, record by record (the
+    records, outputs and methods both explained), with 95% bootstrap intervals."""
+    path = Path(baseline) / "wave_share_records.csv"
+    try:
+        theirs = pd.read_csv(path, dtype={"record_id": str})
+    except (OSError, ValueError):
+        raise ValueError(f"--baseline {baseline}: no wave_share_records.csv (not an explain "
+                         "folder of this version?)") from None
+    keys = ["record_id", "output", "method"]
+    both = shares.merge(theirs, on=keys, suffixes=("", "_baseline"))
+    if both.empty:
+        raise ValueError(f"--baseline {baseline}: no record, output and method explained in "
+                         "both")
+    rows = []
+    for (output, method), g in both.groupby(["output", "method"], sort=False):
+        for part in _PARTS:
+            diff = (g[f"share_{part}"] - g[f"share_{part}_baseline"]).to_numpy()
+            lo, hi = _interval(diff, config)
+            rows.append({"output": output, "method": method, "part": part,
+                         "n_records": len(g), "share": g[f"share_{part}"].mean(),
+                         "baseline_share": g[f"share_{part}_baseline"].mean(),
+                         "difference": float(np.mean(diff)), "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
 
 
 ENRICHMENT = 1.5
@@ -489,7 +548,10 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
                              if loaded.kind == "classifier" else [])
                     records.append(_explain_record(config, loaded, random_model, record_id, x,
                                                    own, truth, tmp, pdf))
-            tables = _tables(records, loaded)
+            tables = _tables(records, loaded, config)
+            if config.baseline and "wave_share_records" in tables:
+                tables["wave_share_vs_baseline"] = _against_baseline(
+                    tables["wave_share_records"], config.baseline, config)
             for name, table in tables.items():
                 if name == "curves":
                     continue
@@ -544,7 +606,8 @@ def _summary(tables: dict[str, pd.DataFrame], loaded, n: int, out: Path) -> str:
         lines.append("faithfulness (deletion AUC lower, insertion AUC higher is better):")
         lines += [f"  {r.method:22s} deletion {r.deletion_auc:.3f}  insertion {r.insertion_auc:.3f}"
                   + ("" if r.method == "random" else
-                     f"  (vs random {r.deletion_vs_random:+.3f}, {r.insertion_vs_random:+.3f})")
+                     f"  vs random {r.deletion_vs_random:+.3f} {_ci(r, 'deletion')}, "
+                     f"{r.insertion_vs_random:+.3f} {_ci(r, 'insertion')}")
                   + f"  n={r.n}" for r in f.itertuples()]
     if "sanity" in tables:
         lines.append("randomised weights (Spearman of |attribution| with the trained model's):")
@@ -557,7 +620,19 @@ def _summary(tables: dict[str, pd.DataFrame], loaded, n: int, out: Path) -> str:
                      if "on_defining_wave" in w else [])]
         lines.append("share of |attribution| per wave:")
         lines.append(shown.to_markdown(index=False, floatfmt=".2f"))
+    if "wave_share_vs_baseline" in tables:
+        b = tables["wave_share_vs_baseline"]
+        b = b[b["part"] == "qrs"]
+        lines.append("QRS share against the baseline's, paired by record (95% interval):")
+        lines += [f"  {r.output} {r.method}: {r.share:.3f} vs {r.baseline_share:.3f}, "
+                  f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] (n={r.n_records})"
+                  for r in b.itertuples()]
     return "\n".join(lines)
+
+
+def _ci(row, kind: str) -> str:
+    lo, hi = getattr(row, f"{kind}_vs_random_ci_low"), getattr(row, f"{kind}_vs_random_ci_high")
+    return f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else ""
 
 
 def _version() -> str:
