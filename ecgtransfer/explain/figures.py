@@ -118,8 +118,9 @@ def _short(method: str) -> str:
 
 
 def wave_share_bars(table: pd.DataFrame):
-    """Share of attribution per wave: a group of bars per explained output and method, with the
-    waves' share of the time as a dotted line (a share above it is where the model looks more
+    """Share of attribution per wave: a group of bars per explained output and method (with
+    their 95% intervals when the table has them), with the waves' share of the time as a dotted
+    line (a share above it is where the model looks more
     than the wave's length alone would give).
 
     ``table`` is the explain stage's ``wave_share.csv``: ``output``, ``method``, ``share_<wave>``
@@ -136,8 +137,12 @@ def wave_share_bars(table: pd.DataFrame):
         w = 0.8 / max(len(methods), 1)
         x = np.arange(len(names))
         for j, (_, r) in enumerate(part.iterrows()):
-            ax.bar(x + (j - (len(methods) - 1) / 2) * w, [r[f"share_{k}"] for k in names], w,
-                   label=_short(r["method"]))
+            mean = np.array([r[f"share_{k}"] for k in names])
+            low = np.array([r.get(f"share_{k}_ci_low", np.nan) for k in names])
+            high = np.array([r.get(f"share_{k}_ci_high", np.nan) for k in names])
+            err = None if np.isnan(low).all() else np.vstack([mean - low, high - mean])
+            ax.bar(x + (j - (len(methods) - 1) / 2) * w, mean, w, yerr=err, capsize=1.5,
+                   error_kw={"lw": 0.6}, label=_short(r["method"]))
         ax.plot(x, [part[f"time_{k}"].mean() for k in names], "k:", marker="_", ms=14,
                 label="time share")
         ax.set_xticks(x, [k.upper() if k != "other" else "other" for k in names])
