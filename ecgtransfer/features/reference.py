@@ -23,7 +23,8 @@ import pandas as pd
 
 from ecgtransfer.features.vocabulary import INTERVALS, column
 
-__all__ = ["INTERVALS", "annotated_waves", "reference_intervals", "ludb_reference", "agreement"]
+__all__ = ["INTERVALS", "annotated_waves", "annotated_beats", "reference_intervals",
+           "ludb_reference", "ludb_beats", "agreement"]
 
 _WAVES = {"p": "P", "N": "QRS", "t": "T"}
 
@@ -148,6 +149,68 @@ def ludb_reference(folder: str | Path, records: Sequence[str] | None = None) -> 
         fs = record_fs(folder / name, record_id=name)
         rows[name] = reference_intervals({k: (a.samples, a.symbols) for k, a in ann.items()}, fs)
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def annotated_beats(annotations: Mapping[str, tuple[np.ndarray, object]]) -> pd.DataFrame:
+    """Every lead's annotated beats: each annotated QRS with the P wave just before it and the
+    T wave just after it (when those are annotated). One row per lead and QRS; which rows of
+    different leads are the same beat is left to the caller, by ``peak`` (:func:`ludb_beats`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``lead, peak, p_on, p_off, qrs_on, qrs_off, t_on, t_off`` (samples; NaN where a mark
+        is not annotated).
+    """
+    rows = []
+    for lead, (samples, symbols) in annotations.items():
+        w = annotated_waves(samples, symbols)
+        wave = w["wave"].to_numpy()
+        on, peak, off = (w[c].to_numpy() for c in ("onset", "peak", "offset"))
+        for i in np.flatnonzero(wave == "QRS"):
+            p = i > 0 and wave[i - 1] == "P"
+            t = i + 1 < len(w) and wave[i + 1] == "T"
+            rows.append({"lead": lead, "peak": peak[i],
+                         "p_on": on[i - 1] if p else np.nan, "p_off": off[i - 1] if p else np.nan,
+                         "qrs_on": on[i], "qrs_off": off[i],
+                         "t_on": on[i + 1] if t else np.nan, "t_off": off[i + 1] if t else np.nan})
+    return pd.DataFrame(rows, columns=["lead", "peak", "p_on", "p_off", "qrs_on", "qrs_off",
+                                       "t_on", "t_off"])
+
+
+def ludb_beats(path: str | Path, r_peaks: np.ndarray, fs: float,
+               tolerance_s: float = 0.1) -> pd.DataFrame:
+    """The cardiologists' marks of the beats at ``r_peaks``: for each, the median over the 12
+    leads' annotations of the QRS whose peak lies within ``tolerance_s`` of it.
+
+    Parameters
+    ----------
+    path : path
+        The LUDB record without extension (``.../data/17``).
+    r_peaks : array of float
+        Beat positions at ``fs`` (a delineator's R peaks).
+    fs : float
+        The rate of ``r_peaks``; the result is at the same rate.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per R peak: ``p_on, p_off, qrs_on, qrs_off, t_on, t_off`` at ``fs`` (NaN where no
+        lead annotates the beat or the mark), and ``n_leads``.
+    """
+    from ecgtransfer.data.ludb import read_ludb_annotations
+    from ecgtransfer.data.wfdb_io import record_fs
+
+    ann = read_ludb_annotations(path)
+    scale = fs / record_fs(path)
+    beats = annotated_beats({k: (a.samples, a.symbols) for k, a in ann.items()})
+    marks = ["p_on", "p_off", "qrs_on", "qrs_off", "t_on", "t_off"]
+    rows = []
+    for r in np.asarray(r_peaks, dtype=float):
+        near = beats[(beats["peak"] * scale - r).abs() <= tolerance_s * fs]
+        rows.append({**{m: near[m].median() * scale if near[m].notna().any() else np.nan
+                        for m in marks}, "n_leads": len(near)})
+    return pd.DataFrame(rows, columns=[*marks, "n_leads"])
 
 
 def agreement(estimate: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
