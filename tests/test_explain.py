@@ -407,3 +407,17 @@ def test_bad_explain_input_is_one_line(trained, cli):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
         assert any(m in lines[0] for m in message.split("|")), lines[0]
+
+
+def test_the_explain_study_pipeline_is_valid(tmp_path):
+    """pipelines/explain_qrs.yaml checks out: the explain stages read the pretrain and finetune
+    stages' outputs, the transfer's against scratch's explanation."""
+    from ecgtransfer.pipeline import load_pipeline
+
+    pipeline = load_pipeline(REPO / "pipelines" / "explain_qrs.yaml", [f"work={tmp_path / 'w'}"])
+    kinds = [s.kind for s in pipeline.stages]
+    assert kinds == ["prepare", "synth", "label", "pretrain", "finetune", "finetune", "explain",
+                     "explain", "explain"]
+    last = pipeline.stages[-1]
+    assert last.settings["baseline"] == "${explain_scratch}"
+    assert last.settings["model"] == "${transfer}"

@@ -21,7 +21,7 @@ LAYERS = [
     ("ecgtransfer", "ecgtransfer.config", "ecgtransfer.files", "ecgtransfer.plots"),
     ("ecgtransfer.data",),
     ("ecgtransfer.features",),
-    ("ecgtransfer.models", "ecgtransfer.training"),
+    ("ecgtransfer.models", "ecgtransfer.training", "ecgtransfer.explain"),
     ("ecgtransfer.tracking", "ecgtransfer.transfer"),
     ("ecgtransfer.stages",),
     ("ecgtransfer.pipeline",),
