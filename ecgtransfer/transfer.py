@@ -210,6 +210,8 @@ def load_model(ref: str) -> LoadedModel:
         try:
             file = tracking.download_plain_model(uri, tmp)
         except ValueError as exc:
-            raise ValueError(f"--model {ref}: {exc}") from None
+            text = str(exc)
+            raise ValueError(f"--model {text}" if text.startswith(ref) else
+                             f"--model {ref}: {text}") from None
         model, kind = _read_model(ref, file)
     return LoadedModel(ref, model, kind, run_id)

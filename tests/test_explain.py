@@ -347,6 +347,31 @@ def test_explain_a_qrs_regressor_reports_whether_it_sits_on_the_qrs(trained, tmp
     assert records["pred_qrs"].between(20, 300).all()
 
 
+def test_the_model_is_found_by_run_id_and_uri_as_by_folder(trained, tmp_path):
+    from ecgtransfer import tracking
+    from ecgtransfer.transfer import load_model
+
+    tracking.setup(trained["uri"])
+    by_folder = load_model(str(trained["ft"]))
+    assert by_folder.kind == "classifier" and by_folder.run_id == trained["ft_run"]
+    uri = tracking.run_tags(trained["ft_run"])[tracking.TAG + "model_uri"]
+    assert uri.startswith(("models:/", "runs:/"))
+    for ref in (trained["ft_run"], uri):
+        other = load_model(ref)
+        assert other.kind == "classifier" and other.run_id == trained["ft_run"]
+        for (k, v), w in zip(by_folder.model.state_dict().items(),
+                             other.model.state_dict().values()):
+            assert torch.equal(v, w), k
+    regressor = load_model(str(trained["qrs"]))
+    assert regressor.kind == "regressor" and regressor.outputs == ["qrs"]
+    # the test records of a model named by run id come from its logged predictions
+    result = _explain(trained, tmp_path, model=trained["ft_run"], max_records=1,
+                      methods=["grad_cam"], sanity=False, figures=False, log=False)
+    test = pd.read_csv(trained["ft"] / "test_predictions.csv", dtype={"record_id": str})
+    records = pd.read_csv(Path(result.output) / "records.csv", dtype={"record_id": str})
+    assert set(records["record_id"]) == {test["record_id"][0]}
+
+
 def test_explain_is_a_pipeline_stage(trained, tmp_path):
     from ecgtransfer.pipeline import load_pipeline, run_pipeline
 

@@ -123,17 +123,17 @@ def _record_ids(config: ExplainConfig, loaded) -> list[str]:
     from ecgtransfer import tracking
 
     if config.records == ["test"]:
-        table = None
-        if loaded.folder is not None and (loaded.folder / "test_predictions.csv").is_file():
-            table = loaded.folder / "test_predictions.csv"
-        elif loaded.run_id:
-            tmp = tempfile.mkdtemp()
-            table = tracking.download_artifact(loaded.run_id, "test_predictions.csv", tmp)
-        if table is None:
-            raise ValueError(f"--records test: {config.model} has no test_predictions.csv (a "
-                             "pretrained regressor, a cross-validation?); name the records or "
-                             "give a CSV file of them")
-        ids = _csv_ids(table)
+        with tempfile.TemporaryDirectory() as tmp:
+            table = None
+            if loaded.folder is not None and (loaded.folder / "test_predictions.csv").is_file():
+                table = loaded.folder / "test_predictions.csv"
+            elif loaded.run_id:
+                table = tracking.download_artifact(loaded.run_id, "test_predictions.csv", tmp)
+            if table is None:
+                raise ValueError(f"--records test: {config.model} has no test_predictions.csv "
+                                 "(a pretrained regressor, a cross-validation?); name the records "
+                                 "or give a CSV file of them")
+            ids = _csv_ids(table)
     elif len(config.records) == 1 and config.records[0].endswith(".csv"):
         ids = _csv_ids(Path(config.records[0]))
     else:
@@ -225,7 +225,8 @@ def _explain_record(config: ExplainConfig, loaded, random_model, record_id: str,
         scales = loaded.model.target_std.detach().numpy().ravel().astype(float)
     rng = np.random.default_rng([config.seed, int(hashlib.sha256(record_id.encode())
                                                   .hexdigest()[:8], 16)])
-    time_share = np.bincount(labels, minlength=OTHER + 1) / len(labels)
+    # shares over the record's own samples (not the zeros padding a short record)
+    time_share = np.bincount(labels[:own], minlength=OTHER + 1) / own
     out = _Record([], [], [], [])
     arrays: dict[str, np.ndarray] = {"signal": x, "wave_labels": labels}
     for output in wanted:
@@ -239,8 +240,8 @@ def _explain_record(config: ExplainConfig, loaded, random_model, record_id: str,
             attributions[method] = a
             arrays[f"{output}/{method}"] = a
             if delineated:
-                mass = np.bincount(np.broadcast_to(labels, a.shape).ravel(),
-                                   weights=np.abs(a).ravel(), minlength=OTHER + 1)
+                mass = np.bincount(np.broadcast_to(labels[:own], a[:, :own].shape).ravel(),
+                                   weights=np.abs(a[:, :own]).ravel(), minlength=OTHER + 1)
                 share = mass / mass.sum() if mass.sum() > 0 else np.full(OTHER + 1, np.nan)
                 out.shares.append({"record_id": record_id, "output": output, "method": method,
                                    **{f"share_{p}": v for p, v in zip(_PARTS, share)},
