@@ -18,7 +18,7 @@ from pathlib import Path
 from ecgtransfer import tracking
 from ecgtransfer.models.regressor import IntervalRegressor, load_regressor
 
-__all__ = ["Source", "load_sources", "LoadedModel", "load_model"]
+__all__ = ["Source", "load_sources", "LoadedModel", "load_model", "load_folds"]
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _TAG = tracking.TAG
@@ -215,3 +215,25 @@ def load_model(ref: str) -> LoadedModel:
                              f"--model {ref}: {text}") from None
         model, kind = _read_model(ref, file)
     return LoadedModel(ref, model, kind, run_id)
+
+
+def load_folds(ref: str) -> tuple[list[LoadedModel], str] | None:
+    """The fold models of a cross-validated fine-tune's run folder (``fold1/model.pt`` ...), in
+    fold order, with the cross-validation's parent MLflow run id ("" when unknown); None when
+    ``ref`` is not such a folder."""
+    path = Path(ref)
+    if not path.is_dir() or (path / "model.pt").exists():
+        return None
+    folds = sorted((p for p in path.glob("fold*/model.pt") if p.parent.name[4:].isdigit()),
+                   key=lambda p: int(p.parent.name[4:]))
+    if not folds:
+        return None
+    parent = ""
+    for name in ("parent_run.json", "result.json"):
+        try:
+            parent = str(json.loads((path / name).read_text()).get("run_id") or "")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if parent:
+            break
+    return [load_model(str(p.parent)) for p in folds], parent

@@ -372,6 +372,33 @@ def test_the_model_is_found_by_run_id_and_uri_as_by_folder(trained, tmp_path):
     assert set(records["record_id"]) == {test["record_id"][0]}
 
 
+def test_a_cross_validation_explains_each_record_with_the_fold_that_held_it_out(trained,
+                                                                               tmp_path):
+    import shutil
+
+    test = pd.read_csv(trained["ft"] / "test_predictions.csv", dtype={"record_id": str})
+    cv = tmp_path / "cv"
+    halves = {"fold1": test.iloc[:2], "fold2": test.iloc[2:4]}
+    for fold, part in halves.items():  # two folds holding out different records
+        shutil.copytree(trained["ft"], cv / fold)
+        part.to_csv(cv / fold / "test_predictions.csv", index=False)
+    (cv / "parent_run.json").write_text(json.dumps({"run_id": trained["ft_run"]}))
+    result = _explain(trained, tmp_path, model=str(cv), methods=["grad_cam"], sanity=False,
+                      figures=False, log=False, max_records=0)
+    records = pd.read_csv(Path(result.output) / "records.csv", dtype={"record_id": str})
+    owner = dict(zip(records["record_id"], records["model"]))
+    assert set(owner) == set(test["record_id"][:4])
+    for fold, part in halves.items():
+        assert all(owner[i] == str(cv / fold) for i in part["record_id"])
+    assert "2 cross-validation folds" in result.summary
+    picked = _explain(trained, tmp_path, model=str(cv), methods=["grad_cam"], sanity=False,
+                      figures=False, log=False, records=[test["record_id"][3]])
+    chosen = pd.read_csv(Path(picked.output) / "records.csv", dtype={"record_id": str})
+    assert list(chosen["model"]) == [str(cv / "fold2")] * len(chosen)
+    with pytest.raises(ValueError, match="is in no fold's test records"):
+        _explain(trained, tmp_path, model=str(cv), records=[test["record_id"][5]], log=False)
+
+
 def test_explain_is_a_pipeline_stage(trained, tmp_path):
     from ecgtransfer.pipeline import load_pipeline, run_pipeline
 

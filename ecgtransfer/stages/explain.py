@@ -33,8 +33,9 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -261,7 +262,8 @@ def _explain_record(config: ExplainConfig, loaded, random_model, record_id: str,
                                    scale=float(scales[j]), steps=config.curve_steps, rng=rng,
                                    batch_size=config.batch_size)
             out.curves.append(_curve_row(record_id, output, "random", c, area))
-        row = {"record_id": record_id, "output": output, "true": " ".join(truth),
+        row = {"record_id": record_id, "model": loaded.ref, "output": output,
+               "true": " ".join(truth),
                "delineated": delineated, "labeller": intervals.get("qrs_status", ""),
                **{k: intervals.get(k, np.nan) for k in ("hr_bpm", "pr_ms", "qrs_ms", "qt_ms")},
                "n_beats": len(beats)}
@@ -505,10 +507,12 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
     from ecgtransfer.explain.faithfulness import randomized_model
     from ecgtransfer.explain.figures import faithfulness_curves, wave_share_bars
     from ecgtransfer.files import atomic_file, on_disk_full
-    from ecgtransfer.transfer import load_model
+    from ecgtransfer.transfer import load_folds, load_model
 
     tracking.setup(config.tracking_uri)
-    loaded = load_model(config.model)
+    folds = load_folds(config.model)
+    models = folds[0] if folds else [load_model(config.model)]
+    loaded = models[0]  # the folds of a cross-validation share their kind, outputs and input
     if "grad_cam" in config.methods:
         from ecgtransfer.explain.attribution import feature_maps
 
@@ -522,13 +526,15 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
     if lacking:
         raise ValueError(f"--store {config.store}: the model takes lead(s) {', '.join(lacking)}, "
                          "which the store lacks")
-    ids = _record_ids(config, loaded)
+    plan = _plan(config, models, folds is not None)
+    ids = [record_id for _, record_id in plan]
     known = set(store.record_ids)
     missing = [i for i in ids if i not in known]
     if missing:
         raise ValueError(f"--records: {missing[0]} is not in {config.store}"
                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    random_model = randomized_model(loaded.model, config.seed) if config.sanity else None
+    randomized = {id(m): randomized_model(m.model, config.seed) if config.sanity else None
+                  for m in models}
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
@@ -541,14 +547,14 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
             index = store.index.set_index("record_id")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
-                for record_id in _progress(ids, context.progress):
+                for model, record_id in _progress(plan, context.progress):
                     x, own = _model_input(store, record_id, meta)
                     if not np.isfinite(x).all():
                         raise ValueError(f"{config.store}: record {record_id} holds NaN")
-                    truth = (_true_outputs(index.loc[record_id], loaded)
-                             if loaded.kind == "classifier" else [])
-                    records.append(_explain_record(config, loaded, random_model, record_id, x,
-                                                   own, truth, tmp, pdf))
+                    truth = (_true_outputs(index.loc[record_id], model)
+                             if model.kind == "classifier" else [])
+                    records.append(_explain_record(config, model, randomized[id(model)],
+                                                   record_id, x, own, truth, tmp, pdf))
             tables = _tables(records, loaded, config)
             if config.baseline and "wave_share_records" in tables:
                 tables["wave_share_vs_baseline"] = _against_baseline(
@@ -568,9 +574,11 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
                 wave_share_bars(tables["wave_share"]).savefig(tmp / "wave_share.png")
             if pdf is not None:
                 pdf.close()
+            run_id = folds[1] if folds else loaded.run_id
             info = {"settings": {k: v for k, v in asdict(config).items()},
                     "settings_hash": config.settings_hash(), "model_kind": loaded.kind,
-                    "model_run_id": loaded.run_id, "records": ids}
+                    "model_run_id": run_id, "records": ids,
+                    "models": {m.ref: m.run_id for m in models}}
             with atomic_file(tmp / "explain.json") as f:
                 json.dump(info, f, indent=2, default=str)
         _replace_folder(tmp, out)
@@ -580,12 +588,34 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
     logged = ""
     if context.stage_run is not None:  # a pipeline's stage run shows what the stage made
         context.stage_run.log_artifacts(out)
-    if config.log and loaded.run_id:
+    if config.log and run_id:
         folder = f"explain/{config.settings_hash()}"
-        tracking.Run(loaded.run_id).log_artifacts(out, folder)
-        logged = f"\nlogged to MLflow run {loaded.run_id} under {folder}/"
-    return StageResult(str(out), _summary(tables, loaded, len(ids), out) + logged,
+        tracking.Run(run_id).log_artifacts(out, folder)
+        logged = f"\nlogged to MLflow run {run_id} under {folder}/"
+    what = (f"{len(models)} cross-validation folds, each record explained by the fold model "
+            "that held it out" if folds else loaded.kind)
+    return StageResult(str(out), _summary(tables, config.model, len(ids), out, what) + logged,
                        details=tables)
+
+
+def _plan(config: ExplainConfig, models: list, cross_validated: bool) -> list[tuple[Any, str]]:
+    """(model, record id) pairs in order: a cross-validation's records each go to the fold
+    model whose test records hold it."""
+    if not cross_validated:
+        return [(models[0], i) for i in _record_ids(config, models[0])]
+    held = {m.ref: _record_ids(replace(config, records=["test"], max_records=0), m)
+            for m in models}
+    if config.records == ["test"]:
+        plan = [(m, i) for m in models for i in held[m.ref]]
+    else:
+        owner = {i: m for m in models for i in held[m.ref]}
+        wanted = _record_ids(replace(config, max_records=0), models[0])
+        outside = [i for i in wanted if i not in owner]
+        if outside:
+            raise ValueError(f"--records: {outside[0]} is in no fold's test records of "
+                             f"{config.model}; every fold model trained on it")
+        plan = [(owner[i], i) for i in wanted]
+    return plan[:config.max_records] if config.max_records else plan
 
 
 def _progress(ids: list[str], show: bool):
@@ -596,8 +626,8 @@ def _progress(ids: list[str], show: bool):
     return tqdm(ids, desc="explain", unit="record")
 
 
-def _summary(tables: dict[str, pd.DataFrame], loaded, n: int, out: Path) -> str:
-    lines = [f"{out}: {n} record(s) of {loaded.ref} ({loaded.kind})"]
+def _summary(tables: dict[str, pd.DataFrame], ref: str, n: int, out: Path, what: str) -> str:
+    lines = [f"{out}: {n} record(s) of {ref} ({what})"]
     if "timing" in tables and len(tables["timing"]):
         lines.append("seconds per record and output: " + ", ".join(
             f"{r.method} {r.seconds_per_record_output:.3f}" for r in tables["timing"].itertuples()))
