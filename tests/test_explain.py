@@ -296,11 +296,19 @@ def test_explain_a_classifier_writes_its_figures_and_tables_and_logs_them(traine
 def test_a_baseline_explanation_is_compared_record_by_record(trained, tmp_path):
     first = _explain(trained, tmp_path, methods=["grad_cam"], max_records=3, log=False,
                      figures=False, sanity=False, out=str(tmp_path / "a"))
+    # a record without shares in the baseline (an all-zero Grad-CAM map) is left out of the pairs
+    per_record = Path(first.output) / "wave_share_records.csv"
+    table = pd.read_csv(per_record, dtype={"record_id": str})
+    n = int((table["output"] == table["output"].iloc[0]).sum())
+    table.loc[0, [c for c in table.columns if c.startswith("share_")]] = np.nan
+    table.to_csv(per_record, index=False)
     second = _explain(trained, tmp_path, methods=["grad_cam"], max_records=3, log=False,
                       figures=False, sanity=False, out=str(tmp_path / "b"),
                       baseline=first.output)
     vs = pd.read_csv(Path(second.output) / "wave_share_vs_baseline.csv")
     assert set(vs["part"]) == {*WAVES, "other"} and (vs["n_records"] >= 1).all()
+    first_output = vs[vs["output"] == table["output"].iloc[0]]
+    assert (first_output["n_records"] == n - 1).all()
     # the same model on the same records: no difference, and an interval of none
     np.testing.assert_allclose(vs[["difference", "ci_low", "ci_high"]], 0.0, atol=1e-12)
     assert "QRS share against the baseline's" in second.summary

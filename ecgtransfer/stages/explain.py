@@ -433,11 +433,15 @@ def _against_baseline(shares: pd.DataFrame, baseline: str, config: ExplainConfig
     for (output, method), g in both.groupby(["output", "method"], sort=False):
         for part in _PARTS:
             diff = (g[f"share_{part}"] - g[f"share_{part}_baseline"]).to_numpy()
+            both_have = np.isfinite(diff)  # a map of all zeros (Grad-CAM's ReLU) has no shares
+            diff = diff[both_have]
             lo, hi = _interval(diff, config)
             rows.append({"output": output, "method": method, "part": part,
-                         "n_records": len(g), "share": g[f"share_{part}"].mean(),
-                         "baseline_share": g[f"share_{part}_baseline"].mean(),
-                         "difference": float(np.mean(diff)), "ci_low": lo, "ci_high": hi})
+                         "n_records": int(both_have.sum()),
+                         "share": g[f"share_{part}"][both_have].mean(),
+                         "baseline_share": g[f"share_{part}_baseline"][both_have].mean(),
+                         "difference": float(np.mean(diff)) if len(diff) else np.nan,
+                         "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows)
 
 
