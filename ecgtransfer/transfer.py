@@ -138,25 +138,25 @@ class LoadedModel:
 
 
 def _read_model(ref: str, path: Path):
-    from ecgtransfer.models.classifier import load_classifier
+    """The model in ``path`` and its kind, by the format the checkpoint declares."""
+    from ecgtransfer.files import load_tensors
+    from ecgtransfer.models.classifier import CLASSIFIER_FORMAT, load_classifier
+    from ecgtransfer.models.regressor import REGRESSOR_FORMAT
 
-    def one_line(exc: Exception) -> ValueError:
+    loaders = {REGRESSOR_FORMAT: (load_regressor, "regressor"),
+               CLASSIFIER_FORMAT: (load_classifier, "classifier")}
+    try:
+        state = load_tensors(path)
+        fmt = state.get("format") if isinstance(state, dict) else None
+        if fmt not in loaders:
+            raise ValueError(f"{path} is neither a pretrained regressor nor a fine-tuned "
+                             "classifier")
+        load, kind = loaders[fmt]
+        return load(path), kind
+    except ValueError as exc:
         text = str(exc)
-        return ValueError(f"--model {text}" if text.startswith(str(path)) and str(path) == ref
-                          else f"--model {ref}: {text}")
-
-    try:
-        return load_regressor(path), "regressor"
-    except ValueError as exc:
-        if "not an ecgtransfer regressor checkpoint" not in str(exc):
-            raise one_line(exc) from None
-    try:
-        return load_classifier(path), "classifier"
-    except ValueError as exc:
-        if "not an ecgtransfer classifier checkpoint" not in str(exc):
-            raise one_line(exc) from None
-    raise ValueError(f"--model {ref}: {path} is neither a pretrained regressor nor a fine-tuned "
-                     "classifier")
+        raise ValueError(f"--model {text}" if text.startswith(str(path)) and str(path) == ref
+                         else f"--model {ref}: {text}") from None
 
 
 def load_model(ref: str) -> LoadedModel:

@@ -376,10 +376,9 @@ def _wave_edges(tpl: np.ndarray, marks: np.ndarray, r: int, fs: float) -> np.nda
     return out
 
 
-def _ecgtransfer_intervals(tpl: np.ndarray, before: int, fs: float, rr: float,
-                           cfg: LabellerConfig) -> tuple[np.ndarray, float]:
-    """Per lead PR, QRS, QT (samples) from the templates; QRS onset relative to R over leads."""
-    pos = _delineate_templates(tpl, before, fs, rr, cfg)
+def _ecgtransfer_intervals(pos: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per lead PR, QRS, QT (samples) from the templates' marks (:func:`_delineate_templates`);
+    QRS onset relative to R over leads."""
     per_lead = np.column_stack([pos[:, 1] - pos[:, 0], pos[:, 2] - pos[:, 1],
                                 pos[:, 3] - pos[:, 1]])
     return per_lead, _median(pos[:, 1])
@@ -541,8 +540,10 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
         return row, None
     beats = np.stack([measured[:, p - before: p + after] for p in whole], axis=1)  # lead, beat, t
     tpl = np.median(beats, axis=1)
+    marks = None
     if cfg.method == "ecgtransfer":
-        per_lead, onset = _ecgtransfer_intervals(tpl, before, fs, rr, cfg)
+        marks = _delineate_templates(tpl, before, fs, rr, cfg)
+        per_lead, onset = _ecgtransfer_intervals(marks)
     elif cfg.method == "neurokit":
         per_lead, onset = _neurokit_intervals(measured, peaks, whole, before, after, fs)
     else:  # LabellerConfig refuses other names; a method added to METHODS must be added here
@@ -566,7 +567,8 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
         row[name] = value if row[status] == OK else np.nan
     if not detail:
         return row, None
-    marks = _delineate_templates(tpl, before, fs, rr, cfg)
+    if marks is None:  # another method delineated the intervals; the waves are the templates'
+        marks = _delineate_templates(tpl, before, fs, rr, cfg)
     return row, {"peaks": peaks, "fs": fs, "rr": rr, "before": before, "templates": tpl,
                  "marks": np.column_stack([marks, _wave_edges(tpl, marks, before, fs)])}
 

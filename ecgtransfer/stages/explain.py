@@ -530,6 +530,9 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
     if lacking:
         raise ValueError(f"--store {config.store}: the model takes lead(s) {', '.join(lacking)}, "
                          "which the store lacks")
+    if config.baseline and not (Path(config.baseline) / "wave_share_records.csv").is_file():
+        raise ValueError(f"--baseline {config.baseline}: no wave_share_records.csv (not an "
+                         "explain folder of this version?)")
     plan = _plan(config, models, folds is not None)
     ids = [record_id for _, record_id in plan]
     known = set(store.record_ids)
