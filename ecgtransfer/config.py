@@ -255,10 +255,33 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    _refuse_duplicate_keys(node, path)
     lines = {}
     if isinstance(node, yaml.MappingNode):
         lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
     return data, lines
+
+
+def _refuse_duplicate_keys(node: Any, path: Path) -> None:
+    """``FILE:LINE`` error for a key that a mapping of the file holds twice (YAML readers keep
+    the last one silently)."""
+    import yaml
+
+    stack = [node] if node is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        raise ConfigError(f"{path}:{line}: {key.value!r} is given twice (first on "
+                                          f"line {seen[key.value]}); keep one", key.value)
+                    seen[key.value] = line
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] = (),

@@ -22,8 +22,13 @@ try:
 except ImportError:  # not on Windows; there locks are skipped
     fcntl = None
 
-__all__ = ["append_synced", "atomic_file", "disk_full", "exclusive_lock", "load_tensors",
-           "on_disk_full", "save_tensors"]
+__all__ = ["OUTPUT_MARKER", "append_synced", "atomic_file", "check_output_folder", "disk_full",
+           "exclusive_lock", "load_tensors", "mark_output_folder", "on_disk_full", "save_tensors",
+           "waiting_lock"]
+
+OUTPUT_MARKER = ".ecgtransfer-output"
+"""The file a command leaves in each output folder it writes, naming the command: the folder
+may be written again (replaced, continued) by that command only (:func:`check_output_folder`)."""
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -117,6 +122,40 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def waiting_lock(path: str | Path, timeout: float,
+                 on_wait: Any = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the ``with`` block, waiting up to
+    ``timeout`` seconds for another process to release it (``on_wait()`` is called once, when
+    it has to wait). The lock file is left in place, as by :func:`exclusive_lock`.
+
+    Raises
+    ------
+    TimeoutError
+        Still held by another process after ``timeout`` seconds.
+    OSError
+        The lock file cannot be created.
+    """
+    import time
+
+    with open(path, "a") as handle:
+        if fcntl is not None:
+            deadline = time.monotonic() + timeout
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{path}: held by another process") from None
+                    if not waited and on_wait is not None:
+                        on_wait()
+                    waited = True
+                    time.sleep(0.1)
+        yield
+
+
+@contextlib.contextmanager
 def atomic_file(path: str | Path, binary: bool = False) -> Iterator[IO]:
     """A file that takes the name ``path`` only once it is completely written and synced,
     so that readers see the old or the new file, never half of one (a full disk included: the
@@ -133,6 +172,89 @@ def atomic_file(path: str | Path, binary: bool = False) -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_folder(folder: str | Path, command: str, legacy: Iterable[str] = (),
+                        flag: str = "--out") -> None:
+    """Refuse an output folder that ``command`` may not write into, touching nothing.
+
+    A command may write into a folder that does not exist yet, an empty folder, or a folder
+    holding its own earlier output: its :data:`OUTPUT_MARKER` names the command, or (for a
+    folder written before the marker existed) every name in ``legacy`` is there. Anything else
+    (a store, another command's output, a file) is refused, so that pointing ``--out`` at the
+    wrong place by mistake loses nothing.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+    command : str
+        The command writing it (``explain``, ``compare``, ``tune``, ``finetune``...).
+    legacy : iterable of str
+        Files that only ``command``'s own output holds (``explain.json``), recognising its
+        output from versions that wrote no marker.
+    flag : str
+        The setting that named the folder, for the message.
+
+    Raises
+    ------
+    ValueError
+        One line naming the folder and what it holds.
+    """
+    import json
+
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise ValueError(f"{flag} {folder}: a broken link; choose another {flag}")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {folder}: is a file, not a folder; `ecgtransfer {command}` "
+                         f"writes a folder there, so choose another {flag}")
+    marker = folder / OUTPUT_MARKER
+    if marker.is_file():
+        try:
+            owner = json.loads(marker.read_text(encoding="utf-8")).get("command")
+        except (ValueError, AttributeError, OSError):
+            owner = None
+        if owner == command:
+            return
+        raise ValueError(f"{flag} {folder}: holds the output of "
+                         + (f"`ecgtransfer {owner}`" if isinstance(owner, str) else
+                            "another command (unreadable marker)")
+                         + f", which `ecgtransfer {command}` may not replace; choose another "
+                         f"{flag}")
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError as exc:
+        raise ValueError(f"{flag} {folder}: cannot be read ({exc.strerror})") from None
+    if not names:
+        return
+    legacy = list(legacy)
+    if legacy and all((folder / name).exists() for name in legacy):
+        return
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise ValueError(f"{flag} {folder}: holds files that `ecgtransfer {command}` did not write "
+                     f"({shown}); nothing was touched: choose another {flag} (a new or empty "
+                     "folder)")
+
+
+def mark_output_folder(folder: str | Path, command: str) -> None:
+    """Leave :data:`OUTPUT_MARKER` in ``folder`` (created if absent), naming ``command`` as the
+    folder's writer (see :func:`check_output_folder`)."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / OUTPUT_MARKER
+    if marker.is_file():
+        try:
+            if json.loads(marker.read_text(encoding="utf-8")).get("command") == command:
+                return
+        except (ValueError, AttributeError, OSError):
+            pass
+    with atomic_file(marker) as f:
+        json.dump({"command": command}, f)
 
 
 def save_tensors(state: dict[str, Any], path: str | Path) -> None:

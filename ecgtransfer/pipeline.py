@@ -71,6 +71,16 @@ class PipelineError(ValueError):
     """A pipeline file that cannot run; the message names the file and line."""
 
 
+class _Circle(PipelineError):
+    """Pipeline files that refer to each other in a circle: said once, where it closes."""
+
+
+NAME = re.compile(r"[A-Za-z0-9_-]+")
+"""What a stage name (and a pipeline name that names the work folder) may be: it becomes a
+folder under the work folder, so nothing else (``/``, ``..``, a leading ``/``) is accepted."""
+NAME_RULE = "use letters, digits, '_' and '-' only"
+
+
 @dataclass
 class StageSpec:
     """One stage as written: its settings may hold ``${stage}`` references."""
@@ -169,7 +179,8 @@ def _apply_overrides(data: dict, overrides: Sequence[str], path: Path) -> dict:
         raise PipelineError(str(exc)) from None
 
 
-def load_pipeline(path: str | Path, overrides: Sequence[str] = (), *, _depth: int = 0) -> Pipeline:
+def load_pipeline(path: str | Path, overrides: Sequence[str] = (), *,
+                  _chain: tuple[Path, ...] = ()) -> Pipeline:
     """Read and check a pipeline file (and ``--set`` overrides) before any work.
 
     Raises
@@ -179,8 +190,7 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = (), *, _depth: in
         that does not exist (or comes later), or an input path that does not exist.
     """
     path = Path(path)
-    if _depth > 8:
-        raise PipelineError(f"{path}: pipeline files refer to each other in a circle")
+    _chain = (*_chain, path.resolve())
     try:
         data, top_lines = read_yaml(path)
     except ConfigError as exc:
@@ -202,6 +212,9 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = (), *, _depth: in
             raise PipelineError(f"{path}:{top_lines.get(key, 1)}: {key}: expected a string, got "
                                 f"{data[key]!r}")
     name = str(data.get("name") or path.stem)
+    if not data.get("work") and not NAME.fullmatch(name):
+        raise PipelineError(f"{path}:{top_lines.get('name', 1)}: name {name!r} names the work "
+                            f"folder (runs/NAME): {NAME_RULE}, or set work:")
     raw_stages = data.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:
         raise PipelineError(f"{path}:{top_lines.get('stages', 1)}: stages: expected a list of "
@@ -211,7 +224,7 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = (), *, _depth: in
     every = {s.get("name") for s in raw_stages if isinstance(s, dict)}
     for i, raw in enumerate(raw_stages):
         line, key_lines = lines[i] if i < len(lines) else (1, {})
-        specs.append(_check_stage(path, raw, line, key_lines, specs, every, _depth))
+        specs.append(_check_stage(path, raw, line, key_lines, specs, every, _chain))
     pipeline = Pipeline(path=path, name=name, experiment=str(data.get("experiment") or name),
                         work=Path(data.get("work") or Path("runs") / name),
                         tracking_uri=data.get("tracking_uri"), stages=specs,
@@ -222,12 +235,15 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = (), *, _depth: in
 
 
 def _check_stage(path: Path, raw: Any, line: int, key_lines: dict[str, int],
-                 before: list[StageSpec], every: set, depth: int = 0) -> StageSpec:
+                 before: list[StageSpec], every: set, chain: tuple[Path, ...] = ()) -> StageSpec:
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}:{line}: a stage is a mapping with name and stage")
     name, kind = raw.get("name"), raw.get("stage")
     if not name or not isinstance(name, str):
         raise PipelineError(f"{path}:{line}: stage without a name")
+    if not NAME.fullmatch(name):  # it names the stage's folder under work/: nothing may escape
+        raise PipelineError(f"{path}:{key_lines.get('name', line)}: stage name {name!r}: "
+                            f"{NAME_RULE}")
     known = [s.name for s in list_stages() if s.pipeline]
     if kind not in known:
         raise PipelineError(f"{path}:{key_lines.get('stage', line)}: stage {name!r}: unknown "
@@ -241,7 +257,7 @@ def _check_stage(path: Path, raw: Any, line: int, key_lines: dict[str, int],
         for ref in _refs(value):
             target, _ = _split_ref(ref)
             if ":" in target:
-                _check_external(path, spec.where(key), name, key, target, depth)
+                _check_external(path, spec.where(key), name, key, target, chain)
             elif target not in earlier:
                 later = " (it comes later; stages run in order)" if target in every else ""
                 raise PipelineError(f"{path}:{spec.where(key)}: stage {name!r}: {key} refers to "
@@ -277,15 +293,21 @@ def _external_path(path: Path, target: str) -> tuple[Path, str]:
 
 
 def _check_external(path: Path, line: int, name: str, key: str, target: str,
-                    depth: int = 0) -> None:
+                    chain: tuple[Path, ...] = ()) -> None:
     other, stage = _external_path(path, target)
     where = f"{path}:{line}: stage {name!r}: {key} refers to ${{{target}}}"
     if not other.is_file():
         raise PipelineError(f"{where}, and there is no pipeline file {other}")
     if other.resolve() == path.resolve():
         raise PipelineError(f"{where}: that is this file; write ${{{stage}}}")
+    if other.resolve() in chain:
+        start = chain.index(other.resolve())
+        circle = " -> ".join(p.name for p in (*chain[start:], other.resolve()))
+        raise _Circle(f"{path}:{line}: pipeline files refer to each other in a circle: {circle}")
     try:
-        found = load_pipeline(other, _depth=depth + 1)
+        found = load_pipeline(other, _chain=chain)
+    except _Circle:
+        raise
     except PipelineError as exc:
         raise PipelineError(f"{where}: {exc}") from None
     if stage not in [s.name for s in found.stages]:

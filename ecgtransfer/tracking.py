@@ -71,14 +71,19 @@ def setup(uri: str | None, experiment: str | None = None) -> str | None:
 
     uri = tracking_uri(uri)
     folder = _sqlite_dir(uri)
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+    if folder is not None and not folder.is_dir():  # a typo is not a place to create
+        raise ValueError(f"{uri}: the folder {folder} "
+                         + ("is a file" if folder.exists() else "does not exist")
+                         + "; create it, or pass another --tracking-uri")
     mlflow.set_tracking_uri(uri)
-    try:  # a damaged database or an unreachable server: one line naming it
-        _client().search_experiments(max_results=1)
-    except Exception as exc:  # MLflow and SQLAlchemy raise many kinds
-        raise ValueError(f"{uri}: not a usable MLflow tracking store ({type(exc).__name__}); "
-                         "check the path or server, or pass another --tracking-uri") from None
+    # a new SQLite store is created (its tables migrated) by the first process to open it; the
+    # others wait for it rather than reading half-made tables
+    with _store_creation(uri, folder):
+        try:  # a damaged database or an unreachable server: one line naming it
+            _client().search_experiments(max_results=1)
+        except Exception as exc:  # MLflow and SQLAlchemy raise many kinds
+            raise ValueError(f"{uri}: not a usable MLflow tracking store ({type(exc).__name__}); "
+                             "check the path or server, or pass another --tracking-uri") from None
     if experiment is None:
         return None
     client = _client()
@@ -96,6 +101,36 @@ def setup(uri: str | None, experiment: str | None = None) -> str | None:
             exp_id = client.get_experiment_by_name(experiment).experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+STORE_WAIT_S = 300.0
+"""How long a process waits for another one creating the same SQLite tracking store."""
+
+
+@contextlib.contextmanager
+def _store_creation(uri: str, folder: Path | None):
+    """Hold ``.<database>.lock`` beside an SQLite store while MLflow opens it (and creates its
+    tables when new), waiting for another process doing the same; nothing for a server."""
+    if folder is None:
+        yield
+        return
+    from ecgtransfer.files import waiting_lock
+
+    lock = folder / f".{Path(re.match(r'sqlite:///(.+)$', uri).group(1)).name}.lock"
+    held = waiting_lock(lock, STORE_WAIT_S, on_wait=lambda: log.info(
+        "%s: another process is creating or opening this tracking store; waiting for it", uri))
+    try:
+        held.__enter__()
+    except TimeoutError:
+        raise ValueError(f"{uri}: another process has held this tracking store's set-up "
+                         f"lock ({lock}) for {STORE_WAIT_S:.0f} s; wait for it or stop it") from None
+    except PermissionError:  # a read-only folder: nobody creates a store there
+        held = None
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.__exit__(None, None, None)
 
 
 def describe_experiment(name: str, text: str) -> None:
@@ -274,8 +309,19 @@ class Run:
         _client().log_artifact(self.id, str(path), folder)
 
     def log_artifacts(self, directory: str | Path, folder: str | None = None) -> None:
-        """Every file of ``directory`` (a folder of outputs) under ``folder``."""
-        _client().log_artifacts(self.id, str(directory), folder)
+        """Every file of ``directory`` (a folder of outputs) under ``folder``, bar hidden
+        bookkeeping (``.ecgtransfer-output``, lock files)."""
+        directory = Path(directory)
+        hidden = [p for p in directory.rglob(".*")]
+        if not hidden:
+            _client().log_artifacts(self.id, str(directory), folder)
+            return
+        for path in sorted(directory.rglob("*")):
+            relative = path.relative_to(directory)
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                parent = relative.parent.as_posix()
+                where = "/".join(p for p in (folder, parent if parent != "." else None) if p)
+                _client().log_artifact(self.id, str(path), where or None)
 
     @_shielded
     def log_table(self, table: Any, name: str) -> None:

@@ -450,10 +450,50 @@ stages:
     assert runs and any(a.path == "wave_share.csv" for a in client.list_artifacts(runs[0].info.run_id))
 
 
-def test_bad_explain_input_is_one_line(trained, cli):
+def test_explain_replaces_only_its_own_output_folder(trained, tmp_path):
+    """--out pointed by mistake at a store or a file: one line, and every byte stays; a folder
+    explain wrote (with its marker, or an older one with explain.json only) is replaced."""
+    store = tmp_path / "store"
+    store.mkdir()
+    files = {"store.json": b'{"source": "deepfake"}', "signals.i16": bytes(range(256)) * 40,
+             "index.csv": b"record_id\n00001\n", "labels-abc.csv": b"record_id,qrs_ms\n1,90\n"}
+    for name, data in files.items():
+        (store / name).write_bytes(data)
+    with pytest.raises(ValueError, match=r"--out .*store: holds files that `ecgtransfer "
+                                         r"explain` did not write \(index.csv"):
+        _explain(trained, tmp_path, out=str(store), max_records=1, log=False, figures=False)
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == files
+    plain = tmp_path / "notes.txt"
+    plain.write_text("keep me")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        _explain(trained, tmp_path, out=str(plain), max_records=1, log=False, figures=False)
+    assert plain.read_text() == "keep me"
+    assert not list(tmp_path.glob(".store.*")) and not list(tmp_path.glob(".notes.txt.*"))
+    # another command's output is refused by name
+    other = tmp_path / "compared"
+    other.mkdir()
+    (other / ".ecgtransfer-output").write_text('{"command": "compare"}')
+    (other / "comparison.csv").write_text("x\n")
+    with pytest.raises(ValueError, match="holds the output of `ecgtransfer compare`"):
+        _explain(trained, tmp_path, out=str(other), max_records=1, log=False, figures=False)
+    # explain's own folder, from before markers existed: replaced, and marked now
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "explain.json").write_text("{}")
+    (old / "records.csv").write_text("stale\n")
+    done = _explain(trained, tmp_path, out=str(old), methods=["grad_cam"], max_records=1,
+                    log=False, figures=False, sanity=False)
+    assert done.output == str(old) and (old / ".ecgtransfer-output").is_file()
+    assert "stale" not in (old / "records.csv").read_text()
+
+
+def test_bad_explain_input_is_one_line(trained, cli, tmp_path):
     store = str(trained["store"].path)
     common = ["--tracking-uri", trained["uri"], "--store", store]
+    (tmp_path / "header_only.csv").write_text("record_id\n")
     cases = [
+        (["--model", str(trained["ft"]), "--records", "header_only.csv"],
+         "header_only.csv: holds no record ids"),
         (["--model", str(trained["ft"]), "--records", "nope"], "--records: nope is not in"),
         (["--model", str(trained["qrs"])], "--records test:"),
         (["--model", "missing/model.pt"], "--model missing/model.pt: not a model.pt"),

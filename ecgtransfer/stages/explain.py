@@ -149,7 +149,11 @@ def _csv_ids(path: Path) -> list[str]:
         raise ValueError(f"--records {path}: cannot read it ({type(exc).__name__})") from None
     if "record_id" not in table.columns:
         raise ValueError(f"--records {path}: no record_id column")
-    return list(dict.fromkeys(table["record_id"].astype(str)))
+    ids = list(dict.fromkeys(table["record_id"].dropna().astype(str).str.strip()))
+    ids = [i for i in ids if i]
+    if not ids:
+        raise ValueError(f"--records {path}: holds no record ids (a header only?)")
+    return ids
 
 
 def _true_outputs(row: pd.Series, loaded) -> list[str]:
@@ -493,6 +497,11 @@ def _differs(rho: float) -> str:
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
+    """``tmp`` renamed to ``out``; an earlier ``out`` (explain's own, checked up front and again
+    here) is removed only once the new one is in place."""
+    from ecgtransfer.files import check_output_folder
+
+    check_output_folder(out, "explain", legacy=("explain.json",))
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{time.time_ns()}"
@@ -510,9 +519,11 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
     from ecgtransfer.data.store import SignalStore, StoreError
     from ecgtransfer.explain.faithfulness import randomized_model
     from ecgtransfer.explain.figures import faithfulness_curves, wave_share_bars
-    from ecgtransfer.files import atomic_file, on_disk_full
+    from ecgtransfer.files import atomic_file, check_output_folder, mark_output_folder, on_disk_full
     from ecgtransfer.transfer import load_folds, load_model
 
+    # a folder may be replaced only when it holds explain's own output (nothing else is lost)
+    check_output_folder(config.out, "explain", legacy=("explain.json",))
     tracking.setup(config.tracking_uri)
     folds = load_folds(config.model)
     models = folds[0] if folds else [load_model(config.model)]
@@ -535,6 +546,8 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
                          "explain folder of this version?)")
     plan = _plan(config, models, folds is not None)
     ids = [record_id for _, record_id in plan]
+    if not ids:
+        raise ValueError(f"--records {','.join(config.records)}: no records to explain")
     known = set(store.record_ids)
     missing = [i for i in ids if i not in known]
     if missing:
@@ -547,6 +560,7 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
         with on_disk_full(ValueError, out, "the explanations"):
+            mark_output_folder(tmp, "explain")
             (tmp / "figures").mkdir()
             (tmp / "attributions").mkdir()
             pdf = _Pages(tmp / "explain.pdf") if config.figures else None

@@ -262,9 +262,13 @@ class TrainedStage:
         from ecgtransfer.training.distributed import barrier
 
         if self.dist.is_main:
+            from ecgtransfer.files import atomic_file, check_output_folder, mark_output_folder
+
+            # a folder holding anything but this stage's own runs (a store, another stage's
+            # output) is refused before anything is written into it
+            check_output_folder(self.out, self.kind, legacy=("config.yaml",))
             check_run_folder(self.out, self.config, self.context.resume, self.kind)
-            self.out.mkdir(parents=True, exist_ok=True)
-            from ecgtransfer.files import atomic_file
+            mark_output_folder(self.out, self.kind)
 
             with atomic_file(self.out / "config.yaml") as f:
                 f.write(to_yaml(self.config))

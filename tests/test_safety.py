@@ -1,0 +1,178 @@
+"""What nothing may do (docs/safety.md): replace a folder it did not write, write outside the
+work folder, create a folder a typo named, trip over another process creating the same MLflow
+store, or answer bad input with a traceback or a 770-character line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _fake_store(folder: Path) -> dict[str, bytes]:
+    folder.mkdir(parents=True)
+    (folder / "store.json").write_text('{"source": "deepfake"}')
+    (folder / "signals.i16").write_bytes(bytes(range(256)) * 8)
+    (folder / "index.csv").write_text("record_id\n00001\n")
+    return _snapshot(folder)
+
+
+# ---- output folders ----------------------------------------------------------------------
+def test_an_output_folder_is_written_only_by_its_own_command(tmp_path):
+    from ecgtransfer.files import OUTPUT_MARKER, check_output_folder, mark_output_folder
+
+    check_output_folder(tmp_path / "new", "compare")  # absent: fine, and not created
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    check_output_folder(tmp_path / "empty", "compare")
+    mark_output_folder(tmp_path / "empty", "compare")
+    check_output_folder(tmp_path / "empty", "compare")  # its own
+    with pytest.raises(ValueError, match="holds the output of `ecgtransfer compare`, which "
+                                         "`ecgtransfer tune` may not replace"):
+        check_output_folder(tmp_path / "empty", "tune")
+    before = _fake_store(tmp_path / "store")
+    with pytest.raises(ValueError, match=r"--out .*store: holds files that `ecgtransfer "
+                                         r"explain` did not write \(index.csv, signals.i16, "
+                                         r"store.json\)"):
+        check_output_folder(tmp_path / "store", "explain", legacy=("explain.json",))
+    assert _snapshot(tmp_path / "store") == before
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        check_output_folder(tmp_path / "file.txt", "compare")
+    # a folder of an earlier version (no marker) is recognised by its own files
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "comparison.csv").write_text("x\n")
+    check_output_folder(old, "compare", legacy=("comparison.csv",))
+    assert not (old / OUTPUT_MARKER).exists()
+
+
+def test_pretrain_and_finetune_refuse_a_folder_they_did_not_write(deepfake_labelled, ptbxl_store,
+                                                                 tmp_path):
+    from ecgtransfer.stages.finetune import FinetuneConfig, finetune
+    from ecgtransfer.stages.pretrain import PretrainConfig, pretrain
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tmp_path / "store"
+    before = _fake_store(store)
+    with pytest.raises(ValueError, match="holds files that `ecgtransfer pretrain` did not write"):
+        pretrain(PretrainConfig(store=str(deepfake_labelled.path), targets=["qrs"], epochs=1,
+                                device="cpu", out=str(store), tracking_uri=uri), progress=False)
+    with pytest.raises(ValueError, match="holds files that `ecgtransfer finetune` did not write"):
+        finetune(FinetuneConfig(store=str(ptbxl_store.path), strategy="scratch", epochs=1,
+                                device="cpu", out=str(store), tracking_uri=uri), progress=False)
+    assert _snapshot(store) == before
+    # another stage's run folder: refused by name
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    (ran / ".ecgtransfer-output").write_text('{"command": "pretrain"}')
+    with pytest.raises(ValueError, match="holds the output of `ecgtransfer pretrain`"):
+        finetune(FinetuneConfig(store=str(ptbxl_store.path), strategy="scratch", epochs=1,
+                                device="cpu", out=str(ran), tracking_uri=uri), progress=False)
+
+
+# ---- pipelines ---------------------------------------------------------------------------
+def _pipeline(folder: Path, name: str, stages: str, file: str = "p.yaml") -> Path:
+    path = folder / file
+    path.write_text(f"name: {name}\nwork: {folder / 'work'}\nstages:\n"
+                    + textwrap.indent(textwrap.dedent(stages), "  "))
+    return path
+
+
+@pytest.mark.parametrize("name", ["../../../escaped", "/tmp/anywhere", "a/b", "a b", ".."])
+def test_a_stage_name_is_an_identifier(tmp_path, name):
+    from ecgtransfer.pipeline import PipelineError, load_pipeline
+
+    path = _pipeline(tmp_path, "p", f"""\
+        - name: ok
+          stage: synth
+          n: 4
+        - name: '{name}'
+          stage: synth
+          n: 4
+        """)
+    with pytest.raises(PipelineError, match=rf"^{path}:7: stage name .*letters, digits, '_' "
+                                            r"and '-' only"):
+        load_pipeline(path)
+    assert not (tmp_path / "work").exists() and not Path("/tmp/anywhere").exists()
+
+
+def test_a_pipeline_name_that_makes_the_work_folder_is_an_identifier(tmp_path):
+    from ecgtransfer.pipeline import PipelineError, load_pipeline
+
+    path = tmp_path / "p.yaml"
+    path.write_text("name: ../up\nstages:\n  - name: s\n    stage: synth\n    n: 4\n")
+    with pytest.raises(PipelineError, match=rf"^{path}:1: name '../up' names the work folder"):
+        load_pipeline(path)
+    path.write_text(f"name: ../up\nwork: {tmp_path / 'w'}\nstages:\n  - name: s\n"
+                    "    stage: synth\n    n: 4\n")
+    assert load_pipeline(path).work == tmp_path / "w"  # with its own work folder, any name
+
+
+def test_pipeline_files_in_a_circle_are_named_in_one_short_line(tmp_path):
+    from ecgtransfer.pipeline import PipelineError, load_pipeline
+
+    for me, other in (("a", "b"), ("b", "c"), ("c", "a")):
+        _pipeline(tmp_path, me, f"""\
+            - name: s
+              stage: label
+              store: ${{{other}.yaml:s}}
+            """, file=f"{me}.yaml")
+    with pytest.raises(PipelineError) as caught:
+        load_pipeline(tmp_path / "a.yaml")
+    message = str(caught.value)
+    assert "in a circle: a.yaml -> b.yaml -> c.yaml -> a.yaml" in message, message
+    assert len(message.splitlines()) == 1 and len(message) < 300, message
+
+
+def test_a_duplicate_key_in_a_yaml_file_is_refused_with_its_line(tmp_path):
+    from ecgtransfer.pipeline import PipelineError, load_pipeline
+
+    path = _pipeline(tmp_path, "p", """\
+        - name: s
+          stage: synth
+          n: 4
+          n: 8
+        """)
+    with pytest.raises(PipelineError, match=rf"^{path}:7: 'n' is given twice \(first on line 6\)"):
+        load_pipeline(path)
+
+
+# ---- the tracking store ------------------------------------------------------------------
+def test_a_tracking_uri_in_a_missing_folder_is_one_line_and_creates_nothing(cli, tmp_path):
+    missing = tmp_path / "no" / "such" / "dir"
+    done = cli("compare", "--tracking-uri", f"sqlite:///{missing}/m.db")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.strip().splitlines() == [
+        f"ecgtransfer: error: sqlite:///{missing}/m.db: the folder {missing} does not exist; "
+        "create it, or pass another --tracking-uri"]
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_tracking_store_at_once_wait_for_each_other(tmp_path):
+    """Several processes opening the same new SQLite store within a second (two `ecgtransfer
+    run` in a fresh folder): the first creates the tables, the others wait and find them."""
+    code = ("import sys; from ecgtransfer import tracking; "
+            "tracking.setup(sys.argv[1], sys.argv[2]); print('ok')")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri, f"e{i}"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and out.strip() == "ok", err[-2000:]
+    from ecgtransfer import tracking
+
+    tracking.setup(uri)
+    import mlflow
+
+    names = {e.name for e in mlflow.MlflowClient().search_experiments()}
+    assert {"e0", "e1", "e2"} <= names
