@@ -22,9 +22,9 @@ try:
 except ImportError:  # not on Windows; there locks are skipped
     fcntl = None
 
-__all__ = ["OUTPUT_MARKER", "append_synced", "atomic_file", "check_output_folder", "disk_full",
-           "exclusive_lock", "load_tensors", "mark_output_folder", "on_disk_full", "save_tensors",
-           "waiting_lock"]
+__all__ = ["OUTPUT_MARKER", "append_synced", "atomic_file", "check_output_file",
+           "check_output_folder", "disk_full", "exclusive_lock", "load_tensors",
+           "mark_output_folder", "on_disk_full", "save_tensors", "waiting_lock"]
 
 OUTPUT_MARKER = ".ecgtransfer-output"
 """The file a command leaves in each output folder it writes, naming the command: the folder
@@ -191,8 +191,8 @@ def check_output_folder(folder: str | Path, command: str, legacy: Iterable[str] 
     command : str
         The command writing it (``explain``, ``compare``, ``tune``, ``finetune``...).
     legacy : iterable of str
-        Files that only ``command``'s own output holds (``explain.json``), recognising its
-        output from versions that wrote no marker.
+        Files (or glob patterns: ``pipeline-*.json``) that only ``command``'s own output holds
+        (``explain.json``), recognising its output from versions that wrote no marker.
     flag : str
         The setting that named the folder, for the message.
 
@@ -207,6 +207,11 @@ def check_output_folder(folder: str | Path, command: str, legacy: Iterable[str] 
     if folder.is_symlink() and not folder.exists():
         raise ValueError(f"{flag} {folder}: a broken link; choose another {flag}")
     if not folder.exists():
+        for parent in folder.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"{flag} {folder}: cannot be made, {parent} is a file")
+                break
         return
     if not folder.is_dir():
         raise ValueError(f"{flag} {folder}: is a file, not a folder; `ecgtransfer {command}` "
@@ -231,12 +236,32 @@ def check_output_folder(folder: str | Path, command: str, legacy: Iterable[str] 
     if not names:
         return
     legacy = list(legacy)
-    if legacy and all((folder / name).exists() for name in legacy):
+    if legacy and all(next(folder.glob(pattern), None) is not None for pattern in legacy):
         return
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     raise ValueError(f"{flag} {folder}: holds files that `ecgtransfer {command}` did not write "
                      f"({shown}); nothing was touched: choose another {flag} (a new or empty "
                      "folder)")
+
+
+def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """Refuse an output file's path that names a folder (or lies under a file), touching
+    nothing; returns it as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    ValueError
+        One line naming the flag and the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; name a file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
+            break
+    return path
 
 
 def mark_output_folder(folder: str | Path, command: str) -> None:

@@ -570,9 +570,17 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
     The pipeline's MLflow run ends FINISHED, or FAILED / KILLED with the stage that stopped it.
     """
     from ecgtransfer import tracking
-    from ecgtransfer.files import atomic_file
+    from ecgtransfer.files import atomic_file, check_output_folder, mark_output_folder
 
+    # the work folder holds this command's stages only: a store or another command's output
+    # named by mistake is refused before anything is written
+    check_output_folder(pipeline.work, "run", legacy=("pipeline-*.json",), flag="work")
     tracking.setup(pipeline.tracking_uri, pipeline.experiment)
+    try:
+        mark_output_folder(pipeline.work, "run")
+    except (FileExistsError, NotADirectoryError):
+        raise PipelineError(f"work {pipeline.work}: cannot be made (a file is in the "
+                            "way)") from None
     tracking.describe_experiment(pipeline.experiment, (
         f"{pipeline.description or 'Pipeline ' + pipeline.name}\n\nRuns of `ecgtransfer run "
         f"{pipeline.path.name}`: one pipeline run, a run per stage under it, and the fine-tune "

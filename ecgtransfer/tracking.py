@@ -73,8 +73,8 @@ def setup(uri: str | None, experiment: str | None = None) -> str | None:
     folder = _sqlite_dir(uri)
     if folder is not None and not folder.is_dir():  # a typo is not a place to create
         raise ValueError(f"{uri}: the folder {folder} "
-                         + ("is a file" if folder.exists() else "does not exist")
-                         + "; create it, or pass another --tracking-uri")
+                         + ("is a file" if folder.exists() else "does not exist; create it")
+                         + ", or pass another --tracking-uri")
     mlflow.set_tracking_uri(uri)
     # a new SQLite store is created (its tables migrated) by the first process to open it; the
     # others wait for it rather than reading half-made tables

@@ -176,3 +176,34 @@ def test_processes_opening_a_new_tracking_store_at_once_wait_for_each_other(tmp_
 
     names = {e.name for e in mlflow.MlflowClient().search_experiments()}
     assert {"e0", "e1", "e2"} <= names
+
+
+def test_a_pipeline_work_folder_must_be_its_own(tmp_path):
+    from ecgtransfer.pipeline import load_pipeline, run_pipeline
+
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nstages:\n  - name: s\n    stage: synth\n    n: 2\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = _fake_store(tmp_path / "store")
+    (tmp_path / "file").write_text("x")
+    for work, message in ((tmp_path / "store", "holds files that `ecgtransfer run` did not write"),
+                          (tmp_path / "file", "is a file, not a folder"),
+                          (tmp_path / "file" / "sub", "cannot be made")):
+        pipeline = load_pipeline(path, [f"work={work}", f"tracking_uri={uri}"])
+        with pytest.raises(ValueError, match=rf"^work {work}: .*{message}"):
+            run_pipeline(pipeline, progress=False)
+    assert _snapshot(tmp_path / "store") == before and (tmp_path / "file").read_text() == "x"
+
+
+def test_an_output_file_named_as_a_folder_is_one_line(cli, tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    for args, message in ((["models", "--out", "folder"], "--out folder: is a folder"),
+                          (["models", "--out", "file/t.csv"], "file is a file, not a folder")):
+        done = cli(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip().splitlines() == [f"ecgtransfer: error: {message}; name a file "
+                                                    "to write" if "is a folder" in message else
+                                                    f"ecgtransfer: error: --out file/t.csv: "
+                                                    f"{message}"], done.stderr
+    assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "folder").iterdir())

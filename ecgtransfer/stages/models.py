@@ -73,6 +73,10 @@ def cost_table(config: ModelsConfig) -> pd.DataFrame:
 
 
 def run_models(config: ModelsConfig, context: Context) -> StageResult:
+    from ecgtransfer.files import atomic_file, check_output_file
+
+    if config.out:  # before the measuring, which takes a while
+        check_output_file(config.out)
     table = cost_table(config)
     wide = table.pivot_table(index="model", columns="fs_hz", values="macs_m", sort=False)
     wide.columns = [f"MMACs @ {fs:g} Hz" for fs in wide.columns]
@@ -90,8 +94,6 @@ def run_models(config: ModelsConfig, context: Context) -> StageResult:
             "attention)")
     output = ""
     if config.out:
-        from ecgtransfer.files import atomic_file
-
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(config.out) as f:
             table.to_csv(f, index=False)

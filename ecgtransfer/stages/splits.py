@@ -33,8 +33,9 @@ def splits(config: SplitsConfig, context: Context) -> StageResult:
     """One row per record: ecg_id, patient_id, strat_fold, split, half."""
     from ecgtransfer.data.manifests import load_manifest
     from ecgtransfer.data.ptbxl import ptbxl_index
-    from ecgtransfer.files import atomic_file
+    from ecgtransfer.files import atomic_file, check_output_file
 
+    check_output_file(config.out)
     seed = config.halves_seed
     if seed is None:
         seed = int(load_manifest("ptbxl").halves["seed"])

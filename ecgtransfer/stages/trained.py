@@ -211,6 +211,10 @@ class TrainedStage:
         if not config.store:
             raise ConfigError("store: no signal store given (--store or store: in the config)",
                               "store")
+        from ecgtransfer.files import check_output_folder
+
+        # before any loading: --out naming a store or another stage's output is refused at once
+        check_output_folder(config.out, kind, legacy=("config.yaml",))
         self.config = config
         self.context = context
         self.kind = kind
