@@ -17,6 +17,7 @@ scored ignored, and equivalent classes merged (decision: any; probability: the m
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ import numpy as np
 
 __all__ = ["NORMAL_CLASS", "Scoring", "load_scoring", "ChallengeFiles", "header_diagnoses",
            "read_outputs", "write_outputs", "read_folders"]
+
+log = logging.getLogger(__name__)
 
 NORMAL_CLASS = "426783006"
 """Sinus rhythm: the class the metric's zero point always outputs."""
@@ -87,7 +90,7 @@ def load_scoring(path: str | Path | None = None) -> Scoring:
     ------
     ValueError
         One line naming the file: not a square table with matching row and column names, or a
-        value that is not a number.
+        value that is not a finite number.
     """
     path = Path(path) if path is not None else _manifest("cinc2021-weights.csv")
     try:
@@ -106,6 +109,10 @@ def load_scoring(path: str | Path | None = None) -> Scoring:
         weights = np.array([[float(v) for v in r[1:]] for r in rows[1:]], dtype=np.float64)
     except ValueError:
         raise ValueError(f"{path}: a weight is not a number") from None
+    if not np.isfinite(weights).all():  # float() reads "nan" and "inf": the metric would be NaN
+        i, j = np.argwhere(~np.isfinite(weights))[0]
+        raise ValueError(f"{path}: the weight of row {names[i]}, column {header[j]} is "
+                         f"{rows[i + 1][j + 1]!r}, not a finite number")
     codes = [frozenset(c.strip() for c in name.split("|")) for name in header]
     names: list[str] = []
     if path == _manifest("cinc2021-weights.csv"):
@@ -322,7 +329,10 @@ def prepare_challenge2021(input_dir: str | Path, out: str | Path, *, fs: float =
     as 0/1 columns named by the Challenge's abbreviations (equivalent codes merged: ``CLBBB``
     is CLBBB or LBBB, ``CRBBB`` CRBBB or RBBB, ``PAC`` PAC or SVPB, ``PVC`` PVC or VPB). A
     record whose header cannot be read, lacks its Dx line or names a code in neither Challenge
-    table is rejected with its reason (``rejects.csv``), as is a signal that cannot be read.
+    table is rejected with its reason, as is a signal that cannot be read, and so is a record
+    whose name another folder's record has already (the first in path order is kept; the
+    reject is named by its path: ``g2/E07500``, ``duplicate of g1/E07500``). Every reject is
+    logged as one line and listed in ``rejects.csv``.
 
     Parameters
     ----------
@@ -355,8 +365,14 @@ def prepare_challenge2021(input_dir: str | Path, out: str | Path, *, fs: float =
                          info={"input": str(input_dir.resolve()), "classes": scoring.names,
                                "class_codes": [sorted(c) for c in scoring.codes]})
     jobs, early = [], []
+    first: dict[str, str] = {}  # record name -> the path it was first found at
     for name in names:
         record_id = Path(name).name
+        if record_id in first:  # the store's ids are names: one record per name
+            early.append((name, f"duplicate of {first[record_id]} (a record name is stored "
+                                "once)"))
+            continue
+        first[record_id] = name
         try:
             columns = record_columns(input_dir / name, scoring, codes_known)
         except ValueError as exc:
@@ -364,9 +380,10 @@ def prepare_challenge2021(input_dir: str | Path, out: str | Path, *, fs: float =
             continue
         jobs.append(RecordJob(record_id, input_dir / name,
                               {"database": source_database(name), **columns}))
+    early = [(record_id, reason) for record_id, reason in early if record_id not in writer.done]
     for record_id, reason in early:
-        if record_id not in writer.done:
-            writer.reject(record_id, reason)
+        log.warning("rejected %s: %s", record_id, reason)  # as ingest reports the others
+        writer.reject(record_id, reason)
     report = ingest(writer, jobs, total=len(jobs), progress=progress, desc="prepare challenge2021")
     report.rejects[:0] = early
     return report

@@ -60,9 +60,9 @@ def ingest(
 ) -> PrepareReport:
     """Read each job's record, resample it to the store's rate and append it.
 
-    A record that cannot be read (see :func:`~ecgtransfer.data.wfdb_io.read_record`) is logged
-    as one line naming it and the reason, and noted in the store's rejects table; the run goes
-    on. Records already in the store are skipped (``writer.done`` is a live view, so the check
+    A record that cannot be read (see :func:`~ecgtransfer.data.wfdb_io.read_record`, or a file
+    the system refuses to read) is logged as one line naming it and the reason, and noted in
+    the store's rejects table; the run goes on. Records already in the store are skipped (``writer.done`` is a live view, so the check
     costs the same at record 150,000 as at record 1), so an interrupted run resumes.
 
     Parameters
@@ -96,14 +96,21 @@ def ingest(
             try:
                 rec = read_record(job.path, leads=writer.leads, record_id=job.record_id)
                 signal = resample(rec.signal, rec.fs, writer.fs)
-                writer.add(job.record_id, signal, **dict(job.columns))
             except RecordError as exc:
                 reason = exc.reason
-            except ValueError as exc:  # int16 range, shape
+            except OSError as exc:  # a .hea that is a folder, a file it may not read
+                name = Path(exc.filename).name if exc.filename else job.path.name
+                reason = f"cannot read {name} ({exc.strerror or exc})"
+            except ValueError as exc:  # a rate resample cannot take
                 reason = str(exc).removeprefix(f"{job.record_id}: ")
             else:
-                written += 1
-                continue
+                try:  # a full disk here is the store's StoreError, not this record's fault
+                    writer.add(job.record_id, signal, **dict(job.columns))
+                except ValueError as exc:  # int16 range, shape
+                    reason = str(exc).removeprefix(f"{job.record_id}: ")
+                else:
+                    written += 1
+                    continue
             log.warning("rejected %s: %s", job.record_id, reason)
             writer.reject(job.record_id, reason)
             rejects.append((job.record_id, reason))

@@ -91,7 +91,11 @@ def _record_line(header_path: Path) -> list[str]:
 
 
 def _check_header(record_id: str, header_path: Path) -> None:
-    tokens = _record_line(header_path)
+    try:
+        tokens = _record_line(header_path)
+    except OSError as exc:
+        raise RecordError(record_id, f"cannot read {header_path.name} ({exc.strerror or exc})"
+                          ) from None
     if len(tokens) < 2:
         raise RecordError(record_id, "header has no record line")
     if len(tokens) < 3:

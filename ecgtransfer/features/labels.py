@@ -6,11 +6,17 @@ labeller's config, its hash, the package versions and the source. By default it 
 store: ``STORE/labels-<hash>.csv``, so labels of another config never overwrite or mix with these.
 
 While a run is going, rows are appended to ``<file>.partial`` and fsynced in chunks; a run killed
-or stopped by a full disk re-reads them and goes on. One run at a time writes a label file: a
-second run on it (``.<file>.lock``) is refused with one line. Shard runs (``shard=(k, m)``:
+or stopped by a full disk re-reads them and goes on (a damaged line there, or in a finished file
+the run re-reads, is left out with a warning and its record measured again). One run at a time
+writes a label file: a second run on it (``.<file>.lock``) is refused with one line. Shard runs (``shard=(k, m)``:
 records ``k, k+m, k+2m, ...`` in source order) write ``<stem>.shard-K-of-M.csv``; a later
 unsharded run with the same config takes the rows of every finished shard file and computes only
 what is missing, so it doubles as the merge.
+
+Every interval is checked against its plausible range
+(:data:`ecgtransfer.features.vocabulary.PLAUSIBLE`): the labeller writes NaN with the reason
+for a value outside it, and :func:`read_labels` leaves such a value out (a few) or refuses the
+file (many).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import platform
 import time
 from dataclasses import dataclass
@@ -29,14 +36,22 @@ import numpy as np
 import pandas as pd
 
 from ecgtransfer.data.store import SignalStore
-from ecgtransfer.features.intervals import (LABEL_COLUMNS, LabellerConfig, ecg_intervals,
-                                            neurokit2_version, unmeasured)
+from ecgtransfer.features.intervals import (LABEL_COLUMNS, STATUS_COLUMNS, LabellerConfig,
+                                            ecg_intervals, neurokit2_version, unmeasured)
+from ecgtransfer.features.vocabulary import (INTERVALS, UNITS, implausible_reason, plausible,
+                                             plausible_range, status_column)
 from ecgtransfer.files import append_synced, atomic_file, exclusive_lock, on_disk_full
 
 __all__ = ["LabelError", "LabelReport", "default_label_path", "label_records", "read_labels"]
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 64  # rows between flushes of the partial file
 _HEADER = ",".join(LABEL_COLUMNS) + "\n"
+_NUMBERS = (*INTERVALS, "n_beats")  # the numeric columns of a label file
+IMPLAUSIBLE_SHARE = 0.01
+"""A label file with more than this share of an interval's values (and more than one) outside
+its plausible range is refused; fewer are left out with a warning."""
 
 
 class LabelError(Exception):
@@ -82,39 +97,175 @@ def _lock(path: Path) -> Path:
 def read_labels(path: str | Path) -> pd.DataFrame:
     """A label file as a table (``record_id`` as str, intervals as float).
 
+    An interval outside its plausible range (:data:`~ecgtransfer.features.vocabulary.PLAUSIBLE`)
+    becomes NaN with the reason in its status column (``implausible value 1e+09 ms
+    (plausible: 20-300 ms)``), and a warning names the file, the count and the first line; a
+    file where more than :data:`IMPLAUSIBLE_SHARE` of an interval's values (and more than one)
+    are outside is refused.
+
     Raises
     ------
     LabelError
-        One line naming the file: unreadable, a column missing, or a record given two rows.
+        One line naming the file: unreadable or damaged (naming the line), a column missing, a
+        value that is not a number (naming the line and column), a row without a record id, a
+        record given two rows, or many implausible values of one interval.
     """
     path = Path(path)
     try:
-        table = pd.read_csv(path, dtype={"record_id": str}, keep_default_na=False,
-                            na_values=[""])
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise LabelError(f"{path}: unreadable label file ({exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LabelError(f"{path}: unreadable label file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LabelError(f"{path}: line {line} is damaged (byte 0x{data[exc.start]:02x} is not "
+                         f"UTF-8 text); {_REPAIR}") from None
+    try:
+        table = pd.read_csv(io.StringIO(text), dtype={"record_id": str}, keep_default_na=False,
+                            na_values=[""], skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise LabelError(f"{path}: unreadable label file ({str(exc).strip()})") from None
     missing = [c for c in LABEL_COLUMNS if c not in table.columns and c != "leads"]
     if missing:
         raise LabelError(f"{path}: not a label file (no column {missing[0]!r})")
+    lines = table.index.to_numpy() + 2  # file lines, the header is 1
+    blank = table.isna().all(axis=1).to_numpy()
+    table, lines = table[~blank].reset_index(drop=True), lines[~blank]
+    for col in _NUMBERS:
+        if col in table.columns:
+            table[col] = _numbers(table[col], col, lines, path)
+    no_id = table["record_id"].isna() | (table["record_id"].astype(str).str.strip() == "")
+    if no_id.any():
+        raise LabelError(f"{path}: line {lines[np.flatnonzero(no_id)[0]]} has no record_id")
     repeated = table["record_id"][table["record_id"].duplicated()]
     if len(repeated):
         rid = repeated.iloc[0]
-        rows = (table.index[table["record_id"] == rid] + 2).tolist()  # file lines, header is 1
+        rows = lines[(table["record_id"] == rid).to_numpy()].tolist()
         raise LabelError(f"{path}: record {rid!r} has {len(rows)} rows (lines "
                          f"{', '.join(map(str, rows))}); a label file holds one row per record")
+    for col in INTERVALS:
+        _leave_out_implausible(table, col, lines, path)
     return table
 
 
+_REPAIR = "re-run the label command that made it to measure the damaged rows again"
+
+
+def _numbers(cells: pd.Series, col: str, lines: np.ndarray, path: Path) -> pd.Series:
+    """A label column as float; a cell that is not a number is a ``LabelError`` naming it."""
+    if pd.api.types.is_numeric_dtype(cells):
+        return cells.astype(np.float64)
+    text = cells.astype(object).where(cells.notna(), "").astype(str).str.strip()
+    text = text.where(text.str.lower() != "nan", "")  # pandas writes NaN as "" or "nan"
+    numbers = pd.to_numeric(text.where(text != "", None), errors="coerce")
+    bad = np.flatnonzero(numbers.isna().to_numpy() & (text != "").to_numpy())
+    if len(bad):
+        raise LabelError(f"{path}: line {lines[bad[0]]}, column {col}: {text.iloc[bad[0]]!r} is "
+                         "not a number")
+    return numbers.astype(np.float64)
+
+
+def _leave_out_implausible(table: pd.DataFrame, col: str, lines: np.ndarray, path: Path) -> None:
+    """Make ``col``'s values outside their plausible range NaN with the reason as their status
+    (a few, with a warning), or refuse the file (many)."""
+    values = table[col].to_numpy(np.float64)
+    present = ~np.isnan(values)
+    bad = present & ~plausible(col, values)
+    n_bad, n_present = int(bad.sum()), int(present.sum())
+    if not n_bad:
+        return
+    first = np.flatnonzero(bad)[0]
+    low, high = plausible_range(col)
+    unit = UNITS[col.split("_")[0]]
+    where = (f"first: line {lines[first]}, record {table['record_id'].iloc[first]!r}, "
+             f"{values[first]:g} {unit}")
+    if n_bad > 1 and n_bad > IMPLAUSIBLE_SHARE * n_present:
+        raise LabelError(f"{path}: {n_bad} of {n_present} {col} values are outside the plausible "
+                         f"{low:g}-{high:g} {unit} ({where}); a wrong unit, swapped columns or "
+                         "a damaged file?")
+    status = status_column(col)
+    table[status] = table[status].astype(object)
+    table.loc[bad, status] = [implausible_reason(col, v) for v in values[bad]]
+    table.loc[bad, col] = np.nan
+    log.warning("%s: %d %s value(s) outside the plausible %g-%g %s left out (%s)", path, n_bad,
+                col, low, high, unit, where)
+
+
+def _row_problem(cells: list[str]) -> str:
+    """Why a label file's line is no label row ("" when it is one)."""
+    if len(cells) != len(LABEL_COLUMNS):
+        return f"{len(cells)} fields, not {len(LABEL_COLUMNS)}"
+    row = dict(zip(LABEL_COLUMNS, cells))
+    if not row["record_id"].strip():
+        return "no record_id"
+    for col in _NUMBERS:
+        if row[col]:
+            try:
+                float(row[col])
+            except ValueError:
+                return f"{col} {row[col]!r} is not a number"
+    empty = [c for c in STATUS_COLUMNS if not row[c]]
+    return f"no {empty[0]}" if empty else ""
+
+
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a (possibly partial, possibly torn at the end) label file."""
+    """Rows of a (possibly partial, possibly torn at the end) label file.
+
+    A row cut by a kill (no newline yet) is left out silently, a damaged line (not UTF-8, not a
+    label row) with one warning naming the file: either way its record is measured again.
+    """
     if not path.exists():
         return []
-    with open(path, newline="") as fh:
-        lines = fh.read().split("\n")
-    if lines and lines[-1] != "":  # a row cut by a kill: no newline yet
-        lines = lines[:-1]
-    rows = list(csv.DictReader(line for line in lines if line))
-    return [r for r in rows if r.get(LABEL_COLUMNS[-1]) not in (None, "")]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LabelError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    rows, damaged = [], []
+    for number, raw in enumerate(data.split(b"\n")[:-1], 1):  # the last piece has no newline
+        try:
+            line = raw.decode("utf-8").removesuffix("\r")
+        except UnicodeDecodeError as exc:
+            damaged.append((number, f"byte 0x{raw[exc.start]:02x} is not UTF-8 text"))
+            continue
+        if not line.strip() or line + "\n" == _HEADER:
+            continue
+        try:
+            cells = next(csv.reader([line]))
+        except csv.Error as exc:
+            damaged.append((number, str(exc)))
+            continue
+        problem = _row_problem(cells)
+        if problem:
+            damaged.append((number, problem))
+        else:
+            rows.append(dict(zip(LABEL_COLUMNS, cells)))
+    if damaged:
+        log.warning("%s: %d damaged line(s) left out, their records are measured again "
+                    "(first: line %d, %s)", path, len(damaged), *damaged[0])
+    return rows
+
+
+def _plausible_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with each interval outside its plausible range NaN, the reason its status."""
+    out = row
+    for col in INTERVALS:
+        value = row.get(col)
+        if value is None or value == "":
+            continue
+        number = float(value)
+        if not np.isnan(number) and not plausible(col, number):
+            out = {**out, col: np.nan, status_column(col): implausible_reason(col, number)}
+    return out
+
+
+def _config_hash(side: Path) -> str | None:
+    """The labeller config hash a sidecar records; None when it cannot be read."""
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(meta.get("config_hash")) if isinstance(meta, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +339,10 @@ def _init_worker(kind: str, path: str, config: dict) -> None:
 
 
 def _measure(source: _Source, record_id: str, config: LabellerConfig) -> dict[str, Any]:
-    """One record's row; whatever goes wrong becomes its reason, never a crashed run."""
+    """One record's row; whatever goes wrong becomes its reason, never a crashed run, and a
+    value outside its plausible range NaN with the reason, never a label."""
     try:
-        return source.measure(record_id, config)
+        return _plausible_row(source.measure(record_id, config))
     except Exception as exc:  # noqa: BLE001 - a record must not stop the other 21,000
         message = str(exc).splitlines()[0] if str(exc) else ""
         return unmeasured(record_id, f"labeller error: {type(exc).__name__}: {message}")
@@ -266,8 +418,9 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
     ------
     LabelError
         The output belongs to another labeller config or is being written by another run, a
-        bad shard, no output path for a folder or a folder without records, or a full disk
-        (the rows measured so far are kept; the same command continues).
+        bad shard, no output path for a folder or a folder (or store) without records, a lead
+        the store lacks, an output named ``.json`` (its sidecar's name), a damaged sidecar, or
+        a full disk (the rows measured so far are kept; the same command continues).
     """
     cfg = config or LabellerConfig()
     source = Path(source)
@@ -279,10 +432,16 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
         raise LabelError(f"{source}: --out is needed to label a WFDB folder")
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise LabelError(f"shard {shard[0]} of {shard[1]}: need 0 <= K < M")
+    if out is not None and Path(out).suffix.lower() == ".json":
+        raise LabelError(f"{out}: a label file cannot end in .json (its sidecar, holding the "
+                         "config, has that name); use .csv")
     src = _open(kind, source)
+    _check_leads(cfg.leads, src.store.leads if isinstance(src, _StoreSource) else None, source)
     ids = src.record_ids()
     if not ids and kind == "wfdb":
         raise LabelError(f"{source}: no WFDB records (.hea files) found")
+    if not ids:
+        raise LabelError(f"{source}: the store holds no records; nothing to label")
     base = Path(out) if out is not None else default_label_path(source, cfg)
     path = _shard_path(base, shard)
     lock = _lock(path)
@@ -298,6 +457,19 @@ def label_records(source: str | Path, *, out: str | Path | None = None, kind: st
         return _label(src, ids, cfg, base, path, max(int(workers), 1), shard, progress)
 
 
+def _check_leads(wanted: Sequence[str], leads: Sequence[str] | None, source: Path) -> None:
+    """Every lead ``wanted`` is named once and, for a store (``leads``), is one of its leads
+    (case-insensitive); a folder's records may differ, so there each record says it."""
+    seen: set[str] = set()
+    for name in wanted:
+        if name.lower() in seen:
+            raise LabelError(f"leads: {name} is named twice")
+        seen.add(name.lower())
+        if leads is not None and name.lower() not in {lead.lower() for lead in leads}:
+            raise LabelError(f"leads: {source} has no lead {name} (its leads: "
+                             f"{', '.join(leads)})")
+
+
 def _label(src: _Source, ids: list[str], cfg: LabellerConfig, base: Path, path: Path,
            workers: int, shard: tuple[int, int] | None,
            progress: bool | Callable[[int], None]) -> LabelReport:
@@ -308,7 +480,10 @@ def _label(src: _Source, ids: list[str], cfg: LabellerConfig, base: Path, path: 
             "columns": list(LABEL_COLUMNS)}
     side = _sidecar(path)
     if side.exists():
-        theirs = json.loads(side.read_text()).get("config_hash")
+        theirs = _config_hash(side)
+        if theirs is None:
+            raise LabelError(f"{side}: damaged (not the JSON of a label file's config), so "
+                             f"{path.name} cannot be checked; restore it or choose another --out")
         if theirs != digest:
             raise LabelError(f"{path}: made by labeller config {theirs}, this run is {digest}; "
                              "choose another --out")
@@ -327,12 +502,16 @@ def _label(src: _Source, ids: list[str], cfg: LabellerConfig, base: Path, path: 
     for donor in donors:
         if donor != path and donor != _partial(path):
             donor_side = _sidecar(donor)
-            if (not donor_side.exists()
-                    or json.loads(donor_side.read_text()).get("config_hash") != digest):
+            if not donor_side.exists():
+                continue
+            theirs = _config_hash(donor_side)
+            if theirs is None:
+                log.warning("%s: damaged, so %s is not reused", donor_side, donor.name)
+            if theirs != digest:
                 continue
         for row in _read_rows(donor):
             if row["record_id"] in wanted:
-                known.setdefault(row["record_id"], _line(row))
+                known.setdefault(row["record_id"], _line(_format(_plausible_row(row))))
     reused = len(known)
     todo = [rid for rid in ids if rid not in known]
 

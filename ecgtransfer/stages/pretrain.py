@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ecgtransfer.config import ConfigError, check, setting, to_dict, to_yaml
-from ecgtransfer.features.vocabulary import UNITS, column, status_column
+from ecgtransfer.features.vocabulary import (UNITS, column, implausible_reason, plausible,
+                                             status_column)
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
                                         check_model_settings, used_counts)
@@ -115,7 +116,14 @@ def target_table(index: pd.DataFrame, labels: pd.DataFrame, targets: list[str],
         ``(n_records, n_targets)`` float64, NaN where unusable.
     reasons : numpy.ndarray
         Same shape, object: ``""`` for a usable value, else ``"no label row"``, ``"index:
-        <problem>"`` or the labeller's status (``"flat lead V2"``, ...).
+        <problem>"``, the labeller's status (``"flat lead V2"``, ...) or ``"implausible value
+        ..."`` for a value outside its plausible range.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``labels_path``: no row is a record of this store, or a target value
+        that is not a number.
     """
     labels = labels.set_index("record_id")
     ids = index["record_id"].astype(str)
@@ -123,12 +131,19 @@ def target_table(index: pd.DataFrame, labels: pd.DataFrame, targets: list[str],
         raise ValueError(f"{labels_path}: none of its rows is a record of this store (labels "
                          "made for another store?)")
     rows = labels.reindex(ids)
-    values = rows[[column(t) for t in targets]].to_numpy(np.float64, copy=True)
+    values = np.empty((len(rows), len(targets)), dtype=np.float64)
+    for j, t in enumerate(targets):
+        try:
+            values[:, j] = pd.to_numeric(rows[column(t)], errors="raise")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{labels_path}: column {column(t)}: {exc}") from None
     reasons = np.full(values.shape, "", dtype=object)
     for j, t in enumerate(targets):
         status = rows[status_column(t)].fillna("").astype(str).to_numpy()
         bad = (status != "ok") | ~np.isfinite(values[:, j])
         reasons[bad, j] = np.where(status[bad] == "", "label NaN", status[bad])
+        for i in np.flatnonzero(~bad & ~plausible(t, values[:, j])):
+            reasons[i, j] = implausible_reason(t, values[i, j])
     reasons[~ids.isin(labels.index).to_numpy(), :] = "no label row"
     if "problem" in index.columns:
         problem = index["problem"].fillna("").astype(str).to_numpy()
@@ -153,6 +168,8 @@ def _labeller_hash(labels_path: Path) -> str:
 
 def _first_reason(row: np.ndarray) -> str:
     first = next((r for r in row if r), "")
+    if first.startswith("implausible value"):
+        return "label outside its plausible range"
     if first and first != "no label row" and not first.startswith("index:"):
         return "label NaN or flagged"
     return first
@@ -362,7 +379,8 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
                 folder = stage.out / name
                 info = stage.finished(folder)
                 if info is None:
-                    log.info("%s: %s records (%d left out: label NaN/flagged or unlabelled)",
+                    log.info("%s: %s records (%d left out: label NaN/flagged/implausible or "
+                             "unlabelled)",
                              name, ", ".join(f"{s} {c['used']}" for s, c in selection[2].items()),
                              sum(sum(c["excluded"].values()) for c in selection[2].values()))
                     info = stage.train(stage.job(targets, selection),
