@@ -123,7 +123,8 @@ def _store_creation(uri: str, folder: Path | None):
         held.__enter__()
     except TimeoutError:
         raise ValueError(f"{uri}: another process has held this tracking store's set-up "
-                         f"lock ({lock}) for {STORE_WAIT_S:.0f} s; wait for it or stop it") from None
+                         f"lock ({lock}) for {STORE_WAIT_S:.0f} s; wait for it or stop "
+                         "it") from None
     except PermissionError:  # a read-only folder: nobody creates a store there
         held = None
     try:

@@ -62,8 +62,9 @@ def ingest(
 
     A record that cannot be read (see :func:`~ecgtransfer.data.wfdb_io.read_record`, or a file
     the system refuses to read) is logged as one line naming it and the reason, and noted in
-    the store's rejects table; the run goes on. Records already in the store are skipped (``writer.done`` is a live view, so the check
-    costs the same at record 150,000 as at record 1), so an interrupted run resumes.
+    the store's rejects table; the run goes on. Records already in the store are skipped
+    (``writer.done`` is a live view, so the check costs the same at record 150,000 as at record
+    1), so an interrupted run resumes.
 
     Parameters
     ----------
