@@ -9,12 +9,22 @@ resample draws the seeds and the records with replacement and averages the metri
 seeds, so it covers the test set's own sampling as well as training randomness. Transfer and
 its scratch baseline are resampled identically (same records, same seeds), which makes the
 difference's interval a paired one. Runs logged without predictions fall back to a t interval
-over seeds (one seed: the run's own bootstrap interval); column ``interval`` says which.
+over seeds (one seed: the run's own bootstrap interval); column ``interval`` says which, and where
+other runs have predictions the fallback is also said in a warning and in ``comparison.md``.
+
+A run whose predictions file is there but unusable (not a CSV table, empty, its columns not
+those of a predictions table, a NaN or out-of-range probability) is left out of the comparison,
+never averaged in nor quietly switched to another interval: a warning, the printed summary,
+``comparison.md`` and the ``left_out`` column of ``comparison.csv`` name the run, the file and
+what is wrong with it (the run's logged metrics came from those same predictions).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,7 +36,10 @@ from ecgtransfer.config import check, setting
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.tracking import TAG as _TAG
 
-__all__ = ["METRICS", "CompareConfig", "compare", "finetune_runs", "run_predictions", "Bootstrap",
+log = logging.getLogger(__name__)
+
+__all__ = ["METRICS", "CompareConfig", "compare", "finetune_runs", "run_predictions",
+           "read_predictions", "Bootstrap",
            "per_class", "plot_per_class", "INTERVAL_OF",
            "comparison_table", "paired_differences", "write_comparison", "plot_comparison",
            "summary_text", "sentences", "COSTS", "pareto_front", "plot_cost", "axis_values",
@@ -110,10 +123,15 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
-def run_predictions(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def run_predictions(runs: pd.DataFrame,
+                    problems: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
     """Each run's logged predictions by run id (``oof_predictions.csv`` of a cross-validation,
-    ``test_predictions.csv`` else): record id, truth, class probabilities (and fold). A run
-    logged without them is left out."""
+    ``test_predictions.csv`` else), as :func:`read_predictions` reads them: record id, truth,
+    class probabilities (and fold).
+
+    A run logged without them is left out of the result. So is a run whose file is there but
+    unusable; given ``problems``, it is named there (run id -> ``"FILE: what is wrong"``).
+    """
     import tempfile
 
     from ecgtransfer import tracking
@@ -121,17 +139,86 @@ def run_predictions(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     out: dict[str, pd.DataFrame] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for run_id, evaluation in zip(runs["run_id"], runs["evaluation"]):
-            path = tracking.download_artifact(run_id, _PREDICTIONS.get(evaluation, ""),
-                                              Path(tmp) / run_id)
+            name = _PREDICTIONS.get(evaluation, "")
+            path = tracking.download_artifact(run_id, name, Path(tmp) / run_id) if name else None
             if path is None:
                 continue
             try:
-                table = pd.read_csv(path, dtype={"record_id": str})
-            except (ValueError, pd.errors.ParserError):
-                continue
-            if "record_id" in table.columns and any(c.startswith("p_") for c in table.columns):
-                out[run_id] = table
+                out[run_id] = read_predictions(path)
+            except ValueError as exc:
+                if problems is not None:
+                    problems[run_id] = f"{name}: {exc}"
     return out
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A predictions table (``test_predictions.csv``, ``oof_predictions.csv``), checked: a
+    ``record_id`` column, ``p_<class>`` probabilities in [0, 1], the truth (``true``, one of the
+    classes, single-label; ``true_<class>``, 0 or 1, multi-label) and, if there, whole ``fold``
+    numbers.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table, ``record_id`` and ``true`` as text, probabilities as floats.
+
+    Raises
+    ------
+    ValueError
+        What is wrong with the file, in a few words (the caller names the file and its run).
+    """
+    try:
+        table = pd.read_csv(path, dtype={"record_id": str})
+    except pd.errors.EmptyDataError:
+        raise ValueError("empty file") from None
+    except (ValueError, OSError) as exc:  # ParserError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"not a readable CSV table ({type(exc).__name__})") from None
+    columns = [str(c) for c in table.columns]
+    classes = [c[2:] for c in columns if c.startswith("p_")]
+    if "record_id" not in columns:
+        raise ValueError("no record_id column (not a predictions table)")
+    if not classes:
+        raise ValueError("no probability columns (p_<class>)")
+    if table.empty:
+        raise ValueError("no rows")
+    if table["record_id"].isna().any():
+        raise ValueError(f"{int(table['record_id'].isna().sum())} rows without a record_id")
+    if "true" in columns:
+        table["true"] = table["true"].astype(str)
+        wrong = ~table["true"].isin(classes)
+        if wrong.any():
+            raise ValueError(f"{int(wrong.sum())} true labels not among its classes "
+                             f"({', '.join(classes)}), e.g. {table['true'][wrong].iloc[0]!r}")
+    else:
+        missing = [f"true_{c}" for c in classes if f"true_{c}" not in columns]
+        if missing:
+            raise ValueError("no truth: neither a true column (single-label) nor "
+                             f"{', '.join(missing)} (multi-label)")
+        for c in classes:
+            truth = pd.to_numeric(table[f"true_{c}"], errors="coerce")
+            if not truth.isin([0, 1]).all():
+                raise ValueError(f"true_{c} holds values other than 0 and 1")
+    probs = table[[f"p_{c}" for c in classes]]
+    numeric = probs.apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    said = []
+    for text, bad in (("{n} NaN {p}", probs.isna()),
+                      ("{n} {p} not a number", numeric.isna() & probs.notna()),
+                      ("{n} infinite {p}", np.isinf(numeric)),
+                      ("{n} {p} outside [0, 1]",
+                       np.isfinite(numeric) & ((numeric < 0) | (numeric > 1)))):
+        count = int(bad.to_numpy().sum())
+        if count:
+            where = ", ".join(c for c in bad.columns if bad[c].any())
+            said.append(text.format(n=count, p="probability" if count == 1 else "probabilities")
+                        + f" ({where})")
+    if said:
+        raise ValueError("; ".join(said))
+    table[numeric.columns] = numeric
+    if "fold" in columns:
+        folds = pd.to_numeric(table["fold"], errors="coerce")
+        if not (np.isfinite(folds) & (folds == np.round(folds))).all():
+            raise ValueError("fold holds values that are not whole numbers")
+    return table
 
 
 @dataclass
@@ -255,7 +342,8 @@ def _resampled(stack: _Stack) -> str:
 
 
 def comparison_table(runs: pd.DataFrame, level: float = 0.95,
-                     bootstrap: Bootstrap | None = None) -> pd.DataFrame:
+                     bootstrap: Bootstrap | None = None,
+                     left_out: pd.DataFrame | None = None) -> pd.DataFrame:
     """Runs that differ only in seed, grouped: per metric its mean over seeds and a ``level``
     interval.
 
@@ -264,6 +352,9 @@ def comparison_table(runs: pd.DataFrame, level: float = 0.95,
     level, not ``level``). Without, the interval is Student's t over
     the seeds (``mean ± t * sd / sqrt(n)``) for two or more seeds, else the one run's bootstrap
     interval. Column ``interval`` says which.
+
+    ``left_out`` (runs with a ``reason`` column) are runs of these groups that were left out;
+    column ``left_out`` names them and why ("" for none).
     """
     out = []
     for key, group in runs.groupby(list(GROUP), sort=True, dropna=False):
@@ -287,11 +378,22 @@ def comparison_table(runs: pd.DataFrame, level: float = 0.95,
         for c in COSTS:
             values = group[f"cost_{c}"].to_numpy(np.float64) if f"cost_{c}" in group else []
             row[f"cost_{c}"] = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+        row["left_out"] = ""
+        if left_out is not None and len(left_out):
+            mine = left_out[np.logical_and.reduce([left_out[k].astype(str) == str(row[k])
+                                                   for k in GROUP])]
+            row["left_out"] = "; ".join(_left_out_text(r) for _, r in mine.iterrows())
         out.append(row)
     columns = [*GROUP, "seeds", "n_train", "n_test", "interval"] + [
         f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")] + [
-        "model", "model_kwargs"] + [f"cost_{c}" for c in COSTS]
+        "model", "model_kwargs"] + [f"cost_{c}" for c in COSTS] + ["left_out"]
     return pd.DataFrame(out, columns=columns)
+
+
+def _left_out_text(run: pd.Series) -> str:
+    """``run NAME (ID): FILE: what is wrong`` for a run left out of the comparison."""
+    name = f"{run['run_name']} ({run['run_id']})" if run["run_name"] else str(run["run_id"])
+    return f"run {name}: {run['reason']}"
 
 
 def _over_seeds(group: pd.DataFrame, n: int, level: float) -> dict[str, float]:
@@ -300,12 +402,16 @@ def _over_seeds(group: pd.DataFrame, n: int, level: float) -> dict[str, float]:
     row = {}
     for m in METRICS:
         values = group[m].to_numpy(np.float64)
-        mean = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
-        if n > 1:
-            half = stats.t.ppf(0.5 + level / 2, n - 1) * np.nanstd(values, ddof=1) / np.sqrt(n)
+        values = values[np.isfinite(values)]  # a run that logged none: named by compare
+        k = len(values)
+        mean = float(values.mean()) if k else np.nan
+        if k > 1:
+            half = stats.t.ppf(0.5 + level / 2, k - 1) * values.std(ddof=1) / np.sqrt(k)
             low, high = max(mean - half, 0.0), min(mean + half, 1.0)  # metrics in [0, 1]
-        else:
+        elif n == 1:
             low, high = float(group[f"{m}_ci_low"].iloc[0]), float(group[f"{m}_ci_high"].iloc[0])
+        else:
+            low, high = np.nan, np.nan
         row.update({m: mean, f"{m}_low": low, f"{m}_high": high})
     return row
 
@@ -607,8 +713,6 @@ def plot_cost(table: pd.DataFrame, metric: str = "macro_auroc"):
 def axis_values(table: pd.DataFrame, axis: str) -> list:
     """Each group's value of ``axis``: ``model`` or ``model_kwargs.<key>`` (the model's own
     default where a group left it unset)."""
-    from ecgtransfer.models import model_defaults
-
     out = []
     for _, row in table.iterrows():
         if axis == "model":
@@ -616,9 +720,31 @@ def axis_values(table: pd.DataFrame, axis: str) -> list:
             continue
         key = axis.split(".", 1)[1]
         given = json.loads(row["model_kwargs"] or "{}")
-        value = given.get(key, model_defaults(row["model"]).get(key) if row["model"] else None)
+        value = given.get(key, _defaults(row["model"]).get(key))
         out.append(json.dumps(list(value)) if isinstance(value, (list, tuple)) else value)
     return out
+
+
+def _defaults(model: str) -> dict:
+    """The model's own defaults; {} for no model or one this version does not know (a run
+    logged by another version)."""
+    from ecgtransfer.models import model_defaults
+
+    if not model:
+        return {}
+    try:
+        return model_defaults(model)
+    except ValueError:
+        return {}
+
+
+def _settings(table: pd.DataFrame) -> list[str]:
+    """The architecture settings the groups have: ``model`` and ``model_kwargs.<key>``."""
+    keys: dict[str, None] = {}
+    for _, row in table.iterrows():
+        keys.update(dict.fromkeys(json.loads(row["model_kwargs"] or "{}")))
+        keys.update(dict.fromkeys(_defaults(row["model"])))
+    return ["model", *(f"model_kwargs.{k}" for k in keys)]
 
 
 def axes_table(table: pd.DataFrame, metric: str, axes: Sequence[str]) -> pd.DataFrame:
@@ -627,7 +753,12 @@ def axes_table(table: pd.DataFrame, metric: str, axes: Sequence[str]) -> pd.Data
     for axis in axes:
         if axis != "model" and not axis.startswith("model_kwargs."):
             raise ValueError(f"axes: {axis!r} is not model or model_kwargs.<key>")
-        out[axis] = axis_values(table, axis)
+        values = axis_values(table, axis)
+        if all(v is None or v == "" for v in values):
+            have = _settings(table)
+            shown = ", ".join(have[:12]) + (f" and {len(have) - 12} more" if len(have) > 12 else "")
+            raise ValueError(f"--axes {axis}: no run has this setting; the runs have {shown}")
+        out[axis] = values
     keep = [*axes, "strategy", "train_fraction", "seeds", "n_test", metric, f"{metric}_low",
             f"{metric}_high", *(f"cost_{c}" for c in COSTS)]
     return out[keep]
@@ -667,6 +798,7 @@ def plot_axes(table: pd.DataFrame, metric: str, axes: Sequence[str]):
 
 
 def _sort_key(text: str):
+    text = str(text)
     try:
         value = json.loads(text)
     except ValueError:
@@ -676,7 +808,7 @@ def _sort_key(text: str):
     return (0, float(value), text) if isinstance(value, (int, float)) else (1, 0.0, text)
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def _markdown(table: pd.DataFrame, notes: Sequence[str] = ()) -> str:
     shown = table[list(GROUP) + ["seeds"]].copy()
     if "model_kwargs" in table and (table["model_kwargs"].fillna("{}") != "{}").any():
         shown["model"] = [f"{m} {_kwargs_text(r)}".strip() for m, (_, r) in
@@ -688,18 +820,22 @@ def _markdown(table: pd.DataFrame) -> str:
                      else f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
                     for v, lo, hi in zip(table[m], table[f"{m}_low"], table[f"{m}_high"])]
     shown["interval"] = table["interval"]
-    return shown.to_markdown(index=False) + "\n"
+    return shown.to_markdown(index=False) + "\n" + "".join(f"\n- {n}" for n in notes) + (
+        "\n" if notes else "")
 
 
 def write_comparison(table: pd.DataFrame, out: str | Path, metric: str = "macro_auroc",
-                     pairs: pd.DataFrame | None = None) -> dict[str, Path]:
-    """``comparison.csv``, ``comparison.md`` and ``comparison.png`` in ``out`` (and
-    ``pairs.csv``, transfer against scratch per fold and seed, when ``pairs`` has rows);
-    returns their paths. Each file is written whole or not at all."""
-    from ecgtransfer.files import atomic_file
+                     pairs: pd.DataFrame | None = None,
+                     notes: Sequence[str] = ()) -> dict[str, Path]:
+    """``comparison.csv``, ``comparison.md`` (the table, then ``notes``: runs left out,
+    intervals that fell back) and ``comparison.png`` in ``out`` (and ``pairs.csv``, transfer
+    against scratch per fold and seed, when ``pairs`` has rows); returns their paths. Each file
+    is written whole or not at all, and the folder is marked as compare's own
+    (:func:`ecgtransfer.files.mark_output_folder`)."""
+    from ecgtransfer.files import atomic_file, mark_output_folder
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    mark_output_folder(out, "compare")
     for stale in [*out.glob(".comparison.*.tmp"), *out.glob(".pairs.*.tmp")]:  # after SIGKILL
         stale.unlink(missing_ok=True)
     paths = {"csv": out / "comparison.csv", "md": out / "comparison.md",
@@ -711,7 +847,7 @@ def write_comparison(table: pd.DataFrame, out: str | Path, metric: str = "macro_
         with atomic_file(paths["pairs"]) as f:
             pairs.to_csv(f, index=False)
     with atomic_file(paths["md"]) as f:
-        f.write(_markdown(table))
+        f.write(_markdown(table, notes))
     fig = plot_comparison(table, metric)
     with atomic_file(paths["png"], binary=True) as f:
         fig.savefig(f, format="png", dpi=110)
@@ -743,11 +879,11 @@ def sentences(diffs: pd.DataFrame, metric: str = "macro_auroc") -> list[str]:
     return out
 
 
-def summary_text(table: pd.DataFrame) -> str:
-    """The table as printed by ``ecgtransfer compare``."""
+def summary_text(table: pd.DataFrame, notes: Sequence[str] = ()) -> str:
+    """The table (and ``notes``) as printed by ``ecgtransfer compare``."""
     if table.empty:
         return "no finished fine-tune runs"
-    return _markdown(table)
+    return _markdown(table, notes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -781,53 +917,145 @@ class CompareConfig:
         check(self.metric not in METRICS, "metric", f"{self.metric!r} is not "
               f"{', '.join(METRICS)}")
         check(self.bootstrap < 0, "bootstrap", "must not be negative")
+        check(self.seed < 0, "seed", "must not be negative")
         for axis in self.axes:
-            check(axis != "model" and not axis.startswith("model_kwargs."), "axes",
+            check(axis != "model" and (not axis.startswith("model_kwargs.")
+                                       or axis == "model_kwargs."), "axes",
                   f"{axis!r} is not model or model_kwargs.<key>")
+        for key, ids in (("pipeline_run", [self.pipeline_run] if self.pipeline_run else []),
+                         ("runs", self.runs or [])):
+            for run_id in ids:  # they go into an MLflow search: no quotes, no spaces
+                check(not _RUN_ID.fullmatch(str(run_id)), key,
+                      f"{run_id!r} is not an MLflow run id (letters, digits, - and _)")
 
 
 def compare(config: CompareConfig, context: Context) -> StageResult:
     """The comparison table of the finished fine-tune runs ``config`` selects, written as CSV,
     Markdown and PNG (and logged to the pipeline stage's run, if any); exit status 1 when no run
-    is found."""
+    is found.
+
+    Runs whose predictions file is unusable are left out and named (see the module's text);
+    a one-line ``ValueError`` when that leaves none, when ``--out`` may not be written (a file,
+    or a folder holding anything but compare's own output), or when an ``--axes`` setting is
+    one no run has."""
     from ecgtransfer import tracking
 
+    out = Path(config.out)
+    if context.pipeline_run is None and context.stage_run is None:
+        _check_out(out)  # a pipeline's compare writes into the stage folder the pipeline made
+    _check_store(tracking.tracking_uri(config.tracking_uri))
+    tracking.setup(config.tracking_uri)
     experiments = config.experiment
     if not experiments:
-        tracking.setup(config.tracking_uri)
         experiments = [tracking.latest_pipeline_experiment() or "ecgtransfer-finetune"]
+    if config.pipeline_run:
+        try:
+            tracking.get_run(config.pipeline_run)
+        except ValueError as exc:
+            raise ValueError(f"--pipeline-run {exc}") from None
     runs = finetune_runs(experiments, config.tracking_uri, config.pipeline_run,
                          run_ids=config.runs)
-    bootstrap = (Bootstrap(run_predictions(runs), config.bootstrap, config.seed)
+    problems: dict[str, str] = {}
+    predictions = (run_predictions(runs, problems) if config.bootstrap and not runs.empty
+                   else {})
+    left = runs[runs["run_id"].isin(problems)].assign(
+        reason=lambda d: d["run_id"].map(problems))
+    runs = runs[~runs["run_id"].isin(problems)]
+    if len(left) and runs.empty:
+        named = [_left_out_text(r) for _, r in left.sort_values("run_name").head(3).iterrows()]
+        more = f"; and {len(left) - 3} more" if len(left) > 3 else ""
+        raise ValueError(f"nothing left to compare: all {len(left)} fine-tune runs were left out "
+                         f"for unusable predictions ({'; '.join(named)}{more})")
+    notes = _notes(runs, left, predictions)
+    for note in notes:
+        log.warning("compare: %s", note)
+    bootstrap = (Bootstrap(predictions, config.bootstrap, config.seed)
                  if config.bootstrap and not runs.empty else None)
-    table = comparison_table(runs, bootstrap=bootstrap)
-    summary = summary_text(table)
+    table = comparison_table(runs, bootstrap=bootstrap, left_out=left)
+    summary = summary_text(table, notes)
     if table.empty:
         return StageResult(str(config.out), summary.rstrip("\n"), exit_code=1, details=table)
+    along = axes_table(table, config.metric, config.axes) if config.axes else None
     pairs: list[dict] = []
     diffs = paired_differences(runs, config.metric, bootstrap=bootstrap, pairs=pairs)
-    paths = write_comparison(table, config.out, config.metric, pd.DataFrame(pairs))
-    if config.cost:
-        paths.update(_write_figure(table, Path(config.out), "cost", plot_cost(table, config.metric)))
-    if config.axes:
-        along = axes_table(table, config.metric, config.axes)
-        paths.update(_write_figure(along, Path(config.out), "axes",
-                                   plot_axes(along, config.metric, config.axes)))
     said = sentences(diffs, config.metric)
-    if bootstrap is not None:
-        classes = per_class(runs, bootstrap)
+    classes = per_class(runs, bootstrap) if bootstrap is not None else pd.DataFrame()
+    with _writing(out):
+        paths = write_comparison(table, out, config.metric, pd.DataFrame(pairs), notes)
+        if config.cost:
+            paths.update(_write_figure(table, out, "cost", plot_cost(table, config.metric)))
+        if along is not None:
+            paths.update(_write_figure(along, out, "axes",
+                                       plot_axes(along, config.metric, config.axes)))
         if not classes.empty:
-            paths.update(_write_per_class(classes, Path(config.out)))
-            said += _per_class_sentences(classes)
+            paths.update(_write_per_class(classes, out))
+    if not classes.empty:
+        said += _per_class_sentences(classes)
     if context.stage_run is not None:
         for p in paths.values():
             context.stage_run.log_artifact(p)
     if context.pipeline_run is not None:
-        _answer(context.pipeline_run, table, diffs, config.metric, said, paths)
+        _answer(context.pipeline_run, table, diffs, config.metric, said, paths, notes)
     summary += "".join(f"{line}\n" for line in said)
-    summary += (f"{len(runs)} runs in {len(table)} groups; wrote "
+    summary += (f"{len(runs)} runs in {len(table)} groups"
+                + (f" ({len(left)} left out)" if len(left) else "") + "; wrote "
                 + ", ".join(str(p) for p in paths.values()))
     return StageResult(str(config.out), summary, details=table)
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _notes(runs: pd.DataFrame, left: pd.DataFrame,
+           predictions: dict[str, pd.DataFrame]) -> list[str]:
+    """What a reader of the table must know: the runs left out and why; where the bootstrap
+    is run for some runs, the runs whose group falls back to another interval; and runs whose
+    logged metrics (what a group without predictions averages) are missing."""
+    notes = [f"left out: {_left_out_text(r)}" for _, r in left.iterrows()]
+    for _, r in runs[~runs["run_id"].isin(predictions)].iterrows():
+        if predictions:
+            notes.append(f"no predictions: run {r['run_name']} ({r['run_id']}) logged no "
+                         f"{_PREDICTIONS.get(r['evaluation'], 'predictions file')}; its group's "
+                         "interval is a t over seeds (or its own), not the bootstrap over records")
+        unset = [f"test_{m}" for m in METRICS if not np.isfinite(r[m])]
+        if unset:
+            notes.append(f"no {', '.join(unset)}: run {r['run_name']} ({r['run_id']}) logged "
+                         "none (or NaN); its group's mean over seeds leaves it out")
+    return notes
+
+
+def _check_out(out: Path) -> None:
+    """Refuse, touching nothing, an ``--out`` compare may not write: a file, a path under a
+    file, or a folder holding anything but compare's own output."""
+    from ecgtransfer.files import check_output_folder
+
+    check_output_folder(out, "compare", legacy=("comparison.csv",))
+
+
+def _check_store(uri: str) -> None:
+    """Refuse an SQLite tracking store that does not exist: compare only reads runs, and
+    MLflow would create an empty database at a mistyped name (a missing folder is
+    :func:`ecgtransfer.tracking.setup`'s to refuse)."""
+    m = re.fullmatch(r"sqlite:///(.+)", uri)
+    path = Path(m.group(1)) if m else None
+    if path is not None and path.parent.is_dir() and not path.exists():
+        raise ValueError(f"--tracking-uri {uri}: no such MLflow database ({path}); pass the "
+                         "store the fine-tune runs were logged to")
+
+
+@contextlib.contextmanager
+def _writing(out: Path):
+    """An error writing into ``out`` as one line naming it (a full disk passes on as it is, for
+    the command line's own message)."""
+    from ecgtransfer.files import disk_full
+
+    try:
+        yield
+    except OSError as exc:
+        if disk_full(exc):
+            raise
+        raise ValueError(f"--out {out}: cannot write there ({exc.strerror or type(exc).__name__})"
+                         ) from None
 
 
 def _write_figure(table: pd.DataFrame, out: Path, name: str, fig) -> dict[str, Path]:
@@ -878,7 +1106,7 @@ def _key(text: str) -> str:
 
 
 def _answer(run, table: pd.DataFrame, diffs: pd.DataFrame, metric: str, said: list[str],
-            paths: dict[str, Path]) -> None:
+            paths: dict[str, Path], notes: Sequence[str] = ()) -> None:
     """Put the answer on the pipeline's run: the mean test metric per group and the difference
     to scratch with its interval as metrics, the table (``log_table``) and plot as artifacts,
     and the sentences with the Markdown table as its description."""
@@ -895,7 +1123,7 @@ def _answer(run, table: pd.DataFrame, diffs: pd.DataFrame, metric: str, said: li
         run.log_artifact(p, "comparison")
     run.set_note("\n".join(["**Does pretraining help?** " + (
         "; ".join(said) if said else "no scratch baseline to compare with") + ".", "",
-        _markdown(table)]))
+        _markdown(table, notes)]))
 
 
 register_stage(Stage(

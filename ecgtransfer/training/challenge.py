@@ -39,7 +39,11 @@ def challenge_metric(scoring: Scoring, labels: np.ndarray, outputs: np.ndarray) 
     """The challenge metric of binary ``outputs`` against ``labels`` (both ``(n, k)``, 0/1 over
     ``scoring.classes``): ``(observed - inactive) / (correct - inactive)`` where each score is
     the weighted sum of the modified confusion matrix of the outputs, of the labels themselves,
-    and of always sinus rhythm; 0 when the last two are equal (all records sinus rhythm only)."""
+    and of always sinus rhythm; 0 when the last two are equal (all records sinus rhythm only).
+    A ``scoring`` without sinus rhythm is a ``ValueError`` (the metric has no zero point)."""
+    if NORMAL_CLASS not in scoring.classes:
+        raise ValueError(f"the scored classes hold no sinus rhythm ({NORMAL_CLASS}), the "
+                         "challenge metric's zero point")
     labels = np.asarray(labels, dtype=bool)
     outputs = np.asarray(outputs, dtype=bool)
     w = scoring.weights
