@@ -138,7 +138,11 @@ def test_compare_refuses_a_folder_of_other_files_but_rewrites_its_own(cli, store
     for _ in range(2):  # a new folder, then the same one again: compare's own
         done = _compare(cli, store, "clean", "--out", "mine")
         assert done.returncode == 0, done.stderr
+        # an earlier comparison's --axes figure, which this one does not make: not left behind
+        (tmp_path / "mine" / "axes.csv").write_text("stale\n")
+    done = _compare(cli, store, "clean", "--out", "mine")
     assert (tmp_path / "mine" / "comparison.csv").is_file()
+    assert not (tmp_path / "mine" / "axes.csv").exists()
     legacy = tmp_path / "old"  # written before the marker existed: comparison.csv tells
     legacy.mkdir()
     (legacy / "comparison.csv").write_text("x\n")

@@ -989,6 +989,12 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
                                        plot_axes(along, config.metric, config.axes)))
         if not classes.empty:
             paths.update(_write_per_class(classes, out))
+        # an earlier comparison's files this one did not write (its --cost, --axes, pairs)
+        # would read as this one's: removed once the new files are in place
+        written = {Path(p).name for p in paths.values()}
+        for name in _OUTPUTS:
+            if name not in written:
+                (out / name).unlink(missing_ok=True)
     if not classes.empty:
         said += _per_class_sentences(classes)
     if context.stage_run is not None:
@@ -1004,6 +1010,9 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]+")
+_OUTPUTS = ("comparison.csv", "comparison.md", "comparison.png", "pairs.csv", "cost.csv",
+            "cost.png", "axes.csv", "axes.png", "per_class.csv", "per_class.png")
+"""Every file compare may write into its folder."""
 
 
 def _notes(runs: pd.DataFrame, left: pd.DataFrame,
