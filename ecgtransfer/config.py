@@ -426,11 +426,15 @@ def check_run_folder(folder: Path, config: Any, resume: bool, stage: str,
         return
     if not saved.exists():
         return
+    damaged = "the run folder is damaged, choose another --out"
     try:
-        old = yaml.safe_load(saved.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"{saved}: not valid YAML; the run folder is damaged, choose another "
-                          "--out") from None
+        old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise ConfigError(f"{saved}: not valid YAML; {damaged}") from None
+    except OSError as exc:
+        raise ConfigError(f"{saved}: cannot be read ({exc.strerror or exc}); {damaged}") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{saved}: not a mapping of settings; {damaged}")
     new = to_dict(config)
     for key in new:
         if key not in may_change and key in old and old.get(key) != new[key]:

@@ -608,7 +608,9 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
                 result = StageResult(**json.loads(done.read_text()))
                 result.reused = True
             else:
-                folder.mkdir(parents=True, exist_ok=True)
+                # the folder is the stage's own: a stage writing into it (finetune, explain...)
+                # finds its marker beside the pipeline's stage_run.json
+                mark_output_folder(folder, spec.kind)
                 started = time.perf_counter()
                 result = _run_stage(pipeline, spec, folder, {**external, **results}, parent,
                                     progress)

@@ -207,3 +207,34 @@ def test_an_output_file_named_as_a_folder_is_one_line(cli, tmp_path):
                                                     f"ecgtransfer: error: --out file/t.csv: "
                                                     f"{message}"], done.stderr
     assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "folder").iterdir())
+
+
+def test_a_training_stage_writes_into_the_folder_its_pipeline_made(ptbxl_store, tmp_path):
+    """The pipeline leaves stage_run.json in a stage's folder before the stage runs; the stage
+    (finetune here, without a grid) still finds the folder its own, and a re-run reuses it."""
+    from ecgtransfer.pipeline import load_pipeline, run_pipeline
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: p\nwork: {tmp_path / 'work'}\nstages:\n  - name: ft\n"
+                    f"    stage: finetune\n    store: {ptbxl_store.path}\n"
+                    "    strategy: scratch\n    fs: 100\n    epochs: 1\n    bootstrap: 0\n"
+                    "    model_kwargs: {width: 8}\n")
+    settings = [f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    first = run_pipeline(load_pipeline(path, settings), progress=False)
+    assert (Path(first[0].output) / "model.pt").is_file() and not first[0].reused
+    assert (Path(first[0].output) / "stage_run.json").is_file()
+    assert run_pipeline(load_pipeline(path, settings), progress=False)[0].reused
+
+
+@pytest.mark.parametrize("saved", ["folder", "- a list\n", "\xff\xfe"])
+def test_a_damaged_run_config_is_one_line_on_resume(tmp_path, saved):
+    from ecgtransfer.config import ConfigError, check_run_folder
+    from ecgtransfer.stages.pretrain import PretrainConfig
+
+    config = tmp_path / "config.yaml"
+    if saved == "folder":
+        config.mkdir()
+    else:
+        config.write_bytes(saved.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config.yaml: .*the run folder is damaged"):
+        check_run_folder(tmp_path, PretrainConfig(store="s"), resume=True, stage="pretrain")

@@ -88,6 +88,64 @@ def test_a_bad_space_is_one_line_naming_file_and_key(tmp_path, cli, text, messag
     assert done.stderr.strip() == f"ecgtransfer: error: {space}: {message}"
 
 
+@pytest.mark.parametrize("text, message", [
+    # a condition that can never hold: the parameter would silently never be sampled
+    ("stage: finetune\nparams:\n  head_hidden: {type: categorical, choices: [64, 128]}\n"
+     "  head_dropout: {type: float, low: 0, high: 0.5, when: {head_hidden: 256}}",
+     "params.head_dropout.when: head_hidden is never 256 (its choices: 64, 128), so "
+     "head_dropout would never be sampled"),
+    ("stage: finetune\nparams:\n  head_hidden: {type: categorical, choices: [64, 128]}\n"
+     "  head_dropout: {type: float, low: 0, high: 0.5, when: {head_hidden: '128'}}",
+     "params.head_dropout.when: head_hidden is never '128' (its choices: 64, 128), so "
+     "head_dropout would never be sampled"),
+    ("stage: finetune\nparams:\n  head_hidden: {type: int, low: 32, high: 128}\n"
+     "  head_dropout: {type: float, low: 0, high: 0.5, when: {head_hidden: 1000}}",
+     "params.head_dropout.when: 'head_hidden' is an int parameter; a condition names a "
+     "categorical one"),
+    # a key given twice: YAML readers keep the last one silently
+    ("stage: finetune\nparams:\n  lr: {type: float, low: 0.1, high: 1}\n"
+     "  lr: {type: float, low: 0.2, high: 1}",
+     "'lr' is given twice (first on line 3); keep one"),
+    # steps and scales that Optuna would take otherwise (step 0 ran as step 1)
+    ("stage: finetune\nparams: {head_hidden: {type: int, low: 32, high: 64, step: 0}}",
+     "params.head_hidden.step: must be positive, got 0"),
+    ("stage: finetune\nparams: {head_dropout: {type: float, low: 0, high: 0.5, step: -0.1}}",
+     "params.head_dropout.step: must be positive, got -0.1"),
+    ("stage: finetune\nparams: {lr: {type: float, low: 0.001, high: 0.1, log: 'no'}}",
+     "params.lr.log: expected true or false, got 'no'"),
+    ("stage: finetune\nparams: {class_weights: {type: categorical, choices: [none, sqrt, none]}}",
+     "params.class_weights.choices: 'none' is given twice; keep one"),
+    ("stage: finetune\nparams: {class_weights: {type: categorical, choices: [none], low: 1}}",
+     "params.class_weights: low is for float and int parameters; a categorical takes choices"),
+    ("stage: finetune\nparams: {lr: {type: float, low: 0.1, high: 1, choices: [0.1]}}",
+     "params.lr: choices is for categorical parameters; a float takes low and high"),
+    # grid values the grid sampler would fail on, or run outside the range
+    ("stage: finetune\nparams: {lr: {type: float, low: 0.001, high: 0.01, grid: [0.5]}}",
+     "params.lr.grid: 0.5 is not in [0.001, 0.01]"),
+    ("stage: finetune\nparams: {lr: {type: float, low: 0.001, high: 0.01, grid: [abc]}}",
+     "params.lr.grid: 'abc' is not a number"),
+    ("stage: finetune\nparams: {class_weights: {type: categorical, choices: [none], "
+     "grid: [bogus]}}", "params.class_weights.grid: 'bogus' is not one of the choices"),
+    # a key of a setting that is not a mapping: every trial would fail
+    ("stage: finetune\nparams: {lr.x: {type: float, low: 0.1, high: 1}}",
+     "params.lr.x: lr is not a mapping setting of finetune, so 'lr.x' names nothing to set"),
+    ("stage: finetune\nmetric: 5\nparams: {lr: {type: float, low: 0.1, high: 1}}",
+     "metric: 5 is not a metric name (such as val_macro_auroc)"),
+])
+def test_a_space_that_cannot_mean_what_it_says_is_refused_up_front(tmp_path, cli, text, message):
+    """Holes the first checks left: each is one line naming the file and key, before any
+    trial (and `read_space` says the same to Python callers)."""
+    from ecgtransfer.stages.tune import read_space
+
+    space = _space(tmp_path, text)
+    with pytest.raises(ConfigError) as refused:
+        read_space(space)
+    assert str(refused.value).startswith(f"{space}:") and message in str(refused.value)
+    done = cli("tune", "--space", str(space), "--store", "nowhere")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"ecgtransfer: error: {refused.value}"
+
+
 def test_wrong_base_settings_fail_before_any_trial(tmp_path, cli, store100):
     space = _space(tmp_path)
     done = cli(*_args(store100, space, 2, "--set", "epochs=many"))
@@ -367,3 +425,217 @@ def test_a_trial_the_stage_refuses_fails_alone_and_is_a_run(tmp_path, cli, store
     assert len(failed) == 2 and (failed["status"] == "FAILED").all()
     assert (failed["params.head_dropout"].astype(float) == 2.0).all()
     assert failed["tags.mlflow.note.content"].str.contains("refused these settings").all()
+
+
+# ---- bad input and what a search leaves ------------------------------------------------------
+def _instant_trials(monkeypatch, run=None) -> None:
+    """The searched stage replaced by ``run``, by default one that trains nothing and reports
+    one epoch of val_macro_auroc 0.5: what these tests check is the search around the trials,
+    at a fraction of a second a trial."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from ecgtransfer.stages import StageResult, tune
+
+    def instant(config, context):
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        context.on_epoch({"epoch": 1, "val_macro_auroc": 0.5})
+        return StageResult(config.out, details=SimpleNamespace(best_epoch=1))
+
+    real = tune.get_stage
+    monkeypatch.setattr(tune, "get_stage", lambda name: dataclasses.replace(
+        real(name), run=run or instant))
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_damaged_study_file_is_refused_and_the_search_kept(tmp_path, cli, store100,
+                                                             monkeypatch):
+    """The study file beside a finished search (its trials.csv, trial folders, best config)
+    emptied, cut short, overwritten or missing: one line naming it, and nothing anywhere
+    changes (no new study over the old trials). An absent one for a new search is made."""
+    _instant_trials(monkeypatch)
+    space = _space(tmp_path)
+    args = _args(store100, space, 1)
+    assert cli(*args).returncode == 0
+    db = tmp_path / "optuna.db"
+    good = db.read_bytes()
+    assert (tmp_path / "runs" / "tune" / "trials.csv").exists()
+    damage = {"empty (0 bytes), but runs/tune holds this search's trials (their study is lost)":
+              b"",
+              "a damaged SQLite database (database disk image is malformed)":
+              good[:len(good) // 2],
+              "not an SQLite database (damaged, or another kind of file)":
+              bytes(range(256)) * 64,
+              "no such study file, but runs/tune holds this search's trials": None}
+    for message, data in damage.items():
+        db.unlink()
+        if data is not None:
+            db.write_bytes(data)
+        before = _files(tmp_path)
+        done = cli(*args)
+        assert done.returncode == 2, message
+        assert done.stderr.strip().startswith(f"ecgtransfer: error: {db}: {message}")
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert _files(tmp_path) == before, message
+    # the study file whole, but the space edited: its study is another, not in the file
+    db.write_bytes(good)
+    space.write_text(SPACE.replace("[64, 128]", "[32, 64, 128]"))
+    before = _files(tmp_path)
+    done = cli(*args)
+    assert done.returncode == 2
+    assert "runs/tune: holds the trials of a search whose study space-" in done.stderr
+    assert _files(tmp_path) == before
+    # another program's database named as the study file: refused before Optuna writes in it
+    done = cli(*_args(store100, space, 1, "--out", "other", "--storage",
+                      f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    assert done.returncode == 2
+    assert "mlflow.db: another program's database (tables alembic_version" in done.stderr
+    assert not (tmp_path / "other" / "trials").exists()
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("foo.db", "not a database URL; give one such as sqlite:///optuna.db (an SQLite file) or "
+               "postgresql://USER@HOST/DB"),
+    ("not a url", "not a database URL; give one such as sqlite:///optuna.db (an SQLite file) or "
+                  "postgresql://USER@HOST/DB"),
+    ("foo://x", "no database kind 'foo' is known (sqlite, postgresql, mysql, ...)"),
+    ("sqlite:///{tmp}/no/such/dir/optuna.db", "the folder {tmp}/no/such/dir does not exist; "
+                                              "create it, or name a file in an existing folder"),
+    ("sqlite:///{tmp}", "is a folder, not an SQLite file"),
+    ("sqlite://", "an in-memory database keeps no study between runs; name a file, such as "
+                  "sqlite:///optuna.db"),
+])
+def test_a_storage_that_cannot_hold_the_study_is_one_line(tmp_path, cli, store100, storage,
+                                                          message):
+    storage, message = (s.replace("{tmp}", str(tmp_path)) for s in (storage, message))
+    done = cli(*_args(store100, _space(tmp_path), 1, "--storage", storage))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"ecgtransfer: error: --storage {storage}: {message}"
+    assert not (tmp_path / "no").exists() and not (tmp_path / "runs").exists()
+
+
+def test_out_must_be_the_searchs_own_folder(tmp_path, cli, store100, monkeypatch):
+    """--out naming a file, or a folder of something else (a store): one line, nothing
+    touched. A search folder written before folders were marked is still its own."""
+    _instant_trials(monkeypatch)
+    space = _space(tmp_path)
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    done = cli(*_args(store100, space, 1, "--out", str(taken)))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"ecgtransfer: error: --out {taken}: is a file, not a "
+                                   "folder; `ecgtransfer tune` writes a folder there, so choose "
+                                   "another --out")
+    assert taken.read_text() == "mine\n"
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "index.csv").write_text("record_id\n1\n")
+    done = cli(*_args(store100, space, 1, "--out", str(store)))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"ecgtransfer: error: --out {store}: holds files that "
+                                   "`ecgtransfer tune` did not write (index.csv); nothing was "
+                                   "touched: choose another --out (a new or empty folder)")
+    assert _files(store) == {"index.csv": b"record_id\n1\n"}
+    assert not (tmp_path / "optuna.db").exists()
+    # a search folder from before the marker: its config.yaml and lock say it is a search's
+    assert cli(*_args(store100, space, 1)).returncode == 0
+    (tmp_path / "runs" / "tune" / ".ecgtransfer-output").unlink()
+    done = cli(*_args(store100, space, 2))
+    assert done.returncode == 0, done.stderr
+    assert "2 complete" in done.stdout
+
+
+def test_a_search_whose_every_trial_fails_is_an_error(tmp_path, cli, store100, monkeypatch):
+    """Every trial refused by the stage, or every training raising: exit 2 with one line that
+    says so, gives the first reason and where the others are; the search run ends FAILED."""
+    space = _space(tmp_path, "stage: finetune\nparams:\n"
+                             "  head_dropout: {type: categorical, choices: [2.0, 3.0]}\n")
+    done = cli(*_args(store100, space, 2, "--sampler", "grid"))
+    assert done.returncode == 2
+    out = Path("runs") / "tune"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"ecgtransfer: error: {out}: every trial failed (2 of 2); trial 0: head_dropout: must be "
+        f"in [0, 1); each trial's reason is in {out / 'trials.csv'} (user_attrs_error)")
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / out / "trials.csv")
+    assert (frame["state"] == "FAIL").all() and frame["user_attrs_error"].notna().all()
+    runs = _runs(tmp_path)
+    assert list(runs.loc[runs["tags.ecgtransfer.stage"] == "tune", "status"]) == ["FAILED"]
+
+    from ecgtransfer.training import TrainingError
+
+    def diverges(config, context):
+        raise TrainingError("the loss is NaN at epoch 1")
+
+    _instant_trials(monkeypatch, diverges)
+    done = cli(*_args(store100, _space(tmp_path), 2, "--out", "diverged"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "ecgtransfer: error: diverged: every trial failed (2 of 2); trial 0: the loss is NaN at "
+        "epoch 1; each trial's reason is in diverged/trials.csv (user_attrs_error)")
+
+    def nan_metric(config, context):  # Optuna fails a NaN objective, but said nothing of why
+        from types import SimpleNamespace
+
+        from ecgtransfer.stages import StageResult
+
+        context.on_epoch({"epoch": 1, "val_macro_auroc": float("nan")})
+        return StageResult(config.out, details=SimpleNamespace(best_epoch=1))
+
+    _instant_trials(monkeypatch, nan_metric)
+    done = cli(*_args(store100, _space(tmp_path), 1, "--out", "nan", "--sampler-seed", "1"))
+    assert done.returncode == 2
+    assert "every trial failed (1 of 1); trial 0: val_macro_auroc is nan at epoch 1, the epoch " \
+           "the stage kept" in done.stderr
+
+
+def test_a_trial_a_kill_left_running_ends_killed(tmp_path, cli, store100, monkeypatch):
+    """`kill -9` during a trial leaves its Optuna trial and its MLflow run RUNNING (nothing
+    runs after it: simulated here by an exception no handler catches). The same command again
+    runs the trial again and marks the old run KILLED, as a SIGTERM would have."""
+    import mlflow
+
+    class Killed(BaseException):
+        """kill -9: no handler runs."""
+
+    def dies(config, context):  # the trial's run, opened as the stage opens it, then the kill
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(config.experiment).experiment_id
+        client.create_run(experiment, run_name=config.run_name, tags={
+            **context.tags, "mlflow.parentRunId": context.parent_run,
+            "ecgtransfer.stage": "finetune"})
+        raise Killed()
+
+    _instant_trials(monkeypatch, dies)
+    space = _space(tmp_path)
+    with pytest.raises(Killed):
+        cli(*_args(store100, space, 1))
+    runs = _runs(tmp_path)
+    (killed,) = runs.loc[runs["tags.ecgtransfer.stage"] == "finetune", "run_id"]
+    assert mlflow.MlflowClient().get_run(killed).info.status == "RUNNING"
+    _instant_trials(monkeypatch)
+    done = cli(*_args(store100, space, 1))
+    assert done.returncode == 0, done.stderr
+    assert "1 complete, 0 pruned, 0 failed, 1 interrupted and re-run" in done.stdout
+    run = mlflow.MlflowClient().get_run(killed)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["ecgtransfer.trial_state"] == "interrupted"
+
+
+def test_search_settings_that_reach_a_library_are_checked(tmp_path, cli, store100):
+    """An empty experiment name (MLflow failed on it with a traceback) and a storage whose
+    database cannot be reached (its password never shown)."""
+    space = _space(tmp_path)
+    done = cli(*_args(store100, space, 1, "--experiment", ""))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "ecgtransfer: error: experiment: must name an MLflow experiment"
+    done = cli(*_args(store100, space, 1, "--storage", "postgresql://me:secret@127.0.0.1:1/db"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("ecgtransfer: error: --storage postgresql://me:***@127.0.0.1:1/"
+                                  "db: cannot be opened as an Optuna storage (")
+    assert "secret" not in done.stderr

@@ -18,7 +18,9 @@ own flags and ``--set``) and the trial's sampled values, as a child run of the s
 run. The per-epoch validation metric goes to Optuna's pruner, which may stop a trial early
 (its run ends FINISHED, tagged ``trial_state=pruned``). The study lives in Optuna's SQLite
 storage beside the MLflow store, so a killed search re-run with the same command continues the
-same study: the trial the kill interrupted is run again with the same values.
+same study: the trial the kill interrupted is run again with the same values (a run that
+``kill -9`` left RUNNING is marked KILLED). A study file that is damaged, or empty or missing
+beside the search's trials, is refused: a new study would run over the old trials.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class TuneConfig:
         check(self.pruner not in PRUNERS, "pruner", f"{self.pruner!r} is not {', '.join(PRUNERS)}")
         check(self.sampler_seed < 0, "sampler_seed", "must not be negative")
         check(not isinstance(self.base, dict), "base", "must be a mapping of settings")
+        check(not self.experiment.strip(), "experiment", "must name an MLflow experiment")
         for key in _BOOKKEEPING:
             check(key in self.base, f"base.{key}", "is the search's to decide (set the search's "
                   f"own {key})")
@@ -145,10 +148,11 @@ class Param:
         return self.value(trial.suggest_categorical(self.name, self.labels()))
 
     def grid_values(self) -> list:
+        if self.kind == "categorical":  # as Optuna stores them (a list as its JSON)
+            labels = self.labels()
+            return [labels[self.choices.index(v)] for v in self.grid] if self.grid else labels
         if self.grid:
             return list(self.grid)
-        if self.kind == "categorical":
-            return self.labels()
         if self.kind == "int":
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         raise ConfigError(f"params.{self.name}: a float needs `grid: [values]` for the grid "
@@ -206,24 +210,60 @@ def _param(name: str, spec: Any, path: Path) -> Param:
     if not isinstance(grid, list):
         raise ConfigError(f"{where}.grid: expected a list of values", name)
     if kind == "categorical":
+        for key in ("low", "high", "step", "log"):  # silently ignored, they would mislead
+            if key in spec:
+                raise ConfigError(f"{where}: {key} is for float and int parameters; a "
+                                  "categorical takes choices", name)
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{where}.choices: expected a non-empty list", name)
+        seen: set[str] = set()
+        for choice in choices:
+            key = json.dumps(choice, sort_keys=True, default=str)
+            if key in seen:
+                raise ConfigError(f"{where}.choices: {choice!r} is given twice; keep one", name)
+            seen.add(key)
+        for value in grid:
+            if value not in choices:
+                raise ConfigError(f"{where}.grid: {value!r} is not one of the choices", name)
         return Param(name, kind, choices=tuple(choices), grid=tuple(grid), when=cond)
+    if "choices" in spec:
+        raise ConfigError(f"{where}: choices is for categorical parameters; a {kind} takes low "
+                          "and high", name)
     if "low" not in spec or "high" not in spec:
         raise ConfigError(f"{where}: a {kind} needs low and high", name)
     low, high = _number(spec["low"], f"{where}.low"), _number(spec["high"], f"{where}.high")
     step = None if spec.get("step") is None else _number(spec["step"], f"{where}.step")
-    log_scale = bool(spec.get("log", False))
+    log_scale = spec.get("log", False)
+    if not isinstance(log_scale, bool):  # bool("no") is True
+        raise ConfigError(f"{where}.log: expected true or false, got {log_scale!r}", name)
     if low >= high:
         raise ConfigError(f"{where}: low ({low:g}) must be below high ({high:g})", name)
     if log_scale and low <= 0:
         raise ConfigError(f"{where}: a log scale needs low > 0", name)
+    if step is not None and step <= 0:
+        raise ConfigError(f"{where}.step: must be positive, got {step:g}", name)
     if log_scale and step is not None:
         raise ConfigError(f"{where}: step and log do not go together", name)
     if kind == "int" and (low != int(low) or high != int(high) or (step or 1) != int(step or 1)):
         raise ConfigError(f"{where}: an int needs whole low, high and step", name)
-    return Param(name, kind, low, high, log_scale, step, grid=tuple(grid), when=cond)
+    values = tuple(_number(v, f"{where}.grid") for v in grid)
+    for value in values:
+        if not low <= value <= high or (kind == "int" and value != int(value)):
+            raise ConfigError(f"{where}.grid: {value:g} is not "
+                              + ("a whole number " if kind == "int" else "")
+                              + f"in [{low:g}, {high:g}]", name)
+    if kind == "int":
+        values = tuple(int(v) for v in values)
+    return Param(name, kind, low, high, log_scale, step, grid=values, when=cond)
+
+
+def _is_mapping_setting(field: Any) -> bool:
+    """Whether a config field holds a mapping (``model_kwargs``): its keys may be searched."""
+    from dataclasses import MISSING
+
+    default = field.default_factory() if field.default_factory is not MISSING else field.default
+    return isinstance(default, dict)
 
 
 def read_space(path: str | Path) -> SearchSpace:
@@ -246,6 +286,9 @@ def read_space(path: str | Path) -> SearchSpace:
         raise ConfigError(f"{path}: stage: {stage!r} is not one of {', '.join(SEARCHABLE)}",
                           "stage")
     metric = data.get("metric") or "val_score"
+    if not isinstance(metric, str):
+        raise ConfigError(f"{path}: metric: {metric!r} is not a metric name (such as "
+                          "val_macro_auroc)", "metric")
     direction = data.get("direction") or ("minimize" if metric.endswith(("score", "loss"))
                                           else "maximize")
     if direction not in ("minimize", "maximize"):
@@ -256,15 +299,30 @@ def read_space(path: str | Path) -> SearchSpace:
         raise ConfigError(f"{path}: params: expected a mapping of setting -> range", "params")
     out = tuple(_param(str(k), v, path) for k, v in params.items())
     names = [p.name for p in out]
-    settings = {f.name for f in get_stage(stage).settings()}
+    fields = {f.name: f for f in get_stage(stage).settings()}
     for p in out:
-        top = p.name.split(".")[0]
-        if top not in settings or top in _BOOKKEEPING:
+        top, *inner = p.name.split(".")
+        if top not in fields or top in _BOOKKEEPING:
             raise ConfigError(f"{path}: params.{p.name}: not a setting of {stage}", p.name)
-        for k, _ in p.when:
-            if k not in names[:names.index(p.name)]:
+        if inner and (not _is_mapping_setting(fields[top]) or not all(inner)):
+            raise ConfigError(f"{path}: params.{p.name}: {top} is not a mapping setting of "
+                              f"{stage}, so {p.name!r} names nothing to set", p.name)
+        earlier = {q.name: q for q in out[:names.index(p.name)]}
+        for k, allowed in p.when:
+            if k not in earlier:
                 raise ConfigError(f"{path}: params.{p.name}.when: {k!r} is not a parameter "
                                   "sampled before it", p.name)
+            if earlier[k].kind != "categorical":
+                kind = earlier[k].kind
+                raise ConfigError(f"{path}: params.{p.name}.when: {k!r} is "
+                                  f"{'an' if kind == 'int' else 'a'} {kind} parameter; a "
+                                  "condition names a categorical one", p.name)
+            for value in allowed:
+                if value not in earlier[k].choices:
+                    shown = ", ".join(repr(c) for c in earlier[k].choices)
+                    raise ConfigError(f"{path}: params.{p.name}.when: {k} is never {value!r} "
+                                      f"(its choices: {shown}), so {p.name} would never be "
+                                      "sampled", p.name)
     return SearchSpace(path, stage, metric, direction, out, data)
 
 
@@ -327,6 +385,145 @@ def study_name(config: TuneConfig, space: SearchSpace, base: dict[str, Any]) -> 
     return f"{space.path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+# ---- the study's storage ----------------------------------------------------------------------
+def _shown_url(url: str) -> str:
+    """A storage URL as it may be shown and logged: its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: shown as given
+        return url
+
+
+def _holds_trials(out: Path) -> bool:
+    """Whether a search folder holds the trials of an earlier session of its search."""
+    try:
+        trials = out / "trials"
+        return (out / "trials.csv").is_file() or (trials.is_dir() and any(trials.iterdir()))
+    except OSError:
+        return False
+
+
+def _check_storage(config: TuneConfig, url: str, out: Path, trials_done: bool) -> None:
+    """Refuse, touching nothing, a storage that cannot hold the study: not a URL, an unknown
+    database kind, an in-memory or unreachable SQLite file, or an SQLite study file that is
+    damaged, another program's database, or empty or missing while ``out`` holds the
+    search's trials (their study is lost: a new one would run over them).
+
+    Raises
+    ------
+    ValueError
+        One line naming ``--storage`` and its value, or the default storage's file.
+    """
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    from ecgtransfer import tracking
+
+    flag = f"--storage {_shown_url(url)}"
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise ValueError(f"--storage {url}: not a database URL; give one such as "
+                         "sqlite:///optuna.db (an SQLite file) or postgresql://USER@HOST/DB"
+                         ) from None
+    try:
+        parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise ValueError(f"{flag}: no database kind {parsed.get_backend_name()!r} is known "
+                         "(sqlite, postgresql, mysql, ...)") from None
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:"):
+        raise ValueError(f"{flag}: an in-memory database keeps no study between runs; name a "
+                         "file, such as sqlite:///optuna.db")
+    if database.startswith("file:"):  # an SQLite URI filename: SQLite's own business
+        return
+    path = Path(database).resolve()
+    who = flag if config.storage else str(path)
+    if not path.parent.is_dir():
+        problem = "is a file" if path.parent.exists() else "does not exist"
+        if config.storage:
+            raise ValueError(f"{flag}: the folder {path.parent} {problem}; create it, or name "
+                             "a file in an existing folder")
+        if path.parent != out.resolve():  # beside the MLflow store; a new --out is made
+            uri = tracking.tracking_uri(config.tracking_uri)
+            raise ValueError(f"{uri}: the folder {path.parent} {problem}; create it, or pass "
+                             "another --tracking-uri")
+    if path.is_dir():
+        raise ValueError(f"{who}: is a folder, not an SQLite file")
+    lost = (f"but {out} holds this search's trials (their study is lost); nothing was "
+            "touched: restore the study file from a backup, or choose another --out to start a "
+            "new search")
+    if not path.exists():
+        if trials_done:
+            raise ValueError(f"{who}: no such study file, {lost}")
+        return
+    _check_study_file(path, who, lost if trials_done else "")
+
+
+def _check_study_file(path: Path, who: str, lost: str) -> None:
+    """An existing SQLite study file, read only: empty (refused when ``lost`` says why), not
+    SQLite, damaged, or another program's database."""
+    import sqlite3
+    from urllib.parse import quote
+
+    restore = ("nothing was touched: restore it from a backup, or move it away and start the "
+               "search in a new --out")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise ValueError(f"{who}: cannot be read ({exc.strerror})") from None
+    if not head:
+        if lost:
+            raise ValueError(f"{who}: empty (0 bytes), {lost}")
+        return  # a new study file (created, then killed before its tables were written)
+    if head != b"SQLite format 3\x00":
+        raise ValueError(f"{who}: not an SQLite database (damaged, or another kind of file); "
+                         f"{restore}")
+    try:  # read-write without creating: a journal a kill left behind is rolled back
+        db = sqlite3.connect(f"file:{quote(str(path))}?mode=rw", uri=True)
+        try:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {row[0] for row in
+                      db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        verdict, tables = str(exc).splitlines()[0] if str(exc) else type(exc).__name__, set()
+    if verdict != "ok":
+        raise ValueError(f"{who}: a damaged SQLite database ({verdict}); {restore}")
+    if tables and not {"studies", "version_info"} <= tables:
+        shown = ", ".join(sorted(tables)[:4]) + (", ..." if len(tables) > 4 else "")
+        raise ValueError(f"{who}: another program's database (tables {shown}), not Optuna "
+                         "studies; pass another --storage")
+
+
+def _open_storage(config: TuneConfig, url: str):
+    """Optuna's storage at ``url`` (checked by :func:`_check_storage`); one line if it cannot be
+    opened (a server that does not answer, a missing driver, an incompatible schema)."""
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # SQLAlchemy, the database's driver and Optuna raise many kinds
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        who = f"--storage {_shown_url(url)}" if config.storage else _shown_url(url)
+        raise ValueError(f"{who}: cannot be opened as an Optuna storage "
+                         f"({type(exc).__name__}{': ' + first if first else ''})") from None
+
+
+def _has_study(storage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
 # ---- the search -------------------------------------------------------------------------------
 class _Pruned(EndedEarly):
     """The pruner stopped the trial at this epoch."""
@@ -377,12 +574,18 @@ class TuneResult:
     seconds: float
 
 
+_LEGACY = ("config.yaml", ".tune.lock")
+"""What every search folder written before output markers existed holds (its settings, written
+first, and its lock, taken next)."""
+
+
 def tune(config: TuneConfig, context: Context) -> TuneResult:
     """Run (or continue) the search ``config`` describes; see the module's docstring."""
     import optuna
 
     from ecgtransfer import tracking
-    from ecgtransfer.files import atomic_file, exclusive_lock
+    from ecgtransfer.files import (atomic_file, check_output_folder, exclusive_lock,
+                                   mark_output_folder)
 
     space = read_space(config.space)
     stage = get_stage(space.stage)
@@ -393,26 +596,42 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
         _trial_config(stage, base, {}, out / "trials" / "check", config, "check")
     except ConfigError as exc:
         raise ConfigError(f"{space.stage} settings of the search: {exc}", exc.key) from None
+    if context.pipeline_run is None:  # a pipeline's stage folder is the pipeline's own (its
+        # stage_run.json is there before the stage starts)
+        check_output_folder(out, "tune", legacy=_LEGACY)
     try:  # the same command continues its search; another search needs its own folder
         check_run_folder(out, config, resume=True, stage="tune", may_change=("trials", "timeout"))
     except ConfigError as exc:
         raise ConfigError(f"{out}: holds a search with other settings ({exc.key} differs); "
                           "choose another --out, or run the same command to continue it",
                           exc.key) from None
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out / "config.yaml") as f:
-        f.write(to_yaml(config))
+    # the study's storage is checked before anything is written: a damaged or lost study file
+    # beside the search's trials must not start a new study over them
     storage_url = config.storage or default_storage(config)
+    shown = _shown_url(storage_url)
+    trials_done = _holds_trials(out)
+    _check_storage(config, storage_url, out, trials_done)
     name = config.study or study_name(config, space, base)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # its failure notices carry tracebacks;
     # a failed trial is one line of ours instead
-    try:
+    try:  # (a folder holding trials has its lock already: nothing new until it is checked)
+        out.mkdir(parents=True, exist_ok=True)
         lock = exclusive_lock(out / ".tune.lock")
         lock.__enter__()
     except BlockingIOError:
         raise ValueError(f"{out}: another `ecgtransfer tune` is running this search") from None
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot be written ({exc.strerror})") from None
     try:
-        storage = optuna.storages.RDBStorage(storage_url)
+        storage = _open_storage(config, storage_url)
+        if trials_done and not _has_study(storage, name):
+            raise ValueError(f"{out}: holds the trials of a search whose study {name} is not "
+                             f"in {shown} (a lost or replaced study file, or a changed space "
+                             f"file); nothing was touched: restore the study file, or choose "
+                             "another --out to start a new search")
+        mark_output_folder(out, "tune")
+        with atomic_file(out / "config.yaml") as f:
+            f.write(to_yaml(config))
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                     direction=space.direction, sampler=_sampler(config, space),
                                     pruner=_pruner(config))
@@ -433,13 +652,14 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
             run.log_params({"space": str(space.path), "sampler": config.sampler,
                             "pruner": config.pruner, "sampler_seed": config.sampler_seed,
                             "metric": space.metric, "direction": space.direction,
-                            "storage": storage_url, "study": name})
+                            "storage": shown, "study": name})
             run.log_text(Path(space.path).read_text(), "space.yaml")
             run.log_text(to_yaml(config), "config.yaml")
             run.set_note(f"Optuna search ({config.sampler}, pruner {config.pruner}) over "
                          f"{len(space.params)} {space.stage} settings for {space.metric} "
                          f"({space.direction}). Each trial is a child run; the best config is "
                          "`best_config.yaml`.")
+            _end_interrupted_runs(config.experiment, run.id)
             t0 = time.perf_counter()
             objective = _Objective(config, context, space, stage, base, out, run.id)
             remaining = config.trials - _counted(study)
@@ -448,6 +668,9 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
                                catch=(_TrialFailed,))
             seconds = time.perf_counter() - t0
             result = _report(config, space, stage, base, study, run, out, seconds)
+            c = result.counts
+            if c["fail"] and not c["complete"] and not c["pruned"]:  # the run ends FAILED
+                raise ValueError(_every_trial_failed(study, out))
     finally:
         lock.__exit__(None, None, None)
     return result
@@ -472,6 +695,33 @@ def _fail_interrupted(study, storage) -> None:
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, skip_if_exists=False)
         log.info("trial %d was interrupted; it runs again with the same values", t.number)
+
+
+def _end_interrupted_runs(experiment: str, search_run: str) -> None:
+    """The runs of this search's trials left RUNNING by a killed search (``kill -9``: nothing
+    ended them; this process holds the search's lock, so no one runs them) end KILLED, as a
+    Ctrl-C or SIGTERM ends them."""
+    from ecgtransfer import tracking
+
+    for found in tracking.search_runs([experiment], f"tags.`{TAG}search_run` = '{search_run}' "
+                                      "and attributes.status = 'RUNNING'"):
+        tracking.Run(found.info.run_id).set_tags({TAG + "trial_state": "interrupted"})
+        tracking.end_run(found.info.run_id, "KILLED")
+        log.info("the run of trial %s was left running by a killed search; it is marked KILLED",
+                 found.data.tags.get(TAG + "trial", "?"))
+
+
+def _every_trial_failed(study, out: Path) -> str:
+    """The one line for a search none of whose trials finished: the first one's reason and
+    where every reason is."""
+    from optuna.trial import TrialState
+
+    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+              if not t.user_attrs.get("interrupted")]
+    first = failed[0]
+    reason = first.user_attrs.get("error") or "no reason recorded"
+    return (f"{out}: every trial failed ({len(failed)} of {len(failed)}); trial {first.number}: "
+            f"{reason}; each trial's reason is in {out / 'trials.csv'} (user_attrs_error)")
 
 
 class _Objective:
@@ -546,7 +796,12 @@ class _Objective:
         kept = next((m for m in history if int(m["epoch"]) == best_epoch), None)
         if kept is None:  # a reused run: nothing reported; read its history file
             raise ValueError(f"{folder}: trial {trial.number} has no epoch {best_epoch}")
-        return float(kept[metric])
+        value = float(kept[metric])
+        if not math.isfinite(value):  # Optuna fails it too, but without saying why
+            self._tag(trial.number, "failed")
+            raise self._failed(trial, ValueError(f"{metric} is {value} at epoch {best_epoch}, "
+                                                 "the epoch the stage kept"))
+        return value
 
     def _refused(self, trial, name: str, sampled: dict, exc: ConfigError) -> None:
         """A child run for a trial whose settings the stage refused, so that every trial is a
@@ -648,7 +903,8 @@ def _report(config: TuneConfig, space: SearchSpace, stage: Stage, base: dict, st
         run.set_tags({TAG + "best_trial": best_trial, TAG + "best_config_hash":
                       config_hash(cfg, exclude=_BOOKKEEPING)})
         _plots(study, run, out)
-    return TuneResult(out, run.id, study.study_name, config.storage or default_storage(config),
+    return TuneResult(out, run.id, study.study_name,
+                      _shown_url(config.storage or default_storage(config)),
                       best_trial, best_value, best_params, counts, seconds)
 
 
