@@ -214,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "The file is checked whole before any work. See docs/pipelines.md.",
         formatter_class=fmt, parents=[common])
     run.add_argument("pipeline", type=Path, metavar="PIPELINE.yaml")
+    run.add_argument("--rerun", default="", metavar="STAGE[,STAGE]",
+                     help="run these stages (and every stage downstream of them) again even "
+                          "where their outputs could be reused; 'all' for every stage")
+    run.add_argument("--plan", action="store_true",
+                     help="print, without running anything, what each stage would do (reuse "
+                          "or run, and why), how many runs it expands to, and a time estimate")
     run.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
                      dest="overrides",
                      help="change a stage's setting, value as YAML (e.g. deepfake.n=64, "
@@ -252,9 +258,13 @@ def _run_stage(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ecgtransfer.pipeline import load_pipeline, run_pipeline
+    from ecgtransfer.pipeline import load_pipeline, plan_pipeline, plan_text, run_pipeline
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
+    rerun = [n.strip() for n in args.rerun.split(",") if n.strip()]
+    if args.plan:
+        print(plan_text(plan_pipeline(pipeline, rerun)))
+        return 0
 
     def report(r) -> None:
         first = r.summary.splitlines()[0] if r.summary and r.kind != "compare" else ""
@@ -263,7 +273,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
               flush=True)
 
     results = run_pipeline(pipeline, progress=not args.quiet and sys.stderr.isatty(),
-                           on_stage=report)
+                           on_stage=report, rerun=rerun)
     for r in results:
         if r.kind == "compare":
             print(f"\n{r.summary}", end="" if r.summary.endswith("\n") else "\n")

@@ -47,6 +47,7 @@ import itertools
 import json
 import logging
 import re
+import shutil
 import time
 import typing
 from dataclasses import dataclass, field
@@ -126,6 +127,9 @@ class StageResult:
     summary: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    basis: dict[str, Any] = field(default_factory=dict)
+    """What the fingerprint was made of (settings, code hashes, algorithm version, upstream
+    fingerprints, number of runs), so that ``--plan`` can say why a stage runs again."""
 
 
 # ---- reading and checking ---------------------------------------------------------------
@@ -498,14 +502,34 @@ def _validate(pipeline: Pipeline, spec: StageSpec) -> None:
 
 # ---- running ------------------------------------------------------------------------------
 def _fingerprint(spec: StageSpec, results: dict[str, StageResult]) -> str:
-    """The stage's kind, settings, code and algorithm versions, with each reference replaced by
-    the referred stage's fingerprint (so a changed upstream stage changes this one); a stage that
-    reads others' runs also takes the fingerprints of those it reads."""
+    """The stage's kind, settings, code (a hash of every module it may run) and algorithm
+    version, with each reference replaced by the referred stage's fingerprint (so a changed
+    upstream stage changes this one); a stage that reads others' runs also takes the
+    fingerprints of those it reads."""
     marked = _resolve(spec.settings, {n: f"<{r.fingerprint}>" for n, r in results.items()})
     inputs = [results[n].fingerprint for n in _read_names(spec, results)]
     text = json.dumps({"kind": spec.kind, "settings": marked, "inputs": inputs,
                        "version": spec.stage.algorithm_version()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _basis(spec: StageSpec, results: dict[str, StageResult]) -> dict[str, Any]:
+    """The parts of :func:`_fingerprint`, kept in ``stage.json`` to explain a re-run."""
+    own = spec.stage.version() if spec.stage.version is not None else ""
+    upstream = {n: results[n].fingerprint for n in _depends_on(spec, results)}
+    try:
+        runs = len(_combinations(spec, spec.settings))
+    except ConfigError:
+        runs = 1
+    return {"settings": _digest(spec.settings)[:12], "code": spec.stage.code_hashes(),
+            "version": own, "upstream": upstream, "runs": runs}
+
+
+def _depends_on(spec: StageSpec, results: dict[str, StageResult]) -> list[str]:
+    """The stages (of this file, or ``FILE:stage``) whose outputs or runs ``spec`` uses."""
+    names = [_split_ref(ref)[0] for ref in _refs(spec.settings)]
+    names += _read_names(spec, results)
+    return [n for n in dict.fromkeys(names) if n in results]
 
 
 def _read_names(spec: StageSpec, results: dict[str, StageResult]) -> list[str]:
@@ -563,15 +587,136 @@ def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
                        dict(one.outputs) if one else {})
 
 
+def _rerun_names(pipeline: Pipeline, rerun: Sequence[str]) -> set[str]:
+    """``--rerun`` names checked against the file (``all``: every stage)."""
+    names = [s.name for s in pipeline.stages]
+    wanted = set(names) if "all" in rerun else set(rerun)
+    unknown = sorted(wanted - set(names))
+    if unknown:
+        raise PipelineError(f"--rerun {unknown[0]}: {pipeline.path} has no stage named "
+                            f"{unknown[0]!r} (its stages: {', '.join(names)}; or all)")
+    return wanted
+
+
+@dataclass
+class PlanRow:
+    """What ``ecgtransfer run --plan`` says of one stage."""
+
+    name: str
+    kind: str
+    action: str
+    """``reuse`` or ``run``."""
+    why: str
+    runs: int
+    estimate_s: float | None
+    """Seconds, from the time the stage's last run here took per run; None if never run."""
+    fingerprint: str
+
+
+def plan_pipeline(pipeline: Pipeline, rerun: Sequence[str] = ()) -> list[PlanRow]:
+    """What :func:`run_pipeline` would do, without running anything: each stage's action
+    (reuse or run), why (never run here, new settings, changed code, a changed algorithm
+    version, an upstream stage that changed, ``--rerun``), its number of runs (a grid's
+    expansion) and an estimate of its time from its last run in this work folder."""
+    forced = _rerun_names(pipeline, rerun)
+    external = _external_results(pipeline)
+    results: dict[str, StageResult] = {}
+    rows = []
+    for spec in pipeline.stages:
+        known = {**external, **results}
+        fp = _fingerprint(spec, known)
+        basis = _basis(spec, known)
+        done = pipeline.work / spec.name / fp / "stage.json"
+        if forced & set(_depends_on(spec, known)):
+            forced.add(spec.name)
+        previous = _latest_stage_json(pipeline.work / spec.name)
+        if done.exists() and spec.name not in forced:
+            action, why = "reuse", "unchanged"
+        elif spec.name in rerun or "all" in rerun:
+            action, why = "run", "--rerun"
+        elif spec.name in forced:
+            action, why = "run", "upstream runs again (--rerun)"
+        else:
+            action, why = "run", _why(basis, previous, known)
+        estimate = None
+        if previous is not None and previous.seconds and (previous.basis or {}).get("runs"):
+            estimate = previous.seconds / previous.basis["runs"] * basis["runs"]
+        elif previous is not None and previous.seconds:
+            estimate = previous.seconds
+        rows.append(PlanRow(spec.name, spec.kind, action, why, basis["runs"],
+                            0.0 if action == "reuse" else estimate, fp))
+        results[spec.name] = StageResult(spec.name, spec.kind, "", fp, action == "reuse",
+                                         basis=basis)
+    return rows
+
+
+def _latest_stage_json(folder: Path) -> StageResult | None:
+    """The most recently finished run of a stage in a work folder (any fingerprint)."""
+    found = sorted(folder.glob("*/stage.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(found):
+        try:
+            return StageResult(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+    return None
+
+
+def _why(basis: dict[str, Any], previous: StageResult | None,
+         known: dict[str, StageResult]) -> str:
+    """Why a stage whose fingerprint is new runs: against its last run in the work folder."""
+    if previous is None:
+        return "never run here"
+    old = previous.basis or {}
+    if not old:
+        return "its last run here predates recorded reasons (0.2.0)"
+    reasons = []
+    if old.get("settings") != basis["settings"]:
+        reasons.append("new settings")
+    changed = sorted(m for m in {*basis["code"], *old.get("code", {})}
+                     if basis["code"].get(m) != old.get("code", {}).get(m))
+    if changed:
+        shown = ", ".join(m.removeprefix("ecgtransfer.") for m in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        reasons.append(f"changed code ({shown}{more})")
+    if old.get("version") != basis["version"]:
+        reasons.append(f"algorithm version {old.get('version') or '-'} -> "
+                       f"{basis['version'] or '-'}")
+    moved = [n for n, f in basis["upstream"].items() if old.get("upstream", {}).get(n) != f]
+    if moved:
+        reasons.append(f"upstream changed ({', '.join(moved)})")
+    return "; ".join(reasons) or "new fingerprint"
+
+
+def plan_text(rows: list[PlanRow]) -> str:
+    """The plan as a table, with the total estimate."""
+    import pandas as pd
+
+    table = pd.DataFrame([{"stage": f"{r.kind} {r.name}", "action": r.action, "runs": r.runs,
+                           "estimate": ("-" if r.action == "reuse" else "?" if r.estimate_s is None
+                                        else f"{r.estimate_s:.0f} s"),
+                           "why": r.why} for r in rows])
+    known = [r.estimate_s for r in rows if r.action == "run" and r.estimate_s is not None]
+    unknown = sum(r.action == "run" and r.estimate_s is None for r in rows)
+    total = (f"{sum(r.action == 'run' for r in rows)} of {len(rows)} stages run, about "
+             f"{sum(known):.0f} s" + (f" plus {unknown} never timed here" if unknown else ""))
+    return table.to_markdown(index=False) + "\n" + total
+
+
 def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
-                 on_stage: Callable[[StageResult], None] | None = None) -> list[StageResult]:
+                 on_stage: Callable[[StageResult], None] | None = None,
+                 rerun: Sequence[str] = ()) -> list[StageResult]:
     """Run (or reuse) every stage in order; returns one result per stage.
+
+    A stage named in ``rerun`` (``all``: every one), and every stage downstream of it, runs
+    again even where its outputs could be reused; its earlier folder is set aside while it
+    runs, removed when it finishes and put back if it fails.
 
     The pipeline's MLflow run ends FINISHED, or FAILED / KILLED with the stage that stopped it.
     """
     from ecgtransfer import tracking
     from ecgtransfer.files import atomic_file, check_output_folder, mark_output_folder
 
+    forced = _rerun_names(pipeline, rerun)
     # the work folder holds this command's stages only: a store or another command's output
     # named by mistake is refused before anything is written
     check_output_folder(pipeline.work, "run", legacy=("pipeline-*.json",), flag="work")
@@ -601,24 +746,39 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
         if parent.new:
             parent.log_text(pipeline.path.read_text(), "pipeline.yaml")
         for spec in pipeline.stages:
-            fp = _fingerprint(spec, {**external, **results})
+            known = {**external, **results}
+            fp = _fingerprint(spec, known)
             folder = pipeline.work / spec.name / fp
             done = folder / "stage.json"
-            if done.exists():
+            if forced & set(_depends_on(spec, known)):
+                forced.add(spec.name)  # downstream of a stage run again: run again too
+            if done.exists() and spec.name not in forced:
                 result = StageResult(**json.loads(done.read_text()))
                 result.reused = True
             else:
-                # the folder is the stage's own: a stage writing into it (finetune, explain...)
-                # finds its marker beside the pipeline's stage_run.json
-                mark_output_folder(folder, spec.kind)
-                started = time.perf_counter()
-                result = _run_stage(pipeline, spec, folder, {**external, **results}, parent,
-                                    progress)
-                result.fingerprint = fp
-                result.seconds = time.perf_counter() - started
-                parent.log_metrics({f"seconds.{spec.name}": result.seconds})
-                with atomic_file(done) as f:
-                    json.dump(dataclasses.asdict(result), f, indent=2)
+                aside = None
+                if done.exists():  # --rerun: the earlier outputs wait aside until this ends
+                    aside = folder.with_name(f".{fp}.rerun-{time.time_ns()}")
+                    folder.rename(aside)
+                try:
+                    # the folder is the stage's own: a stage writing into it (finetune,
+                    # explain...) finds its marker beside the pipeline's stage_run.json
+                    mark_output_folder(folder, spec.kind)
+                    started = time.perf_counter()
+                    result = _run_stage(pipeline, spec, folder, known, parent, progress)
+                    result.fingerprint = fp
+                    result.seconds = time.perf_counter() - started
+                    result.basis = _basis(spec, known)
+                    parent.log_metrics({f"seconds.{spec.name}": result.seconds})
+                    with atomic_file(done) as f:
+                        json.dump(dataclasses.asdict(result), f, indent=2)
+                except BaseException:
+                    if aside is not None:  # the earlier outputs come back whole
+                        shutil.rmtree(folder, ignore_errors=True)
+                        aside.rename(folder)
+                    raise
+                if aside is not None:
+                    shutil.rmtree(aside, ignore_errors=True)
             results[spec.name] = result
             if on_stage is not None:
                 on_stage(result)

@@ -225,6 +225,13 @@ def test_fingerprints_follow_code_and_algorithm_versions(monkeypatch):
     assert _fingerprint(prepare, {}) != prepared  # nor a store whose index has changed
     monkeypatch.setattr(ecgtransfer, "__version__", ecgtransfer.__version__ + ".post1")
     assert _fingerprint(synth, {}) != before[1]  # nor a new package version any output
+    monkeypatch.undo()
+    import ecgtransfer.stages as stages
+
+    real = stages._module_hash  # nor edited code: the generator's wrapper here
+    monkeypatch.setattr(stages, "_module_hash",
+                        lambda m: real(m) + ("x" if m == "ecgtransfer.data.deepfake" else ""))
+    assert _fingerprint(synth, {}) != before[1] and _fingerprint(label, {}) == before[0]
 
 
 def test_a_damaged_tracking_store_is_one_line(tmp_path, capsys, monkeypatch):

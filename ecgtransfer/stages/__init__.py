@@ -15,6 +15,7 @@ Adding a stage is one module that calls :func:`register_stage` and its name in
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -164,13 +165,123 @@ class Stage:
         return list(dataclasses.fields(self.config))
 
     def algorithm_version(self) -> str:
+        """What made the stage's outputs: the package version, the hash of the stage's code
+        (:meth:`code_hashes`) and its algorithm's own version (the labeller's, NeuroKit2's, the
+        generator's package)."""
         from ecgtransfer import __version__
 
         own = self.version() if self.version is not None else ""
-        return f"{__version__}/{own}" if own else __version__
+        code = f"{__version__}/code {code_digest(self.code_hashes())}"
+        return f"{code}/{own}" if own else code
+
+    def code_hashes(self) -> dict[str, str]:
+        """Each ``ecgtransfer`` module the stage's code may run, with a hash of its code: the
+        stage's module, every package module it imports (at its top or inside a function),
+        and theirs in turn, plus the modules of the stages it runs (``flags_from``: a search
+        runs the stages it searches). Comments, docstrings and layout are not code: editing
+        them changes nothing."""
+        modules = {self.run.__module__}
+        for name in self.flags_from:
+            modules.add(get_stage(name).run.__module__)
+        return {m: _module_hash(m) for m in sorted(_closure(frozenset(modules)))}
 
 
 _REGISTRY: dict[str, Stage] = {}
+
+
+# ---- what code a stage runs -----------------------------------------------------------------
+def code_digest(hashes: dict[str, str]) -> str:
+    """12 hex digits over ``{module: hash}`` (:meth:`Stage.code_hashes`)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _module_file(module: str):
+    """The source file of an ``ecgtransfer`` module, None for anything else (or data)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]  # the ecgtransfer package folder
+    parts = module.split(".")
+    if parts[0] != "ecgtransfer":
+        return None
+    base = root.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(module: str):
+    import ast
+
+    path = _module_file(module)
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def code_hash(source: str) -> str:
+    """A hash of Python ``source``'s code: its syntax tree without docstrings, so comments,
+    docstrings and layout do not count."""
+    import ast
+
+    return _tree_hash(ast.parse(source))
+
+
+def _tree_hash(tree) -> str:
+    import ast
+    import copy
+    import hashlib
+
+    tree = copy.deepcopy(tree)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _module_hash(module: str) -> str:
+    return _tree_hash(_parsed(module))
+
+
+@functools.lru_cache(maxsize=None)
+def _imports(module: str) -> frozenset[str]:
+    """The ``ecgtransfer`` modules ``module`` imports anywhere in its code."""
+    import ast
+
+    found = set()
+    package = module if _module_file(module).name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(_parsed(module)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")  # import a.b.c runs a, a.b and a.b.c
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return frozenset(m for m in found if _module_file(m) is not None and m != module)
+
+
+@functools.lru_cache(maxsize=None)
+def _closure(modules: frozenset[str]) -> frozenset[str]:
+    seen: set[str] = set()
+    todo = [m for m in modules if _module_file(m) is not None]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(_imports(m) - seen)
+    return frozenset(seen)
 
 
 def register_stage(stage: Stage) -> Stage:
