@@ -639,3 +639,41 @@ def test_search_settings_that_reach_a_library_are_checked(tmp_path, cli, store10
     assert done.stderr.startswith("ecgtransfer: error: --storage postgresql://me:***@127.0.0.1:1/"
                                   "db: cannot be opened as an Optuna storage (")
     assert "secret" not in done.stderr
+
+
+def test_a_trial_that_fails_inside_the_stage_is_a_failed_run_with_its_reason(tmp_path, cli,
+                                                                             store100,
+                                                                             monkeypatch):
+    """Unseen-data defect: trials that failed inside the stage before its own run began (a
+    store too small for the settings) appeared only in Optuna. Every trial is an MLflow run,
+    FAILED, saying why."""
+    def fails(config, context):
+        raise ValueError(f"{config.store}: the store cannot train these settings")
+
+    _instant_trials(monkeypatch, fails)
+    done = cli(*_args(store100, _space(tmp_path), 2))
+    assert done.returncode == 2
+    runs = _runs(tmp_path)
+    trials = runs[runs["tags.ecgtransfer.stage"] == "finetune"]
+    assert len(trials) == 2 and (trials["status"] == "FAILED").all()
+    assert trials["tags.mlflow.note.content"].str.contains(
+        "failed before training: .*the store cannot train these settings").all()
+    assert set(trials["tags.ecgtransfer.trial"]) == {"0", "1"}
+
+
+def test_a_class_no_training_record_has_gets_weight_0_with_a_warning(caplog):
+    """Unseen-data defect: a fold without a HYP record ended the trial. The class gets weight
+    0 (it has no positive record for a weight to act on), and a warning names it."""
+    import logging
+
+    import numpy as np
+
+    from ecgtransfer.stages.finetune import _class_weights
+
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32)
+    with caplog.at_level(logging.WARNING):
+        w = _class_weights(y, True, "store", ("NORM", "MI", "HYP"))
+    assert w.tolist() == [1.0, 1.0, 0.0]
+    assert "no training record has HYP: weight 0" in caplog.text
+    single = _class_weights(np.array([0, 0, 1, 1]), False, "store", ("NORM", "MI", "HYP"))
+    assert single.tolist() == pytest.approx([4 / 6, 4 / 6, 0.0])

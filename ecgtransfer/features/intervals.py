@@ -12,9 +12,11 @@ delineation (5), so they differ only in where the wave boundaries are put. What 
 How a record is measured (every step justified by ``benchmarks/bench_label.py`` against LUDB's
 cardiologists; ``docs/labels.md`` has the figures):
 
-1. **Checks.** A record shorter than ``min_duration_s``, or with a lead that is missing, holds NaN,
-   is flat or saturated, gets NaN for every interval with that reason. Other rates are resampled to
-   ``fs`` (500 Hz).
+1. **Checks.** A record shorter than ``min_duration_s``, or with a lead that is missing, gets NaN
+   for every interval with that reason. A lead that holds NaN, is flat or saturated is left out
+   (``dropped_leads`` names it and why) and the record measured on the others, unless fewer than
+   half of its leads are good: then every interval is NaN, ``too few good leads``. Other rates are
+   resampled to ``fs`` (500 Hz).
 2. **Cleaning.** ``nk.ecg_clean`` on each of the 8 leads (I, II, V1-V6); III, aVR, aVL and aVF are
    derived from the cleaned I and II, so 12 leads are delineated as the cardiologists did.
 3. **R peaks agreed across leads.** ``nk.ecg_findpeaks`` with several methods on each of the 8 leads;
@@ -64,15 +66,19 @@ from ecgtransfer.data.transforms import resample
 from ecgtransfer.features import fast
 from ecgtransfer.features.vocabulary import INTERVALS, status_column
 
-__all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "METHODS", "STATUS_COLUMNS",
-           "ecg_intervals", "ecg_waves", "unmeasured", "WAVE_COLUMNS"]
+__all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "METHODS", "OPTIONAL_COLUMNS",
+           "STATUS_COLUMNS", "ecg_intervals", "ecg_waves", "unmeasured", "WAVE_COLUMNS"]
 
 # Bumped whenever the algorithm changes what it computes: part of the config hash.
-LABELLER_VERSION = 2
+LABELLER_VERSION = 3
 STATUS_COLUMNS: tuple[str, ...] = tuple(status_column(c) for c in INTERVALS)
-LABEL_COLUMNS: tuple[str, ...] = ("record_id", *INTERVALS, "n_beats", "leads", *STATUS_COLUMNS)
-"""A label file's columns; ``leads`` (the recorded leads measured, space-separated) is new in
-labeller version 2 and optional when a file is read."""
+LABEL_COLUMNS: tuple[str, ...] = ("record_id", *INTERVALS, "n_beats", "leads", "dropped_leads",
+                                  *STATUS_COLUMNS)
+"""A label file's columns. ``leads`` (the recorded leads measured, space-separated) is new in
+labeller version 2, ``dropped_leads`` (each lead left out and why, ``; ``-separated) in version
+3; both are optional when a file is read."""
+OPTIONAL_COLUMNS: tuple[str, ...] = ("leads", "dropped_leads")
+"""Columns a label file of an earlier labeller version may lack."""
 MIN_FS = 100.0
 """The lowest sampling rate measured (Hz); ``docs/labels.md`` states the accuracy at 100 Hz."""
 OK = "ok"
@@ -187,10 +193,11 @@ def neurokit2_version() -> str:
 
 
 def unmeasured(record_id: str, reason: str, n_beats: float = np.nan,
-               leads: Sequence[str] = ()) -> dict[str, Any]:
+               leads: Sequence[str] = (), dropped: Sequence[str] = ()) -> dict[str, Any]:
     """A result row with every interval NaN for one reason."""
     row: dict[str, Any] = {"record_id": record_id, **dict.fromkeys(INTERVALS, np.nan),
-                           "n_beats": n_beats, "leads": " ".join(leads)}
+                           "n_beats": n_beats, "leads": " ".join(leads),
+                           "dropped_leads": "; ".join(dropped)}
     row.update(dict.fromkeys(STATUS_COLUMNS, reason))
     return row
 
@@ -464,7 +471,9 @@ def ecg_intervals(signal: np.ndarray, fs: float, leads: Sequence[str], *, record
     -------
     dict
         ``record_id, hr_bpm, pr_ms, qrs_ms, qt_ms, n_beats``, ``leads`` (the recorded leads
-        measured, space-separated) and ``hr_status, pr_status, qrs_status, qt_status``: ``"ok"``, or why the value is NaN. Never raises on bad signals.
+        measured, space-separated), ``dropped_leads`` (each lead left out and why: flat,
+        saturated or holding NaN) and ``hr_status, pr_status, qrs_status, qt_status``: ``"ok"``,
+        or why the value is NaN. Never raises on bad signals.
 
     Raises
     ------
@@ -508,10 +517,20 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
     if seconds < cfg.min_duration_s:
         return unmeasured(record_id,
                           f"too short ({seconds:.2f} s < {cfg.min_duration_s:g} s)"), None
-    for name, lead in zip(names, x):
-        problem = _lead_problem(name, lead, fs, cfg)
-        if problem:
-            return unmeasured(record_id, problem), None
+    # a lead that is flat, saturated or holds NaN (a loose electrode) is left out, and the
+    # record measured on the others, as long as at least half of its leads are good
+    problems = [_lead_problem(name, lead, fs, cfg) for name, lead in zip(names, x)]
+    dropped = [p for p in problems if p]
+    good = [i for i, p in enumerate(problems) if not p]
+    if len(good) < max(1, -(-len(names) // 2)):
+        if len(names) == 1:
+            return unmeasured(record_id, dropped[0]), None
+        more = f" and {len(dropped) - 2} more" if len(dropped) > 2 else ""
+        return unmeasured(record_id, f"too few good leads ({len(good)} of {len(names)}): "
+                                     f"{'; '.join(dropped[:2])}{more}",
+                          dropped=dropped), None
+    if dropped:
+        x, names = x[good], [names[i] for i in good]
     if fs != cfg.fs:
         x, fs = resample(x, fs, cfg.fs).astype(np.float64), cfg.fs
 
@@ -526,9 +545,9 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
     peaks = _agreed_peaks(clean[voters], fs, cfg)
     if len(peaks) < 2:
         return unmeasured(record_id, f"too few beats ({len(peaks)} R peak(s) agreed across leads)",
-                          n_beats=float(len(peaks)), leads=names), None
+                          n_beats=float(len(peaks)), leads=names, dropped=dropped), None
     rr = float(np.median(np.diff(peaks)))
-    row = unmeasured(record_id, OK, n_beats=float(len(peaks)), leads=names)
+    row = unmeasured(record_id, OK, n_beats=float(len(peaks)), leads=names, dropped=dropped)
     row["hr_bpm"] = 60.0 * fs / rr
 
     measured = _with_derived_limb_leads(clean, names)

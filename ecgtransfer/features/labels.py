@@ -36,8 +36,9 @@ import numpy as np
 import pandas as pd
 
 from ecgtransfer.data.store import SignalStore
-from ecgtransfer.features.intervals import (LABEL_COLUMNS, STATUS_COLUMNS, LabellerConfig,
-                                            ecg_intervals, neurokit2_version, unmeasured)
+from ecgtransfer.features.intervals import (LABEL_COLUMNS, OPTIONAL_COLUMNS, STATUS_COLUMNS,
+                                            LabellerConfig, ecg_intervals, neurokit2_version,
+                                            unmeasured)
 from ecgtransfer.features.vocabulary import (INTERVALS, UNITS, implausible_reason, plausible,
                                              plausible_range, status_column)
 from ecgtransfer.files import append_synced, atomic_file, exclusive_lock, on_disk_full
@@ -126,7 +127,7 @@ def read_labels(path: str | Path) -> pd.DataFrame:
                             na_values=[""], skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise LabelError(f"{path}: unreadable label file ({str(exc).strip()})") from None
-    missing = [c for c in LABEL_COLUMNS if c not in table.columns and c != "leads"]
+    missing = [c for c in LABEL_COLUMNS if c not in table.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise LabelError(f"{path}: not a label file (no column {missing[0]!r})")
     lines = table.index.to_numpy() + 2  # file lines, the header is 1

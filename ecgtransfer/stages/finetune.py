@@ -231,15 +231,22 @@ def statement_targets(index: pd.DataFrame, task: str, where: str = "store"
 
 def _class_weights(y: np.ndarray, multilabel: bool, where: str,
                    classes: tuple[str, ...] = SUPERCLASSES) -> np.ndarray:
+    """Inverse-frequency weights of the training records' classes; a class no training record
+    has (a small fold, a low train fraction) gets weight 0, with a warning naming it: it has no
+    positive record for a weight to act on."""
     k = len(classes)
-    counts = y.sum(axis=0) if multilabel else np.bincount(y, minlength=k)
+    counts = (y.sum(axis=0) if multilabel else np.bincount(y, minlength=k)).astype(np.float64)
     absent = [c for c, n in zip(classes, counts) if n == 0]
     if absent:
-        raise ValueError(f"{where}: class weights, but no training record has "
-                         f"{', '.join(absent)} (raise train_fraction)")
+        log.warning("%s: class weights, but no training record has %s: weight 0 (raise "
+                    "train_fraction to learn it)", where, ", ".join(absent))
+    present = counts > 0
+    weights = np.zeros(k, dtype=np.float64)
     if multilabel:
-        return (len(y) - counts) / counts
-    return len(y) / (k * counts)
+        weights[present] = (len(y) - counts[present]) / counts[present]
+    else:
+        weights[present] = len(y) / (k * counts[present])
+    return weights
 
 
 def evaluate(task, probs: np.ndarray, y: np.ndarray, n_resamples: int, seed: int

@@ -785,6 +785,8 @@ class _Objective:
             state = "failed"
             if isinstance(exc, OSError) and disk_full(exc):
                 raise
+            if not self._runs_of(trial.number):  # it failed before its run began: one says so
+                self._refused(trial, name, sampled, exc, refused=False)
             raise self._failed(trial, exc) from None
         finally:
             trial.set_user_attr("epochs", len(history))
@@ -803,9 +805,11 @@ class _Objective:
                                                  "the epoch the stage kept"))
         return value
 
-    def _refused(self, trial, name: str, sampled: dict, exc: ConfigError) -> None:
-        """A child run for a trial whose settings the stage refused, so that every trial is a
-        run: its values as params, the reason as its description, FAILED."""
+    def _refused(self, trial, name: str, sampled: dict, exc: Exception,
+                 refused: bool = True) -> None:
+        """A child run for a trial whose settings the stage refused (or that failed before its
+        own run began), so that every trial is a run: its values as params, the reason as its
+        description, FAILED."""
         from ecgtransfer import tracking
 
         tags = {TAG + "stage": self.space.stage, TAG + "trial": str(trial.number),
@@ -814,7 +818,8 @@ class _Objective:
         with tracking.open_run(experiment=self.config.experiment, name=name, tags=tags,
                                parent=self.search_run) as run:
             run.log_params(sampled)
-            run.set_note(f"The {self.space.stage} stage refused these settings: {exc}")
+            run.set_note(f"The {self.space.stage} stage refused these settings: {exc}" if refused
+                         else f"The {self.space.stage} stage failed before training: {exc}")
         tracking.end_run(run.id, "FAILED")
 
     @staticmethod
@@ -824,13 +829,18 @@ class _Objective:
         log.warning("trial %d failed: %s", trial.number, reason)
         return _TrialFailed(reason)
 
+    def _runs_of(self, number: int) -> list:
+        """The MLflow runs of trial ``number`` of this search."""
+        from ecgtransfer import tracking
+
+        return list(tracking.search_runs([self.config.experiment],
+                                         f"tags.`{TAG}search_run` = '{self.search_run}' and "
+                                         f"tags.`{TAG}trial` = '{number}'"))
+
     def _tag(self, number: int, state: str) -> None:
         from ecgtransfer import tracking
 
-        runs = tracking.search_runs([self.config.experiment],
-                                    f"tags.`{TAG}search_run` = '{self.search_run}' and "
-                                    f"tags.`{TAG}trial` = '{number}'")
-        for found in runs:
+        for found in self._runs_of(number):
             tracking.Run(found.info.run_id).set_tags({TAG + "trial_state": state})
 
 
