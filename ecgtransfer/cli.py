@@ -266,8 +266,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(plan_text(plan_pipeline(pipeline, rerun)))
         return 0
 
+    from ecgtransfer.stages import get_stage
+
     def report(r) -> None:
-        first = r.summary.splitlines()[0] if r.summary and r.kind != "compare" else ""
+        answers = get_stage(r.kind).answers  # printed whole at the end
+        first = r.summary.splitlines()[0] if r.summary and not answers else ""
         took = "reused" if r.reused else f"done in {r.seconds:.0f} s"
         print(f"{r.kind} {r.name}: {took} -> {r.output}{'; ' + first if first else ''}",
               flush=True)
@@ -275,7 +278,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     results = run_pipeline(pipeline, progress=not args.quiet and sys.stderr.isatty(),
                            on_stage=report, rerun=rerun)
     for r in results:
-        if r.kind == "compare":
+        if get_stage(r.kind).answers:
             print(f"\n{r.summary}", end="" if r.summary.endswith("\n") else "\n")
     from ecgtransfer import tracking
 

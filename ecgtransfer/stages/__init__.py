@@ -140,6 +140,10 @@ class Stage:
     flags_from : tuple of str
         Stages whose flags this stage's command takes too, into its config's ``rest`` setting
         (a search takes the flags of the stages it searches).
+    answers : bool
+        Its summary is the pipeline's answer (compare's table and sentences): ``ecgtransfer
+        run`` prints it whole at the end, and its exit status 1 (nothing to answer yet) does
+        not stop the pipeline.
     """
 
     name: str
@@ -157,6 +161,7 @@ class Stage:
     hands: tuple[str, ...] = ()
     actions: dict[str, tuple[str, Callable[[], str]]] = field(default_factory=dict)
     flags_from: tuple[str, ...] = ()
+    answers: bool = False
 
     def settings(self) -> list:
         """The config's fields (``dataclasses.Field``), in order."""

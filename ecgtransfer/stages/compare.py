@@ -1137,6 +1137,7 @@ def _answer(run, table: pd.DataFrame, diffs: pd.DataFrame, metric: str, said: li
 
 register_stage(Stage(
     "compare", CompareConfig, compare, command=("compare",), output="", reads="finetune",
+    answers=True,
     help="table and plot of fine-tune runs: strategy, source, freezing, train fraction -> "
          "test metrics over seeds",
     description="Group finished fine-tune runs (a cross-validation counts once, with its pooled "

@@ -740,7 +740,7 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
     fold). Finished folds are reused on resume; the folder's ``result.json`` is written last."""
     from ecgtransfer import tracking
     from ecgtransfer.config import to_dict, to_yaml
-    from ecgtransfer.stages.trained import _BOOKKEEPING, read_json, write_json
+    from ecgtransfer.stages.trained import BOOKKEEPING, read_json, write_json
 
     config = stage.config
     model = stage.build_model()  # the first fold's: what the run is, for its name and tags
@@ -761,7 +761,7 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
                                   marker=stage.out / "parent_run.json",
                                   parent=parent_run_id) as run:
         # params skip keys logged already, so a run reopened by --resume keeps its own
-        settings = {k: v for k, v in to_dict(config).items() if k not in _BOOKKEEPING}
+        settings = {k: v for k, v in to_dict(config).items() if k not in BOOKKEEPING}
         run.log_params({**settings, "input": {"fs": model.meta["fs"],
                                               "n_samples": model.meta["n_samples"],
                                               "leads": model.meta["leads"]},

@@ -30,11 +30,13 @@ from ecgtransfer.config import (ConfigError, LoopConfig, check, check_run_folder
                                 setting, to_dict, to_yaml)
 from ecgtransfer.stages import Context
 
-__all__ = ["TrainingConfig", "TrainedStage", "Training", "write_json", "read_json",
+__all__ = ["BOOKKEEPING", "TrainingConfig", "TrainedStage", "Training", "write_json", "read_json",
            "used_counts", "check_model_settings", "SPLITS"]
 
 SPLITS = ("auto", "folds", "A", "B", "random", "stratified")
-_BOOKKEEPING = ("out", "experiment", "tracking_uri", "run_name")
+BOOKKEEPING = ("out", "experiment", "tracking_uri", "run_name")
+"""Settings that say where a run is written and logged, not what it trains: left out of its
+logged params, a search's best config and the settings a search varies."""
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +326,7 @@ class TrainedStage:
             if run.new:
                 # what the model was trained with; where it was written or logged is
                 # bookkeeping (config.yaml keeps it)
-                settings = {k: v for k, v in to_dict(self.config).items() if k not in _BOOKKEEPING}
+                settings = {k: v for k, v in to_dict(self.config).items() if k not in BOOKKEEPING}
                 params = {**settings, **job.params, "device": str(self.device),
                           "world_size": self.dist.world_size}
                 run.log_params({k: v for k, v in params.items()

@@ -36,6 +36,7 @@ from typing import Any
 from ecgtransfer.config import (ConfigError, check, check_run_folder, config_hash, from_dict,
                                 read_yaml, setting, to_dict, to_yaml)
 from ecgtransfer.stages import Context, Stage, StageResult, get_stage, register_stage
+from ecgtransfer.stages.trained import BOOKKEEPING
 from ecgtransfer.tracking import TAG, EndedEarly
 
 __all__ = ["TuneConfig", "SearchSpace", "Param", "read_space", "tune", "SEARCHABLE"]
@@ -47,9 +48,10 @@ SEARCHABLE = ("pretrain", "finetune")
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "halving", "none")
 _KINDS = ("float", "int", "categorical")
-_BOOKKEEPING = ("out", "experiment", "tracking_uri", "run_name")
-"""Settings a search decides for its trials; a best config leaves them out (the stage's
-defaults apply), so that ``finetune --config best_config.yaml`` runs as it is."""
+_BOOKKEEPING = BOOKKEEPING
+"""Settings a search decides for its trials (the training skeleton's bookkeeping); a best config
+leaves them out (the stage's defaults apply), so that ``finetune --config best_config.yaml`` runs
+as it is."""
 
 
 @dataclass(frozen=True, kw_only=True)
