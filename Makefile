@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup quickstart test bench clean
+.PHONY: setup quickstart test test-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ quickstart: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The developer's loop: everything but the subprocess, torchrun, browser, notebook and
+# whole-pipeline tests (marked slow); `make test` (what CI runs) keeps them all.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup
 	$(BIN)/python benchmarks/bench_store.py

@@ -22,7 +22,15 @@ LUDB = SHARED / "ludb-sample"
 CINC = SHARED / "cinc2021-sample"
 
 
+SLOW_FIXTURES = ("quickstart", "ui")
+"""Fixtures that run a whole pipeline or start a server: their tests are ``slow``, left out of
+the fast loop (``make test-fast``) and run by the full suite (``make test``, CI)."""
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(name in item.fixturenames for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
     if PTBXL.exists():
         return
     # In CI the real data must be there: failing beats a suite that silently skips everything.
@@ -32,6 +40,44 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "shared_data" in item.fixturenames:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, its tables made once for the whole session."""
+    from ecgtransfer import tracking
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    cwd = os.getcwd()
+    os.chdir(folder)  # the Default experiment's artifacts would go beside the template
+    try:
+        tracking.setup(f"sqlite:///{folder / 'mlflow.db'}")
+    finally:
+        os.chdir(cwd)
+    return folder / "mlflow.db"
+
+
+@pytest.fixture(autouse=True)
+def _new_stores_from_the_template(monkeypatch, _mlflow_template):
+    """A new SQLite tracking store that a test opens in this process starts as a copy of the
+    template instead of running MLflow's ~40 table migrations again (about 0.8 s a store, and
+    dozens of stores). Processes a test starts, and stores in folders that do not exist, are
+    left to MLflow and ecgtransfer as they are."""
+    import re
+
+    from ecgtransfer import tracking
+
+    real = tracking.setup
+
+    def setup(uri=None, experiment=None):
+        found = re.match(r"sqlite:///(.+)$", tracking.tracking_uri(uri))
+        if found:
+            path = Path(found.group(1))
+            if not path.exists() and path.parent.is_dir():
+                shutil.copyfile(_mlflow_template, path)
+        return real(uri, experiment)
+
+    monkeypatch.setattr(tracking, "setup", setup)
 
 
 @pytest.fixture(scope="session")

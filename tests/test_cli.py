@@ -24,6 +24,7 @@ def test_every_command_explains_itself(words, capsys):
     assert out.startswith("usage: ecgtransfer") and len(out.splitlines()) > 4
 
 
+@pytest.mark.slow
 def test_version_and_console_script():
     out = subprocess.run([sys.executable, "-m", "ecgtransfer", "--version"], capture_output=True,
                          text=True, check=True).stdout

@@ -136,6 +136,7 @@ def test_a_larger_n_appends_only_the_missing_records(tmp_path, reference):
     assert again.written == 0 and len(again.store) == 40
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_store(tmp_path):
     """SIGKILL mid-run (after the first flush), then the same command again."""
     n = 400

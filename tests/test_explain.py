@@ -407,6 +407,7 @@ def test_a_cross_validation_explains_each_record_with_the_fold_that_held_it_out(
         _explain(trained, tmp_path, model=str(cv), records=[test["record_id"][5]], log=False)
 
 
+@pytest.mark.slow
 def test_explain_is_a_pipeline_stage(trained, tmp_path):
     from ecgtransfer.pipeline import load_pipeline, run_pipeline
 

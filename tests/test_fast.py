@@ -60,6 +60,7 @@ def test_a_detector_failing_on_a_row_costs_only_that_row(records):
         assert len(peaks) == 8 and len(peaks[0]) >= 5 and len(peaks[3]) == 0, method
 
 
+@pytest.mark.slow
 def test_labelling_does_not_import_neurokit2(ludb_root):
     """Importing NeuroKit2 takes about 2 s; the default labeller runs without it."""
     import subprocess

@@ -268,6 +268,7 @@ def test_bad_sources_and_stores_fail_with_one_line(ptbxl_labelled, deepfake_labe
     assert not (tmp_path / "run").exists()  # nothing written by a run that could not start
 
 
+@pytest.mark.slow
 def test_torchrun_gradual_two_processes_on_cpu(ptbxl_labelled, pretrained, tmp_path):
     """Freezing and unfreezing mid-run re-wrap DDP (a stale wrapper waits for gradients that
     frozen parameters never get, and fails)."""

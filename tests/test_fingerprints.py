@@ -73,6 +73,7 @@ def _edited(monkeypatch, module: str) -> None:
                         lambda m: real(m) + ("-edited" if m == module else ""))
 
 
+@pytest.mark.slow
 def test_editing_a_stages_code_runs_it_and_its_downstream_again_and_nothing_else(small,
                                                                                  monkeypatch):
     from ecgtransfer.pipeline import load_pipeline, plan_pipeline
@@ -100,6 +101,7 @@ def test_editing_a_stages_code_runs_it_and_its_downstream_again_and_nothing_else
         assert _ran(small) == {"ludb": True, "labels": True}
 
 
+@pytest.mark.slow
 def test_rerun_forces_a_stage_and_its_downstream_and_a_failed_rerun_loses_nothing(
         small, monkeypatch):
     import ecgtransfer.stages as stages

@@ -13,6 +13,7 @@ from nbclient import NotebookClient
 from conftest import REPO, SHARED
 
 NOTEBOOKS = REPO / "notebooks"
+pytestmark = pytest.mark.slow  # a real kernel per notebook
 
 
 def _execute(name: str, env: dict[str, str], monkeypatch) -> nbformat.NotebookNode:

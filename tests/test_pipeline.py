@@ -438,6 +438,7 @@ def test_the_challenge_pipeline_is_valid(shared_data, tmp_path):
             load_pipeline(path)
 
 
+@pytest.mark.slow
 def test_a_stage_refers_to_another_pipelines_stage_by_name(tmp_path, monkeypatch):
     """``${FILE:stage}``: the other file's stage as it is defined now, once it has finished; a
     change there is a change here. Errors name the file and line."""

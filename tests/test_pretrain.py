@@ -236,6 +236,7 @@ def test_best_weights_are_a_copy(ptbxl_labelled):
     assert len(fit.history) == 3
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(deepfake_labelled, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -301,6 +302,7 @@ def test_cli_lists_models(cli):
     assert "resnet1d_fast (default)" in proc.stdout and "inception1d:" in proc.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_killed_and_a_resume_finishes_it(ptbxl_labelled, tmp_path):
     """A scheduler's preemption (SIGTERM) ends like Ctrl-C: exit 143, the MLflow run KILLED,
     no half-written file; a resume then finishes the run."""

@@ -209,6 +209,7 @@ def test_an_output_file_named_as_a_folder_is_one_line(cli, tmp_path):
     assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "folder").iterdir())
 
 
+@pytest.mark.slow
 def test_a_training_stage_writes_into_the_folder_its_pipeline_made(ptbxl_store, tmp_path):
     """The pipeline leaves stage_run.json in a stage's folder before the stage runs; the stage
     (finetune here, without a grid) still finds the folder its own, and a re-run reuses it."""

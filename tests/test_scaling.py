@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,7 @@ def test_default_model_named_in_compare_is_the_registry_default():
     assert _DEFAULT_MODEL == DEFAULT_MODEL
 
 
+@pytest.mark.slow
 def test_the_scaling_pipeline_reduced_plots_each_axis_and_cost(tmp_path):
     """2 depths x 2 kernels at width 16, one seed, 3 folds, 1 epoch: every model is its own
     group with its own architecture values and cost; axes.csv holds the grid, cost grows with

@@ -162,6 +162,7 @@ def test_wrong_base_settings_fail_before_any_trial(tmp_path, cli, store100):
     assert not (tmp_path / "runs" / "tune" / "trials").exists()
 
 
+@pytest.mark.slow
 def test_trials_are_child_runs_and_the_best_config_is_a_finetune_config(tmp_path, cli, store100):
     """Four TPE trials: each a child run of the search's run with its own settings as params,
     per-epoch metrics and a state; the search run carries the best value and the best config,
@@ -248,6 +249,7 @@ def test_pruning_stops_a_trial_and_its_run_says_so(tmp_path, cli, store100, monk
     assert not (tmp_path / "runs" / "tune" / "best_config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_search_continues_the_same_study(tmp_path, store100):
     """SIGTERM during the second trial: exit 143, that trial's run KILLED. The same command
     again continues the same study under the same search run: the interrupted trial runs again
@@ -291,6 +293,7 @@ def test_a_killed_search_continues_the_same_study(tmp_path, store100):
                      "tags.mlflow.parentRunId"] == search_id).all()
 
 
+@pytest.mark.slow
 def test_the_grid_sampler_runs_every_combination_once(tmp_path, cli, store100):
     space = _space(tmp_path, "stage: finetune\nparams:\n"
                              "  class_weights: {type: categorical, choices: [none, sqrt]}\n"
@@ -329,6 +332,7 @@ def test_tune_config_routes_unknown_keys_to_the_searched_stage():
         from_dict(TuneConfig, {"space": "s.yaml", "trails": 3})
 
 
+@pytest.mark.slow
 def test_a_pretrain_search_tunes_a_regressor(tmp_path, cli, deepfake_labelled):
     """A space over pretrain settings: each trial is one QRS regressor, the objective its
     validation score (lower is better), and the best config is a pretrain config."""
@@ -355,6 +359,7 @@ def test_a_pretrain_search_tunes_a_regressor(tmp_path, cli, deepfake_labelled):
     assert (runs["tags.ecgtransfer.stage"] == "pretrain").sum() == 3
 
 
+@pytest.mark.slow
 def test_tune_is_a_pipeline_stage(tmp_path):
     """`stage: tune` in a pipeline: its searched stage's settings sit beside its own (a store
     referred to by ${...}), checked before any work; the search and its trials nest under the
@@ -409,6 +414,7 @@ def _runs_of(folder: Path, experiment: str):
     return mlflow.search_runs(experiment_names=[experiment])
 
 
+@pytest.mark.slow
 def test_a_trial_the_stage_refuses_fails_alone_and_is_a_run(tmp_path, cli, store100):
     """A space whose values the stage refuses in part (head dropout 2.0): those trials fail,
     each with one line and a FAILED child run saying why, and the search goes on to the trials
