@@ -161,3 +161,25 @@ def test_seed_and_record_draws_are_paired_and_seeded():
     assert max(s.max() for s, _ in a) == 2 and max(r.max() for _, r in a) <= 49
     low, high = percentile_interval(np.r_[np.arange(101.0), np.nan])
     assert (low, high) == pytest.approx((2.5, 97.5))
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_the_predictions_table_reads_back_what_it_wrote(tmp_path, multilabel):
+    """One writer and one reader of the predictions table (finetune writes, compare and the
+    cross-validation's pooling read): the arrays come back as they went in."""
+    from ecgtransfer.training.predictions import (prediction_arrays, predictions_table,
+                                                  read_predictions, write_predictions)
+
+    rng = np.random.default_rng(0)
+    classes = ["NORM", "MI", "CD"]
+    probs = rng.random((7, 3))
+    y = (rng.random((7, 3)) > 0.5).astype(int) if multilabel else rng.integers(0, 3, 7)
+    ids = [f"{i:05d}" for i in range(7)]
+    path = write_predictions(predictions_table(ids, classes, probs, y, multilabel),
+                             tmp_path / "p.csv")
+    table = read_predictions(path)
+    assert list(table["record_id"]) == ids
+    got_classes, got_probs, got_y, got_multi = prediction_arrays(table)
+    assert got_classes == classes and got_multi == multilabel
+    np.testing.assert_allclose(got_probs, probs, rtol=1e-12)
+    np.testing.assert_array_equal(got_y, y)

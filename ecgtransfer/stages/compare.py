@@ -35,6 +35,8 @@ import pandas as pd
 from ecgtransfer.config import check, setting
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.tracking import TAG as _TAG
+from ecgtransfer.training.predictions import (OOF_PREDICTIONS, TEST_PREDICTIONS,
+                                              prediction_arrays, read_predictions)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ COSTS = ("params", "macs", "latency_ms_b1", "latency_ms_b64")
 _COLUMNS = ["run_id", "run_name", *GROUP, "seed", "evaluation", "n_train", "n_test", "model",
             "model_kwargs"] + [f"{m}{s}" for m in METRICS for s in ("", "_ci_low", "_ci_high")] + [
     f"cost_{c}" for c in COSTS]
-_PREDICTIONS = {"cv": "oof_predictions.csv", "test": "test_predictions.csv"}
+_PREDICTIONS = {"cv": OOF_PREDICTIONS, "test": TEST_PREDICTIONS}
 _DEFAULT_MODEL = "resnet1d_fast"
 """The architecture of a scratch run that names none (``ecgtransfer.models.DEFAULT_MODEL``,
 not imported here: that would import torch with the command line)."""
@@ -151,76 +153,6 @@ def run_predictions(runs: pd.DataFrame,
     return out
 
 
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """A predictions table (``test_predictions.csv``, ``oof_predictions.csv``), checked: a
-    ``record_id`` column, ``p_<class>`` probabilities in [0, 1], the truth (``true``, one of the
-    classes, single-label; ``true_<class>``, 0 or 1, multi-label) and, if there, whole ``fold``
-    numbers.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The table, ``record_id`` and ``true`` as text, probabilities as floats.
-
-    Raises
-    ------
-    ValueError
-        What is wrong with the file, in a few words (the caller names the file and its run).
-    """
-    try:
-        table = pd.read_csv(path, dtype={"record_id": str})
-    except pd.errors.EmptyDataError:
-        raise ValueError("empty file") from None
-    except (ValueError, OSError) as exc:  # ParserError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"not a readable CSV table ({type(exc).__name__})") from None
-    columns = [str(c) for c in table.columns]
-    classes = [c[2:] for c in columns if c.startswith("p_")]
-    if "record_id" not in columns:
-        raise ValueError("no record_id column (not a predictions table)")
-    if not classes:
-        raise ValueError("no probability columns (p_<class>)")
-    if table.empty:
-        raise ValueError("no rows")
-    if table["record_id"].isna().any():
-        raise ValueError(f"{int(table['record_id'].isna().sum())} rows without a record_id")
-    if "true" in columns:
-        table["true"] = table["true"].astype(str)
-        wrong = ~table["true"].isin(classes)
-        if wrong.any():
-            raise ValueError(f"{int(wrong.sum())} true labels not among its classes "
-                             f"({', '.join(classes)}), e.g. {table['true'][wrong].iloc[0]!r}")
-    else:
-        missing = [f"true_{c}" for c in classes if f"true_{c}" not in columns]
-        if missing:
-            raise ValueError("no truth: neither a true column (single-label) nor "
-                             f"{', '.join(missing)} (multi-label)")
-        for c in classes:
-            truth = pd.to_numeric(table[f"true_{c}"], errors="coerce")
-            if not truth.isin([0, 1]).all():
-                raise ValueError(f"true_{c} holds values other than 0 and 1")
-    probs = table[[f"p_{c}" for c in classes]]
-    numeric = probs.apply(pd.to_numeric, errors="coerce").astype(np.float64)
-    said = []
-    for text, bad in (("{n} NaN {p}", probs.isna()),
-                      ("{n} {p} not a number", numeric.isna() & probs.notna()),
-                      ("{n} infinite {p}", np.isinf(numeric)),
-                      ("{n} {p} outside [0, 1]",
-                       np.isfinite(numeric) & ((numeric < 0) | (numeric > 1)))):
-        count = int(bad.to_numpy().sum())
-        if count:
-            where = ", ".join(c for c in bad.columns if bad[c].any())
-            said.append(text.format(n=count, p="probability" if count == 1 else "probabilities")
-                        + f" ({where})")
-    if said:
-        raise ValueError("; ".join(said))
-    table[numeric.columns] = numeric
-    if "fold" in columns:
-        folds = pd.to_numeric(table["fold"], errors="coerce")
-        if not (np.isfinite(folds) & (folds == np.round(folds))).all():
-            raise ValueError("fold holds values that are not whole numbers")
-    return table
-
-
 @dataclass
 class _Stack:
     """The predictions of runs that differ only in seed, on the records they share."""
@@ -269,17 +201,10 @@ class Bootstrap:
         if not len(ids):
             return None
         first = tables[0].loc[ids]
-        classes = [c[2:] for c in first.columns if c.startswith("p_")]
-        multilabel = "true" not in first.columns
-        if multilabel:
-            y = first[[f"true_{c}" for c in classes]].to_numpy(np.int64)
-        else:
-            y = first["true"].map({c: j for j, c in enumerate(classes)}).to_numpy()
-            if np.isnan(y.astype(np.float64)).any():
-                return None
-            y = y.astype(np.int64)
-        probs = np.stack([t.loc[ids, [f"p_{c}" for c in classes]].to_numpy(np.float64)
-                          for t in tables])
+        classes, _, y, multilabel = prediction_arrays(first)
+        if not multilabel and (y < 0).any():
+            return None
+        probs = np.stack([prediction_arrays(t.loc[ids], classes)[1] for t in tables])
         folds = first["fold"].to_numpy(np.int64) if "fold" in first.columns else np.ones(len(ids), np.int64)
         return _Stack(tuple(runs["run_id"]), list(runs["seed"]), ids, probs, y, folds, classes,
                       multilabel)

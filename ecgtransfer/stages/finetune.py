@@ -672,17 +672,9 @@ class _Finetune(TrainedStage):
 
     def _save_predictions(self, ids: np.ndarray, probs: np.ndarray, y: np.ndarray,
                           path: Path) -> None:
-        from ecgtransfer.files import atomic_file
+        from ecgtransfer.training.predictions import predictions_table, write_predictions
 
-        columns: dict[str, Any] = {"record_id": ids}
-        if self.multilabel:
-            columns.update({f"true_{c}": y[:, j].astype(int) for j, c in enumerate(self.classes)})
-        else:
-            columns["true"] = [self.classes[int(t)] for t in y]
-        columns.update({f"p_{c}": probs[:, j] for j, c in enumerate(self.classes)})
-        table = pd.DataFrame(columns)
-        with atomic_file(path) as f:
-            table.to_csv(f, index=False)
+        write_predictions(predictions_table(ids, self.classes, probs, y, self.multilabel), path)
 
 
 def _ci(interval) -> str:
@@ -741,6 +733,7 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
     from ecgtransfer import tracking
     from ecgtransfer.config import to_dict, to_yaml
     from ecgtransfer.stages.trained import BOOKKEEPING, read_json, write_json
+    from ecgtransfer.training.predictions import prediction_arrays
 
     config = stage.config
     model = stage.build_model()  # the first fold's: what the run is, for its name and tags
@@ -781,11 +774,9 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
         pooled = _pool(stage, [stage.out / f"fold{k + 1}" / "test_predictions.csv"
                                for k in range(config.cv)])
         path = stage.out / "oof_predictions.csv"
-        probs = pooled[[f"p_{c}" for c in stage.classes]].to_numpy(np.float64)
+        _, probs, y, _ = prediction_arrays(pooled, stage.classes)
         if stage.multilabel:
-            y = pooled[[f"true_{c}" for c in stage.classes]].to_numpy(np.float32)
-        else:
-            y = pooled["true"].map({c: j for j, c in enumerate(stage.classes)}).to_numpy(np.int64)
+            y = y.astype(np.float32)
         n_train = [f["counts"]["train"]["used"] for f in folds]
         run.log_params({"data": {"n_train": int(round(np.mean(n_train))),  # mean per fold
                                  "n_test": len(pooled)}})                # every fold's
@@ -811,19 +802,19 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
 def _pool(stage: _Finetune, files: list[Path]) -> pd.DataFrame:
     """The folds' test predictions as one table with a ``fold`` column, written (whole) as
     ``oof_predictions.csv`` in the cross-validation's folder."""
-    from ecgtransfer.files import atomic_file
+    from ecgtransfer.training.predictions import (OOF_PREDICTIONS, read_predictions,
+                                                  write_predictions)
 
     tables = []
     for k, f in enumerate(files):
         try:
-            table = pd.read_csv(f, dtype={"record_id": str})
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
-            raise ValueError(f"{f}: unreadable fold predictions ({type(exc).__name__}); "
-                             f"delete {f.parent} to redo that fold") from None
+            table = read_predictions(f)
+        except ValueError as exc:
+            raise ValueError(f"{f}: unusable fold predictions ({exc}); delete {f.parent} to "
+                             "redo that fold") from None
         tables.append(table.assign(fold=k + 1))
     pooled = pd.concat(tables, ignore_index=True)
-    with atomic_file(stage.out / "oof_predictions.csv") as out:
-        pooled.to_csv(out, index=False)
+    write_predictions(pooled, stage.out / OOF_PREDICTIONS)
     return pooled
 
 
