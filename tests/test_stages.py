@@ -276,3 +276,24 @@ def test_a_signal_during_a_tracking_write_waits_for_its_end():
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert order == ["write done", "signal", "after"]
+
+
+def test_a_stages_threads_setting_is_given_back(deepfake_labelled, tmp_path):
+    """``threads`` is the stage's setting, not the process's: torch has the caller's number of
+    threads again once the stage ends (pretrain, the models table)."""
+    import torch
+
+    from ecgtransfer.stages import Context, get_stage
+    from ecgtransfer.stages.models import ModelsConfig, cost_table
+    from ecgtransfer.stages.pretrain import PretrainConfig
+
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    cost_table(ModelsConfig(models=["cnn"], fs=[100.0], threads=wanted))
+    assert torch.get_num_threads() == before
+    stage = get_stage("pretrain")
+    stage.run(PretrainConfig(store=str(deepfake_labelled.path), targets=["qrs"], epochs=1,
+                             fs=100.0, device="cpu", threads=wanted, out=str(tmp_path / "pre"),
+                             tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+              Context(progress=False))
+    assert torch.get_num_threads() == before

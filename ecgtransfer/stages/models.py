@@ -55,20 +55,26 @@ def cost_table(config: ModelsConfig) -> pd.DataFrame:
     if unknown:
         raise ValueError(f"models: unknown model(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(list_models())}")
+    before = torch.get_num_threads()  # the setting is this table's, not the process's
     if config.threads:
         torch.set_num_threads(config.threads)
     rows = []
-    for name in names:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            net = create_model(name, in_channels=config.leads, num_outputs=config.num_outputs)
-        for fs in config.fs:
-            n = int(round(fs * config.seconds))
-            c = model_cost(net, fs, n, config.leads, latency=config.latency)
-            rows.append({"model": name + (" (default)" if name == DEFAULT_MODEL else ""),
-                         "fs_hz": fs, "n_samples": n, "params": c.params,
-                         "macs_m": c.macs / 1e6, "size_mb": c.size_mb,
-                         "latency_ms_b1": c.latency_ms_b1, "latency_ms_b64": c.latency_ms_b64})
+    try:
+        for name in names:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                net = create_model(name, in_channels=config.leads,
+                                   num_outputs=config.num_outputs)
+            for fs in config.fs:
+                n = int(round(fs * config.seconds))
+                c = model_cost(net, fs, n, config.leads, latency=config.latency)
+                rows.append({"model": name + (" (default)" if name == DEFAULT_MODEL else ""),
+                             "fs_hz": fs, "n_samples": n, "params": c.params,
+                             "macs_m": c.macs / 1e6, "size_mb": c.size_mb,
+                             "latency_ms_b1": c.latency_ms_b1,
+                             "latency_ms_b64": c.latency_ms_b64})
+    finally:
+        torch.set_num_threads(before)
     return pd.DataFrame(rows)
 
 

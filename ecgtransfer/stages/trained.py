@@ -224,9 +224,11 @@ class TrainedStage:
         self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = init_distributed(self.device)
         self.out = Path(config.out)
+        self._threads = None  # the caller's torch threads, restored by close()
         if config.threads:
             import torch
 
+            self._threads = torch.get_num_threads()
             torch.set_num_threads(config.threads)
 
     @property
@@ -393,10 +395,16 @@ class TrainedStage:
         return cost
 
     def close(self) -> None:
-        """Leave the ``torchrun`` process group, if any."""
+        """Leave the ``torchrun`` process group, if any, and give torch back the caller's
+        number of threads (``threads`` is the stage's setting, not the process's)."""
         from ecgtransfer.training.distributed import shutdown
 
         shutdown(self.dist)
+        if self._threads is not None:
+            import torch
+
+            torch.set_num_threads(self._threads)
+            self._threads = None
 
 
 def torch_threads() -> int:
