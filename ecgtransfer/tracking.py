@@ -16,6 +16,7 @@ so that loading a model never unpickles anything.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,8 +26,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-__all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "tracking_uri", "setup", "code_version",
-           "store_hash", "text", "flat_params", "describe_experiment", "open_run", "open_parent_run", "end_run", "search_runs",
+__all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "RunRecord", "tracking_uri", "setup",
+           "code_version", "store_hash", "text", "flat_params", "describe_experiment", "open_run",
+           "open_parent_run", "end_run", "find_runs", "search_runs",
            "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
            "download_artifact", "EndedEarly", "marked_run", "sqlite_folder",
            "download_plain_model", "PLAIN_MODEL_FILE", "ui_link", "latest_pipeline_experiment",
@@ -653,6 +655,58 @@ def experiment_id(name: str) -> str:
         raise ValueError(f"--experiment {name}: no such MLflow experiment at "
                          f"{mlflow.get_tracking_uri()}")
     return found.experiment_id
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """A run as plain values (what :func:`find_runs` returns): no MLflow object leaves this
+    module through it."""
+
+    run_id: str
+    name: str
+    status: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+    def tag(self, name: str, default: str = "") -> str:
+        """The ecgtransfer tag ``name`` (``stage`` reads ``ecgtransfer.stage``)."""
+        return self.tags.get(TAG + name, default)
+
+
+_TAG_VALUE = re.compile(r"[^'\\`]*")
+
+
+def find_runs(experiments: Sequence[str], *, status: str | None = None,
+              run_ids: Sequence[str] | None = None, **tags: str) -> list[RunRecord]:
+    """Runs of the named experiments whose ecgtransfer tags have the given values
+    (``find_runs(["ft"], stage="finetune", pipeline_run=ID, status="FINISHED")``), optionally
+    among ``run_ids`` only.
+
+    Raises
+    ------
+    ValueError
+        An experiment that does not exist, or a value that cannot be searched for (a quote),
+        naming it.
+    """
+    clauses = []
+    for name, value in tags.items():
+        if not _TAG_VALUE.fullmatch(str(value)):
+            raise ValueError(f"{name}: {value!r} cannot be searched for (it holds a quote)")
+        clauses.append(f"tags.`{TAG}{name}` = '{value}'")
+    if status is not None:
+        clauses.append(f"attributes.status = '{status}'")
+    if run_ids is not None:
+        if not run_ids:
+            return []
+        bad = [r for r in run_ids if not re.fullmatch(r"[A-Za-z0-9_-]+", str(r))]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an MLflow run id")
+        clauses.append("attributes.run_id IN (" + ", ".join(f"'{r}'" for r in run_ids) + ")")
+    found = search_runs(experiments, " and ".join(clauses))
+    return [RunRecord(r.info.run_id, r.data.tags.get("mlflow.runName", ""), r.info.status,
+                      dict(r.data.tags), dict(r.data.params), dict(r.data.metrics))
+            for r in found]
 
 
 def search_runs(experiments: Sequence[str], filter_string: str, *,

@@ -239,3 +239,15 @@ def test_a_damaged_run_config_is_one_line_on_resume(tmp_path, saved):
         config.write_bytes(saved.encode("latin-1"))
     with pytest.raises(ConfigError, match=r"config.yaml: .*the run folder is damaged"):
         check_run_folder(tmp_path, PretrainConfig(store="s"), resume=True, stage="pretrain")
+
+
+def test_run_searches_take_plain_values_and_refuse_quotes():
+    """Stages find runs by tag values through tracking.find_runs (MLflow's query language stays
+    inside tracking); a value that would change the query is refused, not spliced in."""
+    from ecgtransfer import tracking
+
+    with pytest.raises(ValueError, match="pipeline_run: \"x' or '1'='1\" cannot be searched"):
+        tracking.find_runs(["any"], pipeline_run="x' or '1'='1")
+    with pytest.raises(ValueError, match="'a b' is not an MLflow run id"):
+        tracking.find_runs(["any"], run_ids=["a b"])
+    assert tracking.find_runs(["any"], run_ids=[]) == []

@@ -34,7 +34,6 @@ import pandas as pd
 
 from ecgtransfer.config import check, setting
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
-from ecgtransfer.tracking import TAG as _TAG
 from ecgtransfer.training.predictions import (OOF_PREDICTIONS, TEST_PREDICTIONS,
                                               prediction_arrays, read_predictions)
 
@@ -85,26 +84,21 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
     from ecgtransfer import tracking
 
     tracking.setup(tracking_uri)
-    query = f"tags.{_TAG}stage = 'finetune' and attributes.status = 'FINISHED'"
-    if pipeline_run:
-        query += f" and tags.{_TAG}pipeline_run = '{pipeline_run}'"
-    if run_ids is not None:
-        if not run_ids:
-            return pd.DataFrame(columns=_COLUMNS)
-        query += " and attributes.run_id IN (" + ", ".join(f"'{r}'" for r in run_ids) + ")"
-    runs = tracking.search_runs(list(experiments), query)
+    chosen = {"pipeline_run": pipeline_run} if pipeline_run else {}
+    runs = tracking.find_runs(list(experiments), status="FINISHED", run_ids=run_ids,
+                              stage="finetune", **chosen)
     rows = []
     for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        evaluation = tags.get(_TAG + "evaluation", "test")
+        metrics = run.metrics
+        evaluation = run.tag("evaluation", "test")
         if evaluation == "fold":
             continue
-        row = {"run_id": run.info.run_id, "run_name": tags.get("mlflow.runName", ""),
-               **{k: tags.get(_TAG + k, "") for k in GROUP}, "seed": tags.get(_TAG + "seed", ""),
+        row = {"run_id": run.run_id, "run_name": run.name,
+               **{k: run.tag(k) for k in GROUP}, "seed": run.tag("seed"),
                "evaluation": evaluation}
         row["train_fraction"] = float(row["train_fraction"] or 1.0)
         for n in ("n_train", "n_test"):
-            row[n] = float(run.data.params.get(f"data.{n}", "nan") or "nan")
+            row[n] = float(run.params.get(f"data.{n}", "nan") or "nan")
         if not row["trunks"]:  # a run from before the tag: one trunk per source target
             row["trunks"] = str(len([t for t in row["source_targets"].split(",") if t]) or 1)
         if row["strategy"] == "scratch":  # older runs were tagged with the borrowed source
@@ -113,7 +107,7 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
             row[m] = metrics.get(f"test_{m}", np.nan)
             row[f"{m}_ci_low"] = metrics.get(f"test_{m}_ci_low", np.nan)
             row[f"{m}_ci_high"] = metrics.get(f"test_{m}_ci_high", np.nan)
-        params = run.data.params
+        params = run.params
         row["model"] = params.get("model", "") or (_DEFAULT_MODEL if row["strategy"] == "scratch"
                                                     else "")
         row["model_kwargs"] = json.dumps({k.split(".", 1)[1]: _value(v) for k, v in

@@ -705,12 +705,11 @@ def _end_interrupted_runs(experiment: str, search_run: str) -> None:
     Ctrl-C or SIGTERM ends them."""
     from ecgtransfer import tracking
 
-    for found in tracking.search_runs([experiment], f"tags.`{TAG}search_run` = '{search_run}' "
-                                      "and attributes.status = 'RUNNING'"):
-        tracking.Run(found.info.run_id).set_tags({TAG + "trial_state": "interrupted"})
-        tracking.end_run(found.info.run_id, "KILLED")
+    for found in tracking.find_runs([experiment], status="RUNNING", search_run=search_run):
+        tracking.Run(found.run_id).set_tags({TAG + "trial_state": "interrupted"})
+        tracking.end_run(found.run_id, "KILLED")
         log.info("the run of trial %s was left running by a killed search; it is marked KILLED",
-                 found.data.tags.get(TAG + "trial", "?"))
+                 found.tag("trial", "?"))
 
 
 def _every_trial_failed(study, out: Path) -> str:
@@ -835,15 +834,14 @@ class _Objective:
         """The MLflow runs of trial ``number`` of this search."""
         from ecgtransfer import tracking
 
-        return list(tracking.search_runs([self.config.experiment],
-                                         f"tags.`{TAG}search_run` = '{self.search_run}' and "
-                                         f"tags.`{TAG}trial` = '{number}'"))
+        return tracking.find_runs([self.config.experiment], search_run=self.search_run,
+                                  trial=str(number))
 
     def _tag(self, number: int, state: str) -> None:
         from ecgtransfer import tracking
 
         for found in self._runs_of(number):
-            tracking.Run(found.info.run_id).set_tags({TAG + "trial_state": state})
+            tracking.Run(found.run_id).set_tags({TAG + "trial_state": state})
 
 
 def _best_epoch(result: StageResult) -> int:
