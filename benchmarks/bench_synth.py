@@ -38,7 +38,8 @@ def _child(mode: str, n: int, work: str, device: str) -> None:
     warnings.filterwarnings("ignore")  # the package's deprecated init
     import deepfakeecg
 
-    from ecgtransfer.data.deepfake import SynthConfig, load_generator, synthesize
+    from ecgtransfer.data.deepfake import SynthConfig, synthesize
+    from ecgtransfer.data.pulse2pulse import load_generator
 
     # Imports are done; the clock starts with the call, which loads the model in every mode.
     t = time.perf_counter()

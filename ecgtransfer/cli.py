@@ -302,25 +302,19 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ecgtransfer`` command; returns the exit status."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from ecgtransfer.data.manifests import ManifestError
-    from ecgtransfer.data.ptbxl import PTBXLError
-    from ecgtransfer.data.store import StoreError
-    from ecgtransfer.data.wfdb_io import RecordError
-    from ecgtransfer.features.labels import LabelError
+    from ecgtransfer.errors import UserError
     from ecgtransfer.files import disk_full
-    from ecgtransfer.training import TrainingError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         with logging_redirect_tqdm():
             return _cmd_run(args) if args.command == "run" else _run_stage(args)
-    except (StoreError, ManifestError, PTBXLError, RecordError, LabelError, FileNotFoundError,
-            TrainingError, ValueError) as exc:
+    except (UserError, FileNotFoundError, ValueError) as exc:
         print(f"ecgtransfer: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -56,6 +56,7 @@ from typing import Any, Callable, Sequence
 
 from ecgtransfer.config import ConfigError, apply_overrides, from_dict, read_yaml
 from ecgtransfer.stages import Context, Stage, StageResult as _Result, get_stage, list_stages
+from ecgtransfer.tags import tag_values
 
 __all__ = ["PipelineError", "Pipeline", "StageSpec", "StageResult", "load_pipeline",
            "run_pipeline"]
@@ -541,9 +542,7 @@ def _read_names(spec: StageSpec, results: dict[str, StageResult]) -> list[str]:
 
 
 def _tags(pipeline: Pipeline, parent: str) -> dict[str, str]:
-    from ecgtransfer.tracking import TAG
-
-    return {TAG + "pipeline": pipeline.name, TAG + "pipeline_run": parent}
+    return tag_values(pipeline=pipeline.name, pipeline_run=parent)
 
 
 def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
@@ -564,8 +563,9 @@ def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
         stage_run = tracking.open_parent_run(
             experiment=pipeline.experiment, name=f"{spec.kind} {spec.name}", parent=parent.id,
             marker=folder / "stage_run.json",
-            tags={**_tags(pipeline, parent.id), tracking.TAG + "stage": "pipeline-stage",
-                  tracking.TAG + "stage_kind": spec.kind, tracking.TAG + "stage_name": spec.name})
+            tags={**_tags(pipeline, parent.id),
+                  **tag_values(stage="pipeline-stage", stage_kind=spec.kind,
+                               stage_name=spec.name)})
     with stage_run as run:
         if run is not None and run.new:
             run.log_params(settings if len(configs) > 1 else to_dict(configs[0][1]))
@@ -574,7 +574,7 @@ def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
                           pipeline_run=parent, tags=_tags(pipeline, parent.id))
         done = [stage.run(config, context) for _, config in configs]
         if run is not None:
-            run.set_tags({tracking.TAG + "output": str(folder)})
+            run.set_tags(tag_values(output=str(folder)))
     failed = [r for r in done if r.exit_code]
     if failed and not stage.answers:
         raise PipelineError(f"stage {spec.name!r}: {failed[0].summary.splitlines()[-1]}")
@@ -739,8 +739,8 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
     external = _external_results(pipeline)  # stages of other files: finished, or an error now
     with tracking.open_parent_run(
             experiment=pipeline.experiment, name=f"pipeline {pipeline.name}", marker=marker,
-            tags={tracking.TAG + "stage": "pipeline", tracking.TAG + "pipeline": pipeline.name,
-                  tracking.TAG + "code_version": tracking.code_version(),
+            tags={**tag_values(stage="pipeline", pipeline=pipeline.name,
+                               code_version=tracking.code_version()),
                   "mlflow.note.content": pipeline.description or f"Pipeline {pipeline.path}"}
     ) as parent:
         if parent.new:

@@ -26,6 +26,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from ecgtransfer.tags import PREFIX, check_keys
+from ecgtransfer.tags import key as tag_key
+
 __all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "RunRecord", "tracking_uri", "setup",
            "code_version", "store_hash", "text", "flat_params", "describe_experiment", "open_run",
            "open_parent_run", "end_run", "find_runs", "search_runs",
@@ -35,7 +38,9 @@ __all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "RunRecord", "tracking_uri", "s
            "start_ui", "FINETUNE_FILTER", "FINETUNE_VIEW"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-TAG = "ecgtransfer."
+TAG = PREFIX
+"""The prefix of every ecgtransfer tag; the names and their meanings are
+:data:`ecgtransfer.tags.VOCABULARY`."""
 PLAIN_MODEL_FILE = "model.pt"
 """The plain weights file logged inside every model (``<model>/extra_files/model.pt``)."""
 log = logging.getLogger(__name__)
@@ -291,9 +296,11 @@ class Run:
 
     @_shielded
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Tags, their values written by :func:`text`."""
+        """Tags, their values written by :func:`text`; an ``ecgtransfer.`` tag must be one of
+        :data:`ecgtransfer.tags.VOCABULARY`."""
         from mlflow.entities import RunTag
 
+        check_keys(tags)
         if tags:
             _client().log_batch(self.id, tags=[RunTag(k, text(v)) for k, v in tags.items()])
 
@@ -526,6 +533,7 @@ def open_parent_run(*, experiment: str, name: str, tags: Mapping[str, str],
     reopened (set RUNNING) when ``marker`` names one, else created and recorded in ``marker``.
     It ends FINISHED when the block ends, FAILED on an error, KILLED on Ctrl-C or SIGTERM
     (which the CLI turns into ``KeyboardInterrupt``)."""
+    check_keys(tags)
     run_id = _read_marker(marker)
     new = run_id is None
     client = _client()
@@ -551,6 +559,7 @@ def open_run(*, experiment: str, name: str, tags: Mapping[str, str],
     ends as :func:`open_parent_run`'s does."""
     import mlflow
 
+    check_keys(tags)
     run_id = _read_marker(marker) if resume else None
     new = run_id is None
     all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
@@ -565,8 +574,8 @@ def open_run(*, experiment: str, name: str, tags: Mapping[str, str],
 
 
 # ---- the UI ---------------------------------------------------------------------------------
-FINETUNE_FILTER = ("tags.`ecgtransfer.stage` = 'finetune' "
-                   "and tags.`ecgtransfer.evaluation` != 'fold'")
+FINETUNE_FILTER = (f"tags.`{tag_key('stage')}` = 'finetune' "
+                   f"and tags.`{tag_key('evaluation')}` != 'fold'")
 """The search that shows the fine-tune runs in the MLflow UI, one row per evaluation: a run on
 one test split, or a cross-validation with its pooled out-of-fold metrics (not its fold runs,
 nested under it)."""
@@ -579,7 +588,7 @@ FINETUNE_VIEW = "ecgtransfer-finetune"
 def _finetune_view() -> dict[str, Any]:
     """The MLflow UI's state for the fine-tune comparison: the fine-tune runs, best test macro
     AUROC first, with the columns that say what each run was and how it did."""
-    tags = [f"tags.`{TAG}{k}`" for k in ("strategy", "source", "source_targets", "trunks",
+    tags = [f"tags.`{tag_key(k)}`" for k in ("strategy", "source", "source_targets", "trunks",
                                          "freeze", "train_fraction", "seed", "cv")]
     metrics = [f"metrics.`test_{m}`" for m in ("macro_auroc", "accuracy", "macro_f1")]
     return {"searchFilter": FINETUNE_FILTER, "orderByKey": "metrics.`test_macro_auroc`",
@@ -609,7 +618,7 @@ def latest_pipeline_experiment() -> str | None:
     ids = [e.experiment_id for e in client.search_experiments()]
     if not ids:
         return None
-    runs = client.search_runs(ids, f"tags.`{TAG}stage` = 'pipeline'", max_results=1,
+    runs = client.search_runs(ids, f"tags.`{tag_key('stage')}` = 'pipeline'", max_results=1,
                               order_by=["attributes.start_time DESC"])
     return client.get_experiment(runs[0].info.experiment_id).name if runs else None
 
@@ -668,10 +677,12 @@ class RunRecord:
     tags: dict[str, str]
     params: dict[str, str]
     metrics: dict[str, float]
+    experiment_id: str = ""
 
     def tag(self, name: str, default: str = "") -> str:
-        """The ecgtransfer tag ``name`` (``stage`` reads ``ecgtransfer.stage``)."""
-        return self.tags.get(TAG + name, default)
+        """The ecgtransfer tag ``name`` (``stage`` reads ``ecgtransfer.stage``); a name that
+        is not in :data:`ecgtransfer.tags.VOCABULARY` is a ``ValueError``."""
+        return self.tags.get(tag_key(name), default)
 
 
 _TAG_VALUE = re.compile(r"[^'\\`]*")
@@ -693,7 +704,7 @@ def find_runs(experiments: Sequence[str], *, status: str | None = None,
     for name, value in tags.items():
         if not _TAG_VALUE.fullmatch(str(value)):
             raise ValueError(f"{name}: {value!r} cannot be searched for (it holds a quote)")
-        clauses.append(f"tags.`{TAG}{name}` = '{value}'")
+        clauses.append(f"tags.`{tag_key(name)}` = '{value}'")
     if status is not None:
         clauses.append(f"attributes.status = '{status}'")
     if run_ids is not None:
@@ -703,10 +714,13 @@ def find_runs(experiments: Sequence[str], *, status: str | None = None,
         if bad:
             raise ValueError(f"{bad[0]!r} is not an MLflow run id")
         clauses.append("attributes.run_id IN (" + ", ".join(f"'{r}'" for r in run_ids) + ")")
-    found = search_runs(experiments, " and ".join(clauses))
-    return [RunRecord(r.info.run_id, r.data.tags.get("mlflow.runName", ""), r.info.status,
-                      dict(r.data.tags), dict(r.data.params), dict(r.data.metrics))
-            for r in found]
+    return [_record(r) for r in search_runs(experiments, " and ".join(clauses))]
+
+
+def _record(run) -> RunRecord:
+    return RunRecord(run.info.run_id, run.data.tags.get("mlflow.runName", ""), run.info.status,
+                     dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
+                     run.info.experiment_id)
 
 
 def search_runs(experiments: Sequence[str], filter_string: str, *,
@@ -735,22 +749,23 @@ def experiment_of(run_id: str) -> str:
         return ""
 
 
-def get_run(run_id: str):
+def get_run(run_id: str) -> RunRecord:
     """A run, or a one-line ``ValueError`` naming it when the store has none such."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        return _client().get_run(run_id)
+        return _record(_client().get_run(run_id))
     except MlflowException:
         raise ValueError(f"{run_id}: no such MLflow run at {mlflow.get_tracking_uri()}") from None
 
 
-def child_runs(run: Any) -> list:
+def child_runs(run: RunRecord) -> list[RunRecord]:
     """The runs nested directly under ``run``, oldest first."""
-    return _client().search_runs([run.info.experiment_id],
-                                 f"tags.mlflow.parentRunId = '{run.info.run_id}'",
-                                 order_by=["attributes.start_time ASC"])
+    found = _client().search_runs([run.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{run.run_id}'",
+                                  order_by=["attributes.start_time ASC"])
+    return [_record(r) for r in found]
 
 
 def logged_model_run(uri: str) -> str:

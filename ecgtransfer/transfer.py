@@ -17,11 +17,11 @@ from pathlib import Path
 
 from ecgtransfer import tracking
 from ecgtransfer.models.regressor import IntervalRegressor, load_regressor
+from ecgtransfer.tags import read_tags
 
 __all__ = ["Source", "load_sources", "LoadedModel", "load_model", "load_folds"]
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-_TAG = tracking.TAG
 
 
 @dataclass
@@ -50,7 +50,8 @@ def _from_file(ref: str, path: Path) -> Source:
             info = {}
     regressor = load_regressor(path)
     run_id = str(info.get("run_id") or "")
-    dataset = regressor.meta.get("dataset") or tracking.run_tags(run_id).get(_TAG + "dataset", "")
+    dataset = (regressor.meta.get("dataset")
+               or read_tags(tracking.run_tags(run_id)).get("dataset", ""))
     return Source(ref, regressor, run_id, str(info.get("model_uri") or ""), dataset)
 
 
@@ -73,14 +74,13 @@ def _from_run(run_id: str) -> list[Source]:
     except ValueError as exc:
         raise ValueError(f"--from {exc}") from None
     runs = [run]
-    if _TAG + "model_uri" not in run.data.tags:
-        runs = [r for r in tracking.child_runs(run) if _TAG + "model_uri" in r.data.tags]
+    if not run.tag("model_uri"):
+        runs = [r for r in tracking.child_runs(run) if r.tag("model_uri")]
         if not runs:
             raise ValueError(f"--from {run_id}: the run holds no pretrained regressor (not a "
                              "finished pretrain run?)")
-    return [Source(run_id, _load_uri(run_id, r.data.tags[_TAG + "model_uri"]), r.info.run_id,
-                   r.data.tags[_TAG + "model_uri"], r.data.tags.get(_TAG + "dataset", ""))
-            for r in runs]
+    return [Source(run_id, _load_uri(run_id, r.tag("model_uri")), r.run_id, r.tag("model_uri"),
+                   r.tag("dataset")) for r in runs]
 
 
 def load_sources(ref: str) -> list[Source]:
@@ -98,8 +98,8 @@ def load_sources(ref: str) -> list[Source]:
         return [_from_file(ref, path)]
     if ref.startswith(("models:/", "runs:/")):
         run_id = ref.split("/")[1] if ref.startswith("runs:/") else tracking.logged_model_run(ref)
-        tags = tracking.run_tags(run_id)
-        return [Source(ref, _load_uri(ref, ref), run_id, ref, tags.get(_TAG + "dataset", ""))]
+        dataset = read_tags(tracking.run_tags(run_id)).get("dataset", "")
+        return [Source(ref, _load_uri(ref, ref), run_id, ref, dataset)]
     if _RUN_ID.match(ref):
         return _from_run(ref)
     raise ValueError(f"--from {ref}: not a model.pt, a pretrain folder, a model URI or a run id")
@@ -199,7 +199,7 @@ def load_model(ref: str) -> LoadedModel:
             run = tracking.get_run(ref)
         except ValueError as exc:
             raise ValueError(f"--model {exc}") from None
-        uri = run.data.tags.get(_TAG + "model_uri", "")
+        uri = run.tag("model_uri")
         if not uri:
             raise ValueError(f"--model {ref}: the run logged no model (a cross-validation's or "
                              "a search's parent run? pass one of its child runs)")

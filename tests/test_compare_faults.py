@@ -258,7 +258,7 @@ def test_compare_says_which_run_a_mean_over_seeds_leaves_out(cli, store, tmp_pat
     ("record_id,true,p_A,p_B,fold\na,A,0.2,0.8,1.5\n", "fold holds values that are not whole"),
 ])
 def test_predictions_tables_are_checked_before_use(tmp_path, text, why):
-    from ecgtransfer.stages.compare import read_predictions
+    from ecgtransfer.training.predictions import read_predictions
 
     path = tmp_path / "test_predictions.csv"
     path.write_text(text)

@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from ecgtransfer.cli import main
-from ecgtransfer.data import deepfake
-from ecgtransfer.data.deepfake import (
-    DeepFakeGenerator, SynthConfig, UpsampleConv1d, load_generator, record_noise, synthesize,
+from ecgtransfer.data import pulse2pulse
+from ecgtransfer.data import store as store_module
+from ecgtransfer.data.deepfake import SynthConfig, synthesize
+from ecgtransfer.data.pulse2pulse import (
+    DeepFakeGenerator, UpsampleConv1d, load_generator, record_noise,
 )
 from ecgtransfer.data.leads import LEADS_8, LEADS_12, expand_to_12
 from ecgtransfer.data.store import SignalStore, StoreError, StoreWriter, merge_stores
@@ -55,8 +57,8 @@ def test_upsample_conv_is_exactly_upsample_pad_conv(factor, kernel, c_in, c_out)
 def test_fast_generator_matches_the_package_module():
     noise = torch.from_numpy(np.stack([record_noise(3, i) for i in range(8)]))
     with torch.inference_mode():
-        exact = load_generator(fast=False).double()(noise.double()) * deepfake.SCALE
-        ours = (load_generator()(noise) * deepfake.SCALE).int()
+        exact = load_generator(fast=False).double()(noise.double()) * pulse2pulse.SCALE
+        ours = (load_generator()(noise) * pulse2pulse.SCALE).int()
     ref = exact.trunc().int()
     diff = (ours - ref).abs()
     assert int(diff.max()) <= 1  # float32 rounding moves a value across an integer, at most by 1
@@ -79,7 +81,7 @@ def test_values_are_those_deepfakeecg_generate_writes(tmp_path):
     noise = torch.Tensor(1, 8, 5000).uniform_(-1, 1)  # the draw generate() made
     package = np.loadtxt(tmp_path / "0.asc", dtype=np.int64).T  # (5000, 8) -> (8, 5000)
     with torch.inference_mode():
-        ours = (load_generator()(noise) * deepfake.SCALE).int()[0].numpy()
+        ours = (load_generator()(noise) * pulse2pulse.SCALE).int()[0].numpy()
     assert package.shape == (8, 5000)
     assert np.abs(ours - package).max() <= 1
     assert (ours != package).mean() < 0.01
@@ -162,7 +164,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_store(tmp_path):
 def test_a_full_disk_stops_with_one_line_and_the_same_command_continues(tmp_path, reference,
                                                                           monkeypatch):
     out, ref = tmp_path / "s", reference.path
-    monkeypatch.setattr(deepfake, "StoreWriter",  # flushes of 8 records
+    monkeypatch.setattr(store_module, "StoreWriter",  # flushes of 8 records
                         lambda *a, **kw: StoreWriter(*a, **kw, flush_every=8))
     record = (ref / "signals.i16").stat().st_size // 40
     # the 1st flush fits, the 2nd fails half-way through its samples
@@ -187,7 +189,7 @@ def test_records_look_like_real_ecgs(reference, ptbxl_store):
     assert fake.dtype == np.float32 and fake.shape == (40, 8, 5000)
     idx = ptbxl_store.index
     norm = np.stack([ptbxl_store[i] for i in np.flatnonzero(idx["superclass"] == "NORM")[:40]])
-    assert np.abs(fake).max() <= deepfake.SCALE / 1000  # tanh * 6000 µV
+    assert np.abs(fake).max() <= pulse2pulse.SCALE / 1000  # tanh * 6000 µV
     # Peak-to-peak per lead in mV: the same order as real NORM ECGs (µV, not mV or 1/1000 µV).
     ptp_fake = np.median(np.ptp(fake, axis=-1), axis=0)
     ptp_real = np.median(np.ptp(norm, axis=-1), axis=0)
@@ -226,7 +228,7 @@ def test_a_store_of_another_seed_or_package_version_is_refused_untouched(tmp_pat
     before = _digest(out)
     with pytest.raises(StoreError, match="seed=7.*seed=9"):
         _synth(out, n=16, seed=9)
-    monkeypatch.setattr(deepfake, "package_version", lambda: "0.0.1")
+    monkeypatch.setattr(pulse2pulse, "package_version", lambda: "0.0.1")
     with pytest.raises(StoreError, match="package_version='1.1.2'.*package_version='0.0.1'"):
         _synth(out, n=16)
     assert _digest(out) == before and SignalStore(out).meta["complete"]

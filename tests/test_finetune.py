@@ -463,8 +463,9 @@ def test_compare_bootstraps_records_and_seeds_paired_by_fold(cross_validated, cl
     """compare reads the cross-validations (not their folds), resamples records and seeds from
     their logged predictions, and pairs single against scratch on the same records, folds and
     seeds."""
-    from ecgtransfer.stages.compare import (Bootstrap, comparison_table, finetune_runs,
-                                            paired_differences, run_predictions)
+    from ecgtransfer.comparison.statistics import (Bootstrap, comparison_table,
+                                                   paired_differences)
+    from ecgtransfer.stages.compare import finetune_runs, run_predictions
     from ecgtransfer.training.metrics import bootstrap_draws, classification_metrics
 
     runs = finetune_runs(["cv"], cross_validated["uri"])
@@ -527,8 +528,9 @@ def test_compare_bootstraps_records_and_seeds_paired_by_fold(cross_validated, cl
 def test_compare_per_class_aurocs_and_their_paired_differences(cross_validated):
     """Per class: AUROC (mean over seeds) with its interval and, for transfer, the paired
     difference to scratch; the classes an interval defines are named so, with no typo."""
-    from ecgtransfer.stages.compare import (INTERVAL_OF, Bootstrap, finetune_runs, per_class,
-                                            plot_per_class, run_predictions)
+    from ecgtransfer.comparison.report import plot_per_class
+    from ecgtransfer.comparison.statistics import INTERVAL_OF, Bootstrap, per_class
+    from ecgtransfer.stages.compare import finetune_runs, run_predictions
     from ecgtransfer.data.challenge2021 import load_scoring
     from ecgtransfer.training.metrics import classification_metrics
 

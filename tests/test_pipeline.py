@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecgtransfer.stages.compare import comparison_table, finetune_runs, write_comparison
+from ecgtransfer.comparison.report import write_comparison
+from ecgtransfer.comparison.statistics import comparison_table
+from ecgtransfer.stages.compare import finetune_runs
 from ecgtransfer.pipeline import PipelineError, load_pipeline, run_pipeline
 
 from conftest import QUICKSTART, REPO, SMALL  # noqa: E402
@@ -217,7 +219,8 @@ def test_compare_gives_the_numbers_computed_by_hand(tmp_path, cli, monkeypatch):
     assert (one["macro_auroc_low"], one["macro_auroc_high"]) == pytest.approx((0.85, 0.95))
     assert table.loc[("single", 1.0, "other lr"), "macro_auroc"] == pytest.approx(0.5)  # not pooled
 
-    from ecgtransfer.stages.compare import paired_differences, sentences
+    from ecgtransfer.comparison.report import sentences
+    from ecgtransfer.comparison.statistics import paired_differences
 
     diffs = paired_differences(runs).set_index(["strategy", "train_fraction", "setting"])
     assert len(diffs) == 1  # single at 1.0 has no scratch baseline; "other lr" neither

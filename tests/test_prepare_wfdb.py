@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import copy_records
-from ecgtransfer.data import ingest
+from ecgtransfer.data import store as store_module
 from ecgtransfer.data.ingest import prepare_wfdb
 from ecgtransfer.data.leads import LEADS_8, LEADS_12
 from ecgtransfer.data.store import StoreError, StoreWriter
@@ -45,7 +45,7 @@ def test_a_full_disk_stops_with_one_line_and_the_same_command_continues(tmp_path
     folder = copy_records(ludb_root / "data", [str(i) for i in range(1, 7)], tmp_path / "in")
     ref = prepare_wfdb(folder, tmp_path / "ref", progress=False).store.path
     out = tmp_path / "s"
-    monkeypatch.setattr(ingest, "StoreWriter",  # flushes of 2 records
+    monkeypatch.setattr(store_module, "StoreWriter",  # flushes of 2 records
                         lambda *a, **kw: StoreWriter(*a, **kw, flush_every=2))
     record = (ref / "signals.i16").stat().st_size // 6
     # the 1st flush fits, the 2nd fails half-way through its first record's samples

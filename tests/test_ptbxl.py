@@ -9,9 +9,10 @@ import wfdb
 
 from conftest import copy_records
 from ecgtransfer.data import ptbxl as ptbxl_mod
+from ecgtransfer.data import store as store_module
 from ecgtransfer.data.leads import LEADS_8, LEADS_12
 from ecgtransfer.data.ptbxl import patient_half, prepare_ptbxl, ptbxl_index, subset_ptbxl
-from ecgtransfer.data.store import SignalStore, StoreError
+from ecgtransfer.data.store import SignalStore, StoreError, StoreWriter
 
 
 def _row(store, ecg_id):
@@ -106,8 +107,8 @@ def test_interrupted_prepare_resumes_to_the_same_store(tmp_path, ptbxl_root, mon
 
     monkeypatch.setattr(ingest, "read_record", killed_after_17)
     # small flushes so that part of the run reached the disk before the kill
-    monkeypatch.setattr(ptbxl_mod, "StoreWriter",
-                        lambda *a, **kw: ingest.StoreWriter(*a, **kw, flush_every=5))
+    monkeypatch.setattr(store_module, "StoreWriter",
+                        lambda *a, **kw: StoreWriter(*a, **kw, flush_every=5))
     with pytest.raises(KeyboardInterrupt):
         prepare_ptbxl(sub, tmp_path / "run", progress=False)
     with pytest.raises(StoreError, match="incomplete"):

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_pareto_front_by_hand():
-    from ecgtransfer.stages.compare import pareto_front
+    from ecgtransfer.comparison.statistics import pareto_front
 
     cost = np.array([1.0, 2.0, 3.0, 2.0, np.nan, 4.0])
     score = np.array([0.5, 0.7, 0.6, 0.7, 0.9, 0.8])
@@ -27,6 +27,13 @@ def test_default_model_named_in_compare_is_the_registry_default():
     from ecgtransfer.stages.compare import _DEFAULT_MODEL
 
     assert _DEFAULT_MODEL == DEFAULT_MODEL
+
+
+def test_predictions_files_named_in_compare_are_those_finetune_writes():
+    from ecgtransfer.stages.compare import _PREDICTIONS
+    from ecgtransfer.training.predictions import OOF_PREDICTIONS, TEST_PREDICTIONS
+
+    assert _PREDICTIONS == {"cv": OOF_PREDICTIONS, "test": TEST_PREDICTIONS}
 
 
 @pytest.mark.slow

@@ -18,10 +18,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ecgtransfer"
 
 # The flow, lowest first: a module may import its own layer and those below it, never above.
 LAYERS = [
-    ("ecgtransfer", "ecgtransfer.config", "ecgtransfer.files", "ecgtransfer.plots"),
+    ("ecgtransfer", "ecgtransfer.config", "ecgtransfer.errors", "ecgtransfer.files",
+     "ecgtransfer.plots", "ecgtransfer.tags"),
     ("ecgtransfer.data",),
     ("ecgtransfer.features",),
-    ("ecgtransfer.models", "ecgtransfer.training", "ecgtransfer.explain"),
+    ("ecgtransfer.models", "ecgtransfer.training", "ecgtransfer.explain",
+     "ecgtransfer.comparison"),
     ("ecgtransfer.tracking", "ecgtransfer.transfer"),
     ("ecgtransfer.stages",),
     ("ecgtransfer.pipeline",),
@@ -123,6 +125,44 @@ def test_every_stage_has_a_command_a_pipeline_check_and_help(tmp_path):
         with pytest.raises(PipelineError, match=rf"{path}:5: stage 's': unknown key "
                                                 r"'no_such_setting'"):
             load_pipeline(path)
+
+
+_HELP_IMPORTS = """
+import sys
+from ecgtransfer.cli import build_parser, main
+parser = build_parser()
+words = [[]]
+for action in parser._subparsers._group_actions:
+    for name, sub in action.choices.items():
+        nested = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
+        words += [[name, n] for a in nested for n in a.choices] if nested else [[name]]
+for command in words:
+    try:
+        main([*command, "--help"])
+    except SystemExit:
+        pass
+print("heavy:" + ",".join(m for m in ("torch", "pandas", "scipy", "mlflow", "matplotlib",
+                                      "neurokit2", "captum", "optuna", "wfdb")
+                          if m in sys.modules), file=sys.stderr)
+print("commands:", len(words), file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_help_imports_none_of_the_heavy_libraries():
+    """``ecgtransfer --help`` and every command's ``--help`` build the parser from the stage
+    registry without importing torch, pandas, SciPy or MLflow (their time is measured by
+    benchmarks/bench_cli.py)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _HELP_IMPORTS], capture_output=True, text=True,
+                         timeout=120)
+    lines = out.stderr.splitlines()
+    heavy = [t for t in lines if t.startswith("heavy:")]
+    assert heavy, out.stderr[-2000:]
+    assert heavy[-1] == "heavy:", f"--help imported {heavy[-1][6:]}"
+    assert int([t for t in lines if t.startswith("commands:")][-1].split()[1]) >= 15
 
 
 def test_get_stage_names_the_known_ones():
@@ -297,3 +337,35 @@ def test_a_stages_threads_setting_is_given_back(deepfake_labelled, tmp_path):
                              tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
               Context(progress=False))
     assert torch.get_num_threads() == before
+
+
+def test_every_tag_written_or_read_is_in_the_vocabulary(tmp_path):
+    """The tag vocabulary is the one list of run tags: the package writes and reads no
+    ``ecgtransfer.`` tag it does not declare (read from the source, so a new stage cannot slip
+    one in), and the tracking layer refuses an undeclared one at write, read and search."""
+    from ecgtransfer import tracking
+    from ecgtransfer.tags import VOCABULARY, tag_values
+
+    used = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in ("tag_values", "find_runs"):
+                used |= {k.arg for k in node.keywords if k.arg} - {"status", "run_ids"}
+            elif name in ("tag", "tag_key") and node.args and isinstance(node.args[0],
+                                                                        ast.Constant):
+                used.add(node.args[0].value)
+    assert used, "found no tag in the package's source"
+    assert used - set(VOCABULARY) == set(), f"undeclared tags: {used - set(VOCABULARY)}"
+    with pytest.raises(ValueError, match="'stategy' is not an ecgtransfer tag"):
+        tag_values(stategy="scratch")
+    with pytest.raises(ValueError, match="is not an ecgtransfer tag"):
+        tracking.RunRecord("r", "n", "FINISHED", {}, {}, {}).tag("sorce")
+    tracking.setup(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(ValueError, match="'sorce' is not an ecgtransfer tag"):
+        with tracking.open_run(experiment="t", name="r", tags={"ecgtransfer.sorce": "x"}):
+            pass
+    with pytest.raises(ValueError, match="'sorce' is not an ecgtransfer tag"):
+        tracking.find_runs(["t"], sorce="x")

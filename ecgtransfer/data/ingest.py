@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
 from ecgtransfer.data.leads import LEADS_8
-from ecgtransfer.data.store import SignalStore, StoreWriter
 from ecgtransfer.data.transforms import resample
 from ecgtransfer.data.wfdb_io import RecordError, find_records, read_record
+
+if TYPE_CHECKING:
+    from ecgtransfer.data.store import SignalStore, StoreWriter
 
 __all__ = ["PrepareReport", "RecordJob", "ingest", "prepare_wfdb"]
 
@@ -149,6 +151,8 @@ def prepare_wfdb(
     -------
     PrepareReport
     """
+    from ecgtransfer.data.store import StoreWriter
+
     input_dir = Path(input_dir)
     names = find_records(input_dir)
     if not names:

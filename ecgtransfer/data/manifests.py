@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping
 import yaml
 from tqdm.auto import tqdm
 
+from ecgtransfer.errors import UserError
+
 __all__ = [
     "Manifest",
     "ManifestError",
@@ -28,7 +30,7 @@ __all__ = [
 CHECKSUM_LIST = "SHA256SUMS.txt"
 
 
-class ManifestError(Exception):
+class ManifestError(UserError):
     """A manifest, or a checksum list, that cannot be used; the message names the file."""
 
 

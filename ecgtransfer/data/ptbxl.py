@@ -12,13 +12,15 @@ from __future__ import annotations
 import ast
 import hashlib
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-import pandas as pd
 
 from ecgtransfer.data.ingest import PrepareReport, RecordJob, ingest
 from ecgtransfer.data.leads import LEADS_8
-from ecgtransfer.data.store import StoreWriter
+from ecgtransfer.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "SUPERCLASSES",
@@ -45,7 +47,7 @@ _FS_COLUMN = {500: "filename_hr", 100: "filename_lr"}
 RECORD_FOLDERS = {500: "records500/", 100: "records100/"}
 
 
-class PTBXLError(Exception):
+class PTBXLError(UserError):
     """A PTB-XL folder that cannot be used; the message names the file."""
 
 
@@ -64,6 +66,8 @@ def read_tables(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     statements : pandas.DataFrame
         Indexed by statement code.
     """
+    import pandas as pd
+
     root = Path(root)
     tables = []
     for name, index_col in (("ptbxl_database.csv", "ecg_id"), ("scp_statements.csv", 0)):
@@ -107,6 +111,8 @@ def statement_sets(codes: Mapping, statements: pd.DataFrame) -> dict[str, list[s
     ``subdiagnostic`` / ``superdiagnostic``: their ``diagnostic_subclass`` / ``diagnostic_class``;
     ``form`` / ``rhythm``: the keys with ``form == 1`` / ``rhythm == 1``; ``all``: every key in
     ``scp_statements.csv``."""
+    import pandas as pd
+
     def flagged(column: str) -> set:
         if column not in statements.columns:
             return set()
@@ -194,6 +200,8 @@ def ptbxl_index(root: str | Path, halves_seed: int) -> pd.DataFrame:
         :data:`BENCHMARK_TASKS` (``"|"``-joined statements), ``filename_hr``, ``filename_lr``
         and ``problem`` (why the row cannot be used, or empty).
     """
+    import pandas as pd
+
     database, statements = read_tables(root)
     classes_of = diagnostic_classes(statements)
     rows = []
@@ -269,6 +277,8 @@ def prepare_ptbxl(
     -------
     PrepareReport
     """
+    from ecgtransfer.data.store import StoreWriter
+    import pandas as pd
     from ecgtransfer.data.manifests import load_manifest
 
     if int(fs) not in _FS_COLUMN:
@@ -322,6 +332,7 @@ def subset_ptbxl(root: str | Path, out: str | Path, ecg_ids: Sequence[int],
     Path
         ``out``.
     """
+    import pandas as pd
     import shutil
 
     from ecgtransfer.data.manifests import sha256_file
@@ -362,6 +373,8 @@ def expected_files(root: str | Path, rates: Sequence[int] = (500, 100)):
     callable
         ``keep(path) -> bool``.
     """
+    import pandas as pd
+
     root = Path(root)
     chosen = {int(r) for r in rates}
     named: set[str] | None = None

@@ -34,6 +34,7 @@ import pandas as pd
 
 from ecgtransfer import __version__
 from ecgtransfer.data.transforms import to_microvolts
+from ecgtransfer.errors import UserError
 from ecgtransfer.files import append_synced, atomic_file, exclusive_lock, on_disk_full
 
 __all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT", "merge_stores"]
@@ -49,7 +50,7 @@ _DTYPE = np.dtype("<i2")
 _CORE_COLUMNS = ("record_id", "source", "fs", "n_samples", "leads", "offset")
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A store that cannot be opened or written as asked; the message names the store."""
 
 

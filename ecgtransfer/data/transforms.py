@@ -5,7 +5,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
 
 __all__ = ["INT16_MIN_UV", "INT16_MAX_UV", "resample", "to_microvolts"]
 
@@ -28,6 +27,8 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     numpy.ndarray
         ``float32`` array of shape ``(n_leads, round(n_samples * fs_out / fs_in))``.
     """
+    from scipy.signal import resample_poly
+
     if fs_in <= 0 or fs_out <= 0:
         raise ValueError(f"sampling rates must be positive, got {fs_in} -> {fs_out}")
     if fs_in == fs_out:

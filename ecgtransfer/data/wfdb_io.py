@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import wfdb
 
 from ecgtransfer.data.leads import MissingLeadsError, match_leads
+from ecgtransfer.errors import UserError
 
 __all__ = ["Annotation", "RecordError", "Recording", "find_records", "read_annotation", "read_record",
            "record_fs"]
@@ -28,7 +28,7 @@ _BYTES_PER_SAMPLE = {
 }
 
 
-class RecordError(Exception):
+class RecordError(UserError):
     """A record that cannot be used, with the record's name and the reason.
 
     ``str(error)`` is one line: ``"<record>: <reason>"``.
@@ -162,6 +162,8 @@ def read_record(
         Missing or malformed header, a data file whose size disagrees with the header,
         missing leads, or NaN samples. The message names the record and the reason.
     """
+    import wfdb
+
     path = Path(path)
     record_id = record_id or path.name
     header_path = path.with_name(path.name + ".hea")
@@ -209,6 +211,8 @@ def record_fs(path: str | Path, *, record_id: str | None = None) -> float:
     RecordError
         Missing or unreadable header, naming the record.
     """
+    import wfdb
+
     path = Path(path)
     record_id = record_id or path.name
     if not path.with_name(path.name + ".hea").exists():
@@ -255,6 +259,8 @@ def read_annotation(path: str | Path, extension: str, *, record_id: str | None =
     RecordError
         Missing or unreadable file, naming the record and the file.
     """
+    import wfdb
+
     path = Path(path)
     name = record_id or str(path)
     file = path.with_name(f"{path.name}.{extension}")

@@ -17,9 +17,12 @@ region's share of the output, so that the methods can be compared on the same se
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["METHODS", "ecg_attribute", "feature_maps"]
 
@@ -79,6 +82,7 @@ def ecg_attribute(model: nn.Module, signal: np.ndarray, target: int, method: str
     numpy.ndarray
         ``(leads, n_samples)`` float32 density (see the module's notes).
     """
+    import torch
     from captum.attr import FeatureAblation, IntegratedGradients, LayerAttribution, LayerGradCam
 
     x = torch.as_tensor(np.asarray(signal, dtype=np.float32))[None]

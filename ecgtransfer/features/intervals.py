@@ -53,18 +53,17 @@ import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
-import scipy.ndimage
-import scipy.signal
 
 from ecgtransfer.config import ConfigError, check, setting
 from ecgtransfer.data.leads import canonical_lead
 from ecgtransfer.data.transforms import resample
-from ecgtransfer.features import fast
 from ecgtransfer.features.vocabulary import INTERVALS, status_column
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "METHODS", "OPTIONAL_COLUMNS",
            "STATUS_COLUMNS", "ecg_intervals", "ecg_waves", "unmeasured", "WAVE_COLUMNS"]
@@ -236,6 +235,8 @@ def _lead_problem(name: str, x: np.ndarray, fs: float, cfg: LabellerConfig) -> s
 
 
 def _clean(signal: np.ndarray, fs: float) -> np.ndarray:
+    from ecgtransfer.features import fast
+
     return fast.ecg_clean(signal, fs)
 
 
@@ -246,6 +247,10 @@ def _agreed_peaks(clean: np.ndarray, fs: float, cfg: LabellerConfig) -> np.ndarr
     lead (NeuroKit2's ``neurokit`` method finds none on some paced leads): it abstains instead of
     voting "no beat" everywhere, which with two leads would outvote every beat.
     """
+    import scipy.signal
+
+    from ecgtransfer.features import fast
+
     n = clean.shape[1]
     half = int(round(cfg.vote_tolerance_s * fs))
     found = []
@@ -284,6 +289,8 @@ def _runs(low: np.ndarray, m: int, *, ending: bool) -> np.ndarray:
 def _delineate_templates(tpl: np.ndarray, r: int, fs: float, rr: float,
                          cfg: LabellerConfig) -> np.ndarray:
     """Per lead P onset, QRS onset, QRS offset, T offset of templates, samples relative to R."""
+    import scipy.ndimage
+
     out = np.full((len(tpl), 4), np.nan)
     slope = np.gradient(tpl, axis=-1)
     smooth = scipy.ndimage.uniform_filter1d(np.abs(slope), max(int(cfg.slope_smoothing_s * fs), 1),
@@ -488,6 +495,8 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
              detail: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """:func:`ecg_intervals`'s row, and with ``detail`` what it was measured from: the agreed
     R peaks, the templates and their marks (None when the record was not measured that far)."""
+    import scipy.ndimage
+
     cfg = config or LabellerConfig()
     if method is not None:
         cfg = replace(cfg, method=method)
@@ -622,6 +631,8 @@ def ecg_waves(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id:
         :func:`ecg_intervals`'s row for the same record (its status columns say why ``beats``
         is empty).
     """
+    import pandas as pd
+
     row, detail = _measure(signal, fs, leads, record_id, config, None, detail=True)
     if detail is None:
         return pd.DataFrame(columns=list(WAVE_COLUMNS), dtype=float), row

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ecgtransfer.data.store import SignalStore
+from ecgtransfer.errors import UserError
 from ecgtransfer.features.intervals import (LABEL_COLUMNS, OPTIONAL_COLUMNS, STATUS_COLUMNS,
                                             LabellerConfig, ecg_intervals, neurokit2_version,
                                             unmeasured)
@@ -55,7 +56,7 @@ IMPLAUSIBLE_SHARE = 0.01
 its plausible range is refused; fewer are left out with a warning."""
 
 
-class LabelError(Exception):
+class LabelError(UserError):
     """A labelling run that cannot start (one line, naming the file or setting)."""
 
 

@@ -35,14 +35,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ecgtransfer.config import check, setting
 from ecgtransfer.explain.attribution import METHODS
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ExplainConfig", "explain", "WAVE_SHARE_COLUMNS"]
 
@@ -143,6 +145,8 @@ def _record_ids(config: ExplainConfig, loaded) -> list[str]:
 
 
 def _csv_ids(path: Path) -> list[str]:
+    import pandas as pd
+
     try:
         table = pd.read_csv(path, dtype={"record_id": str})
     except (OSError, ValueError) as exc:
@@ -321,6 +325,8 @@ def _notes(loaded, names, shown, truth, intervals) -> list[str]:
 
 
 def _tables(records: list[_Record], loaded, config: ExplainConfig) -> dict[str, pd.DataFrame]:
+    import pandas as pd
+
     rows = pd.DataFrame([r for rec in records for r in rec.rows])
     shares = pd.DataFrame([r for rec in records for r in rec.shares])
     curves = pd.DataFrame([r for rec in records for r in rec.curves])
@@ -398,6 +404,8 @@ def _interval(values: np.ndarray, config: ExplainConfig) -> tuple[float, float]:
 def _faithfulness(curves: pd.DataFrame, config: ExplainConfig) -> pd.DataFrame:
     """Mean areas per output and method (and over all outputs), with each method's paired
     difference to the random orders of the same record and output and its 95% interval."""
+    import pandas as pd
+
     per = curves.groupby(["record_id", "output", "method"], sort=False)[
         ["deletion_auc", "insertion_auc"]].mean().reset_index()
     rand = per[per["method"] == "random"].set_index(["record_id", "output"])
@@ -422,6 +430,8 @@ def _faithfulness(curves: pd.DataFrame, config: ExplainConfig) -> pd.DataFrame:
 def _against_baseline(shares: pd.DataFrame, baseline: str, config: ExplainConfig) -> pd.DataFrame:
     """Paired differences of the wave shares to another explain folder's, record by record (the
     records, outputs and methods both explained), with 95% bootstrap intervals."""
+    import pandas as pd
+
     path = Path(baseline) / "wave_share_records.csv"
     try:
         theirs = pd.read_csv(path, dtype={"record_id": str})
@@ -683,8 +693,10 @@ def _summary(tables: dict[str, pd.DataFrame], ref: str, n: int, out: Path, what:
 
 
 def _ci(row, kind: str) -> str:
-    lo, hi = getattr(row, f"{kind}_vs_random_ci_low"), getattr(row, f"{kind}_vs_random_ci_high")
-    return f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else ""
+    from ecgtransfer.training.metrics import interval_text
+
+    return interval_text((getattr(row, f"{kind}_vs_random_ci_low"),
+                          getattr(row, f"{kind}_vs_random_ci_high")), signed=True)
 
 
 def _version() -> str:

@@ -12,16 +12,19 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
 
 from ecgtransfer.config import ConfigError, check, config_hash, setting
 from ecgtransfer.data.ptbxl import BENCHMARK_TASKS, SUPERCLASSES
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
                                         check_model_settings, used_counts)
+from ecgtransfer.tags import tag_values
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "run_finetune", "diagnostic_targets",
            "setting_hash", "evaluate"]
@@ -356,7 +359,7 @@ class _Finetune(TrainedStage):
         evaluate challenge2021``) and logged."""
         from ecgtransfer.data.challenge2021 import write_outputs
         from ecgtransfer.training.challenge import challenge_metric, challenge_scores
-        from ecgtransfer.training.metrics import bootstrap_interval
+        from ecgtransfer.training.metrics import bootstrap_interval, interval_text
 
         scoring, config = self.challenge, self.config
         decided = probs >= thresholds
@@ -377,8 +380,8 @@ class _Finetune(TrainedStage):
         run.log_artifacts(out, "challenge_outputs")
         result["test"].update(values)
         result["intervals"].update({k: list(v) for k, v in intervals.items()})
-        log.info("finetune: challenge metric %.3f [%s], %s", values["challenge_metric"],
-                 _ci(intervals.get("challenge_metric")), how)
+        log.info("finetune: challenge metric %.3f %s, %s", values["challenge_metric"],
+                 interval_text(intervals.get("challenge_metric")) or "(no interval)", how)
 
     def _held_out(self) -> np.ndarray | None:
         """The records of the ``holdout`` database (the test split), or None."""
@@ -504,6 +507,8 @@ class _Finetune(TrainedStage):
 
     def table(self) -> pd.DataFrame:
         """Record id and label of every store record (the MLflow dataset inputs)."""
+        import pandas as pd
+
         ids = self.store.index["record_id"].to_numpy()
         if self.multilabel:
             table = pd.DataFrame(self.targets.astype(float), columns=list(self.classes))
@@ -528,32 +533,25 @@ class _Finetune(TrainedStage):
     def run_tags(self, model) -> dict[str, Any]:
         """What the run is, in tags that mean exactly that: a scratch run has no pretraining
         source (``source`` is ``none``); the architecture it borrowed is in ``architecture_from``."""
-        from ecgtransfer.tracking import TAG
-
         c = self.config
         src = self.sources
-        tags: dict[str, Any] = {
-            TAG + "strategy": c.strategy, TAG + "freeze": c.freeze, TAG + "task": c.task,
-            TAG + "train_fraction": c.train_fraction, TAG + "seed": c.seed,
-            TAG + "split": self.split_how + (f":{c.holdout}" if c.holdout else ""),
-            TAG + "setting": setting_hash(c), TAG + "trunks": len(model.trunks),
-            TAG + "model": ",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
-            TAG + "evaluation": "test" if self.fold is None else "fold"}
-        if c.cv:
-            tags[TAG + "cv"] = c.cv
-        if self.fold is not None:
-            tags[TAG + "fold"] = self.fold + 1
+        tags = tag_values(
+            strategy=c.strategy, freeze=c.freeze, task=c.task, train_fraction=c.train_fraction,
+            seed=c.seed, split=self.split_how + (f":{c.holdout}" if c.holdout else ""),
+            setting=setting_hash(c), trunks=len(model.trunks),
+            model=",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
+            evaluation="test" if self.fold is None else "fold", cv=c.cv or None,
+            fold=None if self.fold is None else self.fold + 1)
         if c.strategy == "scratch":
-            tags[TAG + "source"] = "none"
-            if src:
-                tags[TAG + "architecture_from"] = ",".join(dict.fromkeys(s.ref for s in src))
-            return tags
-        return {**tags,
-                TAG + "source": ",".join(dict.fromkeys(s.dataset or "unknown" for s in src)),
-                TAG + "source_targets": ",".join(s.name for s in src),
-                TAG + "source_refs": ",".join(dict.fromkeys(s.ref for s in src)),
-                TAG + "source_runs": ",".join(s.run_id for s in src if s.run_id),
-                TAG + "source_models": ",".join(s.model_uri for s in src if s.model_uri)}
+            return {**tags, **tag_values(
+                source="none",
+                architecture_from=",".join(dict.fromkeys(s.ref for s in src)) if src else None)}
+        return {**tags, **tag_values(
+            source=",".join(dict.fromkeys(s.dataset or "unknown" for s in src)),
+            source_targets=",".join(s.name for s in src),
+            source_refs=",".join(dict.fromkeys(s.ref for s in src)),
+            source_runs=",".join(s.run_id for s in src if s.run_id),
+            source_models=",".join(s.model_uri for s in src if s.model_uri))}
 
     def run_name(self, model) -> str:
         """What differs between fine-tune runs first, short enough for the UI's column:
@@ -647,8 +645,7 @@ class _Finetune(TrainedStage):
         keeps of them."""
         from ecgtransfer import plots
         from ecgtransfer.stages.trained import _clean
-        from ecgtransfer.tracking import TAG
-        from ecgtransfer.training.metrics import macro_classes
+        from ecgtransfer.training.metrics import interval_text, macro_classes
 
         config = self.config
         test, intervals = evaluate(task, probs, y, config.bootstrap, config.seed)
@@ -659,15 +656,15 @@ class _Finetune(TrainedStage):
         over = macro_classes(y, list(self.classes), self.multilabel)
         run.log_text(json.dumps(_clean({"metrics": test, "ci95": intervals, "n": int(len(y)),
                                         "macro_over": over}), indent=2), "test_metrics.json")
-        run.set_tags({TAG + "macro_over": ",".join(over)})
+        run.set_tags(tag_values(macro_over=",".join(over)))
         run.log_figure(plots.confusion_matrix(y, probs, self.classes, self.multilabel),
                        "plots/confusion_matrix_test.png")
         run.log_figure(plots.roc_curves(y, probs, self.classes, self.multilabel),
                        "plots/roc_test.png")
-        log.info("finetune: %s macro AUROC %.3f [%s], accuracy %.3f, macro F1 %.3f",
+        log.info("finetune: %s macro AUROC %.3f %s, accuracy %.3f, macro F1 %.3f",
                  "out-of-fold" if predictions.name.startswith("oof") else "test",
-                 test["macro_auroc"], _ci(intervals.get("macro_auroc")), test["accuracy"],
-                 test["macro_f1"])
+                 test["macro_auroc"], interval_text(intervals.get("macro_auroc"))
+                 or "(no interval)", test["accuracy"], test["macro_f1"])
         return {"test": test, "intervals": intervals}
 
     def _save_predictions(self, ids: np.ndarray, probs: np.ndarray, y: np.ndarray,
@@ -675,10 +672,6 @@ class _Finetune(TrainedStage):
         from ecgtransfer.training.predictions import predictions_table, write_predictions
 
         write_predictions(predictions_table(ids, self.classes, probs, y, self.multilabel), path)
-
-
-def _ci(interval) -> str:
-    return "no interval" if not interval else f"95% CI {interval[0]:.3f}-{interval[1]:.3f}"
 
 
 def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = True,
@@ -748,7 +741,7 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
                 stage.train(stage.job(stage.build_model()))
         return FinetuneResult(stage.out, None, 0, {})
     stage.fold = None  # the cross-validation's own run: no fold
-    tags = {**stage.tags(), **stage.run_tags(model), tracking.TAG + "evaluation": "cv"}
+    tags = {**stage.tags(), **stage.run_tags(model), **tag_values(evaluation="cv")}
     with tracking.open_parent_run(experiment=config.experiment,
                                   name=config.run_name or stage.run_name(model), tags=tags,
                                   marker=stage.out / "parent_run.json",
@@ -802,6 +795,7 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
 def _pool(stage: _Finetune, files: list[Path]) -> pd.DataFrame:
     """The folds' test predictions as one table with a ``fold`` column, written (whole) as
     ``oof_predictions.csv`` in the cross-validation's folder."""
+    import pandas as pd
     from ecgtransfer.training.predictions import (OOF_PREDICTIONS, read_predictions,
                                                   write_predictions)
 

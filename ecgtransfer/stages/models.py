@@ -4,12 +4,15 @@ multiply-accumulates per record at each input rate, size, and optionally CPU lat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
-import pandas as pd
 
 from ecgtransfer.config import check, setting
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ModelsConfig", "cost_table"]
 
@@ -45,6 +48,7 @@ def cost_table(config: ModelsConfig) -> pd.DataFrame:
 
     The models are built with the same seed, in eval mode, on the CPU.
     """
+    import pandas as pd
     import torch
 
     from ecgtransfer.models import DEFAULT_MODEL, create_model, list_models
@@ -79,6 +83,7 @@ def cost_table(config: ModelsConfig) -> pd.DataFrame:
 
 
 def run_models(config: ModelsConfig, context: Context) -> StageResult:
+    import pandas as pd
     from ecgtransfer.files import atomic_file, check_output_file
 
     if config.out:  # before the measuring, which takes a while

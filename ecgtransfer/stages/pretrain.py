@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
 
 from ecgtransfer.config import ConfigError, check, setting, to_dict, to_yaml
 from ecgtransfer.features.vocabulary import (UNITS, column, implausible_reason, plausible,
@@ -25,6 +24,10 @@ from ecgtransfer.features.vocabulary import (UNITS, column, implausible_reason, 
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
                                         check_model_settings, used_counts)
+from ecgtransfer.tags import tag_values
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["PretrainConfig", "PretrainResult", "pretrain", "run_pretrain", "find_labels",
            "target_table"]
@@ -125,6 +128,8 @@ def target_table(index: pd.DataFrame, labels: pd.DataFrame, targets: list[str],
         One line naming ``labels_path``: no row is a record of this store, or a target value
         that is not a number.
     """
+    import pandas as pd
+
     labels = labels.set_index("record_id")
     ids = index["record_id"].astype(str)
     if not ids.isin(labels.index).any():
@@ -221,11 +226,11 @@ class _Pretrain(TrainedStage):
 
     def job(self, targets: list[str], selection: tuple) -> Training:
         """One regressor's training: normalisation fitted on its training records."""
+        import pandas as pd
         from ecgtransfer import plots
         from ecgtransfer.data.dataset import StoreDataset, fit_lead_stats
         from ecgtransfer.models import model_defaults
         from ecgtransfer.models.regressor import IntervalRegressor, save_regressor
-        from ecgtransfer.tracking import TAG
         from ecgtransfer.training.tasks import RegressionTask
 
         config = self.config
@@ -274,9 +279,9 @@ class _Pretrain(TrainedStage):
         return Training(
             folder=self.out / name, model=self.network(targets), task=task, datasets=datasets,
             run_name=run_name, desc=name, counts=counts,
-            tags={TAG + "model": config.model, TAG + "targets": ",".join(targets),
-                  TAG + "labels": str(self.labels_path.resolve()),
-                  TAG + "labeller_config_hash": _labeller_hash(self.labels_path)},
+            tags=tag_values(model=config.model, targets=",".join(targets),
+                            labels=str(self.labels_path.resolve()),
+                            labeller_config_hash=_labeller_hash(self.labels_path)),
             params={"targets": targets, "model_kwargs": meta["model_kwargs"],
                     "input": {"fs": self.fs, "n_samples": self.n_samples,
                               "leads": meta["leads"]}, "data": _count_params(counts)},
@@ -366,8 +371,8 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
             name = config.run_name or f"{'+'.join(config.targets)} {config.model}"
             parent = tracking.open_parent_run(
                 experiment=config.experiment, name=name, parent=parent_run_id,
-                tags={**stage.tags(), tracking.TAG + "model": config.model,
-                      tracking.TAG + "targets": ",".join(config.targets)},
+                tags={**stage.tags(),
+                      **tag_values(model=config.model, targets=",".join(config.targets))},
                 marker=stage.out / "parent_run.json")
         with parent as run:
             if run is not None:

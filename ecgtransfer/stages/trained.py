@@ -29,6 +29,7 @@ import numpy as np
 from ecgtransfer.config import (ConfigError, LoopConfig, check, check_run_folder, loop_config,
                                 setting, to_dict, to_yaml)
 from ecgtransfer.stages import Context
+from ecgtransfer.tags import tag_values
 
 __all__ = ["BOOKKEEPING", "TrainingConfig", "TrainedStage", "Training", "write_json", "read_json",
            "used_counts", "check_model_settings", "SPLITS"]
@@ -239,12 +240,12 @@ class TrainedStage:
 
     def tags(self) -> dict[str, str]:
         """The tags every run of the stage carries."""
-        from ecgtransfer.tracking import TAG, code_version, store_hash
+        from ecgtransfer.tracking import code_version, store_hash
 
-        return {TAG + "stage": self.kind, TAG + "dataset": self.dataset_name,
-                TAG + "store": str(self.store.path.resolve()),
-                TAG + "store_hash": store_hash(self.store.path),
-                TAG + "code_version": code_version(), **self.context.tags}
+        return {**tag_values(stage=self.kind, dataset=self.dataset_name,
+                             store=str(self.store.path.resolve()),
+                             store_hash=store_hash(self.store.path),
+                             code_version=code_version()), **self.context.tags}
 
     def input_shape(self, fs: float | None) -> tuple[float, int]:
         """The input rate (``fs`` or the store's) and the samples per record at it (the median
@@ -348,7 +349,7 @@ class TrainedStage:
             trainer.model.load_state_dict(fit.best_state)
             test = job.evaluate(run, trainer, job.datasets["test"])
             run.log_metrics({"best_epoch": fit.best_epoch, "n_epochs": len(fit.history)})
-            run.set_tags({tracking.TAG + "stopped_early": str(fit.stopped_early).lower()})
+            run.set_tags(tag_values(stopped_early=str(fit.stopped_early).lower()))
             run.log_figure(job.curves(fit), "plots/learning_curves.png")
             import pandas as pd
 
@@ -361,7 +362,7 @@ class TrainedStage:
             model_uri = None
             if job.log_model:
                 model_uri = run.log_model(model, job.example, job.folder / "model.pt")
-                run.set_tags({tracking.TAG + "model_uri": model_uri})
+                run.set_tags(tag_values(model_uri=model_uri))
             else:  # the plain weights as an artifact, not an MLflow model
                 run.log_artifact(job.folder / "model.pt")
             result = {"run_id": run.id, "model_uri": model_uri, "best_epoch": fit.best_epoch,

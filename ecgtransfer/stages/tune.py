@@ -37,7 +37,8 @@ from ecgtransfer.config import (ConfigError, check, check_run_folder, config_has
                                 read_yaml, setting, to_dict, to_yaml)
 from ecgtransfer.stages import Context, Stage, StageResult, get_stage, register_stage
 from ecgtransfer.stages.trained import BOOKKEEPING
-from ecgtransfer.tracking import TAG, EndedEarly
+from ecgtransfer.tags import tag_values
+from ecgtransfer.tracking import EndedEarly
 
 __all__ = ["TuneConfig", "SearchSpace", "Param", "read_space", "tune", "SEARCHABLE"]
 
@@ -644,9 +645,8 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
             "Optuna searches by `ecgtransfer tune`: each search is a run, its trials (runs of "
             "the stage it searches) nested under it, tagged `ecgtransfer.trial` and "
             "`ecgtransfer.trial_state`; the best config is the search run's best_config.yaml."))
-        tags = {TAG + "stage": "tune", TAG + "searched_stage": space.stage,
-                TAG + "study": name, TAG + "code_version": tracking.code_version(),
-                **context.tags}
+        tags = {**tag_values(stage="tune", searched_stage=space.stage, study=name,
+                             code_version=tracking.code_version()), **context.tags}
         with tracking.open_parent_run(experiment=config.experiment,
                                       name=config.run_name or f"tune {space.path.stem}",
                                       tags=tags, marker=out / "run.json",
@@ -706,7 +706,7 @@ def _end_interrupted_runs(experiment: str, search_run: str) -> None:
     from ecgtransfer import tracking
 
     for found in tracking.find_runs([experiment], status="RUNNING", search_run=search_run):
-        tracking.Run(found.run_id).set_tags({TAG + "trial_state": "interrupted"})
+        tracking.Run(found.run_id).set_tags(tag_values(trial_state="interrupted"))
         tracking.end_run(found.run_id, "KILLED")
         log.info("the run of trial %s was left running by a killed search; it is marked KILLED",
                  found.tag("trial", "?"))
@@ -762,8 +762,8 @@ class _Objective:
             if trial.should_prune():
                 raise _Pruned(f"pruned at epoch {metrics['epoch']}")
 
-        tags = {TAG + "trial": str(trial.number), TAG + "search_run": self.search_run,
-                TAG + "study": trial.study.study_name}
+        tags = tag_values(trial=str(trial.number), search_run=self.search_run,
+                          study=trial.study.study_name)
         ctx = Context(progress=self.context.progress, resume=False, parent_run=self.search_run,
                       tags={**self.context.tags, **tags}, on_epoch=on_epoch, say=self.context.say)
         from ecgtransfer.files import disk_full
@@ -813,9 +813,9 @@ class _Objective:
         description, FAILED."""
         from ecgtransfer import tracking
 
-        tags = {TAG + "stage": self.space.stage, TAG + "trial": str(trial.number),
-                TAG + "search_run": self.search_run, TAG + "study": trial.study.study_name,
-                TAG + "trial_state": "failed", **self.context.tags}
+        tags = {**tag_values(stage=self.space.stage, trial=str(trial.number),
+                             search_run=self.search_run, study=trial.study.study_name,
+                             trial_state="failed"), **self.context.tags}
         with tracking.open_run(experiment=self.config.experiment, name=name, tags=tags,
                                parent=self.search_run) as run:
             run.log_params(sampled)
@@ -841,7 +841,7 @@ class _Objective:
         from ecgtransfer import tracking
 
         for found in self._runs_of(number):
-            tracking.Run(found.run_id).set_tags({TAG + "trial_state": state})
+            tracking.Run(found.run_id).set_tags(tag_values(trial_state=state))
 
 
 def _best_epoch(result: StageResult) -> int:
@@ -910,8 +910,8 @@ def _report(config: TuneConfig, space: SearchSpace, stage: Stage, base: dict, st
             f.write(text)
         run.log_artifact(out / "best_config.yaml")
         run.log_metrics({f"best_{space.metric}": best_value, "best_trial": best_trial})
-        run.set_tags({TAG + "best_trial": best_trial, TAG + "best_config_hash":
-                      config_hash(cfg, exclude=_BOOKKEEPING)})
+        run.set_tags(tag_values(best_trial=best_trial,
+                                best_config_hash=config_hash(cfg, exclude=_BOOKKEEPING)))
         _plots(study, run, out)
     return TuneResult(out, run.id, study.study_name,
                       _shown_url(config.storage or default_storage(config)),

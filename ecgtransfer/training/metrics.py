@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["mae", "classification_metrics", "macro_classes", "bootstrap_interval",
-           "bootstrap_draws", "percentile_interval"]
+           "bootstrap_draws", "percentile_interval", "interval_text"]
 
 
 def mae(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -165,3 +165,12 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
         return (np.nan, np.nan)
     tail = (1 - level) / 2 * 100
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def interval_text(interval, *, signed: bool = False) -> str:
+    """An interval as reports print it: ``[0.812, 0.901]`` (``[-0.010, +0.034]`` with
+    ``signed``, for differences); "" for none or a non-finite bound."""
+    if interval is None or len(interval) != 2 or not np.isfinite(interval).all():
+        return ""
+    sign = "+" if signed else ""
+    return f"[{interval[0]:{sign}.3f}, {interval[1]:{sign}.3f}]"
