@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -63,9 +64,18 @@ def sqlite_folder(uri: str) -> Path | None:
 
 
 def _client():
+    """The MLflow client of the current tracking URI (one per URI per process: making one
+    resolves the store anew, a few ms that every log call paid)."""
     import mlflow
 
-    return mlflow.MlflowClient()
+    return _client_of(mlflow.get_tracking_uri())
+
+
+@functools.lru_cache(maxsize=16)
+def _client_of(uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def setup(uri: str | None, experiment: str | None = None) -> str | None:
@@ -83,14 +93,17 @@ def setup(uri: str | None, experiment: str | None = None) -> str | None:
                          + ("is a file" if folder.exists() else "does not exist; create it")
                          + ", or pass another --tracking-uri")
     mlflow.set_tracking_uri(uri)
-    # a new SQLite store is created (its tables migrated) by the first process to open it; the
-    # others wait for it rather than reading half-made tables
-    with _store_creation(uri, folder):
-        try:  # a damaged database or an unreachable server: one line naming it
-            _client().search_experiments(max_results=1)
-        except Exception as exc:  # MLflow and SQLAlchemy raise many kinds
-            raise ValueError(f"{uri}: not a usable MLflow tracking store ({type(exc).__name__}); "
-                             "check the path or server, or pass another --tracking-uri") from None
+    if not _opened(uri, folder):
+        # a new SQLite store is created (its tables migrated) by the first process to open it;
+        # the others wait for it rather than reading half-made tables
+        with _store_creation(uri, folder):
+            try:  # a damaged database or an unreachable server: one line naming it
+                _client().search_experiments(max_results=1)
+            except Exception as exc:  # MLflow and SQLAlchemy raise many kinds
+                raise ValueError(f"{uri}: not a usable MLflow tracking store "
+                                 f"({type(exc).__name__}); check the path or server, or pass "
+                                 "another --tracking-uri") from None
+        _OPENED[uri] = _identity(folder, uri)
     if experiment is None:
         return None
     client = _client()
@@ -108,6 +121,28 @@ def setup(uri: str | None, experiment: str | None = None) -> str | None:
             exp_id = client.get_experiment_by_name(experiment).experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+_OPENED: dict[str, Any] = {}
+"""Stores this process has opened and checked, with what their database file was then."""
+
+
+def _identity(folder: Path | None, uri: str) -> Any:
+    """What says an SQLite store is still the one checked: its file's inode and device (None
+    for a server)."""
+    if folder is None:
+        return None
+    try:
+        stat = Path(re.match(r"sqlite:///(.+)$", uri).group(1)).stat()
+    except OSError:
+        return "missing"
+    return (stat.st_dev, stat.st_ino)
+
+
+def _opened(uri: str, folder: Path | None) -> bool:
+    """Whether this process opened and checked ``uri`` already, and its database is the same
+    file (a store deleted or replaced since is checked again)."""
+    return uri in _OPENED and _OPENED[uri] == _identity(folder, uri) != "missing"
 
 
 STORE_WAIT_S = 300.0
