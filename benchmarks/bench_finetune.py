@@ -57,14 +57,14 @@ def synthetic_store(n: int, work: Path) -> Path:
 
 def pretrain_on(store: Path, split: str, epochs: int, work: Path, uri: str) -> Path:
     from ecgtransfer.stages.pretrain import PretrainConfig
-    from ecgtransfer.stages.pretrain import pretrain
+    from ecgtransfer.stages import Context, get_stage
 
     out = work / f"pretrain-{store.name}-{split}"
     config = PretrainConfig(store=str(store), targets=TARGETS, split=split, fs=100.0,
                             epochs=epochs, batch_size=32, patience=8, seed=0, device="cpu",
                             out=str(out), tracking_uri=uri, experiment="bench-pretrain")
     t0 = time.perf_counter()
-    results = pretrain(config, progress=False)
+    results = get_stage("pretrain").run(config, Context(progress=False)).details
     shown = ", ".join(f"{k}: {v:.1f}" for r in results for k, v in r.test_mae.items())
     print(f"pretrained on {store.name} ({split}) in {time.perf_counter() - t0:.0f} s; test MAE "
           f"{shown}", flush=True)
@@ -74,7 +74,7 @@ def pretrain_on(store: Path, split: str, epochs: int, work: Path, uri: str) -> P
 def finetune_grid(ptbxl: Path, sources: dict[str, tuple[Path, str]], epochs: int,
                   seeds: list[int], fractions: list[float], work: Path, uri: str) -> list[dict]:
     from ecgtransfer.stages.finetune import FinetuneConfig
-    from ecgtransfer.stages.finetune import finetune
+    from ecgtransfer.stages import Context, get_stage
 
     rows = []
     for setting, (pretrained, split) in sources.items():
@@ -91,7 +91,7 @@ def finetune_grid(ptbxl: Path, sources: dict[str, tuple[Path, str]], epochs: int
                         device="cpu", bootstrap=200, out=str(out), tracking_uri=uri,
                         experiment="bench-finetune")
                     t0 = time.perf_counter()
-                    r = finetune(config, progress=False)
+                    r = get_stage("finetune").run(config, Context(progress=False)).details
                     row = {"setting": setting, "strategy": label, "fraction": fraction,
                            "seed": seed, "seconds": time.perf_counter() - t0,
                            "n_train": r.counts["train"]["used"], "n_test": r.counts["test"]["used"],

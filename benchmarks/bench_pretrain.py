@@ -85,7 +85,7 @@ def speed(store_path: Path, seconds: float) -> list[dict]:
 
 def accuracy(store_path: Path, epochs: int, work: Path, runs: list[tuple[str, int]]) -> list[dict]:
     from ecgtransfer.stages.pretrain import PretrainConfig
-    from ecgtransfer.stages.pretrain import pretrain
+    from ecgtransfer.stages import Context, get_stage
 
     rows = []
     for model, seed in runs:
@@ -96,7 +96,7 @@ def accuracy(store_path: Path, epochs: int, work: Path, runs: list[tuple[str, in
                                 tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
                                 experiment="bench-pretrain")
         t0 = time.perf_counter()
-        (result,) = pretrain(config, progress=False)
+        (result,) = get_stage("pretrain").run(config, Context(progress=False)).details
         seconds = time.perf_counter() - t0
         history = json.loads((result.path / "result.json").read_text())
         import pandas as pd

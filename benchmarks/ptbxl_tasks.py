@@ -30,7 +30,8 @@ PUBLISHED = {  # task: (resnet1d_wang, inception1d), macro AUROC on fold 10 (Str
 
 def main() -> None:
     from ecgtransfer.data.ptbxl import BENCHMARK_TASKS, prepare_ptbxl, sample_ptbxl_root
-    from ecgtransfer.stages.finetune import FinetuneConfig, finetune, statement_targets
+    from ecgtransfer.stages import Context, get_stage
+    from ecgtransfer.stages.finetune import FinetuneConfig, statement_targets
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=None)
@@ -50,11 +51,11 @@ def main() -> None:
         for task in BENCHMARK_TASKS:
             classes, targets, reasons = statement_targets(store.index, task)
             started = time.perf_counter()
-            result = finetune(FinetuneConfig(
+            result = get_stage("finetune").run(FinetuneConfig(
                 store=str(store.path), task=task, strategy="scratch", cv=args.cv,
                 epochs=args.epochs, batch_size=32, bootstrap=500, seed=args.seed, device="cpu",
                 out=str(Path(tmp) / task), tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}",
-                experiment="ptbxl-tasks"), progress=False)
+                experiment="ptbxl-tasks"), Context(progress=False)).details
             seconds = time.perf_counter() - started
             low, high = result.intervals.get("macro_auroc", (float("nan"), float("nan")))
             wang, inception = PUBLISHED[task]

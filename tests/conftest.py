@@ -173,6 +173,14 @@ def quickstart(tmp_path_factory):
     return {"folder": folder, "uri": uri, "pipeline": pipeline, "results": results}
 
 
+def run_stage(name: str, config, *, resume: bool = False):
+    """A stage run as Python callers run it, the documented way:
+    ``get_stage(name).run(config, Context(...))`` (no progress bars)."""
+    from ecgtransfer.stages import Context, get_stage
+
+    return get_stage(name).run(config, Context(progress=False, resume=resume))
+
+
 def copy_records(src_dir: Path, names, dest: Path) -> Path:
     """Copy WFDB records (all their files) into ``dest`` for corrupting."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -211,20 +211,21 @@ def test_the_figure_is_drawn_on_standard_ecg_paper(ludb_root):
 def trained(ptbxl_labelled, tmp_path_factory):
     """A QRS regressor pretrained on PTB-XL half A and a classifier fine-tuned from it on half B,
     briefly, tracked in MLflow."""
-    from ecgtransfer.stages.finetune import FinetuneConfig, finetune
-    from ecgtransfer.stages.pretrain import PretrainConfig, pretrain
+    from conftest import run_stage
+    from ecgtransfer.stages.finetune import FinetuneConfig
+    from ecgtransfer.stages.pretrain import PretrainConfig
 
     folder = tmp_path_factory.mktemp("explain")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     pre = PretrainConfig(store=str(ptbxl_labelled.path), targets=["qrs"], split="A", fs=100.0,
                          epochs=2, batch_size=32, device="cpu", out=str(folder / "pretrain"),
                          tracking_uri=uri, experiment="pre")
-    pretrain(pre, progress=False)
+    run_stage("pretrain", pre).details
     ft = FinetuneConfig(store=str(ptbxl_labelled.path), split="B", epochs=2, batch_size=32,
                         device="cpu", bootstrap=20, out=str(folder / "ft"), tracking_uri=uri,
                         experiment="ft", strategy="single", task="multi_label",
                         sources=[str(folder / "pretrain" / "qrs")])
-    result = finetune(ft, progress=False)
+    result = run_stage("finetune", ft).details
     return {"folder": folder, "uri": uri, "store": ptbxl_labelled, "ft": folder / "ft",
             "ft_run": result.run_id, "qrs": folder / "pretrain" / "qrs"}
 

@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import run_stage
 from ecgtransfer.config import ConfigError
 from ecgtransfer.stages.pretrain import PretrainConfig
 from ecgtransfer.stages.finetune import FinetuneConfig
 from ecgtransfer.data.ptbxl import SUPERCLASSES
-from ecgtransfer.stages.finetune import diagnostic_targets, finetune
+from ecgtransfer.stages.finetune import diagnostic_targets
 from ecgtransfer.models.classifier import load_classifier
 from ecgtransfer.models.regressor import load_regressor
-from ecgtransfer.stages.pretrain import pretrain
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def pretrained(ptbxl_labelled, tmp_path_factory):
     config = PretrainConfig(store=str(ptbxl_labelled.path), targets=["qrs", "hr"], split="A",
                             fs=100.0, epochs=1, batch_size=32, device="cpu",
                             out=str(folder / "pretrain"), tracking_uri=uri, experiment="pre")
-    results = pretrain(config, progress=False)
+    results = run_stage("pretrain", config).details
     parent = json.loads((folder / "pretrain" / "parent_run.json").read_text())["run_id"]
     return {"uri": uri, "results": {r.name: r for r in results}, "parent": parent,
             "folder": folder / "pretrain"}
@@ -75,7 +75,7 @@ def test_combined_gradual_multilabel_logs_a_complete_run(ptbxl_labelled, pretrai
 
     config = _config(ptbxl_labelled, pretrained, tmp_path, sources=[pretrained["parent"]],
                      strategy="combined", freeze="gradual", frozen_epochs=1, task="multi_label")
-    result = finetune(config, progress=False)
+    result = run_stage("finetune", config).details
     client = _client(pretrained["uri"])
     run = client.get_run(result.run_id)
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
@@ -170,7 +170,7 @@ def test_frozen_single_keeps_the_pretrained_trunk(ptbxl_labelled, pretrained, tm
                      bootstrap=0)
     torch.manual_seed(99)
     caller = torch.get_rng_state()
-    result = finetune(config, progress=False)
+    result = run_stage("finetune", config).details
     assert torch.equal(torch.get_rng_state(), caller)  # library code leaves the caller's RNG
     trained = load_classifier(tmp_path / "run" / "model.pt")
     source = load_regressor(qrs / "model.pt")
@@ -184,17 +184,18 @@ def test_frozen_single_keeps_the_pretrained_trunk(ptbxl_labelled, pretrained, tm
 
 def test_full_scratch_and_train_fraction(ptbxl_labelled, pretrained, tmp_path):
     qrs = pretrained["folder"] / "qrs"
-    full = finetune(_config(ptbxl_labelled, pretrained, tmp_path / "a", sources=[str(qrs)],
-                            epochs=1, bootstrap=0, experiment="filters"), progress=False)
+    full = run_stage("finetune", _config(ptbxl_labelled, pretrained, tmp_path / "a",
+                                         sources=[str(qrs)], epochs=1, bootstrap=0,
+                                         experiment="filters")).details
     tuned = load_classifier(tmp_path / "a" / "run" / "model.pt")
     source = load_regressor(qrs / "model.pt")
     assert any(not torch.equal(v, _trunk_state(tuned.trunks[0])[k])
                for k, v in _trunk_state(source).items() if v.is_floating_point())
 
     def scratch(folder):
-        return finetune(_config(ptbxl_labelled, pretrained, folder, sources=[str(qrs)],
-                                strategy="scratch", train_fraction=0.5, epochs=1, bootstrap=0,
-                                experiment="filters"), progress=False)
+        return run_stage("finetune", _config(
+            ptbxl_labelled, pretrained, folder, sources=[str(qrs)], strategy="scratch",
+            train_fraction=0.5, epochs=1, bootstrap=0, experiment="filters")).details
 
     one, two = scratch(tmp_path / "b"), scratch(tmp_path / "c")
     assert abs(one.counts["train"]["used"] / full.counts["train"]["used"] - 0.5) < 0.2
@@ -232,16 +233,16 @@ def test_resume_reuses_a_finished_run_and_refuses_other_settings(ptbxl_labelled,
                                                                   tmp_path):
     sources = [str(pretrained["folder"] / "hr")]
     config = _config(ptbxl_labelled, pretrained, tmp_path, sources=sources, epochs=1, bootstrap=0)
-    first = finetune(config, progress=False)
-    again = finetune(config, resume=True, progress=False)
+    first = run_stage("finetune", config).details
+    again = run_stage("finetune", config, resume=True).details
     assert again.reused and again.run_id == first.run_id
     np.testing.assert_equal(again.test, first.test)  # NaN (a class absent from test) included
     with pytest.raises(ConfigError, match="holds a finetune run already"):
-        finetune(config, progress=False)
+        run_stage("finetune", config).details
     changed = _config(ptbxl_labelled, pretrained, tmp_path, sources=sources, epochs=1,
                       bootstrap=0, lr=0.01)
     with pytest.raises(ConfigError, match="--resume: lr is 0.01 now"):
-        finetune(changed, resume=True, progress=False)
+        run_stage("finetune", changed, resume=True).details
 
 
 def test_bad_sources_and_stores_fail_with_one_line(ptbxl_labelled, deepfake_labelled, pretrained,
@@ -298,7 +299,7 @@ def test_killed_gradual_run_resumes_to_the_same_weights(ptbxl_labelled, pretrain
 
     kw = dict(sources=[str(pretrained["folder"] / "qrs")], freeze="gradual", frozen_epochs=1,
               epochs=3, bootstrap=0, patience=0)
-    whole = finetune(_config(ptbxl_labelled, pretrained, tmp_path / "a", **kw), progress=False)
+    whole = run_stage("finetune", _config(ptbxl_labelled, pretrained, tmp_path / "a", **kw)).details
     original = Trainer._train_epoch
 
     def dies_in_epoch_3(self, epoch):
@@ -309,10 +310,10 @@ def test_killed_gradual_run_resumes_to_the_same_weights(ptbxl_labelled, pretrain
     killed = _config(ptbxl_labelled, pretrained, tmp_path / "b", **kw)
     monkeypatch.setattr(Trainer, "_train_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        finetune(killed, progress=False)
+        run_stage("finetune", killed).details
     monkeypatch.setattr(Trainer, "_train_epoch", original)
     assert not (tmp_path / "b" / "run" / "model.pt").exists()
-    resumed = finetune(killed, resume=True, progress=False)
+    resumed = run_stage("finetune", killed, resume=True).details
     a = load_classifier(tmp_path / "a" / "run" / "model.pt").state_dict()
     b = load_classifier(tmp_path / "b" / "run" / "model.pt").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -332,7 +333,7 @@ def test_scratch_names_its_size_without_pretrained_trunks(ptbxl_labelled, pretra
     random trunks of the model; the run says so in its tags and name."""
     config = _config(ptbxl_labelled, pretrained, tmp_path, strategy="scratch", trunks=2,
                      epochs=1, bootstrap=0, fs=100.0, experiment="sizes")
-    result = finetune(config, progress=False)
+    result = run_stage("finetune", config).details
     assert len(load_classifier(tmp_path / "run" / "model.pt").trunks) == 2
     run = _client(pretrained["uri"]).get_run(result.run_id)
     assert run.data.tags["ecgtransfer.trunks"] == "2" and run.data.tags["ecgtransfer.source"] == "none"
@@ -386,7 +387,7 @@ def cross_validated(ptbxl_labelled, pretrained, tmp_path_factory, ptbxl_root):
                 epochs=1, batch_size=32, device="cpu", bootstrap=50,
                 out=str(folder / f"{strategy}{seed}"), tracking_uri=pretrained["uri"],
                 experiment="cv")
-            results[strategy, seed] = finetune(config, progress=False)
+            results[strategy, seed] = run_stage("finetune", config).details
     return {"folder": folder, "results": results, "uri": pretrained["uri"],
             "scp": ptbxl_root / "scp_statements.csv"}
 
@@ -446,14 +447,14 @@ def test_a_killed_cross_validation_resumes_at_its_fold(ptbxl_labelled, pretraine
 
     monkeypatch.setattr(trained.TrainedStage, "train", killed_in_fold_two)
     with pytest.raises(KeyboardInterrupt):
-        finetune(config, progress=False)
+        run_stage("finetune", config).details
     parent = json.loads((tmp_path / "cv" / "parent_run.json").read_text())["run_id"]
     client = _client(pretrained["uri"])
     assert client.get_run(parent).info.status == "KILLED"
     assert not (tmp_path / "cv" / "result.json").exists()
     calls.clear()
     kill[0] = False
-    result = finetune(config, resume=True, progress=False)
+    result = run_stage("finetune", config, resume=True).details
     assert calls == ["fold2", "fold3"]  # fold 1 was finished: reused
     assert result.run_id == parent and client.get_run(parent).info.status == "FINISHED"
     assert len(pd.read_csv(tmp_path / "cv" / "oof_predictions.csv")) == result.counts["test"]["used"]
@@ -568,7 +569,7 @@ def test_a_benchmark_task_trains_on_its_statements(ptbxl_labelled, pretrained, t
     assert (reasons == "no rhythm statement").sum() == (targets.sum(axis=1) == 0).sum() > 0
     config = _config(ptbxl_labelled, pretrained, tmp_path, strategy="scratch", task="rhythm",
                      fs=100.0, epochs=1, bootstrap=0, split="folds")
-    result = finetune(config, progress=False)
+    result = run_stage("finetune", config).details
     model = load_classifier(tmp_path / "run" / "model.pt")
     assert model.meta["classes"] == list(classes) and model.meta["num_outputs"] == len(classes)
     assert result.counts["test"]["excluded"].get("no rhythm statement", 0) >= 0

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import copy_records
+from conftest import copy_records, run_stage
 from ecgtransfer.features import labels as labels_module
 from ecgtransfer.features.labels import LabelError, label_records, read_labels
 from ecgtransfer.features.vocabulary import INTERVALS
-from ecgtransfer.stages.pretrain import pretrain, target_table
+from ecgtransfer.stages.pretrain import target_table
 
 SAMPLE = "cinc2021-sample"
 
@@ -91,7 +91,7 @@ def test_pretrain_leaves_an_implausible_label_out_and_counts_it(ptbxl_labelled, 
     config = PretrainConfig(store=str(ptbxl_labelled.path), labels=str(path), fs=100.0,
                             epochs=1, max_train_records=8, device="cpu", out=str(tmp_path / "r"),
                             tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (result,) = pretrain(config, progress=False)
+    (result,) = run_stage("pretrain", config).details
     assert result.counts["train"]["excluded"]["label outside its plausible range"] == 1
     assert 0 < result.test_mae["qrs_ms"] < 200
 

@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import run_stage
 from ecgtransfer.config import ConfigError
 from ecgtransfer.stages.pretrain import PretrainConfig
 from ecgtransfer.data.dataset import fit_lead_stats
 from ecgtransfer.data.splits import split_positions
 from ecgtransfer.models.regressor import load_regressor
-from ecgtransfer.stages.pretrain import pretrain, target_table
+from ecgtransfer.stages.pretrain import target_table
 
 
 def _config(store, tmp_path, **kw) -> PretrainConfig:
@@ -43,7 +44,7 @@ def test_pretrain_ptbxl_logs_a_complete_mlflow_run(ptbxl_labelled, tmp_path):
     import mlflow
 
     config = _config(ptbxl_labelled, tmp_path, targets=["qrs", "hr"])
-    results = pretrain(config, progress=False)
+    results = run_stage("pretrain", config).details
     assert [r.name for r in results] == ["qrs", "hr"]
     client = _client(config)
     qrs = client.get_run(results[0].run_id)
@@ -97,7 +98,7 @@ def test_pretrain_ptbxl_logs_a_complete_mlflow_run(ptbxl_labelled, tmp_path):
 def test_pretrain_synthetic_store_multi_output(deepfake_labelled, tmp_path):
     config = _config(deepfake_labelled, tmp_path, targets="qrs,qt", multi_output=True,
                      epochs=1, fs=None)
-    (result,) = pretrain(config, progress=False)
+    (result,) = run_stage("pretrain", config).details
     assert result.name == "qrs+qt"
     run = _client(config).get_run(result.run_id)
     assert run.data.tags["ecgtransfer.dataset"] == "deepfake"
@@ -113,7 +114,7 @@ def test_pretrain_synthetic_store_multi_output(deepfake_labelled, tmp_path):
 
 def test_normalisation_is_fitted_on_training_records_only(ptbxl_labelled, tmp_path):
     config = _config(ptbxl_labelled, tmp_path, targets=["qt"], epochs=1)
-    (result,) = pretrain(config, progress=False)
+    (result,) = run_stage("pretrain", config).details
     model = load_regressor(result.path / "model.pt")
     train = split_positions(ptbxl_labelled.index, "folds")["train"]
     values, reasons = target_table(ptbxl_labelled.index, pd.read_csv(
@@ -139,7 +140,7 @@ def test_flagged_and_nan_labels_are_left_out_and_counted(ptbxl_labelled, tmp_pat
     path = tmp_path / "labels-edited.csv"
     labels.to_csv(path, index=False)
     config = _config(ptbxl_labelled, tmp_path, labels=str(path), epochs=1)
-    (result,) = pretrain(config, progress=False)
+    (result,) = run_stage("pretrain", config).details
     excluded = result.counts["train"]["excluded"]
     before = ((pd.read_csv(next(ptbxl_labelled.path.glob("labels-*.csv")),
                            dtype={"record_id": str}).set_index("record_id")
@@ -160,7 +161,7 @@ def test_resume_continues_to_the_same_weights(ptbxl_labelled, tmp_path, monkeypa
     whole = _config(ptbxl_labelled, tmp_path / "a", **kw)
     torch.manual_seed(1234)
     caller = torch.get_rng_state()
-    (a,) = pretrain(whole, progress=False)
+    (a,) = run_stage("pretrain", whole).details
     assert torch.equal(torch.get_rng_state(), caller)  # library code leaves the caller's RNG
 
     killed = _config(ptbxl_labelled, tmp_path / "b", **kw)
@@ -173,11 +174,11 @@ def test_resume_continues_to_the_same_weights(ptbxl_labelled, tmp_path, monkeypa
 
     monkeypatch.setattr(Trainer, "_train_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(killed, progress=False)
+        run_stage("pretrain", killed).details
     monkeypatch.setattr(Trainer, "_train_epoch", original)
     assert not (Path(killed.out) / "pr" / "model.pt").exists()
     with pytest.raises(ConfigError, match="--resume"):
-        pretrain(killed, progress=False)
+        run_stage("pretrain", killed).details
     # a checkpoint that does not fit the model is named in one line, and nothing is lost
     from ecgtransfer.training import TrainingError
     from ecgtransfer.training.checkpoint import load_checkpoint, save_checkpoint
@@ -189,9 +190,9 @@ def test_resume_continues_to_the_same_weights(ptbxl_labelled, tmp_path, monkeypa
     state["model"][key] = torch.zeros(3)
     save_checkpoint(state, ckpt)
     with pytest.raises(TrainingError, match=r"checkpoint.pt: this checkpoint does not fit"):
-        pretrain(killed, resume=True, progress=False)
+        run_stage("pretrain", killed, resume=True).details
     ckpt.write_bytes(good)
-    (b,) = pretrain(killed, resume=True, progress=False)
+    (b,) = run_stage("pretrain", killed, resume=True).details
 
     sa = load_regressor(a.path / "model.pt").state_dict()
     sb = load_regressor(b.path / "model.pt").state_dict()
@@ -203,7 +204,7 @@ def test_resume_continues_to_the_same_weights(ptbxl_labelled, tmp_path, monkeypa
     assert sorted(steps) == [1, 2, 3, 4]
     assert client.get_run(b.run_id).info.status == "FINISHED"
     # a finished run is reused, not retrained
-    (again,) = pretrain(killed, resume=True, progress=False)
+    (again,) = run_stage("pretrain", killed, resume=True).details
     assert again.reused and again.run_id == b.run_id
 
 
@@ -330,5 +331,5 @@ def test_sigterm_marks_the_run_killed_and_a_resume_finishes_it(ptbxl_labelled, t
     client = _client(config)
     assert client.get_run(run_id).info.status == "KILLED"
     assert not list(Path(config.out).rglob("*.tmp"))
-    (done,) = pretrain(config, resume=True, progress=False)
+    (done,) = run_stage("pretrain", config, resume=True).details
     assert done.run_id == run_id and client.get_run(run_id).info.status == "FINISHED"

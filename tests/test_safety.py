@@ -56,26 +56,30 @@ def test_an_output_folder_is_written_only_by_its_own_command(tmp_path):
 
 def test_pretrain_and_finetune_refuse_a_folder_they_did_not_write(deepfake_labelled, ptbxl_store,
                                                                  tmp_path):
-    from ecgtransfer.stages.finetune import FinetuneConfig, finetune
-    from ecgtransfer.stages.pretrain import PretrainConfig, pretrain
+    from conftest import run_stage
+    from ecgtransfer.stages.finetune import FinetuneConfig
+    from ecgtransfer.stages.pretrain import PretrainConfig
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = tmp_path / "store"
     before = _fake_store(store)
     with pytest.raises(ValueError, match="holds files that `ecgtransfer pretrain` did not write"):
-        pretrain(PretrainConfig(store=str(deepfake_labelled.path), targets=["qrs"], epochs=1,
-                                device="cpu", out=str(store), tracking_uri=uri), progress=False)
+        run_stage("pretrain", PretrainConfig(store=str(deepfake_labelled.path), targets=["qrs"],
+                                             epochs=1, device="cpu", out=str(store),
+                                             tracking_uri=uri))
     with pytest.raises(ValueError, match="holds files that `ecgtransfer finetune` did not write"):
-        finetune(FinetuneConfig(store=str(ptbxl_store.path), strategy="scratch", epochs=1,
-                                device="cpu", out=str(store), tracking_uri=uri), progress=False)
+        run_stage("finetune", FinetuneConfig(store=str(ptbxl_store.path), strategy="scratch",
+                                             epochs=1, device="cpu", out=str(store),
+                                             tracking_uri=uri))
     assert _snapshot(store) == before
     # another stage's run folder: refused by name
     ran = tmp_path / "ran"
     ran.mkdir()
     (ran / ".ecgtransfer-output").write_text('{"command": "pretrain"}')
     with pytest.raises(ValueError, match="holds the output of `ecgtransfer pretrain`"):
-        finetune(FinetuneConfig(store=str(ptbxl_store.path), strategy="scratch", epochs=1,
-                                device="cpu", out=str(ran), tracking_uri=uri), progress=False)
+        run_stage("finetune", FinetuneConfig(store=str(ptbxl_store.path), strategy="scratch",
+                                             epochs=1, device="cpu", out=str(ran),
+                                             tracking_uri=uri))
 
 
 # ---- pipelines ---------------------------------------------------------------------------

@@ -369,3 +369,52 @@ def test_every_tag_written_or_read_is_in_the_vocabulary(tmp_path):
             pass
     with pytest.raises(ValueError, match="'sorce' is not an ecgtransfer tag"):
         tracking.find_runs(["t"], sorce="x")
+
+
+def test_a_new_stage_is_one_module_and_its_registration(tmp_path, ptbxl_store, monkeypatch,
+                                                        capsys):
+    """tests/toy_stage.py, registered: a command with its flags and help, the same one-line
+    errors, a pipeline stage with its own fingerprint (its module's code in it), and the
+    documented Python call; all three give the number the store holds."""
+    import json
+
+    import numpy as np
+    import yaml
+
+    import toy_stage
+    from ecgtransfer import stages
+    from ecgtransfer.pipeline import load_pipeline, run_pipeline
+    from ecgtransfer.stages import Context, register_stage
+
+    monkeypatch.setattr(stages, "_REGISTRY", dict(stages._REGISTRY))  # ends with the test
+    register_stage(toy_stage.STAGE)
+    k = list(ptbxl_store.leads).index("V1")
+    expected = float(np.median([np.ptp(ptbxl_store[i][k]) for i in range(10)]))
+
+    assert main(["toy", "--store", str(ptbxl_store.path), "--lead", "V1", "--records", "10",
+                 "--out", str(tmp_path / "cli")]) == 0
+    said = json.loads((tmp_path / "cli" / "amplitude.json").read_text())
+    assert said["median_mv"] == pytest.approx(expected) and said["records"] == 10
+    assert "median peak-to-peak of V1" in capsys.readouterr().out
+    assert main(["toy", "--store", str(ptbxl_store.path), "--records", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "ecgtransfer: error: records: must be positive, got 0"
+    with pytest.raises(SystemExit):
+        main(["toy", "--help"])
+    assert "--lead LEAD" in capsys.readouterr().out
+
+    file = tmp_path / "toy.yaml"
+    file.write_text(yaml.safe_dump({
+        "name": "toy", "experiment": "toy", "work": str(tmp_path / "work"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "stages": [{"name": "amplitude", "stage": "toy", "store": str(ptbxl_store.path),
+                    "lead": "V1", "records": 10}]}))
+    (done,) = run_pipeline(load_pipeline(file), progress=False)
+    assert json.loads((Path(done.output) / "amplitude.json").read_text()) == said
+    assert "toy_stage" in toy_stage.STAGE.code_hashes()  # its code is in its fingerprint
+    (again,) = run_pipeline(load_pipeline(file), progress=False)
+    assert again.reused and again.fingerprint == done.fingerprint
+
+    config = toy_stage.ToyConfig(store=str(ptbxl_store.path), lead="V1", records=10,
+                                 out=str(tmp_path / "py"))
+    result = stages.get_stage("toy").run(config, Context(progress=False))
+    assert result.details == pytest.approx(expected)

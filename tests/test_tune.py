@@ -439,14 +439,15 @@ def _instant_trials(monkeypatch, run=None) -> None:
     one epoch of val_macro_auroc 0.5: what these tests check is the search around the trials,
     at a fraction of a second a trial."""
     import dataclasses
-    from types import SimpleNamespace
 
     from ecgtransfer.stages import StageResult, tune
+    from ecgtransfer.stages.trained import TrainingResult
 
     def instant(config, context):
         Path(config.out).mkdir(parents=True, exist_ok=True)
         context.on_epoch({"epoch": 1, "val_macro_auroc": 0.5})
-        return StageResult(config.out, details=SimpleNamespace(best_epoch=1))
+        return StageResult(config.out, trained=[TrainingResult(path=Path(config.out), run_id=None,
+                                                               best_epoch=1)])
 
     real = tune.get_stage
     monkeypatch.setattr(tune, "get_stage", lambda name: dataclasses.replace(
@@ -586,12 +587,12 @@ def test_a_search_whose_every_trial_fails_is_an_error(tmp_path, cli, store100, m
         "epoch 1; each trial's reason is in diverged/trials.csv (user_attrs_error)")
 
     def nan_metric(config, context):  # Optuna fails a NaN objective, but said nothing of why
-        from types import SimpleNamespace
-
         from ecgtransfer.stages import StageResult
+        from ecgtransfer.stages.trained import TrainingResult
 
         context.on_epoch({"epoch": 1, "val_macro_auroc": float("nan")})
-        return StageResult(config.out, details=SimpleNamespace(best_epoch=1))
+        return StageResult(config.out, trained=[TrainingResult(path=Path(config.out), run_id=None,
+                                                               best_epoch=1)])
 
     _instant_trials(monkeypatch, nan_metric)
     done = cli(*_args(store100, _space(tmp_path), 1, "--out", "nan", "--sampler-seed", "1"))

@@ -88,7 +88,12 @@ class StageResult:
     exit_code : int
         The CLI's exit status (1: finished, but with something the user asked to fail on).
     details : object
-        The stage's own result object, for Python callers.
+        The stage's own result object, for Python callers (pretrain: a list of
+        ``PretrainResult``; finetune: a ``FinetuneResult``; compare: the comparison table).
+    trained : list
+        The models a training stage trained or reused, each a
+        :class:`~ecgtransfer.stages.trained.TrainingResult` (run folder, MLflow run, best
+        epoch): what a caller that drives any training stage reads (a search).
     """
 
     output: str
@@ -97,6 +102,7 @@ class StageResult:
     run_ids: list[str] = field(default_factory=list)
     exit_code: int = 0
     details: Any = None
+    trained: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -180,11 +186,11 @@ class Stage:
         return f"{code}/{own}" if own else code
 
     def code_hashes(self) -> dict[str, str]:
-        """Each ``ecgtransfer`` module the stage's code may run, with a hash of its code: the
-        stage's module, every package module it imports (at its top or inside a function),
-        and theirs in turn, plus the modules of the stages it runs (``flags_from``: a search
-        runs the stages it searches). Comments, docstrings and layout are not code: editing
-        them changes nothing."""
+        """Each module the stage's code may run, with a hash of its code: the stage's module
+        (in the package or not), every ``ecgtransfer`` module it imports (at its top or
+        inside a function), and theirs in turn, plus the modules of the stages it runs
+        (``flags_from``: a search runs the stages it searches). Comments, docstrings and
+        layout are not code: editing them changes nothing."""
         modules = {self.run.__module__}
         for name in self.flags_from:
             modules.add(get_stage(name).run.__module__)
@@ -204,13 +210,20 @@ def code_digest(hashes: dict[str, str]) -> str:
 
 
 def _module_file(module: str):
-    """The source file of an ``ecgtransfer`` module, None for anything else (or data)."""
+    """The source file of a module: an ``ecgtransfer`` module's, or a stage module's outside
+    the package (a stage a user registers from their own module); None for anything else."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]  # the ecgtransfer package folder
     parts = module.split(".")
     if parts[0] != "ecgtransfer":
-        return None
+        import importlib.util
+
+        try:
+            origin = getattr(importlib.util.find_spec(module), "origin", None)
+        except (ImportError, ValueError):
+            return None
+        return Path(origin) if origin and origin.endswith(".py") else None
     base = root.joinpath(*parts[1:])
     for path in (base.with_suffix(".py"), base / "__init__.py"):
         if path.is_file():
@@ -274,7 +287,9 @@ def _imports(module: str) -> frozenset[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return frozenset(m for m in found if _module_file(m) is not None and m != module)
+    # ecgtransfer's own modules: a third-party library's code is its version's, not ours
+    return frozenset(m for m in found if m.split(".")[0] == "ecgtransfer"
+                     and _module_file(m) is not None and m != module)
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,13 +20,13 @@ from ecgtransfer.config import ConfigError, check, config_hash, setting
 from ecgtransfer.data.ptbxl import BENCHMARK_TASKS, SUPERCLASSES
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
-                                        check_model_settings, used_counts)
+                                        TrainingResult, check_model_settings, used_counts)
 from ecgtransfer.tags import tag_values
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "run_finetune", "diagnostic_targets",
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "diagnostic_targets",
            "setting_hash", "evaluate"]
 
 log = logging.getLogger(__name__)
@@ -123,17 +123,13 @@ class FinetuneConfig(TrainingConfig):
               "split; not with cv")
 
 
-@dataclass
-class FinetuneResult:
-    """A fine-tuned classifier and its test-set evaluation."""
+@dataclass(kw_only=True)
+class FinetuneResult(TrainingResult):
+    """A fine-tuned classifier and its test-set evaluation (a cross-validation: the pooled
+    out-of-fold one, with each fold's record in ``folds``)."""
 
-    path: Path
-    run_id: str | None
-    best_epoch: int
     test: dict[str, float]
     intervals: dict[str, list[float]] = field(default_factory=dict)
-    counts: dict[str, Any] = field(default_factory=dict)
-    reused: bool = False
     folds: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -674,34 +670,10 @@ class _Finetune(TrainedStage):
         write_predictions(predictions_table(ids, self.classes, probs, y, self.multilabel), path)
 
 
-def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = True,
-             parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-             on_epoch: Callable[[dict], None] | None = None) -> FinetuneResult:
-    """Fine-tune (or train from scratch) the classifier ``config`` describes.
-
-    Parameters
-    ----------
-    config : FinetuneConfig
-    resume : bool
-        Continue an interrupted run in ``config.out`` (same settings); a finished one is
-        reused. Without it, a folder that holds a run already is an error.
-    progress : bool
-        Progress bars.
-    parent_run_id : str, optional
-        Nest the MLflow run under this run (a pipeline's).
-    tags : dict, optional
-        Extra tags of the run.
-    on_epoch : callable, optional
-        Called with every finished epoch's metrics (see :class:`~ecgtransfer.stages.Context`).
-
-    Notes
-    -----
-    The new head's (and a scratch trunk's) initialisation draws from a generator seeded with
-    ``config.seed``; the caller's torch generator is left as it was. Under ``torchrun`` every
-    process calls this; rank 0 alone writes files and talks to MLflow.
-    """
-    stage = _Finetune(config, Context(progress=progress, resume=resume, tags=dict(tags or {}),
-                                    on_epoch=on_epoch))
+def _train(config: FinetuneConfig, context: Context) -> FinetuneResult:
+    """The classifier of :func:`finetune`, trained or reused."""
+    parent_run_id = context.parent_run
+    stage = _Finetune(config, context)
     try:
         if config.cv:
             return _cross_validate(stage, parent_run_id)
@@ -712,9 +684,10 @@ def finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = T
         reused = info is not None
         if info is None:
             info = stage.train(job, parent=parent_run_id)
-        return FinetuneResult(stage.out, info.get("run_id"), info.get("best_epoch", 0),
-                              info.get("test", {}), info.get("intervals", {}),
-                              info.get("counts", stage.counts), reused=reused)
+        return FinetuneResult(path=stage.out, run_id=info.get("run_id"),
+                              best_epoch=info.get("best_epoch", 0), test=info.get("test", {}),
+                              intervals=info.get("intervals", {}),
+                              counts=info.get("counts", stage.counts), reused=reused)
     finally:
         stage.close()
 
@@ -739,7 +712,7 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
             stage.select(fold)
             if stage.finished(stage.folder) is None:
                 stage.train(stage.job(stage.build_model()))
-        return FinetuneResult(stage.out, None, 0, {})
+        return FinetuneResult(path=stage.out, run_id=None, best_epoch=0, test={})
     stage.fold = None  # the cross-validation's own run: no fold
     tags = {**stage.tags(), **stage.run_tags(model), **tag_values(evaluation="cv")}
     with tracking.open_parent_run(experiment=config.experiment,
@@ -827,16 +800,27 @@ def _cv_counts(folds: list[dict]) -> dict[str, Any]:
 
 
 def _cv_result(stage: _Finetune, info: dict, reused: bool) -> FinetuneResult:
-    return FinetuneResult(stage.out, info.get("run_id"), 0, info.get("test", {}),
-                          info.get("intervals", {}), info.get("counts", {}), reused=reused,
-                          folds=info.get("folds", []))
+    folds = info.get("folds", [])
+    epochs = sorted(int(f.get("best_epoch", 0)) for f in folds)
+    return FinetuneResult(path=stage.out, run_id=info.get("run_id"),
+                          best_epoch=epochs[len(epochs) // 2] if epochs else 0,
+                          test=info.get("test", {}), intervals=info.get("intervals", {}),
+                          counts=info.get("counts", {}), reused=reused, folds=folds)
 
 
-def run_finetune(config: FinetuneConfig, context: Context) -> StageResult:
-    """Fine-tune the classifier ``config`` describes (see :func:`finetune`)."""
-    r = finetune(config, resume=context.resume, progress=context.progress,
-                 parent_run_id=context.parent_run, tags=context.tags,
-                       on_epoch=context.on_epoch)
+def finetune(config: FinetuneConfig, context: Context) -> StageResult:
+    """Fine-tune (or train from scratch) the classifier ``config`` describes.
+
+    Returns a :class:`StageResult` whose ``details`` (and only ``trained``) is the
+    :class:`FinetuneResult`. With ``context.resume``, an interrupted run in ``config.out``
+    (same settings) is continued and a finished one reused; without it, a folder that holds a
+    run already is an error.
+
+    The new head's (and a scratch trunk's) initialisation draws from a generator seeded with
+    ``config.seed``; the caller's torch generator is left as it was. Under ``torchrun`` every
+    process calls this; rank 0 alone writes files and talks to MLflow.
+    """
+    r = _train(config, context)
     shown = "no test records"
     if r.test:
         shown = ", ".join(f"{name} {r.test[key]:.3f}" + (
@@ -850,11 +834,12 @@ def run_finetune(config: FinetuneConfig, context: Context) -> StageResult:
         where = f"best epoch {r.best_epoch}, test"
     summary = (f"{r.path}: {where} {shown}{' (reused)' if r.reused else ''}"
                f"; MLflow run {r.run_id}") if r.run_id else ""
-    return StageResult(str(r.path), summary, run_ids=[r.run_id] if r.run_id else [], details=r)
+    return StageResult(str(r.path), summary, run_ids=[r.run_id] if r.run_id else [], details=r,
+                       trained=[r])
 
 
 register_stage(Stage(
-    "finetune", FinetuneConfig, run_finetune, command=("finetune",), output="",
+    "finetune", FinetuneConfig, finetune, command=("finetune",), output="",
     resume_flag=True,
     help="fine-tune pretrained trunks (or train from scratch) on PTB-XL's five superclasses, "
          "tracked in MLflow",

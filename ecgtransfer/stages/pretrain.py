@@ -12,9 +12,9 @@ Run folder (``config.out``)::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,13 +23,13 @@ from ecgtransfer.features.vocabulary import (UNITS, column, implausible_reason, 
                                              status_column)
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
-                                        check_model_settings, used_counts)
+                                        TrainingResult, check_model_settings, used_counts)
 from ecgtransfer.tags import tag_values
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "run_pretrain", "find_labels",
+__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "find_labels",
            "target_table"]
 
 log = logging.getLogger(__name__)
@@ -77,18 +77,13 @@ class PretrainConfig(TrainingConfig):
               "max_train_records", "must be at least 2")
 
 
-@dataclass
-class PretrainResult:
-    """One trained regressor."""
+@dataclass(kw_only=True)
+class PretrainResult(TrainingResult):
+    """One trained regressor: its targets and test MAE per target."""
 
     name: str
     targets: list[str]
-    path: Path
-    run_id: str | None
-    best_epoch: int
     test_mae: dict[str, float]
-    counts: dict[str, Any] = field(default_factory=dict)
-    reused: bool = False
 
 
 def find_labels(store_path: Path, labels: str | None) -> Path:
@@ -311,11 +306,19 @@ def _groups(config: PretrainConfig) -> list[list[str]]:
     return [list(config.targets)] if config.multi_output else [[t] for t in config.targets]
 
 
-def run_pretrain(config: PretrainConfig, context: Context) -> StageResult:
-    """Train the regressors ``config`` describes (see :func:`pretrain`)."""
-    results = pretrain(config, resume=context.resume, progress=context.progress,
-                       parent_run_id=context.parent_run, tags=context.tags,
-                       on_epoch=context.on_epoch)
+def pretrain(config: PretrainConfig, context: Context) -> StageResult:
+    """Train the regressors ``config`` describes: one per target, or one multi-output model.
+
+    Returns a :class:`StageResult` whose ``trained`` (and ``details``) are one
+    :class:`PretrainResult` per model. With ``context.resume``, an interrupted run in
+    ``config.out`` (same settings) is continued and finished models are reused; without it, a
+    folder that holds a run already is an error.
+
+    Model initialisation draws from a generator seeded with ``config.seed`` (the caller's torch
+    generator is left as it was). Under ``torchrun`` every process calls this; rank 0 alone
+    writes files and talks to MLflow.
+    """
+    results = _train_models(config, context)
     lines = []
     for r in results:
         if r.run_id is None:  # a torchrun rank other than 0
@@ -324,42 +327,18 @@ def run_pretrain(config: PretrainConfig, context: Context) -> StageResult:
                           for k, v in r.test_mae.items())
         lines.append(f"{r.path}: best epoch {r.best_epoch}, test MAE {shown or 'n/a'}"
                      f"{' (reused)' if r.reused else ''}; MLflow run {r.run_id}")
-    return StageResult(str(config.out), "\n".join(lines), details=results,
+    return StageResult(str(config.out), "\n".join(lines), details=results, trained=results,
                        run_ids=[r.run_id for r in results if r.run_id])
 
 
-def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = True,
-             parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-             on_epoch: Callable[[dict], None] | None = None) -> list[PretrainResult]:
-    """Train the regressors ``config`` describes; returns one result per model.
-
-    Parameters
-    ----------
-    config : PretrainConfig
-    resume : bool
-        Continue an interrupted run in ``config.out`` (same settings); finished models are
-        reused. Without it, a folder that holds a run already is an error.
-    progress : bool
-        Progress bars.
-    parent_run_id : str, optional
-        Nest the stage's MLflow run(s) under this run (a pipeline's).
-    tags : dict, optional
-        Extra tags of every run.
-    on_epoch : callable, optional
-        Called with every finished epoch's metrics (see :class:`~ecgtransfer.stages.Context`).
-
-    Notes
-    -----
-    Model initialisation draws from a generator seeded with ``config.seed`` (the caller's torch
-    generator is left as it was). Under ``torchrun`` every process calls this; rank 0 alone
-    writes files and talks to MLflow.
-    """
+def _train_models(config: PretrainConfig, context: Context) -> list[PretrainResult]:
+    """Each model of :func:`pretrain`, trained or reused."""
     import contextlib
 
     from ecgtransfer import tracking
 
-    stage = _Pretrain(config, Context(progress=progress, resume=resume, tags=dict(tags or {}),
-                                    on_epoch=on_epoch))
+    stage = _Pretrain(config, context)
+    parent_run_id = context.parent_run
     try:
         groups = _groups(config)
         selections = [stage.select(targets) for targets in groups]  # every model's data first
@@ -393,9 +372,10 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
                     reused = False
                 else:
                     reused = True
-                results.append(PretrainResult(name, targets, folder, info.get("run_id"),
-                                              info.get("best_epoch", 0), info.get("test_mae", {}),
-                                              info.get("counts", selection[2]), reused=reused))
+                results.append(PretrainResult(
+                    name=name, targets=targets, path=folder, run_id=info.get("run_id"),
+                    best_epoch=info.get("best_epoch", 0), test_mae=info.get("test_mae", {}),
+                    counts=info.get("counts", selection[2]), reused=reused))
         return results
     finally:
         stage.close()
@@ -410,7 +390,7 @@ def _list_models() -> str:
 
 
 register_stage(Stage(
-    "pretrain", PretrainConfig, run_pretrain, command=("pretrain",), output="",
+    "pretrain", PretrainConfig, pretrain, command=("pretrain",), output="",
     pipeline_run=False, resume_flag=True,
     actions={"list_models": ("print the registered models and their parameters, then exit",
                              _list_models)},

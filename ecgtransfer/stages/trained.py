@@ -31,8 +31,8 @@ from ecgtransfer.config import (ConfigError, LoopConfig, check, check_run_folder
 from ecgtransfer.stages import Context
 from ecgtransfer.tags import tag_values
 
-__all__ = ["BOOKKEEPING", "TrainingConfig", "TrainedStage", "Training", "write_json", "read_json",
-           "used_counts", "check_model_settings", "SPLITS"]
+__all__ = ["BOOKKEEPING", "TrainingConfig", "TrainedStage", "Training", "TrainingResult",
+           "write_json", "read_json", "used_counts", "check_model_settings", "SPLITS"]
 
 SPLITS = ("auto", "folds", "A", "B", "random", "stratified")
 BOOKKEEPING = ("out", "experiment", "tracking_uri", "run_name")
@@ -125,6 +125,32 @@ def read_json(path: Path) -> dict:
         return np.nan if v is None else v
 
     return {k: (nan(v) if k in ("test", "intervals", "test_mae") else v) for k, v in value.items()}
+
+
+@dataclass(kw_only=True)
+class TrainingResult:
+    """One model a training stage trained (or reused): what every training stage's results
+    have in common. A stage's :attr:`~ecgtransfer.stages.StageResult.trained` lists them.
+
+    Attributes
+    ----------
+    path : Path
+        The model's run folder.
+    run_id : str or None
+        Its MLflow run (None on a ``torchrun`` rank other than 0).
+    best_epoch : int
+        The epoch whose weights were kept (a cross-validation: the median of its folds').
+    counts : dict
+        Records per split, used and excluded.
+    reused : bool
+        Finished already and reused (``--resume``).
+    """
+
+    path: Path
+    run_id: str | None
+    best_epoch: int
+    counts: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
 
 
 @dataclass

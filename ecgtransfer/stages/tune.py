@@ -845,13 +845,11 @@ class _Objective:
 
 
 def _best_epoch(result: StageResult) -> int:
-    details = result.details
-    if isinstance(details, list):  # pretrain: one result per model
-        if len(details) != 1:
-            raise ValueError(f"a search trial trains one model; this {len(details)} (give "
-                             "pretrain one target group)")
-        details = details[0]
-    return int(details.best_epoch)
+    """The best epoch of the one model a trial trained."""
+    if len(result.trained) != 1:
+        raise ValueError(f"a search trial trains one model; this {len(result.trained)} (give "
+                         "pretrain one target group)")
+    return int(result.trained[0].best_epoch)
 
 
 def _short(value: Any) -> str:
