@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -24,7 +25,7 @@ except ImportError:  # not on Windows; there locks are skipped
 
 __all__ = ["OUTPUT_MARKER", "append_synced", "atomic_file", "check_output_file",
            "check_output_folder", "disk_full", "exclusive_lock", "load_tensors",
-           "mark_output_folder", "on_disk_full", "save_tensors", "waiting_lock"]
+           "json_safe", "mark_output_folder", "on_disk_full", "save_tensors", "waiting_lock"]
 
 OUTPUT_MARKER = ".ecgtransfer-output"
 """The file a command leaves in each output folder it writes, naming the command: the folder
@@ -321,3 +322,15 @@ def load_tensors(path: str | Path, map_location: Any = "cpu") -> Any:
         raise ValueError(f"{path}: not a readable tensor file ({first[:120]})") from None
     except Exception as exc:  # torch raises many kinds for a damaged file
         raise ValueError(f"{path}: not a readable tensor file ({type(exc).__name__})") from None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as JSON can hold it: NumPy scalars as Python numbers, NaN and infinities (an
+    AUROC of an absent class) as None; dicts, lists and tuples throughout."""
+    if isinstance(value, dict):
+        return {k: json_safe(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(x) for x in value]
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a NumPy scalar
+        value = value.item()
+    return None if isinstance(value, float) and not math.isfinite(value) else value

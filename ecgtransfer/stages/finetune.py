@@ -22,12 +22,13 @@ from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
                                         TrainingResult, check_model_settings, used_counts)
 from ecgtransfer.tags import tag_values
+from ecgtransfer.training.evaluation import evaluator_for
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "diagnostic_targets",
-           "setting_hash", "evaluate"]
+           "setting_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -248,23 +249,6 @@ def _class_weights(y: np.ndarray, multilabel: bool, where: str,
     return weights
 
 
-def evaluate(task, probs: np.ndarray, y: np.ndarray, n_resamples: int, seed: int
-             ) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Test metrics of ``probs`` against ``y`` and their 95% bootstrap intervals."""
-    from ecgtransfer.training.metrics import bootstrap_interval, classification_metrics
-
-    def metric(p, t):
-        return classification_metrics(p, t, task.classes, task.multilabel)
-
-    values = metric(probs, y)
-    intervals = {}
-    if n_resamples:
-        intervals = {k: list(v) for k, v in
-                     bootstrap_interval(metric, probs, y, n_resamples=n_resamples, seed=seed).items()
-                     if k != "macro_classes"}
-    return values, intervals
-
-
 class _Finetune(TrainedStage):
     """Store, labels, splits, trunks and model of one ``finetune`` call: everything checked
     before a file is written."""
@@ -290,7 +274,8 @@ class _Finetune(TrainedStage):
             self.classes = store_classes(self.store)
             self.targets, self.reasons = diagnostic_targets(index, config.task, where,
                                                             self.classes)
-        self.challenge = self._challenge_scoring()
+        self.evaluator = evaluator_for(self.classes, self.multilabel, config.bootstrap,
+                                       config.seed, self._challenge_scoring())
         how = config.split
         if how == "auto":
             how = ("folds" if "split" in index.columns else
@@ -328,56 +313,6 @@ class _Finetune(TrainedStage):
             raise ValueError(f"{self.store.path}: its classes are not the Challenge's 26 scored "
                              "classes in order; prepare it again with this ecgtransfer")
         return scoring
-
-    def challenge_evaluation(self, run, ids: np.ndarray, probs: np.ndarray, y: np.ndarray,
-                             val_probs: np.ndarray, val_y: np.ndarray, result: dict) -> np.ndarray:
-        """Thresholds tuned on the validation records for the challenge metric, and the test
-        records scored with them (:meth:`log_challenge`); the thresholds go into ``result``
-        and are returned."""
-        from ecgtransfer.training.challenge import tune_thresholds
-
-        thresholds = tune_thresholds(self.challenge, val_y, val_probs)
-        result["thresholds"] = [float(t) for t in thresholds]
-        self.log_challenge(run, ids, probs, y, np.broadcast_to(thresholds, probs.shape), result,
-                           f"thresholds tuned on {len(val_y)} validation records",
-                           self.folder / "challenge_outputs")
-        run.log_text(json.dumps({"classes": self.challenge.classes, "names": self.challenge.names,
-                                 "thresholds": result["thresholds"]}, indent=2),
-                     "thresholds.json")
-        return thresholds
-
-    def log_challenge(self, run, ids: np.ndarray, probs: np.ndarray, y: np.ndarray,
-                      thresholds: np.ndarray, result: dict, how: str, out: Path) -> None:
-        """The Challenge's scores of records decided at ``thresholds`` (one row per record:
-        a cross-validation decides each record with its own fold's): logged (the metric with
-        its bootstrap interval over records), added to ``result``, and the outputs written in
-        the Challenge's format (``challenge_outputs/<record>.csv``, scored by ``ecgtransfer
-        evaluate challenge2021``) and logged."""
-        from ecgtransfer.data.challenge2021 import write_outputs
-        from ecgtransfer.training.challenge import challenge_metric, challenge_scores
-        from ecgtransfer.training.metrics import bootstrap_interval, interval_text
-
-        scoring, config = self.challenge, self.config
-        decided = probs >= thresholds
-        scores = challenge_scores(scoring, y, decided, probs)
-        values = {k: scores[k] for k in ("challenge_metric", "auprc", "f_measure")}
-        values["accuracy_challenge"] = scores["accuracy"]
-        intervals = {}
-        if config.bootstrap:  # margins over the thresholds: resampled with their records
-            intervals = bootstrap_interval(
-                lambda margin, t: {"challenge_metric": challenge_metric(scoring, t, margin >= 0)},
-                probs - thresholds, y, n_resamples=config.bootstrap, seed=config.seed)
-        run.log_metrics({f"test_{k}": v for k, v in values.items()})
-        run.log_metrics({f"test_{k}_ci_{side}": b for k, (lo, hi) in intervals.items()
-                         for side, b in (("low", lo), ("high", hi))})
-        out.mkdir(parents=True, exist_ok=True)
-        for record, d, p in zip(ids, decided, probs):
-            write_outputs(out / f"{record}.csv", str(record), scoring.classes, d, p)
-        run.log_artifacts(out, "challenge_outputs")
-        result["test"].update(values)
-        result["intervals"].update({k: list(v) for k, v in intervals.items()})
-        log.info("finetune: challenge metric %.3f %s, %s", values["challenge_metric"],
-                 interval_text(intervals.get("challenge_metric")) or "(no interval)", how)
 
     def _held_out(self) -> np.ndarray | None:
         """The records of the ``holdout`` database (the test split), or None."""
@@ -598,19 +533,19 @@ class _Finetune(TrainedStage):
             if not len(test_set):
                 return {"test": {}, "intervals": {}}
             logits, y = trainer.predict(test_set)
-            probs = task.probabilities(logits)
-            ids = self.store.index["record_id"].to_numpy()[self.splits["test"]]
-            self._save_predictions(ids, probs, y, self.folder / "test_predictions.csv")
-            result = self.log_evaluation(run, task, probs, y, self.folder / "test_predictions.csv")
-            if self.challenge is not None:
+            validation = None
+            if self.evaluator.uses_validation:
                 val_logits, val_y = trainer.predict(datasets["val"])
-                tuned["thresholds"] = self.challenge_evaluation(
-                    run, ids, probs, y, task.probabilities(val_logits), val_y, result)
+                validation = (task.probabilities(val_logits), val_y)
+            ids = self.store.index["record_id"].to_numpy()[self.splits["test"]]
+            result = self.evaluator.evaluate(run, ids, task.probabilities(logits), y,
+                                             self.folder, validation=validation)
+            tuned.update(thresholds=result.get("thresholds"))
             return result
 
         def finish(net):
-            if "thresholds" in tuned:  # saved with the model: its decisions are these
-                net.meta["thresholds"] = [float(t) for t in tuned["thresholds"]]
+            if tuned.get("thresholds"):  # saved with the model: its decisions are these
+                net.meta["thresholds"] = tuned["thresholds"]
             return net
 
         datasets = {s: self.dataset(model, s) for s in ("train", "val", "test")}
@@ -632,42 +567,6 @@ class _Finetune(TrainedStage):
             trainer_kwargs={"before_epoch": before_epoch, "param_groups": groups},
             log_model=self.fold is None,
             desc=f"finetune {config.strategy}/{config.freeze}")
-
-    def log_evaluation(self, run, task, probs: np.ndarray, y: np.ndarray,
-                       predictions: Path) -> dict:
-        """Log the test figures of ``probs`` against ``y`` to ``run``: metrics with their 95%
-        bootstrap intervals, ``test_metrics.json`` (and the classes the macro averages cover),
-        the predictions file, confusion matrix and ROC curves. Returns what ``result.json``
-        keeps of them."""
-        from ecgtransfer import plots
-        from ecgtransfer.stages.trained import _clean
-        from ecgtransfer.training.metrics import interval_text, macro_classes
-
-        config = self.config
-        test, intervals = evaluate(task, probs, y, config.bootstrap, config.seed)
-        run.log_metrics({f"test_{k}": v for k, v in test.items()})
-        run.log_metrics({f"test_{k}_ci_{side}": b for k, (lo, hi) in intervals.items()
-                         for side, b in (("low", lo), ("high", hi))})
-        run.log_artifact(predictions)
-        over = macro_classes(y, list(self.classes), self.multilabel)
-        run.log_text(json.dumps(_clean({"metrics": test, "ci95": intervals, "n": int(len(y)),
-                                        "macro_over": over}), indent=2), "test_metrics.json")
-        run.set_tags(tag_values(macro_over=",".join(over)))
-        run.log_figure(plots.confusion_matrix(y, probs, self.classes, self.multilabel),
-                       "plots/confusion_matrix_test.png")
-        run.log_figure(plots.roc_curves(y, probs, self.classes, self.multilabel),
-                       "plots/roc_test.png")
-        log.info("finetune: %s macro AUROC %.3f %s, accuracy %.3f, macro F1 %.3f",
-                 "out-of-fold" if predictions.name.startswith("oof") else "test",
-                 test["macro_auroc"], interval_text(intervals.get("macro_auroc"))
-                 or "(no interval)", test["accuracy"], test["macro_f1"])
-        return {"test": test, "intervals": intervals}
-
-    def _save_predictions(self, ids: np.ndarray, probs: np.ndarray, y: np.ndarray,
-                          path: Path) -> None:
-        from ecgtransfer.training.predictions import predictions_table, write_predictions
-
-        write_predictions(predictions_table(ids, self.classes, probs, y, self.multilabel), path)
 
 
 def _train(config: FinetuneConfig, context: Context) -> FinetuneResult:
@@ -739,25 +638,21 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
             folds.append({"fold": fold + 1, **info})
         pooled = _pool(stage, [stage.out / f"fold{k + 1}" / "test_predictions.csv"
                                for k in range(config.cv)])
-        path = stage.out / "oof_predictions.csv"
         _, probs, y, _ = prediction_arrays(pooled, stage.classes)
         if stage.multilabel:
             y = y.astype(np.float32)
         n_train = [f["counts"]["train"]["used"] for f in folds]
         run.log_params({"data": {"n_train": int(round(np.mean(n_train))),  # mean per fold
                                  "n_test": len(pooled)}})                # every fold's
-        test = stage.log_evaluation(run, stage.task(), probs, y, path)
+        fold_thresholds = {f["fold"]: f.get("thresholds") for f in folds}
+        per_record = (np.array([fold_thresholds[k] for k in pooled["fold"]])
+                      if all(fold_thresholds.values()) else None)
+        test = stage.evaluator.evaluate(run, pooled["record_id"].to_numpy(), probs, y, stage.out,
+                                        pooled=True, fold_thresholds=per_record)
         costs = [f["cost"] for f in folds if f.get("cost")]
         if costs:  # the folds' models are one architecture: their mean cost is the model's
             run.log_metrics({k: float(np.mean([c[k] for c in costs if k in c]))
                              for k in costs[0]})
-        if stage.challenge is not None:  # each record decided at its own fold's thresholds
-            fold_thresholds = {f["fold"]: f.get("thresholds") for f in folds}
-            if all(fold_thresholds.values()):
-                per_record = np.array([fold_thresholds[k] for k in pooled["fold"]])
-                stage.log_challenge(run, pooled["record_id"].to_numpy(), probs, y, per_record,
-                                    test, "out-of-fold, each fold's own thresholds",
-                                    stage.out / "challenge_outputs")
         result = {"run_id": run.id, **test, "counts": _cv_counts(folds),
                   "folds": [{k: f.get(k) for k in ("fold", "run_id", "best_epoch", "test",
                                                    "model_uri", "cost")} for f in folds]}

@@ -92,22 +92,12 @@ def check_model_settings(config: Any, model: str | None) -> None:
             raise ConfigError(str(exc), key) from None
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _clean(x) for k, x in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(x) for x in value]
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    return None if isinstance(value, float) and not np.isfinite(value) else value
-
-
 def write_json(path: Path, value: Any) -> None:
     """JSON, whole or not at all, with NaN (an AUROC of an absent class) written as null."""
-    from ecgtransfer.files import atomic_file
+    from ecgtransfer.files import atomic_file, json_safe
 
     with atomic_file(path) as f:
-        f.write(json.dumps(_clean(value), indent=2))
+        f.write(json.dumps(json_safe(value), indent=2))
 
 
 def read_json(path: Path) -> dict:
