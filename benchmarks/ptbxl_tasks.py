@@ -31,7 +31,8 @@ PUBLISHED = {  # task: (resnet1d_wang, inception1d), macro AUROC on fold 10 (Str
 def main() -> None:
     from ecgtransfer.data.ptbxl import BENCHMARK_TASKS, prepare_ptbxl, sample_ptbxl_root
     from ecgtransfer.stages import Context, get_stage
-    from ecgtransfer.stages.finetune import FinetuneConfig, statement_targets
+    from ecgtransfer.stages.finetune import FinetuneConfig
+    from ecgtransfer.training.targets import statement_targets
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=None)

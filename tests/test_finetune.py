@@ -20,7 +20,7 @@ from ecgtransfer.config import ConfigError
 from ecgtransfer.stages.pretrain import PretrainConfig
 from ecgtransfer.stages.finetune import FinetuneConfig
 from ecgtransfer.data.ptbxl import SUPERCLASSES
-from ecgtransfer.stages.finetune import diagnostic_targets
+from ecgtransfer.training.targets import diagnostic_targets
 from ecgtransfer.models.classifier import load_classifier
 from ecgtransfer.models.regressor import load_regressor
 
@@ -562,7 +562,7 @@ def test_compare_per_class_aurocs_and_their_paired_differences(cross_validated):
 def test_a_benchmark_task_trains_on_its_statements(ptbxl_labelled, pretrained, tmp_path):
     """--task rhythm: the classes are the rhythm statements the store's records have, the head
     has one output per class, records without one are counted out."""
-    from ecgtransfer.stages.finetune import statement_targets
+    from ecgtransfer.training.targets import statement_targets
 
     classes, targets, reasons = statement_targets(ptbxl_labelled.index, "rhythm")
     assert "SR" in classes and "AFIB" in classes and targets.shape == (350, len(classes))

@@ -675,7 +675,7 @@ def test_a_class_no_training_record_has_gets_weight_0_with_a_warning(caplog):
 
     import numpy as np
 
-    from ecgtransfer.stages.finetune import _class_weights
+    from ecgtransfer.training.targets import class_weights as _class_weights
 
     y = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32)
     with caplog.at_level(logging.WARNING):
