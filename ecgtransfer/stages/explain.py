@@ -216,9 +216,10 @@ def _explain_record(config: ExplainConfig, loaded, random_model, record_id: str,
         raw = loaded.model(torch.from_numpy(x)[None])[0].numpy().astype(float)
     names = loaded.outputs
     if loaded.kind == "classifier":
-        single = meta.get("task") == "single_label"
-        shown = np.exp(raw - raw.max()) / np.exp(raw - raw.max()).sum() if single \
-            else 1 / (1 + np.exp(-raw))
+        from ecgtransfer.training.tasks import ClassificationTask
+
+        single = meta.get("task") == "single_label"  # its probabilities as its task makes them
+        shown = ClassificationTask(names, multilabel=not single).probabilities(raw[None])[0]
         predicted = names[int(np.argmax(shown))]
         wanted = config.outputs or truth or [predicted]
     else:
