@@ -333,3 +333,43 @@ def test_sigterm_marks_the_run_killed_and_a_resume_finishes_it(ptbxl_labelled, t
     assert not list(Path(config.out).rglob("*.tmp"))
     (done,) = run_stage("pretrain", config, resume=True).details
     assert done.run_id == run_id and client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_pretrain_cross_validation_pools_the_folds_out_of_fold(deepfake_labelled, tmp_path):
+    """``pretrain --cv 3``: a cross-validation run with a child run per fold; every usable
+    record predicted once, by the fold model that never saw it; the pooled MAE is the mean
+    absolute error of that table, with a bootstrap interval over records; resume reuses it."""
+    from ecgtransfer.data.splits import cv_parts
+
+    config = _config(deepfake_labelled, tmp_path, targets=["qrs"], epochs=1, fs=None, cv=3,
+                     bootstrap=200)
+    (result,) = run_stage("pretrain", config).details
+    assert [f["fold"] for f in result.folds] == [1, 2, 3]
+    oof = pd.read_csv(result.path / "oof_predictions.csv", dtype={"record_id": str})
+    values, reasons = target_table(deepfake_labelled.index, pd.read_csv(
+        next(deepfake_labelled.path.glob("labels-*.csv")), dtype={"record_id": str}),
+        ["qrs"], Path("labels.csv"))
+    usable = (reasons[:, 0] == "") & (cv_parts(deepfake_labelled.index, 3) >= 0)
+    ids = deepfake_labelled.index["record_id"].to_numpy()
+    assert sorted(oof["record_id"]) == sorted(ids[usable])  # each usable record once
+    parts = dict(zip(ids, cv_parts(deepfake_labelled.index, 3) + 1))
+    assert (oof["fold"] == oof["record_id"].map(parts)).all()  # tested in its own fold
+    truth = dict(zip(ids, values[:, 0]))
+    assert np.allclose(oof["true_qrs"], oof["record_id"].map(truth))
+    mae = float(np.abs(oof["pred_qrs"] - oof["true_qrs"]).mean())
+    assert result.test_mae["qrs_ms"] == pytest.approx(mae)
+    low, high = result.intervals["qrs_ms"]
+    assert low < mae < high
+
+    client = _client(config)
+    run = client.get_run(result.run_id)
+    assert (run.data.tags["ecgtransfer.evaluation"], run.data.tags["ecgtransfer.cv"]) == ("cv", "3")
+    assert run.data.metrics["test_mae_qrs_ms"] == pytest.approx(mae)
+    assert run.data.metrics["test_mae_qrs_ms_ci_low"] == pytest.approx(low)
+    children = client.search_runs([run.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(c.data.tags["ecgtransfer.fold"] for c in children) == ["1", "2", "3"]
+    assert {c.data.tags["ecgtransfer.evaluation"] for c in children} == {"fold"}
+
+    (again,) = run_stage("pretrain", config, resume=True).details
+    assert again.reused and again.test_mae == result.test_mae and again.run_id == result.run_id

@@ -77,14 +77,9 @@ class FinetuneConfig(TrainingConfig):
                                  "side (4: the size of combined over four intervals)")
     head_hidden: int | None = setting(128, "hidden width of the new head (null: linear)")
     head_dropout: float = setting(0.25, "dropout of the new head")
-    bootstrap: int = setting(1000, "resamples of the test-set bootstrap intervals (0: none)")
     holdout: str | None = setting(None, "test on the records of this source database (a "
                                   "Challenge store's database column, e.g. Ningbo); train and "
                                   "validate on the others (stratified)", metavar="DATABASE")
-    cv: int = setting(0, "cross-validate over this many patient-disjoint folds (PTB-XL: its "
-                      "strat_folds grouped; else by patient): each fold tests once, the next "
-                      "validates, the rest train; the metrics pool the out-of-fold predictions "
-                      "(0: one train/val/test split)", metavar="K")
     out: str = setting("runs/finetune", "run folder: config, checkpoint, model",
                        role="output", metavar="DIR")
     experiment: str = setting("ecgtransfer-finetune", "MLflow experiment", role="tracking",
@@ -118,9 +113,6 @@ class FinetuneConfig(TrainingConfig):
         check(self.head_hidden is not None and self.head_hidden < 1, "head_hidden",
               "must be at least 1 (or null for a linear head)")
         check(not 0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
-        check(self.bootstrap < 0, "bootstrap", "must not be negative")
-        check(self.cv < 0 or self.cv in (1, 2), "cv", "0 (no cross-validation) or at least 3 "
-              "folds (one tests, the next validates, the rest train)")
         check(bool(self.holdout) and self.cv > 0, "holdout", "a held-out database is one test "
               "split; not with cv")
 
@@ -142,6 +134,21 @@ def setting_hash(config: FinetuneConfig) -> str:
     return config_hash(config, exclude=("seed", "sources", "store", "out", "experiment",
                                          "tracking_uri", "run_name", "device", "num_workers",
                                          "threads"))
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """The data of one model of a fine-tune call (a cross-validation's fold, or the one
+    model): made once by :meth:`_Finetune.fold` and never changed."""
+
+    number: int | None
+    """1-based under cross-validation; None for the one model (or the cross-validation's own
+    run)."""
+    splits: dict[str, np.ndarray]
+    counts: dict[str, Any]
+    folder: Path
+    sources: tuple
+    """The pretrained trunks, loaded for this model alone (training changes them)."""
 
 
 class _Finetune(TrainedStage):
@@ -194,7 +201,7 @@ class _Finetune(TrainedStage):
             tracking.setup(config.tracking_uri, config.experiment)
         barrier(self.dist)
         tracking.setup(config.tracking_uri)
-        self.select(0)
+        self.first = self.fold(0)  # the trunks load, or fail in one line, before any file
 
     def _challenge_scoring(self):
         """The Challenge's scoring for a multi-label fine-tune on a Challenge 2021 store (its
@@ -246,13 +253,14 @@ class _Finetune(TrainedStage):
                                  f"train_fraction {config.train_fraction}); need at least 2")
         return chosen, used_counts(splits, chosen, self.reasons)
 
-    def select(self, fold: int) -> None:
-        """Work on ``fold`` (0 without cross-validation): its splits, its run folder
-        (``out/fold<k>`` under cross-validation) and fresh trunks (training changes them)."""
-        self.fold = fold if self.config.cv else None
-        self.splits, self.counts = self._choose(fold)
-        self.folder = self.out / f"fold{fold + 1}" if self.config.cv else self.out
-        self.sources = self._load_sources()
+    def fold(self, i: int) -> _Fold:
+        """Fold ``i``'s data (0 without cross-validation): its splits and counts, its run
+        folder (``out/fold<i+1>`` under cross-validation) and freshly loaded trunks (training
+        changes them)."""
+        cv = bool(self.config.cv)
+        splits, counts = self._choose(i)
+        return _Fold(i + 1 if cv else None, splits, counts,
+                     self.out / f"fold{i + 1}" if cv else self.out, tuple(self._load_sources()))
 
     # ---- trunks ------------------------------------------------------------------------
     def _load_sources(self) -> list:
@@ -288,9 +296,9 @@ class _Finetune(TrainedStage):
                 "targets": [], "units": [], "fs": fs, "n_samples": n_samples,
                 "leads": list(self.store.leads)}
 
-    def build_model(self):
-        """The classifier, seeded: pretrained trunks, or fresh ones whose lead normalisation
-        is fitted on the training records."""
+    def build_model(self, fold: _Fold):
+        """The classifier of ``fold``, seeded: its pretrained trunks, or fresh ones whose lead
+        normalisation is fitted on its training records."""
         import torch
 
         from ecgtransfer.data.dataset import fit_lead_stats
@@ -301,18 +309,18 @@ class _Finetune(TrainedStage):
 
         def make():
             if config.strategy == "scratch":
-                metas = ([json.loads(json.dumps(s.regressor.meta)) for s in self.sources]
+                metas = ([json.loads(json.dumps(s.regressor.meta)) for s in fold.sources]
                          or [self._scratch_meta()] * (config.trunks or 1))
                 trunks = [blank_regressor(m) for m in metas]
-                mean, std = fit_lead_stats(self.store, self.splits["train"])
+                mean, std = fit_lead_stats(self.store, fold.splits["train"])
                 idx = self.lead_index(metas[0]["leads"])
                 for t in trunks:
                     t.lead_mean.copy_(torch.from_numpy(mean[idx]).view(1, -1, 1))
                     t.lead_std.copy_(torch.from_numpy(std[idx]).view(1, -1, 1))
             else:
-                trunks = [s.regressor for s in self.sources]
+                trunks = [s.regressor for s in fold.sources]
             return TransferClassifier(trunks, len(self.classes), config.head_hidden,
-                                      config.head_dropout, names=[s.ref for s in self.sources] or None,
+                                      config.head_dropout, names=[s.ref for s in fold.sources] or None,
                                       meta={"classes": list(self.classes), "task": config.task,
                                             "strategy": config.strategy})
 
@@ -322,10 +330,9 @@ class _Finetune(TrainedStage):
         return [self.store.leads.index(lead) for lead in leads]
 
     # ---- data ----------------------------------------------------------------------------
-    def dataset(self, model, split: str):
+    def dataset(self, model, pos: np.ndarray):
         from ecgtransfer.data.dataset import StoreDataset
 
-        pos = self.splits[split]
         meta = model.meta
         n = len(meta["leads"])
         return StoreDataset(self.store, pos, self.targets[pos], np.zeros(n), np.ones(n),
@@ -343,12 +350,12 @@ class _Finetune(TrainedStage):
         labels = np.array([self.classes[t] if t >= 0 else "" for t in self.targets])
         return pd.DataFrame({"record_id": ids, "superclass": labels})
 
-    def task(self):
+    def task(self, fold: _Fold):
         from ecgtransfer.training.tasks import ClassificationTask
 
         weights = None
         if self.config.class_weights != "none":
-            weights = class_weights(self.targets[self.splits["train"]], self.multilabel,
+            weights = class_weights(self.targets[fold.splits["train"]], self.multilabel,
                                      str(self.store.path), self.classes)
             if self.config.class_weights == "sqrt":
                 weights = np.sqrt(weights)
@@ -356,18 +363,21 @@ class _Finetune(TrainedStage):
                                   loss=self.config.loss)
 
     # ---- tracking ------------------------------------------------------------------------
-    def run_tags(self, model) -> dict[str, Any]:
+    def run_tags(self, model, fold: _Fold, evaluation: str | None = None) -> dict[str, Any]:
         """What the run is, in tags that mean exactly that: a scratch run has no pretraining
-        source (``source`` is ``none``); the architecture it borrowed is in ``architecture_from``."""
+        source (``source`` is ``none``); the architecture it borrowed is in ``architecture_from``.
+        ``evaluation``: ``test``, ``fold`` (a cross-validation's fold run, by default) or
+        ``cv`` (its own run)."""
         c = self.config
-        src = self.sources
+        src = fold.sources
+        number = fold.number if evaluation != "cv" else None
         tags = tag_values(
             strategy=c.strategy, freeze=c.freeze, task=c.task, train_fraction=c.train_fraction,
             seed=c.seed, split=self.split_how + (f":{c.holdout}" if c.holdout else ""),
             setting=setting_hash(c), trunks=len(model.trunks),
             model=",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
-            evaluation="test" if self.fold is None else "fold", cv=c.cv or None,
-            fold=None if self.fold is None else self.fold + 1)
+            evaluation=evaluation or ("test" if number is None else "fold"), cv=c.cv or None,
+            fold=number)
         if c.strategy == "scratch":
             return {**tags, **tag_values(
                 source="none",
@@ -379,19 +389,22 @@ class _Finetune(TrainedStage):
             source_runs=",".join(s.run_id for s in src if s.run_id),
             source_models=",".join(s.model_uri for s in src if s.model_uri))}
 
-    def run_name(self, model) -> str:
+    def run_name(self, model, fold: _Fold, own: bool = False) -> str:
         """What differs between fine-tune runs first, short enough for the UI's column:
         ``single qrs f0.1 s2``, ``combined x4 frozen f1 s0``, ``scratch x4 f1 s0``, and a
-        cross-validation fold's ``single qrs f1 s0 fold3``."""
+        cross-validation fold's ``single qrs f1 s0 fold3`` (``own``: the cross-validation's
+        own run, without the fold)."""
         c = self.config
         n = len(model.trunks)
-        trunks = (f"x{n}" if n > 1 else "") if c.strategy != "single" else self.sources[0].name
+        trunks = (f"x{n}" if n > 1 else "") if c.strategy != "single" else fold.sources[0].name
+        number = None if own else fold.number
+        if c.run_name:
+            return c.run_name + ("" if number is None else f" fold{number}")
         parts = [c.strategy, trunks, "" if c.freeze == "full" else c.freeze,
-                 f"f{c.train_fraction:g}", f"s{c.seed}",
-                 "" if self.fold is None else f"fold{self.fold + 1}"]
+                 f"f{c.train_fraction:g}", f"s{c.seed}", "" if number is None else f"fold{number}"]
         return " ".join(p for p in parts if p)
 
-    def note(self, model) -> str:
+    def note(self, model, fold: _Fold) -> str:
         """The run's description: what its trunks are, linking the pretrain runs."""
         from ecgtransfer.tracking import experiment_of
 
@@ -402,18 +415,20 @@ class _Finetune(TrainedStage):
         n = len(model.trunks)
         arch = model.meta["sources"][0]["model"] + (f" x{n}" if n > 1 else "")
         if self.config.strategy == "scratch":
-            borrowed = ", ".join(f"{s.name}: {link(s)}" for s in self.sources)
+            borrowed = ", ".join(f"{s.name}: {link(s)}" for s in fold.sources)
             return (f"From scratch ({arch}, randomly initialised"
                     + (f"; architecture of {borrowed}" if borrowed else "") + ").")
-        lines = [f"- {s.name}: {link(s)}" for s in self.sources]
+        lines = [f"- {s.name}: {link(s)}" for s in fold.sources]
         return f"Pretrained trunks ({arch}) from:\n\n" + "\n".join(lines)
 
-    def job(self, model) -> Training:
+    def job(self, fold: _Fold) -> Training:
+        """``fold``'s model and its training."""
         from ecgtransfer import plots
         from ecgtransfer.models.classifier import save_classifier, set_trunk_trainable
 
         config = self.config
-        task = self.task()
+        model = self.build_model(fold)
+        task = self.task(fold)
         trunk_lr = config.lr * (config.trunk_lr_factor if config.freeze == "gradual" else 1.0)
         groups = [{"params": list(model.head.parameters())},
                   {"params": model.trunk_parameters(), "lr": trunk_lr, "name": "trunk"}]
@@ -432,9 +447,9 @@ class _Finetune(TrainedStage):
             if self.evaluator.uses_validation:
                 val_logits, val_y = trainer.predict(datasets["val"])
                 validation = (task.probabilities(val_logits), val_y)
-            ids = self.store.index["record_id"].to_numpy()[self.splits["test"]]
+            ids = self.store.index["record_id"].to_numpy()[fold.splits["test"]]
             result = self.evaluator.evaluate(run, ids, task.probabilities(logits), y,
-                                             self.folder, validation=validation)
+                                             fold.folder, validation=validation)
             tuned.update(thresholds=result.get("thresholds"))
             return result
 
@@ -443,159 +458,86 @@ class _Finetune(TrainedStage):
                 net.meta["thresholds"] = tuned["thresholds"]
             return net
 
-        datasets = {s: self.dataset(model, s) for s in ("train", "val", "test")}
+        datasets = {s: self.dataset(model, fold.splits[s]) for s in ("train", "val", "test")}
         example = datasets["test" if len(datasets["test"]) else "val"].signal(0)[None]
         return Training(
-            folder=self.folder, model=model, task=task, datasets=datasets,
-            run_name=(f"{config.run_name}{'' if self.fold is None else f' fold{self.fold + 1}'}"
-                      if config.run_name else self.run_name(model)),
-            tags=self.run_tags(model), counts=self.counts, note=self.note(model),
+            folder=fold.folder, model=model, task=task, datasets=datasets,
+            run_name=self.run_name(model, fold), tags=self.run_tags(model, fold),
+            counts=fold.counts, note=self.note(model, fold),
             params={"sources": None,  # tags carry them, and a param value is capped in length
                     "input": {"fs": model.meta["fs"], "n_samples": model.meta["n_samples"],
                               "leads": model.meta["leads"]},
                     "trunks": len(model.trunks), "head_features": model.num_features,
-                    "data": {f"n_{s}": c["used"] for s, c in self.counts.items()}},
-            inputs=(self.table(), self.splits, None if self.multilabel else "superclass"),
+                    "data": {f"n_{s}": c["used"] for s, c in fold.counts.items()}},
+            inputs=(self.table(), fold.splits, None if self.multilabel else "superclass"),
             example=example.astype(np.float32),
             curves=lambda fit: plots.classification_curves(fit.history, fit.best_epoch),
             evaluate=evaluate_test, finish=finish, save=save_classifier,
             trainer_kwargs={"before_epoch": before_epoch, "param_groups": groups},
-            log_model=self.fold is None,
+            log_model=fold.number is None,
             desc=f"finetune {config.strategy}/{config.freeze}")
 
 
 def _train(config: FinetuneConfig, context: Context) -> FinetuneResult:
     """The classifier of :func:`finetune`, trained or reused."""
-    parent_run_id = context.parent_run
     stage = _Finetune(config, context)
     try:
         if config.cv:
-            return _cross_validate(stage, parent_run_id)
-        model = stage.build_model()
-        job = stage.job(model)
+            return _cross_validate(stage, context.parent_run)
+        job = stage.job(stage.first)
         stage.start()
         info = stage.finished(stage.out)
         reused = info is not None
         if info is None:
-            info = stage.train(job, parent=parent_run_id)
+            info = stage.train(job, parent=context.parent_run)
         return FinetuneResult(path=stage.out, run_id=info.get("run_id"),
                               best_epoch=info.get("best_epoch", 0), test=info.get("test", {}),
                               intervals=info.get("intervals", {}),
-                              counts=info.get("counts", stage.counts), reused=reused)
+                              counts=info.get("counts", stage.first.counts), reused=reused)
     finally:
         stage.close()
 
 
 def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResult:
-    """Train one model per fold, each a child run of one cross-validation run, and evaluate
-    the pooled out-of-fold predictions on that run (``oof_predictions.csv``, with each record's
-    fold). Finished folds are reused on resume; the folder's ``result.json`` is written last."""
-    from ecgtransfer import tracking
-    from ecgtransfer.config import to_dict, to_yaml
-    from ecgtransfer.stages.trained import BOOKKEEPING, read_json, write_json
-    from ecgtransfer.training.predictions import prediction_arrays
+    """The skeleton's cross-validation (:meth:`TrainedStage.cross_validate`) of the folds'
+    classifiers; the pooled records are evaluated by the stage's evaluator (a Challenge store:
+    each record decided at its own fold's thresholds)."""
+    from dataclasses import replace
 
-    config = stage.config
-    model = stage.build_model()  # the first fold's: what the run is, for its name and tags
-    stage.start()
-    info = stage.finished(stage.out)
-    if info is not None:
-        return _cv_result(stage, info, reused=True)
-    if not stage.dist.is_main:  # train the folds rank 0 trains: the unfinished ones
-        for fold in range(config.cv):
-            stage.select(fold)
-            if stage.finished(stage.folder) is None:
-                stage.train(stage.job(stage.build_model()))
-        return FinetuneResult(path=stage.out, run_id=None, best_epoch=0, test={})
-    stage.fold = None  # the cross-validation's own run: no fold
-    tags = {**stage.tags(), **stage.run_tags(model), **tag_values(evaluation="cv")}
-    with tracking.open_parent_run(experiment=config.experiment,
-                                  name=config.run_name or stage.run_name(model), tags=tags,
-                                  marker=stage.out / "parent_run.json",
-                                  parent=parent_run_id) as run:
-        # params skip keys logged already, so a run reopened by --resume keeps its own
-        settings = {k: v for k, v in to_dict(config).items() if k not in BOOKKEEPING}
-        run.log_params({**settings, "input": {"fs": model.meta["fs"],
-                                              "n_samples": model.meta["n_samples"],
-                                              "leads": model.meta["leads"]},
-                        "trunks": len(model.trunks), "head_features": model.num_features,
-                        "device": str(stage.device), "world_size": stage.dist.world_size})
-        run.log_text(to_yaml(config), "config.yaml")
-        run.set_note(stage.note(model) + f"\n\n{config.cv}-fold cross-validation: the metrics "
-                     "pool the out-of-fold predictions of the fold runs nested here (each record "
-                     "predicted by the one model that never saw it).")
-        folds = []
-        for fold in range(config.cv):
-            stage.select(fold)
-            info = stage.finished(stage.folder)
-            if info is None:
-                info = stage.train(stage.job(stage.build_model()), parent=run.id)
-            folds.append({"fold": fold + 1, **info})
-        pooled = _pool(stage, [stage.out / f"fold{k + 1}" / "test_predictions.csv"
-                               for k in range(config.cv)])
+    from ecgtransfer.stages.trained import CrossValidation, median_best_epoch
+    from ecgtransfer.training.predictions import prediction_arrays, read_predictions
+
+    config, first = stage.config, stage.first
+    model = stage.build_model(first)  # what the cross-validation is, for its name and tags
+    reused = stage.finished(stage.out) is not None
+
+    def evaluate(run, pooled, folds: list[dict]) -> dict:
         _, probs, y, _ = prediction_arrays(pooled, stage.classes)
-        if stage.multilabel:
-            y = y.astype(np.float32)
-        n_train = [f["counts"]["train"]["used"] for f in folds]
-        run.log_params({"data": {"n_train": int(round(np.mean(n_train))),  # mean per fold
-                                 "n_test": len(pooled)}})                # every fold's
-        fold_thresholds = {f["fold"]: f.get("thresholds") for f in folds}
-        per_record = (np.array([fold_thresholds[k] for k in pooled["fold"]])
-                      if all(fold_thresholds.values()) else None)
-        test = stage.evaluator.evaluate(run, pooled["record_id"].to_numpy(), probs, y, stage.out,
-                                        pooled=True, fold_thresholds=per_record)
-        costs = [f["cost"] for f in folds if f.get("cost")]
-        if costs:  # the folds' models are one architecture: their mean cost is the model's
-            run.log_metrics({k: float(np.mean([c[k] for c in costs if k in c]))
-                             for k in costs[0]})
-        result = {"run_id": run.id, **test, "counts": _cv_counts(folds),
-                  "folds": [{k: f.get(k) for k in ("fold", "run_id", "best_epoch", "test",
-                                                   "model_uri", "cost")} for f in folds]}
-        write_json(stage.out / "result.json", result)
-    return _cv_result(stage, read_json(stage.out / "result.json"), reused=False)
+        thresholds = {f["fold"]: f.get("thresholds") for f in folds}
+        per_record = (np.array([thresholds[k] for k in pooled["fold"]])
+                      if all(thresholds.values()) else None)
+        return stage.evaluator.evaluate(
+            run, pooled["record_id"].to_numpy(), probs,
+            y.astype(np.float32) if stage.multilabel else y, stage.out, pooled=True,
+            fold_thresholds=per_record)
 
-
-def _pool(stage: _Finetune, files: list[Path]) -> pd.DataFrame:
-    """The folds' test predictions as one table with a ``fold`` column, written (whole) as
-    ``oof_predictions.csv`` in the cross-validation's folder."""
-    import pandas as pd
-    from ecgtransfer.training.predictions import (OOF_PREDICTIONS, read_predictions,
-                                                  write_predictions)
-
-    tables = []
-    for k, f in enumerate(files):
-        try:
-            table = read_predictions(f)
-        except ValueError as exc:
-            raise ValueError(f"{f}: unusable fold predictions ({exc}); delete {f.parent} to "
-                             "redo that fold") from None
-        tables.append(table.assign(fold=k + 1))
-    pooled = pd.concat(tables, ignore_index=True)
-    write_predictions(pooled, stage.out / OOF_PREDICTIONS)
-    return pooled
-
-
-def _cv_counts(folds: list[dict]) -> dict[str, Any]:
-    """Records per split summed over the folds (each record is tested once; trained on k - 2
-    times)."""
-    out: dict[str, Any] = {}
-    for f in folds:
-        for split, c in f["counts"].items():
-            into = out.setdefault(split, {"records": 0, "used": 0, "excluded": {}})
-            into["records"] += c["records"]
-            into["used"] += c["used"]
-            for why, n in c["excluded"].items():
-                into["excluded"][why] = into["excluded"].get(why, 0) + n
-    return out
-
-
-def _cv_result(stage: _Finetune, info: dict, reused: bool) -> FinetuneResult:
+    stage.start()
+    info = stage.cross_validate(CrossValidation(
+        k=config.cv, folder=stage.out, job=lambda i: stage.job(stage.fold(i)),
+        run_name=stage.run_name(model, first, own=True),
+        tags=stage.run_tags(model, first, evaluation="cv"),
+        params={"input": {"fs": model.meta["fs"], "n_samples": model.meta["n_samples"],
+                          "leads": model.meta["leads"]},
+                "trunks": len(model.trunks), "head_features": model.num_features},
+        note=stage.note(model, replace(first, number=None)) + f"\n\n{config.cv}-fold "
+        "cross-validation: the metrics pool the out-of-fold predictions of the fold runs "
+        "nested here (each record predicted by the one model that never saw it).",
+        read=read_predictions, evaluate=evaluate), parent_run_id)
     folds = info.get("folds", [])
-    epochs = sorted(int(f.get("best_epoch", 0)) for f in folds)
     return FinetuneResult(path=stage.out, run_id=info.get("run_id"),
-                          best_epoch=epochs[len(epochs) // 2] if epochs else 0,
-                          test=info.get("test", {}), intervals=info.get("intervals", {}),
-                          counts=info.get("counts", {}), reused=reused, folds=folds)
+                          best_epoch=median_best_epoch(folds), test=info.get("test", {}),
+                          intervals=info.get("intervals", {}), counts=info.get("counts", {}),
+                          reused=reused, folds=folds)
 
 
 def finetune(config: FinetuneConfig, context: Context) -> StageResult:

@@ -12,7 +12,7 @@ Run folder (``config.out``)::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,8 @@ from ecgtransfer.features.vocabulary import (UNITS, column, implausible_reason, 
                                              status_column)
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
-                                        TrainingResult, check_model_settings, used_counts)
+                                        TrainingResult, check_model_settings,
+                                        median_best_epoch, used_counts)
 from ecgtransfer.tags import tag_values
 
 if TYPE_CHECKING:
@@ -79,11 +80,15 @@ class PretrainConfig(TrainingConfig):
 
 @dataclass(kw_only=True)
 class PretrainResult(TrainingResult):
-    """One trained regressor: its targets and test MAE per target."""
+    """One trained regressor: its targets, test MAE per target (``<target>_<unit>``) with its
+    95% bootstrap interval over records, and a cross-validation's folds (its MAE is then the
+    pooled out-of-fold one)."""
 
     name: str
     targets: list[str]
     test_mae: dict[str, float]
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    folds: list[dict[str, Any]] = field(default_factory=list)
 
 
 def find_labels(store_path: Path, labels: str | None) -> Path:
@@ -183,34 +188,55 @@ class _Pretrain(TrainedStage):
                        "what `ecgtransfer finetune --from` transfers.")
 
     def __init__(self, config: PretrainConfig, context: Context):
-        from ecgtransfer.data.splits import split_positions
+        from ecgtransfer.data.splits import cv_folds, split_positions
         from ecgtransfer.features.labels import read_labels
 
         super().__init__(config, context, "pretrain")
         self.labels_path = find_labels(self.store.path, config.labels)
         self.labels = read_labels(self.labels_path)
-        self.splits = split_positions(self.store.index, config.split, seed=config.seed,
-                                      fractions=config.split_fractions, where=str(self.store.path))
+        where = str(self.store.path)
+        if config.cv:  # every record tested once, by the fold's model that never saw it
+            self.folds = cv_folds(self.store.index, config.cv, config.split, where=where)
+        else:
+            self.folds = [split_positions(self.store.index, config.split, seed=config.seed,
+                                          fractions=config.split_fractions, where=where)]
         self.fs, self.n_samples = self.input_shape(config.fs)
 
-    def select(self, targets: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
-        """Usable positions per split, the target values, and the exclusion counts."""
+    def select(self, targets: list[str], fold: int = 0
+               ) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+        """Usable positions per split of ``fold`` (0 without cross-validation), the target
+        values, and the exclusion counts."""
         values, reasons = target_table(self.store.index, self.labels, targets, self.labels_path)
         why = np.array([_first_reason(r) for r in reasons], dtype=object)
         limit = self.config.max_train_records
+        splits = self.folds[fold]
         chosen = {}
-        for split, pos in self.splits.items():
+        for split, pos in splits.items():
             keep = pos[why[pos] == ""]
             if split == "train" and limit and len(keep) > limit:
                 rng = np.random.default_rng(self.config.seed)
                 keep = np.sort(rng.choice(keep, limit, replace=False))
             chosen[split] = keep
+        which = f"fold {fold + 1} of {self.config.cv}: " if self.config.cv else ""
         for split in ("train", "val"):
             if len(chosen[split]) < 2:
-                raise ValueError(f"{self.store.path}: {len(chosen[split])} usable {split} records "
-                                 f"for {'+'.join(targets)} (split {self.config.split!r}); "
-                                 "need at least 2")
-        return chosen, values, used_counts(self.splits, chosen, why)
+                raise ValueError(f"{self.store.path}: {which}{len(chosen[split])} usable {split} "
+                                 f"records for {'+'.join(targets)} (split "
+                                 f"{self.config.split!r}); need at least 2")
+        return chosen, values, used_counts(splits, chosen, why)
+
+    def evaluator(self, targets: list[str]):
+        """How a regressor of ``targets`` is judged on its held-out records."""
+        from ecgtransfer.training.evaluation import RegressionEvaluator
+
+        return RegressionEvaluator(tuple(targets), tuple(UNITS[t] for t in targets),
+                                   self.config.bootstrap, self.config.seed)
+
+    def model_tags(self, targets: list[str]) -> dict[str, Any]:
+        """What a regressor of ``targets`` was trained on."""
+        return tag_values(model=self.config.model, targets=",".join(targets),
+                          labels=str(self.labels_path.resolve()),
+                          labeller_config_hash=_labeller_hash(self.labels_path))
 
     def network(self, targets: list[str]):
         from ecgtransfer.models import create_model
@@ -219,8 +245,10 @@ class _Pretrain(TrainedStage):
                                                num_outputs=len(targets),
                                                **self.config.model_kwargs))
 
-    def job(self, targets: list[str], selection: tuple) -> Training:
-        """One regressor's training: normalisation fitted on its training records."""
+    def job(self, targets: list[str], selection: tuple, folder: Path,
+            fold: int | None = None) -> Training:
+        """One regressor's training in ``folder`` (a cross-validation's fold ``fold``,
+        1-based): normalisation fitted on its training records."""
         import pandas as pd
         from ecgtransfer import plots
         from ecgtransfer.data.dataset import StoreDataset, fit_lead_stats
@@ -252,13 +280,9 @@ class _Pretrain(TrainedStage):
             if not len(test):
                 return {"test_mae": {}}
             z, y = trainer.predict(test)
-            pred, true = task.to_units(z), task.to_units(y)
-            err = np.abs(pred - true).mean(axis=0)
-            mae = {f"{t}_{u}": float(e) for t, u, e in zip(targets, units, err)}
-            run.log_metrics({f"test_mae_{k}": v for k, v in mae.items()})
-            run.log_figure(plots.scatter_true_pred(true, pred, targets, units),
-                           "plots/scatter_test.png")
-            return {"test_mae": mae}
+            ids = self.store.index["record_id"].to_numpy()[chosen["test"]]
+            return self.evaluator(targets).evaluate(run, ids, task.to_units(z),
+                                                    task.to_units(y), folder)
 
         columns = [column(t) for t in targets]
         table = pd.DataFrame(values, columns=columns)
@@ -266,17 +290,19 @@ class _Pretrain(TrainedStage):
         run_name = config.run_name or f"{name} {config.model}"  # the target first
         if config.run_name and len(config.targets) > 1 and not config.multi_output:
             run_name = f"{run_name} {name}"
+        if fold is not None:
+            run_name = f"{run_name} fold{fold}"
         datasets = {s: dataset(s) for s in ("train", "val", "test")}
         n_leads = self.store.n_leads
         raw = StoreDataset(self.store, chosen["test" if len(chosen["test"]) else "val"][:1], None,
                            np.zeros(n_leads), np.ones(n_leads), self.fs, self.n_samples)
         example = raw.signal(0)[None]  # mV: the regressor normalises inside
         return Training(
-            folder=self.out / name, model=self.network(targets), task=task, datasets=datasets,
-            run_name=run_name, desc=name, counts=counts,
-            tags=tag_values(model=config.model, targets=",".join(targets),
-                            labels=str(self.labels_path.resolve()),
-                            labeller_config_hash=_labeller_hash(self.labels_path)),
+            folder=folder, model=self.network(targets), task=task, datasets=datasets,
+            run_name=run_name, desc=name, counts=counts, log_model=fold is None,
+            tags={**self.model_tags(targets),
+                  **tag_values(evaluation=None if fold is None else "fold", cv=config.cv or None,
+                               fold=fold)},
             params={"targets": targets, "model_kwargs": meta["model_kwargs"],
                     "input": {"fs": self.fs, "n_samples": self.n_samples,
                               "leads": meta["leads"]}, "data": _count_params(counts)},
@@ -323,9 +349,15 @@ def pretrain(config: PretrainConfig, context: Context) -> StageResult:
     for r in results:
         if r.run_id is None:  # a torchrun rank other than 0
             continue
-        shown = ", ".join(f"{k.split('_')[0].upper()} {v:.2f} {k.split('_')[1]}"
-                          for k, v in r.test_mae.items())
-        lines.append(f"{r.path}: best epoch {r.best_epoch}, test MAE {shown or 'n/a'}"
+        shown = ", ".join(
+            f"{k.split('_')[0].upper()} {v:.2f} {k.split('_')[1]}"
+            + (f" [{r.intervals[k][0]:.2f}, {r.intervals[k][1]:.2f}]" if k in r.intervals else "")
+            for k, v in r.test_mae.items())
+        where = f"best epoch {r.best_epoch}, test"
+        if r.folds:
+            epochs = ", ".join(str(f.get("best_epoch")) for f in r.folds)
+            where = f"{len(r.folds)}-fold cross-validation (best epochs {epochs}), out-of-fold"
+        lines.append(f"{r.path}: {where} MAE {shown or 'n/a'}"
                      f"{' (reused)' if r.reused else ''}; MLflow run {r.run_id}")
     return StageResult(str(config.out), "\n".join(lines), details=results, trained=results,
                        run_ids=[r.run_id for r in results if r.run_id])
@@ -341,7 +373,9 @@ def _train_models(config: PretrainConfig, context: Context) -> list[PretrainResu
     parent_run_id = context.parent_run
     try:
         groups = _groups(config)
-        selections = [stage.select(targets) for targets in groups]  # every model's data first
+        folds = range(config.cv or 1)
+        # every model's data first (each fold's, under cross-validation)
+        selections = [[stage.select(targets, i) for i in folds] for targets in groups]
         for targets in groups:
             stage.network(targets)  # checks model and model_kwargs before anything is written
         stage.start()
@@ -362,23 +396,57 @@ def _train_models(config: PretrainConfig, context: Context) -> list[PretrainResu
                 name = "+".join(targets)
                 folder = stage.out / name
                 info = stage.finished(folder)
-                if info is None:
+                reused = info is not None
+                if config.cv:
+                    info = _cross_validate(stage, targets, selection, folder,
+                                           run.id if run is not None else parent_run_id)
+                elif info is None:
                     log.info("%s: %s records (%d left out: label NaN/flagged/implausible or "
                              "unlabelled)",
-                             name, ", ".join(f"{s} {c['used']}" for s, c in selection[2].items()),
-                             sum(sum(c["excluded"].values()) for c in selection[2].values()))
-                    info = stage.train(stage.job(targets, selection),
+                             name, ", ".join(f"{s} {c['used']}" for s, c in selection[0][2].items()),
+                             sum(sum(c["excluded"].values()) for c in selection[0][2].values()))
+                    info = stage.train(stage.job(targets, selection[0], folder),
                                        parent=run.id if run is not None else parent_run_id)
-                    reused = False
-                else:
-                    reused = True
+                folds_info = info.get("folds", [])
                 results.append(PretrainResult(
                     name=name, targets=targets, path=folder, run_id=info.get("run_id"),
-                    best_epoch=info.get("best_epoch", 0), test_mae=info.get("test_mae", {}),
-                    counts=info.get("counts", selection[2]), reused=reused))
+                    best_epoch=(median_best_epoch(folds_info) if config.cv
+                                else info.get("best_epoch", 0)),
+                    test_mae=info.get("test_mae", {}), intervals=info.get("intervals", {}),
+                    counts=info.get("counts", selection[0][2]), reused=reused,
+                    folds=folds_info))
         return results
     finally:
         stage.close()
+
+
+def _cross_validate(stage: _Pretrain, targets: list[str], selections: list[tuple],
+                    folder: Path, parent: str | None) -> dict:
+    """The skeleton's cross-validation (:meth:`TrainedStage.cross_validate`) of one regressor:
+    one model per fold, and the MAE of the pooled out-of-fold predictions with its interval."""
+    from ecgtransfer.stages.trained import CrossValidation
+    from ecgtransfer.training.predictions import read_regression_predictions, regression_arrays
+
+    config, name = stage.config, "+".join(targets)
+    evaluator = stage.evaluator(targets)
+
+    def evaluate(run, pooled, folds: list[dict]) -> dict:
+        _, pred, true = regression_arrays(pooled)
+        return evaluator.evaluate(run, pooled["record_id"].to_numpy(), pred, true, folder,
+                                  pooled=True)
+
+    return stage.cross_validate(CrossValidation(
+        k=config.cv, folder=folder,
+        job=lambda i: stage.job(targets, selections[i], folder / f"fold{i + 1}", fold=i + 1),
+        run_name=f"{config.run_name or f'{name} {config.model}'} cv{config.cv}",
+        tags={**stage.model_tags(targets), **tag_values(evaluation="cv", cv=config.cv)},
+        params={"targets": targets, "input": {"fs": stage.fs, "n_samples": stage.n_samples,
+                                              "leads": list(stage.store.leads)}},
+        note=f"{config.cv}-fold cross-validation of a {name} regressor ({config.model}): the "
+             "test MAE pools the out-of-fold predictions of the fold runs nested here (each "
+             "record predicted by the one model that never saw it), with a 95% bootstrap "
+             "interval over records.",
+        read=read_regression_predictions, evaluate=evaluate), parent)
 
 
 def _list_models() -> str:

@@ -32,7 +32,8 @@ from ecgtransfer.stages import Context
 from ecgtransfer.tags import tag_values
 
 __all__ = ["BOOKKEEPING", "TrainingConfig", "TrainedStage", "Training", "TrainingResult",
-           "write_json", "read_json", "used_counts", "check_model_settings", "SPLITS"]
+           "CrossValidation", "write_json", "read_json", "used_counts", "check_model_settings",
+           "SPLITS"]
 
 SPLITS = ("auto", "folds", "A", "B", "random", "stratified")
 BOOKKEEPING = ("out", "experiment", "tracking_uri", "run_name")
@@ -58,6 +59,12 @@ class TrainingConfig(LoopConfig):
                          "stratification, records one by one)", choices=SPLITS)
     split_fractions: list[float] = setting([0.8, 0.1, 0.1], "train/validation/test fractions "
                                            "of a random split", cli=False)
+    cv: int = setting(0, "cross-validate over this many patient-disjoint folds (PTB-XL: its "
+                      "strat_folds grouped; else by patient): each fold tests once, the next "
+                      "validates, the rest train; the metrics pool the out-of-fold predictions "
+                      "(0: one train/val/test split)", metavar="K")
+    bootstrap: int = setting(1000, "resamples of the test metrics' bootstrap intervals over "
+                             "records (0: none)")
     device: str = setting("auto", "auto: CUDA when present", choices=("auto", "cpu", "cuda"))
     out: str = setting("runs/train", "run folder: config, checkpoints, models", role="output",
                        metavar="DIR")
@@ -76,6 +83,9 @@ class TrainingConfig(LoopConfig):
               or abs(sum(self.split_fractions) - 1) > 1e-6, "split_fractions",
               "three positive fractions summing to 1")
         check(self.device not in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
+        check(self.bootstrap < 0, "bootstrap", "must not be negative")
+        check(self.cv < 0 or self.cv in (1, 2), "cv", "0 (no cross-validation) or at least 3 "
+              "folds (one tests, the next validates, the rest train)")
 
 
 def check_model_settings(config: Any, model: str | None) -> None:
@@ -204,6 +214,47 @@ class Training:
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     desc: str = ""
     log_model: bool = True
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """A cross-validation, as a training stage describes it to
+    :meth:`TrainedStage.cross_validate`: how to train each fold and how to judge the pooled
+    out-of-fold predictions. Any training stage cross-validates through it.
+
+    Attributes
+    ----------
+    k : int
+        Folds.
+    folder : Path
+        The cross-validation's run folder; fold ``i`` (1-based) trains in ``folder/fold<i>``.
+    job : callable
+        ``job(i) -> Training``: fold ``i``'s (0-based) model, from its own data, whose
+        ``evaluate`` writes the fold's ``test_predictions.csv`` in its folder.
+    run_name, tags, params, note
+        The cross-validation run's name, extra tags and params, and description.
+    read : callable
+        The checked reader of a fold's predictions table
+        (:mod:`ecgtransfer.training.predictions`).
+    evaluate : callable
+        ``evaluate(run, pooled, folds) -> dict``: log the pooled predictions' figures (the
+        table has a ``fold`` column and is ``oof_predictions.csv`` in ``folder``) and return
+        what ``result.json`` keeps; ``folds`` holds each fold's ``result.json`` record.
+    """
+
+    k: int
+    folder: Path
+    job: Callable[[int], Training]
+    run_name: str
+    tags: dict[str, Any]
+    params: dict[str, Any]
+    note: str
+    read: Callable[[Path], Any]
+    evaluate: Callable[[Any, Any, list[dict]], dict]
+
+
+_FOLD_KEYS = ("fold", "run_id", "best_epoch", "test", "test_mae", "model_uri", "cost")
+"""What a cross-validation's ``result.json`` keeps of each fold's."""
 
 
 class TrainedStage:
@@ -387,6 +438,56 @@ class TrainedStage:
             write_json(job.folder / "result.json", result)
         return result
 
+    def cross_validate(self, cv: CrossValidation, parent: str | None = None) -> dict:
+        """Train one model per fold, each a child run of one cross-validation run (nested
+        under ``parent``), pool the folds' test predictions (``oof_predictions.csv``, each
+        record with its fold: every record predicted by the one model that never saw it) and
+        evaluate them on that run. Finished folds are reused on resume, and a finished
+        cross-validation whole; ``result.json`` is written last. Returns its record ({} on a
+        ``torchrun`` rank other than 0, which trains the unfinished folds with rank 0)."""
+        from ecgtransfer import tracking
+        from ecgtransfer.training.predictions import (OOF_PREDICTIONS, TEST_PREDICTIONS,
+                                                      pool_predictions)
+
+        done = self.finished(cv.folder)
+        if done is not None:
+            return done
+        folder = [cv.folder / f"fold{i + 1}" for i in range(cv.k)]
+        if not self.dist.is_main:
+            for i in range(cv.k):
+                if self.finished(folder[i]) is None:
+                    self.train(cv.job(i))
+            return {}
+        with tracking.open_parent_run(experiment=self.config.experiment, name=cv.run_name,
+                                      tags={**self.tags(), **cv.tags},
+                                      marker=cv.folder / "parent_run.json", parent=parent) as run:
+            # params skip keys logged already, so a run reopened by --resume keeps its own
+            settings = {k: v for k, v in to_dict(self.config).items() if k not in BOOKKEEPING}
+            run.log_params({**settings, **cv.params, "device": str(self.device),
+                            "world_size": self.dist.world_size})
+            run.log_text(to_yaml(self.config), "config.yaml")
+            run.set_note(cv.note)
+            folds = []
+            for i in range(cv.k):
+                info = self.finished(folder[i])
+                if info is None:
+                    info = self.train(cv.job(i), parent=run.id)
+                folds.append({"fold": i + 1, **info})
+            pooled = pool_predictions([f / TEST_PREDICTIONS for f in folder],
+                                      cv.folder / OOF_PREDICTIONS, cv.read)
+            n_train = [f["counts"]["train"]["used"] for f in folds]
+            run.log_params({"data": {"n_train": int(round(np.mean(n_train))),  # mean per fold
+                                     "n_test": len(pooled)}})                # every fold's
+            test = cv.evaluate(run, pooled, folds)
+            costs = [f["cost"] for f in folds if f.get("cost")]
+            if costs:  # the folds' models are one architecture: their mean cost is the model's
+                run.log_metrics({k: float(np.mean([c[k] for c in costs if k in c]))
+                                 for k in costs[0]})
+            result = {"run_id": run.id, **test, "counts": _cv_counts(folds),
+                      "folds": [{k: f[k] for k in _FOLD_KEYS if k in f} for f in folds]}
+            write_json(cv.folder / "result.json", result)
+        return read_json(cv.folder / "result.json")
+
     def log_cost(self, run, model, job: Training, fit) -> dict[str, float]:
         """The model's cost report on its run (metrics ``cost_*``): parameters, MACs per record
         at its input rate (PyTorch's FlopCounterMode), its weights file's size, CPU latency per
@@ -422,6 +523,26 @@ class TrainedStage:
 
             torch.set_num_threads(self._threads)
             self._threads = None
+
+
+def _cv_counts(folds: list[dict]) -> dict[str, Any]:
+    """Records per split summed over the folds (each record is tested once; trained on k - 2
+    times)."""
+    out: dict[str, Any] = {}
+    for f in folds:
+        for split, c in f["counts"].items():
+            into = out.setdefault(split, {"records": 0, "used": 0, "excluded": {}})
+            into["records"] += c["records"]
+            into["used"] += c["used"]
+            for why, n in c["excluded"].items():
+                into["excluded"][why] = into["excluded"].get(why, 0) + n
+    return out
+
+
+def median_best_epoch(folds: list[dict]) -> int:
+    """The median of a cross-validation's folds' best epochs (the upper one of two)."""
+    epochs = sorted(int(f.get("best_epoch") or 0) for f in folds)
+    return epochs[len(epochs) // 2] if epochs else 0
 
 
 def torch_threads() -> int:

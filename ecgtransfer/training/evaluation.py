@@ -1,8 +1,12 @@
-"""Evaluators: how a classifier's held-out predictions become its test figures.
+"""Evaluators: how a model's held-out predictions become its test figures.
 
-An evaluator takes the records' ids, the task's probabilities and the truth, writes the
-predictions table, logs the metrics with their bootstrap intervals and the figures to the run it
-is given, and returns what ``result.json`` keeps. Two kinds:
+An evaluator takes the records' ids, the predictions (a classifier's: the task's
+probabilities) and the truth, writes the predictions table, logs the metrics with their
+bootstrap intervals and the figures to the run it is given, and returns what ``result.json``
+keeps. Three kinds:
+
+* :class:`RegressionEvaluator`: a regressor's MAE per target with its 95% bootstrap interval
+  over records, and the scatter of predicted against labelled values;
 
 * :class:`TestEvaluator`: macro AUROC, accuracy and macro F1 with their 95% bootstrap intervals
   over records, the confusion matrix and ROC curves;
@@ -28,9 +32,10 @@ import numpy as np
 from ecgtransfer.files import json_safe
 from ecgtransfer.tags import tag_values
 
-__all__ = ["TestEvaluator", "ChallengeEvaluator", "evaluator_for", "evaluate"]
+__all__ = ["TestEvaluator", "ChallengeEvaluator", "RegressionEvaluator", "evaluator_for",
+           "evaluate"]
 
-log = logging.getLogger("ecgtransfer.stages.finetune")
+log = logging.getLogger(__name__)
 
 
 def evaluate(classes: Sequence[str], multilabel: bool, probs: np.ndarray, y: np.ndarray,
@@ -184,6 +189,61 @@ class ChallengeEvaluator(TestEvaluator):
         result["intervals"].update({k: list(v) for k, v in intervals.items()})
         log.info("finetune: challenge metric %.3f %s, %s", values["challenge_metric"],
                  interval_text(intervals.get("challenge_metric")) or "(no interval)", how)
+
+
+@dataclass(frozen=True)
+class RegressionEvaluator:
+    """The test figures of an interval regressor on its held-out records.
+
+    Parameters
+    ----------
+    names, units : tuple of str
+        The targets (``qrs``) and their units (``ms``): metrics read ``test_mae_qrs_ms``.
+    bootstrap : int
+        Resamples of the intervals' bootstrap over records (0: none).
+    seed : int
+        Seed of the resamples.
+    """
+
+    names: tuple[str, ...]
+    units: tuple[str, ...]
+    bootstrap: int
+    seed: int
+
+    def evaluate(self, run, ids: np.ndarray, pred: np.ndarray, true: np.ndarray, folder: Path,
+                 *, pooled: bool = False) -> dict:
+        """Write the predictions table into ``folder`` (a cross-validation's ``pooled`` one is
+        written with its folds) and log MAE per target with its interval, the table and the
+        scatter plot to ``run``; returns ``{"test_mae": ..., "intervals": ...}`` keyed
+        ``<target>_<unit>``."""
+        from ecgtransfer import plots
+        from ecgtransfer.training.metrics import bootstrap_interval, interval_text
+        from ecgtransfer.training.predictions import (OOF_PREDICTIONS, TEST_PREDICTIONS,
+                                                      regression_table, write_predictions)
+
+        keys = [f"{n}_{u}" for n, u in zip(self.names, self.units)]
+        path = folder / (OOF_PREDICTIONS if pooled else TEST_PREDICTIONS)
+        if not pooled:
+            write_predictions(regression_table(ids, self.names, pred, true), path)
+
+        def metric(p, t):
+            return dict(zip(keys, (float(e) for e in np.abs(p - t).mean(axis=0))))
+
+        mae = metric(pred, true)
+        intervals = {}
+        if self.bootstrap:
+            intervals = {k: list(v) for k, v in bootstrap_interval(
+                metric, pred, true, n_resamples=self.bootstrap, seed=self.seed).items()}
+        run.log_metrics({f"test_mae_{k}": v for k, v in mae.items()})
+        run.log_metrics({f"test_mae_{k}_ci_{side}": b for k, (lo, hi) in intervals.items()
+                         for side, b in (("low", lo), ("high", hi))})
+        run.log_artifact(path)
+        run.log_figure(plots.scatter_true_pred(true, pred, self.names, self.units,
+                                               title="out-of-fold" if pooled else "test"),
+                       "plots/scatter_test.png")
+        log.info("pretrain: %s MAE %s", "out-of-fold" if pooled else "test", ", ".join(
+            f"{k} {v:.2f} {interval_text(intervals.get(k))}".rstrip() for k, v in mae.items()))
+        return {"test_mae": mae, "intervals": intervals}
 
 
 def evaluator_for(classes: Sequence[str], multilabel: bool, bootstrap: int, seed: int,

@@ -1,11 +1,15 @@
-"""The predictions table: what a classifier said of each test record, and the truth.
+"""The predictions tables: what a model said of each test record, and the truth.
 
-One row per record: ``record_id``; the truth, as ``true`` (the class, single-label) or
-``true_<class>`` (0 or 1 per class, multi-label); ``p_<class>``, the probability of each class;
-and, pooled over a cross-validation's folds, ``fold``. ``finetune`` writes it
-(``test_predictions.csv``, a cross-validation's ``oof_predictions.csv``); ``compare`` reads it
-back to resample records, and a cross-validation pools its folds' tables. This module is the one
-writer and the one reader of that format.
+A classifier's: one row per record: ``record_id``; the truth, as ``true`` (the class,
+single-label) or ``true_<class>`` (0 or 1 per class, multi-label); ``p_<class>``, the
+probability of each class; and, pooled over a cross-validation's folds, ``fold``. ``finetune``
+writes it (``test_predictions.csv``, a cross-validation's ``oof_predictions.csv``); ``compare``
+reads it back to resample records, and a cross-validation pools its folds' tables.
+
+A regressor's (``pretrain``): ``record_id``, and per target ``true_<target>`` and
+``pred_<target>`` in the target's unit (and ``fold``), in the same two files.
+
+This module is the one writer and the one reader of both formats.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["TEST_PREDICTIONS", "OOF_PREDICTIONS", "predictions_table", "write_predictions",
-           "read_predictions", "prediction_arrays"]
+           "read_predictions", "prediction_arrays", "regression_table",
+           "read_regression_predictions", "regression_arrays", "pool_predictions"]
 
 TEST_PREDICTIONS = "test_predictions.csv"
 """A run's predictions on its test records (a file in its folder and an MLflow artifact)."""
@@ -134,3 +139,83 @@ def prediction_arrays(table: pd.DataFrame, classes: Sequence[str] | None = None
         index = {c: j for j, c in enumerate(classes)}
         y = np.array([index.get(str(t), -1) for t in table["true"]], dtype=np.int64)
     return classes, probs, y, multilabel
+
+
+def regression_table(ids: Sequence[str], names: Sequence[str], pred: np.ndarray,
+                     true: np.ndarray) -> pd.DataFrame:
+    """A regressor's table: ``pred`` and ``true`` (``(n, targets)``, in the targets' units) of
+    records ``ids``."""
+    columns: dict = {"record_id": list(ids)}
+    for j, name in enumerate(names):
+        columns[f"true_{name}"] = np.asarray(true, dtype=np.float64)[:, j]
+        columns[f"pred_{name}"] = np.asarray(pred, dtype=np.float64)[:, j]
+    return pd.DataFrame(columns)
+
+
+def read_regression_predictions(path: str | Path) -> pd.DataFrame:
+    """A regressor's predictions table, checked: ``record_id``, and ``true_<t>`` with
+    ``pred_<t>`` for each target, finite numbers (and whole ``fold`` numbers, if there).
+
+    Raises
+    ------
+    ValueError
+        What is wrong with the file, in a few words (the caller names the file).
+    """
+    try:
+        table = pd.read_csv(path, dtype={"record_id": str})
+    except pd.errors.EmptyDataError:
+        raise ValueError("empty file") from None
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"not a readable CSV table ({type(exc).__name__})") from None
+    columns = [str(c) for c in table.columns]
+    names = [c[5:] for c in columns if c.startswith("pred_")]
+    if "record_id" not in columns or not names:
+        raise ValueError("no record_id or no pred_<target> columns (not a regressor's "
+                         "predictions table)")
+    missing = [f"true_{n}" for n in names if f"true_{n}" not in columns]
+    if missing:
+        raise ValueError(f"no truth: {', '.join(missing)}")
+    if table.empty:
+        raise ValueError("no rows")
+    values = table[[f"{kind}_{n}" for n in names for kind in ("true", "pred")]]
+    numeric = values.apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    bad = ~np.isfinite(numeric.to_numpy())
+    if bad.any():
+        where = ", ".join(c for c, b in zip(numeric.columns, bad.any(axis=0)) if b)
+        raise ValueError(f"{int(bad.sum())} values that are not finite numbers ({where})")
+    table[numeric.columns] = numeric
+    if "fold" in columns:
+        folds = pd.to_numeric(table["fold"], errors="coerce")
+        if not (np.isfinite(folds) & (folds == np.round(folds))).all():
+            raise ValueError("fold holds values that are not whole numbers")
+    return table
+
+
+def regression_arrays(table: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A regressor's table as its targets, predictions and truth (``(n, targets)`` each)."""
+    names = [str(c)[5:] for c in table.columns if str(c).startswith("pred_")]
+    pred = table[[f"pred_{n}" for n in names]].to_numpy(np.float64)
+    true = table[[f"true_{n}" for n in names]].to_numpy(np.float64)
+    return names, pred, true
+
+
+def pool_predictions(files: Sequence[Path], out: Path, read=read_predictions) -> pd.DataFrame:
+    """The folds' test predictions (fold ``i`` is ``files[i - 1]``) as one table with a
+    ``fold`` column, written whole as ``out``; ``read`` is the table's checked reader.
+
+    Raises
+    ------
+    ValueError
+        A fold's file that cannot be used, naming it and how to redo that fold.
+    """
+    tables = []
+    for k, f in enumerate(files):
+        try:
+            table = read(f)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"{f}: unusable fold predictions ({exc}); delete {Path(f).parent} "
+                             "to redo that fold") from None
+        tables.append(table.assign(fold=k + 1))
+    pooled = pd.concat(tables, ignore_index=True)
+    write_predictions(pooled, out)
+    return pooled

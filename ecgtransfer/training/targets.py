@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["class_weights", "diagnostic_targets", "statement_targets", "store_classes"]
 
-log = logging.getLogger("ecgtransfer.stages.finetune")
+log = logging.getLogger(__name__)
 
 
 def store_classes(store) -> tuple[str, ...]:
