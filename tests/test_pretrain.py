@@ -154,6 +154,7 @@ def test_flagged_and_nan_labels_are_left_out_and_counted(ptbxl_labelled, tmp_pat
 
 
 def test_resume_continues_to_the_same_weights(ptbxl_labelled, tmp_path, monkeypatch):
+    from ecgtransfer.training.callbacks import LambdaCallback
     from ecgtransfer.training.loop import Trainer
 
     kw = dict(targets=["pr"], epochs=4, max_train_records=96, model_kwargs={"head_dropout": 0.3},
@@ -212,6 +213,7 @@ def test_best_weights_are_a_copy(ptbxl_labelled):
     from ecgtransfer.data.dataset import StoreDataset
     from ecgtransfer.models import create_model
     from ecgtransfer.config import LoopConfig
+    from ecgtransfer.training.callbacks import LambdaCallback
     from ecgtransfer.training.loop import Trainer
     from ecgtransfer.training.tasks import RegressionTask
 
@@ -225,8 +227,8 @@ def test_best_weights_are_a_copy(ptbxl_labelled):
     trainer = Trainer(create_model("cnn"), RegressionTask(["x"], ["u"], [0], [1]), train, val,
                       LoopConfig(epochs=3, batch_size=16), progress=False,
                       device=torch.device("cpu"),
-                      on_epoch=lambda m: states.append({k: v.clone() for k, v in
-                                                        trainer.model.state_dict().items()}))
+                      callbacks=[LambdaCallback(on_epoch_end=lambda t, m: states.append(
+                          {k: v.clone() for k, v in t.model.state_dict().items()}))])
     fit = trainer.fit()
     best = states[fit.best_epoch - 1]
     assert all(torch.equal(fit.best_state[k], best[k]) for k in best)

@@ -53,10 +53,11 @@ class Context:
     say : callable
         Tells the person running the stage something at once, before the stage returns (the
         link of a server it keeps running); the CLI prints it, others log it.
-    on_epoch : callable, optional
-        Called with each finished epoch's metrics (a dict with ``epoch``) of every model a
-        training stage trains, after they are logged: a search reports them to its pruner,
-        which may stop the model by raising :class:`ecgtransfer.tracking.EndedEarly`.
+    callbacks : list
+        Training-loop callbacks (:class:`ecgtransfer.training.callbacks.Callback`) added to
+        every model a training stage trains, after its own (the run's metrics are logged
+        first): a search's pruner, which may stop the model by raising
+        :class:`ecgtransfer.tracking.EndedEarly`.
     """
 
     progress: bool = True
@@ -66,7 +67,7 @@ class Context:
     pipeline_run: Any = None
     tags: dict[str, str] = field(default_factory=dict)
     say: Callable[[str], None] = field(default=lambda text: _log.info("%s", text))
-    on_epoch: Callable[[dict[str, float]], None] | None = None
+    callbacks: list = field(default_factory=list)
 
 
 @dataclass

@@ -425,6 +425,7 @@ class _Finetune(TrainedStage):
         """``fold``'s model and its training."""
         from ecgtransfer import plots
         from ecgtransfer.models.classifier import save_classifier, set_trunk_trainable
+        from ecgtransfer.training.callbacks import LambdaCallback
 
         config = self.config
         model = self.build_model(fold)
@@ -433,7 +434,7 @@ class _Finetune(TrainedStage):
         groups = [{"params": list(model.head.parameters())},
                   {"params": model.trunk_parameters(), "lr": trunk_lr, "name": "trunk"}]
 
-        def before_epoch(epoch: int) -> None:
+        def freeze(trainer, epoch: int) -> None:  # the trunks train, or not, this epoch
             set_trunk_trainable(model, config.freeze == "full" or (
                 config.freeze == "gradual" and epoch > config.frozen_epochs))
 
@@ -473,7 +474,8 @@ class _Finetune(TrainedStage):
             example=example.astype(np.float32),
             curves=lambda fit: plots.classification_curves(fit.history, fit.best_epoch),
             evaluate=evaluate_test, finish=finish, save=save_classifier,
-            trainer_kwargs={"before_epoch": before_epoch, "param_groups": groups},
+            callbacks=[LambdaCallback(on_epoch_start=freeze)],
+            trainer_kwargs={"param_groups": groups},
             log_model=fold.number is None,
             desc=f"finetune {config.strategy}/{config.freeze}")
 

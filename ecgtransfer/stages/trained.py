@@ -187,8 +187,11 @@ class Training:
         ``finish(trained network) -> model`` to keep (in eval mode, on the CPU).
     save : callable
         ``save(model, path)``: the plain weights file.
+    callbacks : list
+        The stage's own training-loop callbacks (:mod:`ecgtransfer.training.callbacks`), e.g.
+        freezing the trunks for the first epochs.
     trainer_kwargs : dict
-        Extra :class:`~ecgtransfer.training.loop.Trainer` arguments (parameter groups, ...).
+        Extra :class:`~ecgtransfer.training.loop.Trainer` arguments (parameter groups).
     log_model : bool
         Log the model as an MLflow model; else its plain weights file only, as an artifact
         (a cross-validation's fold models: evaluated, not deployed).
@@ -211,6 +214,7 @@ class Training:
     finish: Callable[[Any], Any]
     save: Callable[[Any, Path], None]
     note: str = ""
+    callbacks: list = field(default_factory=list)
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     desc: str = ""
     log_model: bool = True
@@ -361,13 +365,15 @@ class TrainedStage:
             return info
         return None
 
-    def fit(self, job: Training, on_epoch: Callable[[dict], None] | None = None):
-        """Train ``job.model`` in the one loop; returns the trainer and its :class:`FitResult`."""
+    def fit(self, job: Training, callbacks: list = ()):
+        """Train ``job.model`` in the one loop with ``callbacks``, then the job's own and the
+        caller's (``context.callbacks``); returns the trainer and its :class:`FitResult`."""
         from ecgtransfer.training.loop import Trainer
 
         trainer = Trainer(job.model, job.task, job.datasets["train"], job.datasets["val"],
                           loop_config(self.config), device=self.device, dist=self.dist,
-                          checkpoint=job.folder / "checkpoint.pt", on_epoch=on_epoch,
+                          checkpoint=job.folder / "checkpoint.pt",
+                          callbacks=[*callbacks, *job.callbacks, *self.context.callbacks],
                           desc=job.desc, progress=self.context.progress, **job.trainer_kwargs)
         return trainer, trainer.fit(resume=self.context.resume)
 
@@ -385,6 +391,8 @@ class TrainedStage:
     def _train(self, job: Training, parent: str | None) -> dict:
         from ecgtransfer import tracking
         from ecgtransfer.files import atomic_file
+
+        from ecgtransfer.training.callbacks import LogToRun
 
         if not self.dist.is_main:
             self.fit(job)
@@ -406,13 +414,7 @@ class TrainedStage:
                 run.log_inputs(self.store.path, *job.inputs)
                 if job.note:
                     run.set_note(job.note)
-            def on_epoch(metrics: dict) -> None:
-                run.log_metrics({k: v for k, v in metrics.items() if k != "epoch"},
-                                step=int(metrics["epoch"]))
-                if self.context.on_epoch is not None:  # a search's pruner may stop it here
-                    self.context.on_epoch(metrics)
-
-            trainer, fit = self.fit(job, on_epoch)
+            trainer, fit = self.fit(job, [LogToRun(run)])  # logged before a pruner may stop it
             trainer.model.load_state_dict(fit.best_state)
             test = job.evaluate(run, trainer, job.datasets["test"])
             run.log_metrics({"best_epoch": fit.best_epoch, "n_epochs": len(fit.history)})

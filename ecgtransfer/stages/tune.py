@@ -39,6 +39,7 @@ from ecgtransfer.stages import Context, Stage, StageResult, get_stage, register_
 from ecgtransfer.stages.trained import BOOKKEEPING
 from ecgtransfer.tags import tag_values
 from ecgtransfer.tracking import EndedEarly
+from ecgtransfer.training.callbacks import Callback
 
 __all__ = ["TuneConfig", "SearchSpace", "Param", "read_space", "tune", "SEARCHABLE"]
 
@@ -748,24 +749,13 @@ class _Objective:
         except ConfigError as exc:  # the stage refuses these values: a run says so
             self._refused(trial, name, sampled, exc)
             raise self._failed(trial, exc) from None
-        history: list[dict] = []
-        metric = self.space.metric
-
-        def on_epoch(metrics: dict) -> None:
-            history.append(metrics)
-            if metric not in metrics:
-                raise _BadMetric(f"{self.space.path}: metric: {metric!r} is not one of the "
-                                 f"epoch's metrics ({', '.join(sorted(metrics))})", "metric")
-            value = float(metrics[metric])
-            if math.isfinite(value):
-                trial.report(value, int(metrics["epoch"]))
-            if trial.should_prune():
-                raise _Pruned(f"pruned at epoch {metrics['epoch']}")
-
+        pruning = _Pruning(trial, self.space.metric, self.space.path)
+        history = pruning.history
         tags = tag_values(trial=str(trial.number), search_run=self.search_run,
                           study=trial.study.study_name)
         ctx = Context(progress=self.context.progress, resume=False, parent_run=self.search_run,
-                      tags={**self.context.tags, **tags}, on_epoch=on_epoch, say=self.context.say)
+                      tags={**self.context.tags, **tags},
+                      callbacks=[*self.context.callbacks, pruning], say=self.context.say)
         from ecgtransfer.files import disk_full
         from ecgtransfer.training import TrainingError
 
@@ -799,6 +789,7 @@ class _Objective:
         kept = next((m for m in history if int(m["epoch"]) == best_epoch), None)
         if kept is None:  # a reused run: nothing reported; read its history file
             raise ValueError(f"{folder}: trial {trial.number} has no epoch {best_epoch}")
+        metric = self.space.metric
         value = float(kept[metric])
         if not math.isfinite(value):  # Optuna fails it too, but without saying why
             self._tag(trial.number, "failed")
@@ -842,6 +833,26 @@ class _Objective:
 
         for found in self._runs_of(number):
             tracking.Run(found.run_id).set_tags(tag_values(trial_state=state))
+
+
+class _Pruning(Callback):
+    """The search's training callback: each epoch's metric reported to the trial, which its
+    pruner may stop (:class:`_Pruned`); the epochs it saw kept in ``history``."""
+
+    def __init__(self, trial, metric: str, where: Path):
+        self.trial, self.metric, self.where = trial, metric, where
+        self.history: list[dict] = []
+
+    def on_epoch_end(self, trainer, metrics: dict) -> None:
+        self.history.append(metrics)
+        if self.metric not in metrics:
+            raise _BadMetric(f"{self.where}: metric: {self.metric!r} is not one of the epoch's "
+                             f"metrics ({', '.join(sorted(metrics))})", "metric")
+        value = float(metrics[self.metric])
+        if math.isfinite(value):
+            self.trial.report(value, int(metrics["epoch"]))
+        if self.trial.should_prune():
+            raise _Pruned(f"pruned at epoch {metrics['epoch']}")
 
 
 def _best_epoch(result: StageResult) -> int:

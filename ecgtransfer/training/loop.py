@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ecgtransfer.config import LoopConfig
 from ecgtransfer.training import TrainingError
-from ecgtransfer.training.checkpoint import load_checkpoint, save_checkpoint
+from ecgtransfer.training.callbacks import Callback, LogProgress, SaveCheckpoint
 from ecgtransfer.training.distributed import DistInfo, gather_objects
 
 __all__ = ["FitResult", "Trainer"]
@@ -63,13 +63,12 @@ class Trainer:
     dist : DistInfo
         This process's place under ``torchrun``.
     checkpoint : Path, optional
-        Where the per-epoch checkpoint lives (rank 0 writes it).
-    on_epoch : callable, optional
-        Called on rank 0 with each finished epoch's metrics (a dict with ``epoch``).
-    before_epoch : callable, optional
-        Called with the epoch number on every rank after ``model.train()`` and before the
-        epoch's first batch: e.g. to freeze or unfreeze parts of the model. It must depend on the
-        epoch alone, so that a resumed run repeats it.
+        Where the per-epoch checkpoint lives (rank 0 writes it): a
+        :class:`~ecgtransfer.training.callbacks.SaveCheckpoint`, last in the list.
+    callbacks : list of Callback, optional
+        What else the loop does around each epoch (:mod:`ecgtransfer.training.callbacks`):
+        log to a run, freeze or unfreeze parts of the model, prune a search's trial. They run
+        in order, after the loop's own progress line and before its checkpoint.
     param_groups : list of dict, optional
         Optimizer parameter groups (default: every parameter of ``model``).
     desc : str
@@ -80,17 +79,14 @@ class Trainer:
 
     def __init__(self, model: nn.Module, task: Any, train_set: Dataset, val_set: Dataset,
                  config: LoopConfig, *, device: torch.device, dist: DistInfo = DistInfo(),
-                 checkpoint: Path | None = None,
-                 on_epoch: Callable[[dict[str, float]], None] | None = None,
-                 before_epoch: Callable[[int], None] | None = None,
+                 checkpoint: Path | None = None, callbacks: Sequence[Callback] = (),
                  param_groups: list[dict] | None = None, desc: str = "", progress: bool = True):
         self.task = task
         self.config = config
         self.device = device
         self.dist = dist
-        self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.on_epoch = on_epoch
-        self.before_epoch = before_epoch
+        self.callbacks: list[Callback] = [LogProgress(), *callbacks, *(
+            [SaveCheckpoint(checkpoint)] if checkpoint else [])]
         self.desc = desc
         self.progress = progress
         self.model = model.to(device)
@@ -162,9 +158,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
-        if self.before_epoch is not None:
-            self.before_epoch(epoch)
-            self._wrap()
+        for callback in self.callbacks:
+            callback.on_epoch_start(self, epoch)
+        self._wrap()  # again if a callback changed which parameters train
         self.sampler.set_epoch(epoch)
         losses, outs, ys = [], [], []
         bar = tqdm(self.train_loader, desc=f"{self.desc} epoch {epoch}/{self.config.epochs}",
@@ -199,19 +195,22 @@ class Trainer:
         return {"val_loss": loss, **self.task.metrics(out, y, "val")}
 
     # ---- state -----------------------------------------------------------------------------
-    def _state(self, epoch: int, best: dict, history: list, done: bool) -> dict[str, Any]:
+    def state(self, epoch: int) -> dict[str, Any]:
+        """Everything a resumed run needs after ``epoch`` (what a checkpoint holds)."""
         state = {"epoch": epoch, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                 "scaler": self.scaler.state_dict(), "best": best, "history": history,
-                 "done": done, "rng": torch.get_rng_state()}
+                 "scaler": self.scaler.state_dict(), "best": self.best,
+                 "history": self.history, "done": self.done, "rng": torch.get_rng_state()}
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        """Load a checkpoint's state; one that does not fit this model and loop (another
-        architecture, a damaged or foreign file) is a one-line error naming the file."""
+    def restore(self, state: dict[str, Any], where: Path) -> None:
+        """Continue from a checkpoint's ``state`` (read from ``where``): the model, optimizer,
+        schedule, scaler, random state, early-stopping state and history, after its epoch. One
+        that does not fit this model and loop (another architecture, a damaged or foreign
+        file) is a one-line error naming the file."""
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -219,13 +218,17 @@ class Trainer:
                 self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["rng"])
+            self.best, self.history, self.done = state["best"], state["history"], state["done"]
+            self.start = state["epoch"] + 1
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrainingError(f"{self.checkpoint}: this checkpoint does not fit the model and "
+            raise TrainingError(f"{where}: this checkpoint does not fit the model and "
                                 f"settings being resumed ({first[:160]}); resume with the "
                                 "settings it was made with, or choose another --out") from None
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.dist.is_main:
+            log.info("%s: resuming after epoch %d", self.desc, state["epoch"])
 
     # ---- fit -------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> FitResult:
@@ -243,19 +246,15 @@ class Trainer:
 
     def _fit(self, resume: bool) -> FitResult:
         cfg = self.config
-        best = {"state": _copy_state(self.model), "epoch": 0, "score": math.inf, "bad": 0}
-        history: list[dict[str, float]] = []
-        start, done = 1, False
-        if resume and self.checkpoint is not None and self.checkpoint.exists():
-            state = load_checkpoint(self.checkpoint, map_location=self.device)
-            self._restore(state)
-            best, history, done = state["best"], state["history"], state["done"]
-            start = state["epoch"] + 1
-            if self.dist.is_main:
-                log.info("%s: resuming after epoch %d", self.desc, state["epoch"])
-        epoch = start - 1
-        for epoch in range(start, cfg.epochs + 1):
-            if done:
+        self.best = {"state": _copy_state(self.model), "epoch": 0, "score": math.inf, "bad": 0}
+        self.history: list[dict[str, float]] = []
+        self.start, self.done = 1, False
+        for callback in self.callbacks:
+            callback.on_fit_start(self, resume)
+        best, history = self.best, self.history
+        epoch = self.start - 1
+        for epoch in range(self.start, cfg.epochs + 1):
+            if self.done:
                 break
             t0 = time.perf_counter()
             metrics = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -266,7 +265,8 @@ class Trainer:
             metrics.update(self._validate())
             score = float(metrics[self.task.monitor])
             if score < best["score"]:
-                best = {"state": _copy_state(self.model), "epoch": epoch, "score": score, "bad": 0}
+                best = self.best = {"state": _copy_state(self.model), "epoch": epoch,
+                                    "score": score, "bad": 0}
             else:
                 best["bad"] += 1
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -276,21 +276,11 @@ class Trainer:
             metrics["epoch_seconds"] = time.perf_counter() - t0
             metrics = {k: v if k == "epoch" else float(v) for k, v in metrics.items()}  # plain values
             history.append(metrics)
-            done = bool(cfg.patience and best["bad"] >= cfg.patience) or epoch == cfg.epochs
+            self.done = bool(cfg.patience and best["bad"] >= cfg.patience) or epoch == cfg.epochs
             if self.dist.is_main:
-                self._report(metrics, best)
-                if self.on_epoch is not None:
-                    self.on_epoch(metrics)
-                if self.checkpoint is not None:
-                    save_checkpoint(self._state(epoch, best, history, done), self.checkpoint)
+                for callback in self.callbacks:
+                    callback.on_epoch_end(self, metrics)
         return FitResult(best_state=best["state"], best_epoch=best["epoch"],
                          best_score=best["score"], history=history,
                          stopped_early=bool(cfg.patience and best["bad"] >= cfg.patience
                                             and best["epoch"] < cfg.epochs and epoch < cfg.epochs))
-
-    def _report(self, metrics: dict[str, float], best: dict) -> None:
-        shown = self.task.describe(metrics, "val")
-        mark = " (best)" if best["epoch"] == metrics["epoch"] else ""
-        log.info("%s epoch %d/%d: train loss %.4f, val loss %.4f, %s%s [%.0f s]", self.desc,
-                 metrics["epoch"], self.config.epochs, metrics["train_loss"], metrics["val_loss"],
-                 shown, mark, metrics["epoch_seconds"])
