@@ -6,6 +6,7 @@ classifier and a pretrained regressor (files, MLflow, pipeline, one-line errors)
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -493,11 +494,14 @@ def test_bad_explain_input_is_one_line(trained, cli, tmp_path):
     store = str(trained["store"].path)
     common = ["--tracking-uri", trained["uri"], "--store", store]
     (tmp_path / "header_only.csv").write_text("record_id\n")
+    alone = tmp_path / "alone"  # a model.pt without its run folder: no test records to take
+    alone.mkdir()
+    shutil.copyfile(Path(trained["qrs"]) / "model.pt", alone / "model.pt")
     cases = [
         (["--model", str(trained["ft"]), "--records", "header_only.csv"],
          "header_only.csv: holds no record ids"),
         (["--model", str(trained["ft"]), "--records", "nope"], "--records: nope is not in"),
-        (["--model", str(trained["qrs"])], "--records test:"),
+        (["--model", str(alone / "model.pt")], "--records test:"),
         (["--model", "missing/model.pt"], "--model missing/model.pt: not a model.pt"),
         (["--model", str(trained["ft"]), "--methods", "saliency"], "methods"),
         (["--model", str(trained["ft"]), "--max-records", "x"], "max_records"),

@@ -134,8 +134,8 @@ def _record_ids(config: ExplainConfig, loaded) -> list[str]:
                 table = tracking.download_artifact(loaded.run_id, "test_predictions.csv", tmp)
             if table is None:
                 raise ValueError(f"--records test: {config.model} has no test_predictions.csv "
-                                 "(a pretrained regressor, a cross-validation?); name the records "
-                                 "or give a CSV file of them")
+                                 "(a model.pt copied out of its run folder, a cross-validation's "
+                                 "own run?); name the records or give a CSV file of them")
             ids = _csv_ids(table)
     elif len(config.records) == 1 and config.records[0].endswith(".csv"):
         ids = _csv_ids(Path(config.records[0]))
