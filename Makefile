@@ -31,9 +31,11 @@ test: setup
 	$(BIN)/python -m pytest
 
 # The developer's loop: everything but the subprocess, torchrun, browser, notebook and
-# whole-pipeline tests (marked slow); `make test` (what CI runs) keeps them all.
+# whole-pipeline tests (marked slow), on two cores (pytest-xdist, one torch thread each; a test
+# file stays on one worker, so its module fixtures are built once); `make test` (what CI runs)
+# keeps them all, in one process.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
 
 bench: setup
 	$(BIN)/python benchmarks/bench_store.py

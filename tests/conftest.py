@@ -22,6 +22,34 @@ LUDB = SHARED / "ludb-sample"
 CINC = SHARED / "cinc2021-sample"
 
 
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+"""The pytest-xdist worker this process is (``make test-fast`` runs two), None in one process."""
+
+
+def pytest_configure(config):
+    if WORKER:  # two workers on two cores: one torch thread each, not two fighting for both
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _once(tmp_path_factory, name: str, make):
+    """``make(folder)`` run once for the whole session, also when pytest-xdist's workers all
+    ask for it: the first builds it under a lock, the others wait and use it. Returns the
+    folder."""
+    from ecgtransfer.files import waiting_lock
+
+    root = tmp_path_factory.getbasetemp()
+    if WORKER:
+        root = root.parent  # shared by the session's workers
+    folder, done = root / "shared" / name, root / "shared" / f"{name}.done"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with waiting_lock(root / "shared" / f"{name}.lock", 900):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            done.touch()
+    return folder
+
+
 SLOW_FIXTURES = ("quickstart", "ui")
 """Fixtures that run a whole pipeline or start a server: their tests are ``slow``, left out of
 the fast loop (``make test-fast``) and run by the full suite (``make test``, CI)."""
@@ -104,33 +132,38 @@ def cinc_root(shared_data) -> Path:
 def ptbxl_store(tmp_path_factory, ptbxl_root):
     """The 350-record PTB-XL sample prepared once, 8 leads at 500 Hz."""
     from ecgtransfer.data.ptbxl import prepare_ptbxl
+    from ecgtransfer.data.store import SignalStore
 
-    out = tmp_path_factory.mktemp("stores") / "ptbxl500"
-    return prepare_ptbxl(ptbxl_root, out, progress=False).store
+    return SignalStore(_once(tmp_path_factory, "ptbxl500",
+                             lambda out: prepare_ptbxl(ptbxl_root, out, progress=False)))
 
 
 @pytest.fixture(scope="session")
 def ptbxl_labelled(tmp_path_factory, ptbxl_root):
     """The 350-record PTB-XL sample, 500 Hz, labelled."""
-    from ecgtransfer.features.labels import label_records
     from ecgtransfer.data.ptbxl import prepare_ptbxl
+    from ecgtransfer.data.store import SignalStore
+    from ecgtransfer.features.labels import label_records
 
-    out = tmp_path_factory.mktemp("pretrain") / "ptbxl"
-    store = prepare_ptbxl(ptbxl_root, out, progress=False).store
-    label_records(store.path, workers=2, progress=False)
-    return store
+    def make(out):
+        prepare_ptbxl(ptbxl_root, out, progress=False)
+        label_records(out, workers=2, progress=False)
+
+    return SignalStore(_once(tmp_path_factory, "ptbxl-labelled", make))
 
 
 @pytest.fixture(scope="session")
 def deepfake_labelled(tmp_path_factory):
     """48 DeepFake ECGs, labelled."""
     from ecgtransfer.data.deepfake import SynthConfig, synthesize
+    from ecgtransfer.data.store import SignalStore
     from ecgtransfer.features.labels import label_records
 
-    out = tmp_path_factory.mktemp("pretrain") / "deepfake"
-    store = synthesize(out, SynthConfig(n=48, seed=0), progress=False).store
-    label_records(store.path, workers=2, progress=False)
-    return store
+    def make(out):
+        synthesize(out, SynthConfig(n=48, seed=0), progress=False)
+        label_records(out, workers=2, progress=False)
+
+    return SignalStore(_once(tmp_path_factory, "deepfake", make))
 
 
 class _Done:
