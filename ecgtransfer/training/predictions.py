@@ -70,12 +70,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     ValueError
         What is wrong with the file, in a few words (the caller names the file and its run).
     """
-    try:
-        table = pd.read_csv(path, dtype={"record_id": str})
-    except pd.errors.EmptyDataError:
-        raise ValueError("empty file") from None
-    except (ValueError, OSError) as exc:  # ParserError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"not a readable CSV table ({type(exc).__name__})") from None
+    table = _read_csv(path)
     columns = [str(c) for c in table.columns]
     classes = [c[2:] for c in columns if c.startswith("p_")]
     if "record_id" not in columns:
@@ -117,11 +112,26 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     if said:
         raise ValueError("; ".join(said))
     table[numeric.columns] = numeric
-    if "fold" in columns:
+    _check_folds(table)
+    return table
+
+
+def _read_csv(path: str | Path) -> pd.DataFrame:
+    """A CSV table with text record ids; what keeps it from being read, in a few words."""
+    try:
+        return pd.read_csv(path, dtype={"record_id": str})
+    except pd.errors.EmptyDataError:
+        raise ValueError("empty file") from None
+    except (ValueError, OSError) as exc:  # ParserError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"not a readable CSV table ({type(exc).__name__})") from None
+
+
+def _check_folds(table: pd.DataFrame) -> None:
+    """A pooled table's ``fold`` column, if any, holds whole numbers."""
+    if "fold" in table.columns:
         folds = pd.to_numeric(table["fold"], errors="coerce")
         if not (np.isfinite(folds) & (folds == np.round(folds))).all():
             raise ValueError("fold holds values that are not whole numbers")
-    return table
 
 
 def prediction_arrays(table: pd.DataFrame, classes: Sequence[str] | None = None
@@ -161,12 +171,7 @@ def read_regression_predictions(path: str | Path) -> pd.DataFrame:
     ValueError
         What is wrong with the file, in a few words (the caller names the file).
     """
-    try:
-        table = pd.read_csv(path, dtype={"record_id": str})
-    except pd.errors.EmptyDataError:
-        raise ValueError("empty file") from None
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"not a readable CSV table ({type(exc).__name__})") from None
+    table = _read_csv(path)
     columns = [str(c) for c in table.columns]
     names = [c[5:] for c in columns if c.startswith("pred_")]
     if "record_id" not in columns or not names:
@@ -184,10 +189,7 @@ def read_regression_predictions(path: str | Path) -> pd.DataFrame:
         where = ", ".join(c for c, b in zip(numeric.columns, bad.any(axis=0)) if b)
         raise ValueError(f"{int(bad.sum())} values that are not finite numbers ({where})")
     table[numeric.columns] = numeric
-    if "fold" in columns:
-        folds = pd.to_numeric(table["fold"], errors="coerce")
-        if not (np.isfinite(folds) & (folds == np.round(folds))).all():
-            raise ValueError("fold holds values that are not whole numbers")
+    _check_folds(table)
     return table
 
 
