@@ -14,12 +14,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ecgtransfer import tracking
 from ecgtransfer.models.regressor import IntervalRegressor, load_regressor
 from ecgtransfer.tags import read_tags
 
-__all__ = ["Source", "load_sources", "LoadedModel", "load_model", "load_folds"]
+__all__ = ["Source", "load_sources", "load_trunks", "LoadedModel", "load_model", "load_folds"]
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -103,6 +104,35 @@ def load_sources(ref: str) -> list[Source]:
     if _RUN_ID.match(ref):
         return _from_run(ref)
     raise ValueError(f"--from {ref}: not a model.pt, a pretrain folder, a model URI or a run id")
+
+
+def load_trunks(refs: Sequence[str], *, strategy: str, model: str | None,
+                leads: Sequence[str], where: str) -> list[Source]:
+    """The pretrained regressors ``refs`` name (each as :func:`load_sources` reads it), checked
+    for a fine-tune: one trunk for ``single``, two or more for ``combined``, each of the
+    architecture ``model`` (when given) and taking only leads among ``leads`` (the store at
+    ``where``). Each problem is a one-line error naming the reference."""
+    from ecgtransfer.config import ConfigError
+
+    sources = [s for ref in refs for s in load_sources(ref)]
+    n = len(sources)
+    if strategy == "single" and n != 1:
+        names = ", ".join(f"{s.name} ({s.ref})" for s in sources)
+        raise ConfigError(f"--from: strategy single takes one trunk, and {n} were given "
+                          f"({names}); name one, or use --strategy combined", "sources")
+    if strategy == "combined" and n < 2:
+        raise ConfigError(f"--from: strategy combined takes two or more trunks, and {n} was "
+                          "given; use --strategy single", "sources")
+    for s in sources:
+        meta = s.regressor.meta
+        if model and meta["model"] != model:
+            raise ConfigError(f"--from {s.ref}: its trunk is a {meta['model']}, not the "
+                              f"model {model} asked for", "model")
+        lacking = [lead for lead in meta["leads"] if lead not in leads]
+        if lacking:
+            raise ValueError(f"--from {s.ref}: the trunk takes lead(s) {', '.join(lacking)}, "
+                             f"which {where} lacks")
+    return sources
 
 
 @dataclass

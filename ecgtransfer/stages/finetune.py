@@ -260,33 +260,18 @@ class _Finetune(TrainedStage):
         cv = bool(self.config.cv)
         splits, counts = self._choose(i)
         return _Fold(i + 1 if cv else None, splits, counts,
-                     self.out / f"fold{i + 1}" if cv else self.out, tuple(self._load_sources()))
+                     self.out / f"fold{i + 1}" if cv else self.out, tuple(self._trunks()))
+
+    def _trunks(self) -> list:
+        """The trunks ``--from`` names, loaded anew and checked against the strategy, the
+        model asked for and the store's leads."""
+        from ecgtransfer.transfer import load_trunks
+
+        c = self.config
+        return load_trunks(c.sources, strategy=c.strategy, model=c.model,
+                           leads=self.store.leads, where=str(self.store.path))
 
     # ---- trunks ------------------------------------------------------------------------
-    def _load_sources(self) -> list:
-        from ecgtransfer.transfer import load_sources
-
-        config = self.config
-        sources = [s for ref in config.sources for s in load_sources(ref)]
-        n = len(sources)
-        if config.strategy == "single" and n != 1:
-            names = ", ".join(f"{s.name} ({s.ref})" for s in sources)
-            raise ConfigError(f"--from: strategy single takes one trunk, and {n} were given "
-                              f"({names}); name one, or use --strategy combined", "sources")
-        if config.strategy == "combined" and n < 2:
-            raise ConfigError(f"--from: strategy combined takes two or more trunks, and {n} was "
-                              "given; use --strategy single", "sources")
-        for s in sources:
-            meta = s.regressor.meta
-            if config.model and meta["model"] != config.model:
-                raise ConfigError(f"--from {s.ref}: its trunk is a {meta['model']}, not the "
-                                  f"model {config.model} asked for", "model")
-            lacking = [lead for lead in meta["leads"] if lead not in self.store.leads]
-            if lacking:
-                raise ValueError(f"--from {s.ref}: the trunk takes lead(s) {', '.join(lacking)}, "
-                                 f"which {self.store.path} lacks")
-        return sources
-
     def _scratch_meta(self) -> dict[str, Any]:
         from ecgtransfer.models import DEFAULT_MODEL, model_defaults
 
