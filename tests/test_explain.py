@@ -140,9 +140,13 @@ def test_deletion_and_insertion_rank_the_true_evidence_above_random(ludb_root):
     assert close.deletion[0] == 0 and close.insertion[-1] == pytest.approx(0.0, abs=1e-6)
     assert close.insertion[0] == pytest.approx(-abs(full) / 2.0, rel=1e-5)
     assert close.deletion.max() <= 0
-    # a class's probability stays a probability
-    prob = deletion_insertion(model, x, 0, truth, mask, readout="sigmoid", steps=10)
+    # a class's probability, as its task makes it, stays a probability
+    from ecgtransfer.training.tasks import ClassificationTask
+
+    task = ClassificationTask(["a"], multilabel=True)
+    prob = deletion_insertion(model, x, 0, truth, mask, readout=task.probabilities, steps=10)
     assert 0 <= prob.deletion.min() and prob.insertion.max() <= 1
+    assert prob.deletion[0] == pytest.approx(task.probabilities(np.array([[full]]))[0, 0])
     with pytest.raises(ValueError, match="unknown readout 'odds'"):
         deletion_insertion(model, x, 0, truth, mask, readout="odds")
 

@@ -5,8 +5,9 @@ NeurIPS 2018).
 Deletion sets the segments an attribution ranks highest to 0 mV first and follows a score of the
 output; insertion starts from the flat ECG and puts them back first. What is scored (``readout``):
 
-* a class (``"sigmoid"`` or ``"softmax"``, as the classifier was trained): its probability, as
-  Petsiuk et al. score it. Segments are ranked by their attribution (evidence for the class
+* a class (``readout`` is its task's ``probabilities``, the function that turns the
+  classifier's outputs into probabilities as it was trained: sigmoid or softmax): its
+  probability, as Petsiuk et al. score it. Segments are ranked by their attribution (evidence for the class
   first). A faithful attribution makes deletion fall fast and insertion rise fast.
 * an interval (``"closeness"``): how close the output stays to the record's own prediction,
   ``-|y - y_record| / scale`` (``scale``: the target's standard deviation in training, so
@@ -21,6 +22,7 @@ than a random order of the same segments gives is better.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,17 +57,16 @@ def area(fractions: np.ndarray, curve: np.ndarray) -> float:
     return float(np.trapezoid(curve, fractions))
 
 
-READOUTS = ("sigmoid", "softmax", "closeness", "raw")
+READOUTS = ("closeness", "raw")
+"""The readouts named by text; a class's probability is its task's ``probabilities``."""
 
 
-def _scores(outputs: torch.Tensor, target: int, readout: str, reference: float,
+def _scores(outputs: torch.Tensor, target: int, readout, reference: float,
             scale: float) -> np.ndarray:
     z = outputs.double()
-    if readout == "sigmoid":
-        s = torch.sigmoid(z[:, target])
-    elif readout == "softmax":
-        s = torch.softmax(z, dim=1)[:, target]
-    elif readout == "closeness":
+    if callable(readout):  # the task's probabilities of every class
+        return np.asarray(readout(z.numpy()), dtype=np.float64)[:, target]
+    if readout == "closeness":
         s = -(z[:, target] - reference).abs() / scale
     elif readout == "raw":
         s = z[:, target]
@@ -76,7 +77,7 @@ def _scores(outputs: torch.Tensor, target: int, readout: str, reference: float,
 
 def deletion_insertion(model: nn.Module, signal: np.ndarray, target: int,
                        attribution: np.ndarray | None, mask: np.ndarray, *,
-                       readout: str = "raw", scale: float = 1.0, steps: int = 20,
+                       readout: Any = "raw", scale: float = 1.0, steps: int = 20,
                        rng: np.random.Generator | None = None, batch_size: int = 64) -> Curves:
     """Deletion and insertion curves of one record for one attribution (or a random order).
 
@@ -93,9 +94,10 @@ def deletion_insertion(model: nn.Module, signal: np.ndarray, target: int,
         ``rng``.
     mask : numpy.ndarray
         ``(leads, n_samples)`` segment numbers: what is removed or inserted at once.
-    readout : {"sigmoid", "softmax", "closeness", "raw"}
-        What is scored (see the module's notes); ``"raw"``: the output itself, ranked by
-        signed attribution.
+    readout : callable or {"closeness", "raw"}
+        What is scored (see the module's notes): a classifier task's ``probabilities``
+        (outputs to probabilities, ``(B, classes)``), ``"closeness"`` for a regressor, or
+        ``"raw"``: the output itself, ranked by signed attribution.
     scale : float
         ``"closeness"``'s unit (the target's standard deviation).
     steps : int

@@ -219,7 +219,8 @@ def _explain_record(config: ExplainConfig, loaded, random_model, record_id: str,
         from ecgtransfer.training.tasks import ClassificationTask
 
         single = meta.get("task") == "single_label"  # its probabilities as its task makes them
-        shown = ClassificationTask(names, multilabel=not single).probabilities(raw[None])[0]
+        task = ClassificationTask(names, multilabel=not single)
+        shown = task.probabilities(raw[None])[0]
         predicted = names[int(np.argmax(shown))]
         wanted = config.outputs or truth or [predicted]
     else:
@@ -229,7 +230,7 @@ def _explain_record(config: ExplainConfig, loaded, random_model, record_id: str,
     if unknown:
         raise ValueError(f"--outputs {unknown[0]}: the model's outputs are {', '.join(names)}")
     if loaded.kind == "classifier":
-        readout, scales = ("softmax" if single else "sigmoid"), np.ones(len(names))
+        readout, scales = task.probabilities, np.ones(len(names))
     else:
         readout = "closeness"
         scales = loaded.model.target_std.detach().numpy().ravel().astype(float)
