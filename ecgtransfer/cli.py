@@ -280,12 +280,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for r in results:
         if get_stage(r.kind).answers:
             print(f"\n{r.summary}", end="" if r.summary.endswith("\n") else "\n")
-    from ecgtransfer import tracking
+    from ecgtransfer.tracking import DEFAULT_TRACKING_URI, Tracker, ui_link
 
-    uri = tracking.tracking_uri(pipeline.tracking_uri)
-    tracking.setup(uri)
-    link = tracking.ui_link("http://127.0.0.1:5000", pipeline.experiment)
-    where = "" if uri == tracking.DEFAULT_TRACKING_URI else f" --tracking-uri {uri}"
+    tracker = Tracker(pipeline.tracking_uri)
+    link = ui_link(tracker, "http://127.0.0.1:5000", pipeline.experiment)
+    where = "" if tracker.uri == DEFAULT_TRACKING_URI else f" --tracking-uri {tracker.uri}"
     print(f"\nMLflow experiment {pipeline.experiment!r}. To see the fine-tune runs side by side: "
           f"ecgtransfer ui{where}, then open {link}")
     return 0

@@ -551,7 +551,6 @@ def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
     under the pipeline's unless the stage's runs nest under the pipeline's themselves."""
     import contextlib
 
-    from ecgtransfer import tracking
     from ecgtransfer.config import to_dict
 
     stage = spec.stage
@@ -560,7 +559,7 @@ def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
     configs = _configs(pipeline, spec, settings, folder, results, reads)
     stage_run = contextlib.nullcontext(None)
     if stage.pipeline_run:
-        stage_run = tracking.open_parent_run(
+        stage_run = parent.tracker.open_parent_run(
             experiment=pipeline.experiment, name=f"{spec.kind} {spec.name}", parent=parent.id,
             marker=folder / "stage_run.json",
             tags={**_tags(pipeline, parent.id),
@@ -571,7 +570,8 @@ def _run_stage(pipeline: Pipeline, spec: StageSpec, folder: Path, results: dict,
             run.log_params(settings if len(configs) > 1 else to_dict(configs[0][1]))
         context = Context(progress=progress, resume=True,
                           parent_run=run.id if run else parent.id, stage_run=run,
-                          pipeline_run=parent, tags=_tags(pipeline, parent.id))
+                          pipeline_run=parent, tags=_tags(pipeline, parent.id),
+                          tracker=parent.tracker)
         done = [stage.run(config, context) for _, config in configs]
         if run is not None:
             run.set_tags(tag_values(output=str(folder)))
@@ -713,20 +713,21 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
 
     The pipeline's MLflow run ends FINISHED, or FAILED / KILLED with the stage that stopped it.
     """
-    from ecgtransfer import tracking
     from ecgtransfer.files import atomic_file, check_output_folder, mark_output_folder
+    from ecgtransfer.tracking import Tracker, code_version
 
     forced = _rerun_names(pipeline, rerun)
     # the work folder holds this command's stages only: a store or another command's output
     # named by mistake is refused before anything is written
     check_output_folder(pipeline.work, "run", legacy=("pipeline-*.json",), flag="work")
-    tracking.setup(pipeline.tracking_uri, pipeline.experiment)
+    tracker = Tracker(pipeline.tracking_uri)
+    tracker.experiment(pipeline.experiment)  # the store is usable before anything is written
     try:
         mark_output_folder(pipeline.work, "run")
     except (FileExistsError, NotADirectoryError):
         raise PipelineError(f"work {pipeline.work}: cannot be made (a file is in the "
                             "way)") from None
-    tracking.describe_experiment(pipeline.experiment, (
+    tracker.describe_experiment(pipeline.experiment, (
         f"{pipeline.description or 'Pipeline ' + pipeline.name}\n\nRuns of `ecgtransfer run "
         f"{pipeline.path.name}`: one pipeline run, a run per stage under it, and the fine-tune "
         "runs under the finetune stage (a cross-validation's fold runs under its own). "
@@ -737,10 +738,10 @@ def run_pipeline(pipeline: Pipeline, *, progress: bool = True,
     marker = pipeline.work / f"pipeline-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
     results: dict[str, StageResult] = {}
     external = _external_results(pipeline)  # stages of other files: finished, or an error now
-    with tracking.open_parent_run(
+    with tracker.open_parent_run(
             experiment=pipeline.experiment, name=f"pipeline {pipeline.name}", marker=marker,
             tags={**tag_values(stage="pipeline", pipeline=pipeline.name,
-                               code_version=tracking.code_version()),
+                               code_version=code_version()),
                   "mlflow.note.content": pipeline.description or f"Pipeline {pipeline.path}"}
     ) as parent:
         if parent.new:

@@ -6,11 +6,14 @@ with artifacts beside it in ``mlruns/``; ``--tracking-uri`` or ``MLFLOW_TRACKING
 elsewhere (a server). Tags use the ``ecgtransfer.`` prefix (:data:`TAG`) so the MLflow UI can
 filter on them.
 
-A stage asks for a run with :func:`open_run` (new, or reopened from a marker file in its output
-folder) and logs through the :class:`Run` it gets. Runs that must stay open while other runs nest
-under them (a pipeline's, a pipeline stage's) come from :func:`open_parent_run`. Models are logged
-with their plain weights beside the MLflow model, and :func:`download_plain_model` reads those back,
-so that loading a model never unpickles anything.
+A :class:`Tracker` is one store. The caller of a stage makes it and hands it over in the stage's
+``Context``; nothing here sets MLflow's process-wide tracking URI for longer than one run's block.
+A stage asks the tracker for a run with :meth:`Tracker.open_run` (new, or reopened from a marker
+file in its output folder) and logs through the :class:`Run` it gets. Runs that must stay open
+while other runs nest under them (a pipeline's, a pipeline stage's) come from
+:meth:`Tracker.open_parent_run`. Models are logged with their plain weights beside the MLflow
+model, and :meth:`Tracker.download_plain_model` reads those back, so that loading a model never
+unpickles anything.
 """
 
 from __future__ import annotations
@@ -30,13 +33,10 @@ from typing import Any, Iterator, Mapping, Sequence
 from ecgtransfer.tags import PREFIX, check_keys
 from ecgtransfer.tags import key as tag_key
 
-__all__ = ["DEFAULT_TRACKING_URI", "TAG", "Run", "RunRecord", "tracking_uri", "setup",
-           "code_version", "store_hash", "text", "flat_params", "describe_experiment", "open_run",
-           "open_parent_run", "end_run", "find_runs", "search_runs",
-           "run_tags", "experiment_of", "experiment_id", "get_run", "child_runs", "logged_model_run",
-           "download_artifact", "EndedEarly", "marked_run", "sqlite_folder",
-           "download_plain_model", "PLAIN_MODEL_FILE", "ui_link", "latest_pipeline_experiment",
-           "start_ui", "FINETUNE_FILTER", "FINETUNE_VIEW"]
+__all__ = ["DEFAULT_TRACKING_URI", "TAG", "Tracker", "Run", "RunRecord", "EndedEarly",
+           "tracking_uri", "sqlite_folder", "code_version", "store_hash", "text", "flat_params",
+           "PLAIN_MODEL_FILE", "ui_link", "latest_pipeline_experiment", "start_ui",
+           "FINETUNE_FILTER", "FINETUNE_VIEW"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG = PREFIX
@@ -63,64 +63,50 @@ def sqlite_folder(uri: str) -> Path | None:
     return _sqlite_dir(uri)
 
 
-def _client():
-    """The MLflow client of the current tracking URI (one per URI per process: making one
-    resolves the store anew, a few ms that every log call paid)."""
-    import mlflow
-
-    return _client_of(mlflow.get_tracking_uri())
-
-
 @functools.lru_cache(maxsize=16)
 def _client_of(uri: str):
+    """One MLflow client per URI per process (making one resolves the store anew, a few ms
+    that every log call paid)."""
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
-def setup(uri: str | None, experiment: str | None = None) -> str | None:
-    """Point MLflow at ``uri`` and, given ``experiment``, make it current (created if new);
-    returns its id.
-
-    A new experiment in a SQLite store keeps its artifacts in ``mlruns/`` beside the database.
-    """
-    import mlflow
-
-    uri = tracking_uri(uri)
+def _open_store(uri: str) -> None:
+    """Check the store at ``uri`` once per process: an SQLite store's folder must exist (a typo
+    is not a place to create one), a new one has its tables made by the first process to open
+    it while the others wait, and a damaged database or an unreachable server is a one-line
+    ``ValueError`` naming it."""
     folder = _sqlite_dir(uri)
-    if folder is not None and not folder.is_dir():  # a typo is not a place to create
+    if folder is not None and not folder.is_dir():
         raise ValueError(f"{uri}: the folder {folder} "
                          + ("is a file" if folder.exists() else "does not exist; create it")
                          + ", or pass another --tracking-uri")
-    mlflow.set_tracking_uri(uri)
-    if not _opened(uri, folder):
-        # a new SQLite store is created (its tables migrated) by the first process to open it;
-        # the others wait for it rather than reading half-made tables
-        with _store_creation(uri, folder):
-            try:  # a damaged database or an unreachable server: one line naming it
-                _client().search_experiments(max_results=1)
-            except Exception as exc:  # MLflow and SQLAlchemy raise many kinds
-                raise ValueError(f"{uri}: not a usable MLflow tracking store "
-                                 f"({type(exc).__name__}); check the path or server, or pass "
-                                 "another --tracking-uri") from None
-        _OPENED[uri] = _identity(folder, uri)
-    if experiment is None:
-        return None
-    client = _client()
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        exp_id = found.experiment_id
-    else:
-        location = None
-        if folder is not None:
-            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment)
-            location = (folder / "mlruns" / safe).as_uri()
+    if _opened(uri, folder):
+        return
+    with _store_creation(uri, folder):
         try:
-            exp_id = client.create_experiment(experiment, artifact_location=location)
-        except Exception:  # created meanwhile by another process
-            exp_id = client.get_experiment_by_name(experiment).experiment_id
-    mlflow.set_experiment(experiment_id=exp_id)
-    return exp_id
+            _client_of(uri).search_experiments(max_results=1)
+        except Exception as exc:  # MLflow and SQLAlchemy raise many kinds
+            raise ValueError(f"{uri}: not a usable MLflow tracking store "
+                             f"({type(exc).__name__}); check the path or server, or pass "
+                             "another --tracking-uri") from None
+    _OPENED[uri] = _identity(folder, uri)
+
+
+@contextlib.contextmanager
+def _pointed(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI (and the ``MLFLOW_TRACKING_URI`` it exports) set to
+    ``uri`` for the block and put back after: only MLflow's own run and model logging
+    (``mlflow.start_run``, ``mlflow.pytorch.log_model``) reads it, inside :meth:`Tracker.open_run`."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 _OPENED: dict[str, Any] = {}
@@ -174,15 +160,6 @@ def _store_creation(uri: str, folder: Path | None):
     finally:
         if held is not None:
             held.__exit__(None, None, None)
-
-
-def describe_experiment(name: str, text: str) -> None:
-    """Give experiment ``name`` a description (``mlflow.note.content``, shown at the top of its
-    page) unless it has one: a description someone wrote is never replaced."""
-    client = _client()
-    found = client.get_experiment_by_name(name)
-    if found is not None and text and not found.tags.get("mlflow.note.content"):
-        client.set_experiment_tag(found.experiment_id, "mlflow.note.content", text)
 
 
 def code_version() -> str:
@@ -294,14 +271,21 @@ class Run:
 
     Parameters
     ----------
+    tracker : Tracker
+        The store the run is in.
     run_id : str
     new : bool
         Made now (not reopened): its params, inputs and description are still to log.
     """
 
-    def __init__(self, run_id: str, new: bool = False):
+    def __init__(self, tracker: "Tracker", run_id: str, new: bool = False):
+        self.tracker = tracker
         self.id = run_id
         self.new = new
+
+    @property
+    def _client(self):
+        return self.tracker.client
 
     @_shielded
     def log_params(self, values: Mapping[str, Any]) -> None:
@@ -309,7 +293,7 @@ class Run:
         run keeps its params (MLflow refuses to change one)."""
         from mlflow.entities import Param
 
-        client = _client()
+        client = self._client
         have = client.get_run(self.id).data.params
         new = [Param(k, v[:6000]) for k, v in flat_params(values).items() if k not in have]
         for i in range(0, len(new), 100):
@@ -327,7 +311,7 @@ class Run:
         metrics = [Metric(k, float(v), now, step or 0) for k, v in values.items()
                    if v is not None and math.isfinite(float(v))]
         for i in range(0, len(metrics), 500):
-            _client().log_batch(self.id, metrics=metrics[i:i + 500])
+            self._client.log_batch(self.id, metrics=metrics[i:i + 500])
 
     @_shielded
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -337,21 +321,21 @@ class Run:
 
         check_keys(tags)
         if tags:
-            _client().log_batch(self.id, tags=[RunTag(k, text(v)) for k, v in tags.items()])
+            self._client.log_batch(self.id, tags=[RunTag(k, text(v)) for k, v in tags.items()])
 
     def set_note(self, text: str) -> None:
         """The run's description in the MLflow UI (Markdown)."""
         self.set_tags({"mlflow.note.content": text})
 
     def log_text(self, text: str, name: str) -> None:
-        _client().log_text(self.id, text, name)
+        self._client.log_text(self.id, text, name)
 
     def log_figure(self, fig: Any, name: str) -> None:
         """A matplotlib figure as a PNG artifact."""
-        _client().log_figure(self.id, fig, name)
+        self._client.log_figure(self.id, fig, name)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        _client().log_artifact(self.id, str(path), folder)
+        self._client.log_artifact(self.id, str(path), folder)
 
     def log_artifacts(self, directory: str | Path, folder: str | None = None) -> None:
         """Every file of ``directory`` (a folder of outputs) under ``folder``, bar hidden
@@ -359,19 +343,19 @@ class Run:
         directory = Path(directory)
         hidden = [p for p in directory.rglob(".*")]
         if not hidden:
-            _client().log_artifacts(self.id, str(directory), folder)
+            self._client.log_artifacts(self.id, str(directory), folder)
             return
         for path in sorted(directory.rglob("*")):
             relative = path.relative_to(directory)
             if path.is_file() and not any(part.startswith(".") for part in relative.parts):
                 parent = relative.parent.as_posix()
                 where = "/".join(p for p in (folder, parent if parent != "." else None) if p)
-                _client().log_artifact(self.id, str(path), where or None)
+                self._client.log_artifact(self.id, str(path), where or None)
 
     @_shielded
     def log_table(self, table: Any, name: str) -> None:
         """A pandas table as an MLflow table artifact (the UI's evaluation view reads it)."""
-        _client().log_table(self.id, table, name)
+        self._client.log_table(self.id, table, name)
 
     @_shielded
     def log_inputs(self, store_path: str | Path, table: Any, splits: Mapping[str, Any],
@@ -392,10 +376,10 @@ class Run:
         """
         import warnings
 
-        import mlflow
         import mlflow.data
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        self._check_active()
         store = Path(store_path)
         try:
             source = json.loads((store / "store.json").read_text()).get("source") or store.name
@@ -403,6 +387,7 @@ class Run:
             source = store.name
         digest = store_hash(store)
         context = {"train": "training", "val": "validation", "test": "testing"}
+        inputs = []
         for split, pos in splits.items():
             with warnings.catch_warnings():  # MLflow registers two local-file source classes
                 warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
@@ -410,14 +395,19 @@ class Run:
                                              source=store.resolve().as_uri(),
                                              name=f"{source}:{split}", targets=targets,
                                              digest=digest)
-            mlflow.log_input(ds, context=context.get(split, split))
+            fields = ds.to_dict()
+            inputs.append(DatasetInput(
+                Dataset(fields["name"], fields["digest"], fields["source_type"],
+                        fields["source"], fields.get("schema"), fields.get("profile")),
+                [InputTag(MLFLOW_DATASET_CONTEXT, context.get(split, split))]))
+        self._client.log_inputs(self.id, datasets=inputs)
 
     def _check_active(self) -> None:
         import mlflow
 
         active = mlflow.active_run()
         if active is None or active.info.run_id != self.id:
-            raise RuntimeError("log_inputs and log_model need the run opened by open_run")
+            raise RuntimeError("log_model needs the run opened by Tracker.open_run, inside its block")
 
     @_shielded
     def log_model(self, model: Any, example: Any, plain_file: str | Path) -> str:
@@ -489,7 +479,7 @@ def _model_code_dir(tmp: Path) -> Path:
     return dst
 
 
-# ---- opening and ending runs -----------------------------------------------------------------
+# ---- markers and run states ------------------------------------------------------------------
 def _read_marker(marker: Path | None) -> str | None:
     if marker is None or not marker.exists():
         return None
@@ -500,25 +490,12 @@ def _read_marker(marker: Path | None) -> str | None:
                          "run") from None
 
 
-def marked_run(marker: Path) -> Run | None:
-    """The run a stage recorded in ``marker`` (its ``run.json``), to tag or log to after the
-    stage returned; None when there is no marker."""
-    run_id = _read_marker(Path(marker))
-    return None if run_id is None else Run(run_id)
-
-
 def _write_marker(marker: Path, run_id: str, **extra: Any) -> None:
     from ecgtransfer.files import atomic_file
 
     marker.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(marker) as f:
         json.dump({"run_id": run_id, **extra}, f)
-
-
-@_shielded
-def end_run(run_id: str, status: str) -> None:
-    """Mark a run FINISHED, FAILED or KILLED."""
-    _client().set_terminated(run_id, status)
 
 
 class EndedEarly(Exception):
@@ -530,13 +507,6 @@ def _status_of(exc: BaseException | None) -> str:
     if exc is None or isinstance(exc, EndedEarly):
         return "FINISHED"
     return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-
-
-def _ensure_experiment(name: str) -> str:
-    import mlflow
-
-    found = _client().get_experiment_by_name(name)
-    return found.experiment_id if found is not None else setup(mlflow.get_tracking_uri(), name)
 
 
 @contextlib.contextmanager
@@ -561,51 +531,283 @@ def _user() -> str:
         return str(os.getuid()) if hasattr(os, "getuid") else ""
 
 
-@contextlib.contextmanager
-def open_parent_run(*, experiment: str, name: str, tags: Mapping[str, str],
-                    marker: Path | None = None, parent: str | None = None) -> Iterator[Run]:
-    """A run other runs nest under (a pipeline's, a pipeline stage's, a multi-model pretrain's):
-    reopened (set RUNNING) when ``marker`` names one, else created and recorded in ``marker``.
-    It ends FINISHED when the block ends, FAILED on an error, KILLED on Ctrl-C or SIGTERM
-    (which the CLI turns into ``KeyboardInterrupt``)."""
-    check_keys(tags)
-    run_id = _read_marker(marker)
-    new = run_id is None
-    client = _client()
-    if not new:
-        _call(client.update_run, run_id, status="RUNNING")
-    else:
-        all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {}),
-                    "mlflow.user": _user()}
-        run_id = _call(client.create_run, _ensure_experiment(experiment), run_name=name, tags={
-            k: text(v) for k, v in all_tags.items()}).info.run_id
-        if marker is not None:
-            _write_marker(marker, run_id)
-    with _ending(run_id, lambda status: end_run(run_id, status)):
-        yield Run(run_id, new)
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """A run as plain values (what :meth:`Tracker.find_runs` returns): no MLflow object leaves
+    this module through it."""
+
+    run_id: str
+    name: str
+    status: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    experiment_id: str = ""
+
+    def tag(self, name: str, default: str = "") -> str:
+        """The ecgtransfer tag ``name`` (``stage`` reads ``ecgtransfer.stage``); a name that
+        is not in :data:`ecgtransfer.tags.VOCABULARY` is a ``ValueError``."""
+        return self.tags.get(tag_key(name), default)
 
 
-@contextlib.contextmanager
-def open_run(*, experiment: str, name: str, tags: Mapping[str, str],
-             marker: Path | None = None, resume: bool = False,
-             parent: str | None = None) -> Iterator[Run]:
-    """A stage's run, MLflow's active run while the block runs: with ``resume`` and a ``marker``
-    naming a run, that run reopened; else a new one (``Run.new``), recorded in ``marker``. It
-    ends as :func:`open_parent_run`'s does."""
-    import mlflow
+def _record(run) -> RunRecord:
+    return RunRecord(run.info.run_id, run.data.tags.get("mlflow.runName", ""), run.info.status,
+                     dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
+                     run.info.experiment_id)
 
-    check_keys(tags)
-    run_id = _read_marker(marker) if resume else None
-    new = run_id is None
-    all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
-    all_tags = {k: text(v) for k, v in all_tags.items()}
-    run = _call(mlflow.start_run, run_id=run_id, experiment_id=_ensure_experiment(experiment),
-                run_name=name if new else None, nested=mlflow.active_run() is not None,
-                tags=all_tags if new else None)
-    if new and marker is not None:
-        _write_marker(marker, run.info.run_id)
-    with _ending(run.info.run_id, lambda status: _call(mlflow.end_run, status)):
-        yield Run(run.info.run_id, new)
+
+_TAG_VALUE = re.compile(r"[^'\\`]*")
+
+
+def _search_clauses(status: str | None, run_ids: Sequence[str] | None,
+                    tags: Mapping[str, str]) -> str:
+    clauses = []
+    for name, value in tags.items():
+        if not _TAG_VALUE.fullmatch(str(value)):
+            raise ValueError(f"{name}: {value!r} cannot be searched for (it holds a quote)")
+        clauses.append(f"tags.`{tag_key(name)}` = '{value}'")
+    if status is not None:
+        clauses.append(f"attributes.status = '{status}'")
+    if run_ids is not None:
+        bad = [r for r in run_ids if not re.fullmatch(r"[A-Za-z0-9_-]+", str(r))]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an MLflow run id")
+        clauses.append("attributes.run_id IN (" + ", ".join(f"'{r}'" for r in run_ids) + ")")
+    return " and ".join(clauses)
+
+
+# ---- the tracker ------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, init=False)
+class Tracker:
+    """One MLflow tracking store: where a stage's runs go and where runs are read back from.
+
+    The caller makes one (the CLI from ``--tracking-uri``, a pipeline from its file, a search
+    for its trials) and hands it to the stages it runs in
+    :attr:`ecgtransfer.stages.Context.tracker`; two trackers in one process log to two stores.
+    Nothing points MLflow's process-wide state anywhere except inside :meth:`open_run`'s block,
+    and that is put back when the block ends.
+
+    Parameters
+    ----------
+    uri : str, optional
+        The store: ``sqlite:///PATH`` or a server's URL; default ``$MLFLOW_TRACKING_URI``, else
+        :data:`DEFAULT_TRACKING_URI`.
+    """
+
+    uri: str
+
+    def __init__(self, uri: str | None = None):
+        object.__setattr__(self, "uri", tracking_uri(uri))
+
+    @property
+    def client(self):
+        """The store's MLflow client; the store is checked on first use (once per process)."""
+        _open_store(self.uri)
+        return _client_of(self.uri)
+
+    # -- experiments --
+    def experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created if new (in an SQLite store with its artifacts
+        in ``mlruns/<name>`` beside the database)."""
+        client = self.client
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        folder = _sqlite_dir(self.uri)
+        location = None
+        if folder is not None:
+            location = (folder / "mlruns" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)).as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except Exception:  # created meanwhile by another process
+            return client.get_experiment_by_name(name).experiment_id
+
+    def describe_experiment(self, name: str, text: str) -> None:
+        """Create experiment ``name`` if new and give it a description (``mlflow.note.content``,
+        shown at the top of its page) unless it has one: one someone wrote is never replaced."""
+        client = self.client
+        found = client.get_experiment(self.experiment(name))
+        if text and not found.tags.get("mlflow.note.content"):
+            client.set_experiment_tag(found.experiment_id, "mlflow.note.content", text)
+
+    def experiment_id(self, name: str) -> str:
+        """The id of existing experiment ``name``; a missing one is a one-line error naming it."""
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            raise ValueError(f"--experiment {name}: no such MLflow experiment at {self.uri}")
+        return found.experiment_id
+
+    # -- opening and ending runs --
+    @contextlib.contextmanager
+    def open_parent_run(self, *, experiment: str, name: str, tags: Mapping[str, str],
+                        marker: Path | None = None, parent: str | None = None) -> Iterator[Run]:
+        """A run other runs nest under (a pipeline's, a pipeline stage's, a cross-validation's):
+        reopened (set RUNNING) when ``marker`` names one, else created and recorded in
+        ``marker``. It ends FINISHED when the block ends, FAILED on an error, KILLED on Ctrl-C
+        or SIGTERM (which the CLI turns into ``KeyboardInterrupt``)."""
+        check_keys(tags)
+        run_id = _read_marker(marker)
+        new = run_id is None
+        client = self.client
+        if not new:
+            _call(client.update_run, run_id, status="RUNNING")
+        else:
+            all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {}),
+                        "mlflow.user": _user()}
+            run_id = _call(client.create_run, self.experiment(experiment), run_name=name,
+                           tags={k: text(v) for k, v in all_tags.items()}).info.run_id
+            if marker is not None:
+                _write_marker(marker, run_id)
+        with _ending(run_id, lambda status: self.end_run(run_id, status)):
+            yield Run(self, run_id, new)
+
+    @contextlib.contextmanager
+    def open_run(self, *, experiment: str, name: str, tags: Mapping[str, str],
+                 marker: Path | None = None, resume: bool = False,
+                 parent: str | None = None) -> Iterator[Run]:
+        """A stage's run: with ``resume`` and a ``marker`` naming a run, that run reopened; else
+        a new one (``Run.new``), recorded in ``marker``. While the block runs it is MLflow's
+        active run and MLflow points at this store (what ``mlflow.pytorch.log_model`` reads);
+        both are put back after. It ends as :meth:`open_parent_run`'s does."""
+        import mlflow
+
+        check_keys(tags)
+        run_id = _read_marker(marker) if resume else None
+        new = run_id is None
+        all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
+        all_tags = {k: text(v) for k, v in all_tags.items()}
+        experiment_id = self.experiment(experiment)
+        with _pointed(self.uri):
+            run = _call(mlflow.start_run, run_id=run_id, experiment_id=experiment_id,
+                        run_name=name if new else None, nested=mlflow.active_run() is not None,
+                        tags=all_tags if new else None)
+            if new and marker is not None:
+                _write_marker(marker, run.info.run_id)
+            with _ending(run.info.run_id, lambda status: _call(mlflow.end_run, status)):
+                yield Run(self, run.info.run_id, new)
+
+    @_shielded
+    def end_run(self, run_id: str, status: str) -> None:
+        """Mark a run FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(run_id, status)
+
+    def run(self, run_id: str) -> Run:
+        """A run made earlier, to tag or log to."""
+        return Run(self, run_id)
+
+    def marked_run(self, marker: Path) -> Run | None:
+        """The run a stage recorded in ``marker`` (its ``run.json``), to tag or log to after the
+        stage returned; None when there is no marker."""
+        run_id = _read_marker(Path(marker))
+        return None if run_id is None else Run(self, run_id)
+
+    # -- reading runs back --
+    def find_runs(self, experiments: Sequence[str], *, status: str | None = None,
+                  run_ids: Sequence[str] | None = None, **tags: str) -> list[RunRecord]:
+        """Runs of the named experiments whose ecgtransfer tags have the given values
+        (``find_runs(["ft"], stage="finetune", pipeline_run=ID, status="FINISHED")``),
+        optionally among ``run_ids`` only.
+
+        Raises
+        ------
+        ValueError
+            An experiment that does not exist, or a value that cannot be searched for (a
+            quote), naming it.
+        """
+        if run_ids is not None and not run_ids:
+            return []
+        where = _search_clauses(status, run_ids, tags)
+        ids = [self.experiment_id(name) for name in experiments]
+        return [_record(r) for r in self.client.search_runs(ids, where, max_results=50000)]
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """A run, or a one-line ``ValueError`` naming it when the store has none such."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return _record(self.client.get_run(run_id))
+        except MlflowException:
+            raise ValueError(f"{run_id}: no such MLflow run at {self.uri}") from None
+
+    def child_runs(self, run: RunRecord) -> list[RunRecord]:
+        """The runs nested directly under ``run``, oldest first."""
+        found = self.client.search_runs([run.experiment_id],
+                                        f"tags.mlflow.parentRunId = '{run.run_id}'",
+                                        order_by=["attributes.start_time ASC"])
+        return [_record(r) for r in found]
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """Tags of a run, or {} when the run cannot be reached (a copied folder, another
+        store)."""
+        if not run_id:
+            return {}
+        try:
+            return dict(self.client.get_run(run_id).data.tags)
+        except Exception:  # the link is informative only
+            return {}
+
+    def experiment_of(self, run_id: str) -> str:
+        """The experiment id of a run ("" when it cannot be reached)."""
+        try:
+            return self.client.get_run(run_id).info.experiment_id
+        except Exception:  # a run of another tracking store
+            return ""
+
+    def logged_model_run(self, uri: str) -> str:
+        """The run a ``models:/m-...`` logged model came from ("" when unknown)."""
+        try:
+            return self.client.get_logged_model(uri.split("/")[1]).source_run_id or ""
+        except Exception:  # a registered-model URI, or another store: informative only
+            return ""
+
+    # -- artifacts --
+    def download_plain_model(self, uri: str, dst: str | Path) -> Path:
+        """The plain weights file logged with model ``uri`` (``models:/...`` or ``runs:/...``),
+        downloaded into ``dst``. The pickled MLflow model beside it is never loaded.
+
+        Raises
+        ------
+        ValueError
+            One line naming the URI: not reachable, or logged without a plain weights file
+            (by an ecgtransfer before 0.2; load its run folder's ``model.pt`` instead).
+        """
+        import mlflow.artifacts
+
+        logged = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", uri)
+        path: Path | None = None
+        reason = ""
+        try:
+            with _quiet_downloads():
+                if logged:  # one file of a logged model
+                    base = self.client.get_logged_model(logged.group(1)).artifact_location
+                    path = Path(mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"{base}/extra_files/{PLAIN_MODEL_FILE}",
+                        dst_path=str(dst), tracking_uri=self.uri))
+                else:  # runs:/..., a registered model: the model folder, read as files only
+                    folder = Path(mlflow.artifacts.download_artifacts(
+                        artifact_uri=uri, dst_path=str(dst), tracking_uri=self.uri))
+                    path = folder / "extra_files" / PLAIN_MODEL_FILE
+        except Exception as exc:  # MLflow raises several kinds for a missing URI or file
+            reason = type(exc).__name__
+        if path is None or not path.is_file():
+            why = f" ({reason})" if reason else ""
+            raise ValueError(f"{uri}: no plain weights file in this logged model{why}; it may "
+                             "predate ecgtransfer 0.2 - pass the run folder's model.pt instead "
+                             "(ecgtransfer never unpickles a logged model)")
+        return path
+
+    def download_artifact(self, run_id: str, path: str, dst: str | Path) -> Path | None:
+        """The artifact ``path`` of run ``run_id``, downloaded into ``dst``; None when the run
+        has no such artifact (a run logged before it existed) or its store cannot be reached."""
+        import mlflow.artifacts
+
+        try:
+            with _quiet_downloads():
+                found = Path(mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=self.uri))
+        except Exception:  # MLflow raises several kinds for a missing artifact
+            return None
+        return found if found.is_file() else None
 
 
 # ---- the UI ---------------------------------------------------------------------------------
@@ -630,14 +832,14 @@ def _finetune_view() -> dict[str, Any]:
             "orderByAsc": False, "selectedColumns": metrics + tags}
 
 
-def ui_link(base_url: str, experiment: str | None) -> str:
+def ui_link(tracker: Tracker, base_url: str, experiment: str | None) -> str:
     """The MLflow UI page that opens ``experiment``'s fine-tune comparison with no further click:
     its runs in the model-training view, filtered to the fine-tune runs, sorted by test macro
     AUROC, with strategy, source, fraction, seed and the test metrics as columns. The view is
     saved in the experiment (MLflow's shared views: the tag ``mlflow.sharedViewState.<key>``)
     and the link names it; the UI's front page when there is no such experiment."""
     base = base_url.rstrip("/")
-    client = _client()
+    client = tracker.client
     found = client.get_experiment_by_name(experiment) if experiment else None
     if found is None:
         return f"{base}/"
@@ -647,9 +849,9 @@ def ui_link(base_url: str, experiment: str | None) -> str:
             f"&viewStateShareKey={FINETUNE_VIEW}")
 
 
-def latest_pipeline_experiment() -> str | None:
-    """The experiment of the most recently started pipeline run of the current store, if any."""
-    client = _client()
+def latest_pipeline_experiment(tracker: Tracker) -> str | None:
+    """The experiment of the most recently started pipeline run in the store, if any."""
+    client = tracker.client
     ids = [e.experiment_id for e in client.search_experiments()]
     if not ids:
         return None
@@ -658,17 +860,17 @@ def latest_pipeline_experiment() -> str | None:
     return client.get_experiment(runs[0].info.experiment_id).name if runs else None
 
 
-def start_ui(uri: str | None, host: str, port: int, workers: int = 1):
-    """Start ``mlflow ui`` on ``host:port`` against ``uri`` with ``workers`` server processes (a
-    subprocess); returns it once it answers, or raises a one-line error if it stops first or
-    does not answer in 60 s."""
+def start_ui(tracker: Tracker, host: str, port: int, workers: int = 1):
+    """Start ``mlflow ui`` on ``host:port`` against ``tracker``'s store with ``workers`` server
+    processes (a subprocess); returns it once it answers, or raises a one-line error if it
+    stops first or does not answer in 60 s."""
     import subprocess
     import sys
     import tempfile
     import time
     import urllib.request
 
-    uri = tracking_uri(uri)
+    uri = tracker.uri
     log_file = tempfile.TemporaryFile(mode="w+")  # a pipe nobody reads would stall the server
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                              "--host", host, "--port", str(port), "--workers", str(workers)],
@@ -687,174 +889,3 @@ def start_ui(uri: str | None, host: str, port: int, workers: int = 1):
             time.sleep(0.3)
     proc.terminate()
     raise ValueError(f"mlflow ui on {host}:{port} did not answer within 60 s")
-
-
-# ---- reading runs back --------------------------------------------------------------------
-def experiment_id(name: str) -> str:
-    """The id of experiment ``name``; a missing one is a one-line error naming it."""
-    found = _client().get_experiment_by_name(name)
-    if found is None:
-        import mlflow
-
-        raise ValueError(f"--experiment {name}: no such MLflow experiment at "
-                         f"{mlflow.get_tracking_uri()}")
-    return found.experiment_id
-
-
-@dataclasses.dataclass(frozen=True)
-class RunRecord:
-    """A run as plain values (what :func:`find_runs` returns): no MLflow object leaves this
-    module through it."""
-
-    run_id: str
-    name: str
-    status: str
-    tags: dict[str, str]
-    params: dict[str, str]
-    metrics: dict[str, float]
-    experiment_id: str = ""
-
-    def tag(self, name: str, default: str = "") -> str:
-        """The ecgtransfer tag ``name`` (``stage`` reads ``ecgtransfer.stage``); a name that
-        is not in :data:`ecgtransfer.tags.VOCABULARY` is a ``ValueError``."""
-        return self.tags.get(tag_key(name), default)
-
-
-_TAG_VALUE = re.compile(r"[^'\\`]*")
-
-
-def find_runs(experiments: Sequence[str], *, status: str | None = None,
-              run_ids: Sequence[str] | None = None, **tags: str) -> list[RunRecord]:
-    """Runs of the named experiments whose ecgtransfer tags have the given values
-    (``find_runs(["ft"], stage="finetune", pipeline_run=ID, status="FINISHED")``), optionally
-    among ``run_ids`` only.
-
-    Raises
-    ------
-    ValueError
-        An experiment that does not exist, or a value that cannot be searched for (a quote),
-        naming it.
-    """
-    clauses = []
-    for name, value in tags.items():
-        if not _TAG_VALUE.fullmatch(str(value)):
-            raise ValueError(f"{name}: {value!r} cannot be searched for (it holds a quote)")
-        clauses.append(f"tags.`{tag_key(name)}` = '{value}'")
-    if status is not None:
-        clauses.append(f"attributes.status = '{status}'")
-    if run_ids is not None:
-        if not run_ids:
-            return []
-        bad = [r for r in run_ids if not re.fullmatch(r"[A-Za-z0-9_-]+", str(r))]
-        if bad:
-            raise ValueError(f"{bad[0]!r} is not an MLflow run id")
-        clauses.append("attributes.run_id IN (" + ", ".join(f"'{r}'" for r in run_ids) + ")")
-    return [_record(r) for r in search_runs(experiments, " and ".join(clauses))]
-
-
-def _record(run) -> RunRecord:
-    return RunRecord(run.info.run_id, run.data.tags.get("mlflow.runName", ""), run.info.status,
-                     dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
-                     run.info.experiment_id)
-
-
-def search_runs(experiments: Sequence[str], filter_string: str, *,
-                order_by: Sequence[str] | None = None, max_results: int = 50000) -> list:
-    """Runs of the named experiments matching ``filter_string`` (MLflow's search syntax)."""
-    ids = [experiment_id(name) for name in experiments]
-    return _client().search_runs(ids, filter_string, max_results=max_results,
-                                 order_by=list(order_by or []))
-
-
-def run_tags(run_id: str) -> dict[str, str]:
-    """Tags of a run, or {} when the run cannot be reached (a copied folder, another store)."""
-    if not run_id:
-        return {}
-    try:
-        return dict(_client().get_run(run_id).data.tags)
-    except Exception:  # the link is informative only
-        return {}
-
-
-def experiment_of(run_id: str) -> str:
-    """The experiment id of a run ("" when it cannot be reached)."""
-    try:
-        return _client().get_run(run_id).info.experiment_id
-    except Exception:  # a run of another tracking store
-        return ""
-
-
-def get_run(run_id: str) -> RunRecord:
-    """A run, or a one-line ``ValueError`` naming it when the store has none such."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return _record(_client().get_run(run_id))
-    except MlflowException:
-        raise ValueError(f"{run_id}: no such MLflow run at {mlflow.get_tracking_uri()}") from None
-
-
-def child_runs(run: RunRecord) -> list[RunRecord]:
-    """The runs nested directly under ``run``, oldest first."""
-    found = _client().search_runs([run.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{run.run_id}'",
-                                  order_by=["attributes.start_time ASC"])
-    return [_record(r) for r in found]
-
-
-def logged_model_run(uri: str) -> str:
-    """The run a ``models:/m-...`` logged model came from ("" when unknown)."""
-    try:
-        return _client().get_logged_model(uri.split("/")[1]).source_run_id or ""
-    except Exception:  # a registered-model URI, or another store: the link is informative only
-        return ""
-
-
-def download_plain_model(uri: str, dst: str | Path) -> Path:
-    """The plain weights file logged with model ``uri`` (``models:/...`` or ``runs:/...``),
-    downloaded into ``dst``. The pickled MLflow model beside it is never loaded.
-
-    Raises
-    ------
-    ValueError
-        One line naming the URI: not reachable, or logged without a plain weights file (by an
-        ecgtransfer before 0.2; load its run folder's ``model.pt`` instead).
-    """
-    import mlflow
-
-    logged = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", uri)
-    path: Path | None = None
-    reason = ""
-    try:
-        with _quiet_downloads():
-            if logged:  # one file of a logged model
-                base = _client().get_logged_model(logged.group(1)).artifact_location
-                path = Path(mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"{base}/extra_files/{PLAIN_MODEL_FILE}", dst_path=str(dst)))
-            else:  # runs:/..., a registered model: the model folder, read as files only
-                folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri,
-                                                                  dst_path=str(dst)))
-                path = folder / "extra_files" / PLAIN_MODEL_FILE
-    except Exception as exc:  # MLflow raises several kinds for a missing URI or file
-        reason = type(exc).__name__
-    if path is None or not path.is_file():
-        why = f" ({reason})" if reason else ""
-        raise ValueError(f"{uri}: no plain weights file in this logged model{why}; it may "
-                         "predate ecgtransfer 0.2 - pass the run folder's model.pt instead "
-                         "(ecgtransfer never unpickles a logged model)")
-    return path
-
-
-def download_artifact(run_id: str, path: str, dst: str | Path) -> Path | None:
-    """The artifact ``path`` of run ``run_id``, downloaded into ``dst``; None when the run has
-    no such artifact (a run logged before it existed) or its store cannot be reached."""
-    import mlflow
-
-    try:
-        with _quiet_downloads():
-            found = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
-                                                             dst_path=str(dst)))
-    except Exception:  # MLflow raises several kinds for a missing artifact
-        return None
-    return found if found.is_file() else None

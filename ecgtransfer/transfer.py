@@ -4,7 +4,7 @@ pretrain runs they came from (for the fine-tune run's links).
 A reference is a ``model.pt`` written by ``pretrain``, the folder holding it, a pretrain run
 folder (every model in it), an MLflow model URI (``models:/...``, ``runs:/.../model``) or an
 MLflow run id (the run's ``ecgtransfer.model_uri`` tag; a parent run stands for all its child
-regressors). MLflow references are looked up at the current tracking URI, and their regressor is
+regressors). MLflow references are looked up in the caller's tracker's store, and their regressor is
 read from the plain weights file logged beside the MLflow model: nothing is unpickled.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ecgtransfer import tracking
+from ecgtransfer.tracking import Tracker
 from ecgtransfer.models.regressor import IntervalRegressor, load_regressor
 from ecgtransfer.tags import read_tags
 
@@ -41,7 +41,7 @@ class Source:
         return "+".join(self.regressor.meta.get("targets") or ["?"])
 
 
-def _from_file(ref: str, path: Path) -> Source:
+def _from_file(ref: str, path: Path, tracker: Tracker) -> Source:
     info = {}
     result = path.parent / "result.json"
     if result.exists():
@@ -52,69 +52,70 @@ def _from_file(ref: str, path: Path) -> Source:
     regressor = load_regressor(path)
     run_id = str(info.get("run_id") or "")
     dataset = (regressor.meta.get("dataset")
-               or read_tags(tracking.run_tags(run_id)).get("dataset", ""))
+               or read_tags(tracker.run_tags(run_id)).get("dataset", ""))
     return Source(ref, regressor, run_id, str(info.get("model_uri") or ""), dataset)
 
 
-def _load_uri(ref: str, uri: str) -> IntervalRegressor:
+def _load_uri(ref: str, uri: str, tracker: Tracker) -> IntervalRegressor:
     """The regressor logged as ``uri``, read from the plain weights file logged beside the
     MLflow model (never by unpickling the logged model)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = tracking.download_plain_model(uri, tmp)
+            path = tracker.download_plain_model(uri, tmp)
             return load_regressor(path)
         except ValueError as exc:
             raise ValueError(f"--from {ref}: {exc}") from None
 
 
-def _from_run(run_id: str) -> list[Source]:
+def _from_run(run_id: str, tracker: Tracker) -> list[Source]:
     try:
-        run = tracking.get_run(run_id)
+        run = tracker.get_run(run_id)
     except ValueError as exc:
         raise ValueError(f"--from {exc}") from None
     runs = [run]
     if not run.tag("model_uri"):
-        runs = [r for r in tracking.child_runs(run) if r.tag("model_uri")]
+        runs = [r for r in tracker.child_runs(run) if r.tag("model_uri")]
         if not runs:
             raise ValueError(f"--from {run_id}: the run holds no pretrained regressor (not a "
                              "finished pretrain run?)")
-    return [Source(run_id, _load_uri(run_id, r.tag("model_uri")), r.run_id, r.tag("model_uri"),
+    return [Source(run_id, _load_uri(run_id, r.tag("model_uri"), tracker), r.run_id, r.tag("model_uri"),
                    r.tag("dataset")) for r in runs]
 
 
-def load_sources(ref: str) -> list[Source]:
-    """The pretrained regressor(s) ``ref`` names (see the module docstring)."""
+def load_sources(ref: str, *, tracker: Tracker) -> list[Source]:
+    """The pretrained regressor(s) ``ref`` names (see the module docstring); MLflow references
+    are looked up in ``tracker``'s store."""
     path = Path(ref)
     if path.is_dir() and not (path / "model.pt").exists():
         found = sorted(path.glob("*/model.pt"))
         if not found:
             raise ValueError(f"--from {ref}: the folder holds no model.pt (an unfinished "
                              "pretrain run?)")
-        return [_from_file(ref, p) for p in found]
+        return [_from_file(ref, p, tracker) for p in found]
     if path.is_dir():
         path = path / "model.pt"
     if path.is_file():
-        return [_from_file(ref, path)]
+        return [_from_file(ref, path, tracker)]
     if ref.startswith(("models:/", "runs:/")):
-        run_id = ref.split("/")[1] if ref.startswith("runs:/") else tracking.logged_model_run(ref)
-        dataset = read_tags(tracking.run_tags(run_id)).get("dataset", "")
-        return [Source(ref, _load_uri(ref, ref), run_id, ref, dataset)]
+        run_id = ref.split("/")[1] if ref.startswith("runs:/") else tracker.logged_model_run(ref)
+        dataset = read_tags(tracker.run_tags(run_id)).get("dataset", "")
+        return [Source(ref, _load_uri(ref, ref, tracker), run_id, ref, dataset)]
     if _RUN_ID.match(ref):
-        return _from_run(ref)
+        return _from_run(ref, tracker)
     raise ValueError(f"--from {ref}: not a model.pt, a pretrain folder, a model URI or a run id")
 
 
 def load_trunks(refs: Sequence[str], *, strategy: str, model: str | None,
-                leads: Sequence[str], where: str) -> list[Source]:
+                leads: Sequence[str], where: str, tracker: Tracker) -> list[Source]:
     """The pretrained regressors ``refs`` name (each as :func:`load_sources` reads it), checked
     for a fine-tune: one trunk for ``single``, two or more for ``combined``, each of the
     architecture ``model`` (when given) and taking only leads among ``leads`` (the store at
     ``where``). Each problem is a one-line error naming the reference."""
     from ecgtransfer.config import ConfigError
 
-    sources = [s for ref in refs for s in load_sources(ref)]
+    sources = [s for ref in refs for s in load_sources(ref, tracker=tracker)]
     n = len(sources)
     if strategy == "single" and n != 1:
         names = ", ".join(f"{s.name} ({s.ref})" for s in sources)
@@ -189,7 +190,7 @@ def _read_model(ref: str, path: Path):
                          else f"--model {ref}: {text}") from None
 
 
-def load_model(ref: str) -> LoadedModel:
+def load_model(ref: str, *, tracker: Tracker) -> LoadedModel:
     """The one trained model ``ref`` names: a ``model.pt`` (of ``pretrain`` or ``finetune``), its
     run folder, an MLflow model URI or a run id (a run that logged a model). Nothing is
     unpickled.
@@ -222,11 +223,11 @@ def load_model(ref: str) -> LoadedModel:
             pass
         return LoadedModel(ref, model, kind, str(info.get("run_id") or ""), path.parent)
     if ref.startswith(("models:/", "runs:/")):
-        run_id = ref.split("/")[1] if ref.startswith("runs:/") else tracking.logged_model_run(ref)
+        run_id = ref.split("/")[1] if ref.startswith("runs:/") else tracker.logged_model_run(ref)
         uri = ref
     elif _RUN_ID.match(ref):
         try:
-            run = tracking.get_run(ref)
+            run = tracker.get_run(ref)
         except ValueError as exc:
             raise ValueError(f"--model {exc}") from None
         uri = run.tag("model_uri")
@@ -238,7 +239,7 @@ def load_model(ref: str) -> LoadedModel:
         raise ValueError(f"--model {ref}: not a model.pt, a run folder, a model URI or a run id")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            file = tracking.download_plain_model(uri, tmp)
+            file = tracker.download_plain_model(uri, tmp)
         except ValueError as exc:
             text = str(exc)
             raise ValueError(f"--model {text}" if text.startswith(ref) else
@@ -247,7 +248,7 @@ def load_model(ref: str) -> LoadedModel:
     return LoadedModel(ref, model, kind, run_id)
 
 
-def load_folds(ref: str) -> tuple[list[LoadedModel], str] | None:
+def load_folds(ref: str, *, tracker: Tracker) -> tuple[list[LoadedModel], str] | None:
     """The fold models of a cross-validated fine-tune's run folder (``fold1/model.pt`` ...), in
     fold order, with the cross-validation's parent MLflow run id ("" when unknown); None when
     ``ref`` is not such a folder."""
@@ -266,4 +267,4 @@ def load_folds(ref: str) -> tuple[list[LoadedModel], str] | None:
             continue
         if parent:
             break
-    return [load_model(str(p.parent)) for p in folds], parent
+    return [load_model(str(p.parent), tracker=tracker) for p in folds], parent

@@ -79,7 +79,7 @@ def _mlflow_template(tmp_path_factory) -> Path:
     cwd = os.getcwd()
     os.chdir(folder)  # the Default experiment's artifacts would go beside the template
     try:
-        tracking.setup(f"sqlite:///{folder / 'mlflow.db'}")
+        tracking.Tracker(f"sqlite:///{folder / 'mlflow.db'}").client  # opens (creates) it
     finally:
         os.chdir(cwd)
     return folder / "mlflow.db"
@@ -95,17 +95,17 @@ def _new_stores_from_the_template(monkeypatch, _mlflow_template):
 
     from ecgtransfer import tracking
 
-    real = tracking.setup
+    real = tracking._open_store
 
-    def setup(uri=None, experiment=None):
-        found = re.match(r"sqlite:///(.+)$", tracking.tracking_uri(uri))
+    def open_store(uri):
+        found = re.match(r"sqlite:///(.+)$", uri)
         if found:
             path = Path(found.group(1))
             if not path.exists() and path.parent.is_dir():
                 shutil.copyfile(_mlflow_template, path)
-        return real(uri, experiment)
+        return real(uri)
 
-    monkeypatch.setattr(tracking, "setup", setup)
+    monkeypatch.setattr(tracking, "_open_store", open_store)
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ def store(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("compare_faults")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    tracking.setup(uri)
+    tracker = tracking.Tracker(uri)
     ids: dict[str, dict] = {}
     for experiment, faults in _FAULTS.items():
         ids[experiment] = {}
@@ -84,8 +84,8 @@ def store(tmp_path_factory):
                         TAG + "train_fraction": "1", TAG + "seed": str(seed),
                         TAG + "setting": "s1"}
                 table = _predictions(seed + (10 if strategy == "single" else 0))
-                with tracking.open_run(experiment=experiment, name=f"{strategy}-{seed}",
-                                       tags=tags) as run:
+                with tracker.open_run(experiment=experiment, name=f"{strategy}-{seed}",
+                                      tags=tags) as run:
                     nan = experiment == "nanmetric" and (strategy, seed) == ("single", 1)
                     run.log_metrics({"test_accuracy": 0.7 + seed / 10,
                                      "test_macro_auroc": np.nan if nan else 0.8 + seed / 10,

@@ -365,18 +365,18 @@ def test_the_model_is_found_by_run_id_and_uri_as_by_folder(trained, tmp_path):
     from ecgtransfer import tracking
     from ecgtransfer.transfer import load_model
 
-    tracking.setup(trained["uri"])
-    by_folder = load_model(str(trained["ft"]))
+    tracker = tracking.Tracker(trained["uri"])
+    by_folder = load_model(str(trained["ft"]), tracker=tracker)
     assert by_folder.kind == "classifier" and by_folder.run_id == trained["ft_run"]
-    uri = tracking.run_tags(trained["ft_run"])[tracking.TAG + "model_uri"]
+    uri = tracker.run_tags(trained["ft_run"])[tracking.TAG + "model_uri"]
     assert uri.startswith(("models:/", "runs:/"))
     for ref in (trained["ft_run"], uri):
-        other = load_model(ref)
+        other = load_model(ref, tracker=tracker)
         assert other.kind == "classifier" and other.run_id == trained["ft_run"]
         for (k, v), w in zip(by_folder.model.state_dict().items(),
                              other.model.state_dict().values()):
             assert torch.equal(v, w), k
-    regressor = load_model(str(trained["qrs"]))
+    regressor = load_model(str(trained["qrs"]), tracker=tracker)
     assert regressor.kind == "regressor" and regressor.outputs == ["qrs"]
     # the test records of a model named by run id come from its logged predictions
     result = _explain(trained, tmp_path, model=trained["ft_run"], max_records=1,

@@ -153,12 +153,12 @@ def test_mlflow_references_load_the_plain_weights_never_the_pickle(pretrained, m
         raise AssertionError("a logged model was unpickled")
 
     monkeypatch.setattr(mlflow.pytorch, "load_model", refuse)
-    tracking.setup(pretrained["uri"])
+    tracker = tracking.Tracker(pretrained["uri"])
     qrs = pretrained["results"]["qrs"]
     expected = load_regressor(qrs.path / "model.pt").state_dict()
     uri = _client(pretrained["uri"]).get_run(qrs.run_id).data.tags["ecgtransfer.model_uri"]
     for ref in (qrs.run_id, uri, f"runs:/{qrs.run_id}/regressor"):
-        (source,) = load_sources(ref)
+        (source,) = load_sources(ref, tracker=tracker)
         got = source.regressor.state_dict()
         assert source.run_id == qrs.run_id and source.name == "qrs", ref
         assert all(torch.equal(expected[k], got[k]) for k in expected), ref
@@ -467,11 +467,13 @@ def test_compare_bootstraps_records_and_seeds_paired_by_fold(cross_validated, cl
     from ecgtransfer.comparison.statistics import (Bootstrap, comparison_table,
                                                    paired_differences)
     from ecgtransfer.stages.compare import finetune_runs, run_predictions
+    from ecgtransfer.tracking import Tracker
     from ecgtransfer.training.metrics import bootstrap_draws, classification_metrics
 
-    runs = finetune_runs(["cv"], cross_validated["uri"])
+    tracker = Tracker(cross_validated["uri"])
+    runs = finetune_runs(tracker, ["cv"])
     assert len(runs) == 4 and set(runs["evaluation"]) == {"cv"}
-    predictions = run_predictions(runs)
+    predictions = run_predictions(tracker, runs)
     assert set(predictions) == set(runs["run_id"])
     boot = Bootstrap(predictions, n_resamples=200, seed=3)
     table = comparison_table(runs, bootstrap=boot).set_index("strategy")
@@ -532,11 +534,13 @@ def test_compare_per_class_aurocs_and_their_paired_differences(cross_validated):
     from ecgtransfer.comparison.report import plot_per_class
     from ecgtransfer.comparison.statistics import INTERVAL_OF, Bootstrap, per_class
     from ecgtransfer.stages.compare import finetune_runs, run_predictions
+    from ecgtransfer.tracking import Tracker
     from ecgtransfer.data.challenge2021 import load_scoring
     from ecgtransfer.training.metrics import classification_metrics
 
-    runs = finetune_runs(["cv"], cross_validated["uri"])
-    predictions = run_predictions(runs)
+    tracker = Tracker(cross_validated["uri"])
+    runs = finetune_runs(tracker, ["cv"])
+    predictions = run_predictions(tracker, runs)
     table = per_class(runs, Bootstrap(predictions, n_resamples=50, seed=0))
     assert len(table) == 2 * len(SUPERCLASSES) and set(table["class"]) == set(SUPERCLASSES)
     single = table[table["strategy"] == "single"].set_index("class")

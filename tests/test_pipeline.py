@@ -20,6 +20,7 @@ import pytest
 from ecgtransfer.comparison.report import write_comparison
 from ecgtransfer.comparison.statistics import comparison_table
 from ecgtransfer.stages.compare import finetune_runs
+from ecgtransfer.tracking import Tracker
 from ecgtransfer.pipeline import PipelineError, load_pipeline, run_pipeline
 
 from conftest import QUICKSTART, REPO, SMALL  # noqa: E402
@@ -203,7 +204,7 @@ def test_compare_gives_the_numbers_computed_by_hand(tmp_path, cli, monkeypatch):
     _log_finetune(client, exp, "single", 1.0, 0, 0.5, 0.5, 0.5, setting="other lr")
     client.create_run(exp, tags={"ecgtransfer.stage": "finetune"})  # unfinished: left out
 
-    runs = finetune_runs(["cmp"], uri)
+    runs = finetune_runs(Tracker(uri), ["cmp"])
     assert len(runs) == 8
     table = comparison_table(runs).set_index(["strategy", "train_fraction", "setting"])
     row = table.loc[("single", 0.1, "s1")]

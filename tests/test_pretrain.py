@@ -375,3 +375,50 @@ def test_pretrain_cross_validation_pools_the_folds_out_of_fold(deepfake_labelled
 
     (again,) = run_stage("pretrain", config, resume=True).details
     assert again.reused and again.test_mae == result.test_mae and again.run_id == result.run_id
+
+
+def test_a_stage_logs_to_the_tracker_it_is_handed_and_leaves_mlflow_as_it_found_it(
+        ptbxl_labelled, tmp_path, monkeypatch):
+    """Two trackers in one process: each stage's runs, its logged model included, land in the
+    store of the tracker its context carries, and MLflow's process-wide URI (and the
+    ``MLFLOW_TRACKING_URI`` subprocesses inherit) are as they were before the stage."""
+    import mlflow
+
+    from ecgtransfer.stages import Context, get_stage
+    from ecgtransfer.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    trackers = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        trackers[name] = Tracker(f"sqlite:///{tmp_path / name / 'mlflow.db'}")
+    run_ids = {}
+    for name, tracker in trackers.items():
+        config = _config(ptbxl_labelled, tmp_path, epochs=1, tracking_uri=None,
+                         out=str(tmp_path / f"run-{name}"))
+        result = get_stage("pretrain").run(config, Context(progress=False, tracker=tracker))
+        run_ids[name] = result.details[0].run_id
+        assert not mlflow.is_tracking_uri_set() and "MLFLOW_TRACKING_URI" not in os.environ
+        assert mlflow.active_run() is None
+    for name, tracker in trackers.items():
+        other = run_ids["b" if name == "a" else "a"]
+        run = tracker.get_run(run_ids[name])
+        assert run.status == "FINISHED" and run.tag("model_uri").startswith("models:/")
+        assert tracker.logged_model_run(run.tag("model_uri")) == run_ids[name]
+        with pytest.raises(ValueError, match="no such MLflow run"):
+            tracker.get_run(other)
+    assert not (tmp_path / "mlflow.db").exists()  # nothing went to the default store
+
+
+def test_a_config_naming_another_store_than_the_callers_tracker_is_refused(ptbxl_labelled,
+                                                                           tmp_path):
+    from ecgtransfer.stages import Context, get_stage
+    from ecgtransfer.tracking import Tracker
+
+    config = _config(ptbxl_labelled, tmp_path)  # its own sqlite:///.../mlflow.db
+    tracker = Tracker(f"sqlite:///{tmp_path / 'other.db'}")
+    with pytest.raises(ConfigError, match=r"tracking_uri: sqlite:///.*mlflow.db, but this stage "
+                                          r"is run for sqlite:///.*other.db"):
+        get_stage("pretrain").run(config, Context(progress=False, tracker=tracker))
+    assert not Path(config.out).exists()

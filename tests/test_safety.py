@@ -165,7 +165,7 @@ def test_processes_opening_a_new_tracking_store_at_once_wait_for_each_other(tmp_
     """Several processes opening the same new SQLite store within a second (two `ecgtransfer
     run` in a fresh folder): the first creates the tables, the others wait and find them."""
     code = ("import sys; from ecgtransfer import tracking; "
-            "tracking.setup(sys.argv[1], sys.argv[2]); print('ok')")
+            "tracking.Tracker(sys.argv[1]).experiment(sys.argv[2]); print('ok')")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     procs = [subprocess.Popen([sys.executable, "-c", code, uri, f"e{i}"], cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -173,12 +173,9 @@ def test_processes_opening_a_new_tracking_store_at_once_wait_for_each_other(tmp_
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0 and out.strip() == "ok", err[-2000:]
-    from ecgtransfer import tracking
-
-    tracking.setup(uri)
     import mlflow
 
-    names = {e.name for e in mlflow.MlflowClient().search_experiments()}
+    names = {e.name for e in mlflow.MlflowClient(uri).search_experiments()}
     assert {"e0", "e1", "e2"} <= names
 
 
@@ -245,13 +242,14 @@ def test_a_damaged_run_config_is_one_line_on_resume(tmp_path, saved):
         check_run_folder(tmp_path, PretrainConfig(store="s"), resume=True, stage="pretrain")
 
 
-def test_run_searches_take_plain_values_and_refuse_quotes():
-    """Stages find runs by tag values through tracking.find_runs (MLflow's query language stays
+def test_run_searches_take_plain_values_and_refuse_quotes(tmp_path):
+    """Stages find runs by tag values through Tracker.find_runs (MLflow's query language stays
     inside tracking); a value that would change the query is refused, not spliced in."""
     from ecgtransfer import tracking
 
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(ValueError, match="pipeline_run: \"x' or '1'='1\" cannot be searched"):
-        tracking.find_runs(["any"], pipeline_run="x' or '1'='1")
+        tracker.find_runs(["any"], pipeline_run="x' or '1'='1")
     with pytest.raises(ValueError, match="'a b' is not an MLflow run id"):
-        tracking.find_runs(["any"], run_ids=["a b"])
-    assert tracking.find_runs(["any"], run_ids=[]) == []
+        tracker.find_runs(["any"], run_ids=["a b"])
+    assert tracker.find_runs(["any"], run_ids=[]) == []

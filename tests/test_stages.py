@@ -363,12 +363,12 @@ def test_every_tag_written_or_read_is_in_the_vocabulary(tmp_path):
         tag_values(stategy="scratch")
     with pytest.raises(ValueError, match="is not an ecgtransfer tag"):
         tracking.RunRecord("r", "n", "FINISHED", {}, {}, {}).tag("sorce")
-    tracking.setup(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(ValueError, match="'sorce' is not an ecgtransfer tag"):
-        with tracking.open_run(experiment="t", name="r", tags={"ecgtransfer.sorce": "x"}):
+        with tracker.open_run(experiment="t", name="r", tags={"ecgtransfer.sorce": "x"}):
             pass
     with pytest.raises(ValueError, match="'sorce' is not an ecgtransfer tag"):
-        tracking.find_runs(["t"], sorce="x")
+        tracker.find_runs(["t"], sorce="x")
 
 
 def test_a_new_stage_is_one_module_and_its_registration(tmp_path, ptbxl_store, monkeypatch,

@@ -15,8 +15,10 @@ from ecgtransfer.models.classifier import (TransferClassifier, load_classifier, 
 from ecgtransfer.transfer import load_sources
 
 
-def load_regressors(ref):
-    return [s.regressor for s in load_sources(ref)]
+def load_regressors(ref, tracker=None):
+    from ecgtransfer.tracking import Tracker
+
+    return [s.regressor for s in load_sources(ref, tracker=tracker or Tracker())]
 
 
 def _regressor(path, seed, fs=100.0, model="resnet1d_fast"):
@@ -94,11 +96,11 @@ def test_bad_sources_are_named(tmp_path):
         TransferClassifier(a + b, 5, names=["a.pt", "b.pt"])
     with pytest.raises(ValueError, match="not a model.pt"):
         load_regressors(str(tmp_path / "missing"))
-    import mlflow
+    from ecgtransfer.tracking import Tracker
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(ValueError, match="no such MLflow run"):
-        load_regressors("0123456789abcdef0123456789abcdef")
+        load_regressors("0123456789abcdef0123456789abcdef", tracker)
 
 
 
@@ -111,7 +113,7 @@ def test_weights_of_another_architecture_are_named(tmp_path):
     save_checkpoint(state, tmp_path / "b.pt")
     with pytest.raises(ValueError, match=r"b.pt: the weights do not fit the architecture "
                                          r"resnet1d_fast \(.* is \(32, 8, 15\)"):
-        load_sources(str(tmp_path / "b.pt"))
+        load_regressors(str(tmp_path / "b.pt"))
 
 
 def test_classifier_saves_and_loads(tmp_path, batch):

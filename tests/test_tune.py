@@ -613,7 +613,7 @@ def test_a_trial_a_kill_left_running_ends_killed(tmp_path, cli, store100, monkey
         """kill -9: no handler runs."""
 
     def dies(config, context):  # the trial's run, opened as the stage opens it, then the kill
-        client = mlflow.MlflowClient()
+        client = context.tracker.client  # the search's store, handed to its trials
         experiment = client.get_experiment_by_name(config.experiment).experiment_id
         client.create_run(experiment, run_name=config.run_name, tags={
             **context.tags, "mlflow.parentRunId": context.parent_run,

@@ -58,6 +58,9 @@ class Context:
         every model a training stage trains, after its own (the run's metrics are logged
         first): a search's pruner, which may stop the model by raising
         :class:`ecgtransfer.tracking.EndedEarly`.
+    tracker : ecgtransfer.tracking.Tracker, optional
+        The MLflow store the stage logs to and reads runs from (a pipeline's, a search's).
+        None: the one its config's ``tracking_uri`` names (see :meth:`tracker_for`).
     """
 
     progress: bool = True
@@ -68,6 +71,22 @@ class Context:
     tags: dict[str, str] = field(default_factory=dict)
     say: Callable[[str], None] = field(default=lambda text: _log.info("%s", text))
     callbacks: list = field(default_factory=list)
+    tracker: Any = None
+
+    def tracker_for(self, uri: str | None):
+        """The :class:`~ecgtransfer.tracking.Tracker` a stage logs to: the caller's, else one
+        for ``uri`` (its config's ``tracking_uri``). A config naming another store than the
+        caller's tracker is a one-line ``ConfigError``: its runs would be split between two."""
+        from ecgtransfer.config import ConfigError
+        from ecgtransfer.tracking import Tracker
+
+        if self.tracker is None:
+            return Tracker(uri)
+        if uri is not None and Tracker(uri) != self.tracker:
+            raise ConfigError(f"tracking_uri: {uri}, but this stage is run for "
+                              f"{self.tracker.uri}; leave tracking_uri unset to log there",
+                              "tracking_uri")
+        return self.tracker
 
 
 @dataclass

@@ -41,6 +41,8 @@ from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ecgtransfer.tracking import Tracker
+
 log = logging.getLogger(__name__)
 
 __all__ = ["CompareConfig", "compare", "finetune_runs", "run_predictions"]
@@ -56,18 +58,18 @@ _DEFAULT_MODEL = "resnet1d_fast"
 not imported here: that would import torch with the command line)."""
 
 
-def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
-                  tracking_uri: str | None = None, pipeline_run: str | None = None,
+def finetune_runs(tracker: Tracker, experiments: Sequence[str] = ("ecgtransfer-finetune",),
+                  pipeline_run: str | None = None,
                   run_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per finished fine-tune evaluation: what it was (tags) and its test metrics. A
     cross-validation is one row (its pooled out-of-fold metrics); its fold runs are left out.
 
     Parameters
     ----------
+    tracker : ecgtransfer.tracking.Tracker
+        The store the runs were logged to (``Tracker(uri)``).
     experiments : sequence of str
         MLflow experiment names; one that does not exist is an error naming it.
-    tracking_uri : str, optional
-        Default ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``.
     pipeline_run : str, optional
         Only the runs of this pipeline run (tag ``ecgtransfer.pipeline_run``).
     run_ids : sequence of str, optional
@@ -75,13 +77,11 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
     """
     import pandas as pd
 
-    from ecgtransfer import tracking
     from ecgtransfer.comparison.statistics import param_value
 
-    tracking.setup(tracking_uri)
     chosen = {"pipeline_run": pipeline_run} if pipeline_run else {}
-    runs = tracking.find_runs(list(experiments), status="FINISHED", run_ids=run_ids,
-                              stage="finetune", **chosen)
+    runs = tracker.find_runs(list(experiments), status="FINISHED", run_ids=run_ids,
+                             stage="finetune", **chosen)
     rows = []
     for run in runs:
         metrics = run.metrics
@@ -114,7 +114,7 @@ def finetune_runs(experiments: Sequence[str] = ("ecgtransfer-finetune",),
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
-def run_predictions(runs: pd.DataFrame,
+def run_predictions(tracker: Tracker, runs: pd.DataFrame,
                     problems: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
     """Each run's logged predictions by run id (``oof_predictions.csv`` of a cross-validation,
     ``test_predictions.csv`` else), as :func:`read_predictions` reads them: record id, truth,
@@ -127,14 +127,13 @@ def run_predictions(runs: pd.DataFrame,
 
     import pandas as pd
 
-    from ecgtransfer import tracking
     from ecgtransfer.training.predictions import read_predictions
 
     out: dict[str, pd.DataFrame] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for run_id, evaluation in zip(runs["run_id"], runs["evaluation"]):
             name = _PREDICTIONS.get(evaluation, "")
-            path = tracking.download_artifact(run_id, name, Path(tmp) / run_id) if name else None
+            path = tracker.download_artifact(run_id, name, Path(tmp) / run_id) if name else None
             if path is None:
                 continue
             try:
@@ -199,7 +198,6 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
     one no run has."""
     import pandas as pd
 
-    from ecgtransfer import tracking
     from ecgtransfer.comparison.report import (per_class_sentences, plot_axes, plot_cost,
                                                sentences, summary_text, write_comparison,
                                                write_figure, write_per_class)
@@ -210,21 +208,22 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
     out = Path(config.out)
     if context.pipeline_run is None and context.stage_run is None:
         _check_out(out)  # a pipeline's compare writes into the stage folder the pipeline made
-    _check_store(tracking.tracking_uri(config.tracking_uri))
-    tracking.setup(config.tracking_uri)
+    from ecgtransfer.tracking import latest_pipeline_experiment
+
+    tracker = context.tracker_for(config.tracking_uri)
+    _check_store(tracker.uri)
     experiments = config.experiment
     if not experiments:
-        experiments = [tracking.latest_pipeline_experiment() or "ecgtransfer-finetune"]
+        experiments = [latest_pipeline_experiment(tracker) or "ecgtransfer-finetune"]
     if config.pipeline_run:
         try:
-            tracking.get_run(config.pipeline_run)
+            tracker.get_run(config.pipeline_run)
         except ValueError as exc:
             raise ValueError(f"--pipeline-run {exc}") from None
-    runs = finetune_runs(experiments, config.tracking_uri, config.pipeline_run,
-                         run_ids=config.runs)
+    runs = finetune_runs(tracker, experiments, config.pipeline_run, run_ids=config.runs)
     problems: dict[str, str] = {}
-    predictions = (run_predictions(runs, problems) if config.bootstrap and not runs.empty
-                   else {})
+    predictions = (run_predictions(tracker, runs, problems) if config.bootstrap
+                   and not runs.empty else {})
     left = runs[runs["run_id"].isin(problems)].assign(
         reason=lambda d: d["run_id"].map(problems))
     runs = runs[~runs["run_id"].isin(problems)]
@@ -312,8 +311,8 @@ def _check_out(out: Path) -> None:
 
 def _check_store(uri: str) -> None:
     """Refuse an SQLite tracking store that does not exist: compare only reads runs, and
-    MLflow would create an empty database at a mistyped name (a missing folder is
-    :func:`ecgtransfer.tracking.setup`'s to refuse)."""
+    MLflow would create an empty database at a mistyped name (a missing folder is the
+    tracker's to refuse)."""
     m = re.fullmatch(r"sqlite:///(.+)", uri)
     path = Path(m.group(1)) if m else None
     if path is not None and path.parent.is_dir() and not path.exists():

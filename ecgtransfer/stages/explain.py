@@ -122,16 +122,14 @@ class ExplainConfig:
 
 
 # ---- inputs ------------------------------------------------------------------------------
-def _record_ids(config: ExplainConfig, loaded) -> list[str]:
-    from ecgtransfer import tracking
-
+def _record_ids(config: ExplainConfig, loaded, tracker) -> list[str]:
     if config.records == ["test"]:
         with tempfile.TemporaryDirectory() as tmp:
             table = None
             if loaded.folder is not None and (loaded.folder / "test_predictions.csv").is_file():
                 table = loaded.folder / "test_predictions.csv"
             elif loaded.run_id:
-                table = tracking.download_artifact(loaded.run_id, "test_predictions.csv", tmp)
+                table = tracker.download_artifact(loaded.run_id, "test_predictions.csv", tmp)
             if table is None:
                 raise ValueError(f"--records test: {config.model} has no test_predictions.csv "
                                  "(a model.pt copied out of its run folder, a cross-validation's "
@@ -527,7 +525,6 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
     """Explain the records ``config`` names (see the module's notes)."""
     import torch
 
-    from ecgtransfer import tracking
     from ecgtransfer.data.store import SignalStore, StoreError
     from ecgtransfer.explain.faithfulness import randomized_model
     from ecgtransfer.explain.figures import faithfulness_curves, wave_share_bars
@@ -536,9 +533,9 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
 
     # a folder may be replaced only when it holds explain's own output (nothing else is lost)
     check_output_folder(config.out, "explain", legacy=("explain.json",))
-    tracking.setup(config.tracking_uri)
-    folds = load_folds(config.model)
-    models = folds[0] if folds else [load_model(config.model)]
+    tracker = context.tracker_for(config.tracking_uri)
+    folds = load_folds(config.model, tracker=tracker)
+    models = folds[0] if folds else [load_model(config.model, tracker=tracker)]
     loaded = models[0]  # the folds of a cross-validation share their kind, outputs and input
     if "grad_cam" in config.methods:
         from ecgtransfer.explain.attribution import feature_maps
@@ -556,7 +553,7 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
     if config.baseline and not (Path(config.baseline) / "wave_share_records.csv").is_file():
         raise ValueError(f"--baseline {config.baseline}: no wave_share_records.csv (not an "
                          "explain folder of this version?)")
-    plan = _plan(config, models, folds is not None)
+    plan = _plan(config, models, folds is not None, tracker)
     ids = [record_id for _, record_id in plan]
     if not ids:
         raise ValueError(f"--records {','.join(config.records)}: no records to explain")
@@ -623,7 +620,7 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
         context.stage_run.log_artifacts(out)
     if config.log and run_id:
         folder = f"explain/{config.settings_hash()}"
-        tracking.Run(run_id).log_artifacts(out, folder)
+        tracker.run(run_id).log_artifacts(out, folder)
         logged = f"\nlogged to MLflow run {run_id} under {folder}/"
     what = (f"{len(models)} cross-validation folds, each record explained by the fold model "
             "that held it out" if folds else loaded.kind)
@@ -631,18 +628,19 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
                        details=tables)
 
 
-def _plan(config: ExplainConfig, models: list, cross_validated: bool) -> list[tuple[Any, str]]:
+def _plan(config: ExplainConfig, models: list, cross_validated: bool,
+          tracker) -> list[tuple[Any, str]]:
     """(model, record id) pairs in order: a cross-validation's records each go to the fold
     model whose test records hold it."""
     if not cross_validated:
-        return [(models[0], i) for i in _record_ids(config, models[0])]
-    held = {m.ref: _record_ids(replace(config, records=["test"], max_records=0), m)
+        return [(models[0], i) for i in _record_ids(config, models[0], tracker)]
+    held = {m.ref: _record_ids(replace(config, records=["test"], max_records=0), m, tracker)
             for m in models}
     if config.records == ["test"]:
         plan = [(m, i) for m in models for i in held[m.ref]]
     else:
         owner = {i: m for m in models for i in held[m.ref]}
-        wanted = _record_ids(replace(config, max_records=0), models[0])
+        wanted = _record_ids(replace(config, max_records=0), models[0], tracker)
         outside = [i for i in wanted if i not in owner]
         if outside:
             raise ValueError(f"--records: {outside[0]} is in no fold's test records of "

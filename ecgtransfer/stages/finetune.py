@@ -162,7 +162,6 @@ class _Finetune(TrainedStage):
                        "compare` pools the seeds.")
 
     def __init__(self, config: FinetuneConfig, context: Context):
-        from ecgtransfer import tracking
         from ecgtransfer.data.splits import cv_folds, split_positions, stratified_positions
         from ecgtransfer.training.distributed import barrier
 
@@ -198,9 +197,8 @@ class _Finetune(TrainedStage):
         for fold in range(len(self.folds)):  # every fold usable before anything is written
             self._choose(fold)
         if self.dist.is_main:  # the tracking store exists before any rank reads runs from it
-            tracking.setup(config.tracking_uri, config.experiment)
+            self.tracker.experiment(config.experiment)
         barrier(self.dist)
-        tracking.setup(config.tracking_uri)
         self.first = self.fold(0)  # the trunks load, or fail in one line, before any file
 
     def _challenge_scoring(self):
@@ -269,7 +267,8 @@ class _Finetune(TrainedStage):
 
         c = self.config
         return load_trunks(c.sources, strategy=c.strategy, model=c.model,
-                           leads=self.store.leads, where=str(self.store.path))
+                           leads=self.store.leads, where=str(self.store.path),
+                           tracker=self.tracker)
 
     # ---- trunks ------------------------------------------------------------------------
     def _scratch_meta(self) -> dict[str, Any]:
@@ -391,10 +390,8 @@ class _Finetune(TrainedStage):
 
     def note(self, model, fold: _Fold) -> str:
         """The run's description: what its trunks are, linking the pretrain runs."""
-        from ecgtransfer.tracking import experiment_of
-
         def link(s) -> str:
-            where = experiment_of(s.run_id) if s.run_id else ""
+            where = self.tracker.experiment_of(s.run_id) if s.run_id else ""
             return (f"[{s.ref}](#/experiments/{where}/runs/{s.run_id})" if where else s.ref)
 
         n = len(model.trunks)

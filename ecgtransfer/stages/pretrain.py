@@ -367,7 +367,6 @@ def _train_models(config: PretrainConfig, context: Context) -> list[PretrainResu
     """Each model of :func:`pretrain`, trained or reused."""
     import contextlib
 
-    from ecgtransfer import tracking
 
     stage = _Pretrain(config, context)
     parent_run_id = context.parent_run
@@ -382,7 +381,7 @@ def _train_models(config: PretrainConfig, context: Context) -> list[PretrainResu
         parent = contextlib.nullcontext(None)
         if stage.dist.is_main and len(groups) > 1:
             name = config.run_name or f"{'+'.join(config.targets)} {config.model}"
-            parent = tracking.open_parent_run(
+            parent = stage.tracker.open_parent_run(
                 experiment=config.experiment, name=name, parent=parent_run_id,
                 tags={**stage.tags(),
                       **tag_values(model=config.model, targets=",".join(config.targets))},

@@ -291,6 +291,7 @@ class TrainedStage:
         check_output_folder(config.out, kind, legacy=("config.yaml",))
         self.config = config
         self.context = context
+        self.tracker = context.tracker_for(config.tracking_uri)
         self.kind = kind
         self.store = SignalStore(config.store)
         self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -338,7 +339,6 @@ class TrainedStage:
     def start(self) -> None:
         """Refuse a folder that holds another run (or a resumed one with other settings), then
         write the resolved config and point MLflow at the experiment (rank 0)."""
-        from ecgtransfer import tracking
         from ecgtransfer.training.distributed import barrier
 
         if self.dist.is_main:
@@ -352,8 +352,7 @@ class TrainedStage:
 
             with atomic_file(self.out / "config.yaml") as f:
                 f.write(to_yaml(self.config))
-            tracking.setup(self.config.tracking_uri, self.config.experiment)
-            tracking.describe_experiment(self.config.experiment, self.experiment_note)
+            self.tracker.describe_experiment(self.config.experiment, self.experiment_note)
         barrier(self.dist)
 
     def finished(self, folder: Path) -> dict | None:
@@ -389,7 +388,6 @@ class TrainedStage:
             return self._train(job, parent)
 
     def _train(self, job: Training, parent: str | None) -> dict:
-        from ecgtransfer import tracking
         from ecgtransfer.files import atomic_file
 
         from ecgtransfer.training.callbacks import LogToRun
@@ -398,9 +396,10 @@ class TrainedStage:
             self.fit(job)
             return {}
         job.folder.mkdir(parents=True, exist_ok=True)
-        with tracking.open_run(experiment=self.config.experiment, name=job.run_name,
-                               tags={**self.tags(), **job.tags}, marker=job.folder / "run.json",
-                               resume=self.context.resume, parent=parent) as run:
+        with self.tracker.open_run(experiment=self.config.experiment, name=job.run_name,
+                                   tags={**self.tags(), **job.tags},
+                                   marker=job.folder / "run.json", resume=self.context.resume,
+                                   parent=parent) as run:
             if run.new:
                 # what the model was trained with; where it was written or logged is
                 # bookkeeping (config.yaml keeps it)
@@ -447,7 +446,6 @@ class TrainedStage:
         evaluate them on that run. Finished folds are reused on resume, and a finished
         cross-validation whole; ``result.json`` is written last. Returns its record ({} on a
         ``torchrun`` rank other than 0, which trains the unfinished folds with rank 0)."""
-        from ecgtransfer import tracking
         from ecgtransfer.training.predictions import (OOF_PREDICTIONS, TEST_PREDICTIONS,
                                                       pool_predictions)
 
@@ -460,9 +458,10 @@ class TrainedStage:
                 if self.finished(folder[i]) is None:
                     self.train(cv.job(i))
             return {}
-        with tracking.open_parent_run(experiment=self.config.experiment, name=cv.run_name,
-                                      tags={**self.tags(), **cv.tags},
-                                      marker=cv.folder / "parent_run.json", parent=parent) as run:
+        with self.tracker.open_parent_run(experiment=self.config.experiment, name=cv.run_name,
+                                          tags={**self.tags(), **cv.tags},
+                                          marker=cv.folder / "parent_run.json",
+                                          parent=parent) as run:
             # params skip keys logged already, so a run reopened by --resume keeps its own
             settings = {k: v for k, v in to_dict(self.config).items() if k not in BOOKKEEPING}
             run.log_params({**settings, **cv.params, "device": str(self.device),

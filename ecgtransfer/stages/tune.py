@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -394,6 +394,7 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
     stage = get_stage(space.stage)
     base = _base_settings(config)
     out = Path(config.out)
+    tracker = context.tracker_for(config.tracking_uri)
     # the base settings must make a valid config by themselves: their errors come now, once
     try:
         _trial_config(stage, base, {}, out / "trials" / "check", config, "check")
@@ -439,18 +440,17 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
                                     direction=space.direction, sampler=_sampler(config, space),
                                     pruner=_pruner(config))
         _fail_interrupted(study, storage)
-        tracking.setup(config.tracking_uri, config.experiment)
         # before the trials' stage describes it as its own: this experiment holds searches
-        tracking.describe_experiment(config.experiment, (
+        tracker.describe_experiment(config.experiment, (
             "Optuna searches by `ecgtransfer tune`: each search is a run, its trials (runs of "
             "the stage it searches) nested under it, tagged `ecgtransfer.trial` and "
             "`ecgtransfer.trial_state`; the best config is the search run's best_config.yaml."))
         tags = {**tag_values(stage="tune", searched_stage=space.stage, study=name,
                              code_version=tracking.code_version()), **context.tags}
-        with tracking.open_parent_run(experiment=config.experiment,
-                                      name=config.run_name or f"tune {space.path.stem}",
-                                      tags=tags, marker=out / "run.json",
-                                      parent=context.parent_run) as run:
+        with tracker.open_parent_run(experiment=config.experiment,
+                                     name=config.run_name or f"tune {space.path.stem}",
+                                     tags=tags, marker=out / "run.json",
+                                     parent=context.parent_run) as run:
             run.log_params({"space": str(space.path), "sampler": config.sampler,
                             "pruner": config.pruner, "sampler_seed": config.sampler_seed,
                             "metric": space.metric, "direction": space.direction,
@@ -461,9 +461,10 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
                          f"{len(space.params)} {space.stage} settings for {space.metric} "
                          f"({space.direction}). Each trial is a child run; the best config is "
                          "`best_config.yaml`.")
-            _end_interrupted_runs(config.experiment, run.id)
+            _end_interrupted_runs(tracker, config.experiment, run.id)
             t0 = time.perf_counter()
-            objective = _Objective(config, context, space, stage, base, out, run.id)
+            objective = _Objective(config, replace(context, tracker=tracker), space, stage, base, out,
+                                   run.id)
             remaining = config.trials - _counted(study)
             if remaining > 0:
                 study.optimize(objective, n_trials=remaining, timeout=config.timeout,
@@ -499,15 +500,13 @@ def _fail_interrupted(study, storage) -> None:
         log.info("trial %d was interrupted; it runs again with the same values", t.number)
 
 
-def _end_interrupted_runs(experiment: str, search_run: str) -> None:
+def _end_interrupted_runs(tracker, experiment: str, search_run: str) -> None:
     """The runs of this search's trials left RUNNING by a killed search (``kill -9``: nothing
     ended them; this process holds the search's lock, so no one runs them) end KILLED, as a
     Ctrl-C or SIGTERM ends them."""
-    from ecgtransfer import tracking
-
-    for found in tracking.find_runs([experiment], status="RUNNING", search_run=search_run):
-        tracking.Run(found.run_id).set_tags(tag_values(trial_state="interrupted"))
-        tracking.end_run(found.run_id, "KILLED")
+    for found in tracker.find_runs([experiment], status="RUNNING", search_run=search_run):
+        tracker.run(found.run_id).set_tags(tag_values(trial_state="interrupted"))
+        tracker.end_run(found.run_id, "KILLED")
         log.info("the run of trial %s was left running by a killed search; it is marked KILLED",
                  found.tag("trial", "?"))
 
@@ -554,7 +553,8 @@ class _Objective:
                           study=trial.study.study_name)
         ctx = Context(progress=self.context.progress, resume=False, parent_run=self.search_run,
                       tags={**self.context.tags, **tags},
-                      callbacks=[*self.context.callbacks, pruning], say=self.context.say)
+                      callbacks=[*self.context.callbacks, pruning], say=self.context.say,
+                      tracker=self.context.tracker)
         from ecgtransfer.files import disk_full
         from ecgtransfer.training import TrainingError
 
@@ -601,17 +601,16 @@ class _Objective:
         """A child run for a trial whose settings the stage refused (or that failed before its
         own run began), so that every trial is a run: its values as params, the reason as its
         description, FAILED."""
-        from ecgtransfer import tracking
-
         tags = {**tag_values(stage=self.space.stage, trial=str(trial.number),
                              search_run=self.search_run, study=trial.study.study_name,
                              trial_state="failed"), **self.context.tags}
-        with tracking.open_run(experiment=self.config.experiment, name=name, tags=tags,
-                               parent=self.search_run) as run:
+        tracker = self.context.tracker
+        with tracker.open_run(experiment=self.config.experiment, name=name, tags=tags,
+                              parent=self.search_run) as run:
             run.log_params(sampled)
             run.set_note(f"The {self.space.stage} stage refused these settings: {exc}" if refused
                          else f"The {self.space.stage} stage failed before training: {exc}")
-        tracking.end_run(run.id, "FAILED")
+        tracker.end_run(run.id, "FAILED")
 
     @staticmethod
     def _failed(trial, exc: BaseException) -> _TrialFailed:
@@ -622,16 +621,12 @@ class _Objective:
 
     def _runs_of(self, number: int) -> list:
         """The MLflow runs of trial ``number`` of this search."""
-        from ecgtransfer import tracking
-
-        return tracking.find_runs([self.config.experiment], search_run=self.search_run,
-                                  trial=str(number))
+        return self.context.tracker.find_runs([self.config.experiment],
+                                              search_run=self.search_run, trial=str(number))
 
     def _tag(self, number: int, state: str) -> None:
-        from ecgtransfer import tracking
-
         for found in self._runs_of(number):
-            tracking.Run(found.run_id).set_tags(tag_values(trial_state=state))
+            self.context.tracker.run(found.run_id).set_tags(tag_values(trial_state=state))
 
 
 class _Pruning(Callback):

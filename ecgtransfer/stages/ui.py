@@ -30,13 +30,13 @@ class UIConfig:
 def ui(config: UIConfig, context: Context) -> StageResult:
     """Serve the MLflow UI until Ctrl-C (or SIGTERM), after saying the link that opens the
     fine-tune runs of the experiment in the model-training view."""
-    from ecgtransfer import tracking
+    from ecgtransfer.tracking import latest_pipeline_experiment, start_ui, ui_link
 
-    tracking.setup(config.tracking_uri)
-    experiment = config.experiment or tracking.latest_pipeline_experiment()
+    tracker = context.tracker_for(config.tracking_uri)
+    experiment = config.experiment or latest_pipeline_experiment(tracker)
     base = f"http://{config.host}:{config.port}"
-    link = tracking.ui_link(base, experiment)
-    server = tracking.start_ui(config.tracking_uri, config.host, config.port, config.workers)
+    link = ui_link(tracker, base, experiment)
+    server = start_ui(tracker, config.host, config.port, config.workers)
     try:
         shown = f"experiment {experiment!r}" if experiment else "no pipeline run yet"
         context.say(f"MLflow UI ({shown}) at {link}\nCtrl-C stops it.")
