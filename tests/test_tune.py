@@ -227,9 +227,9 @@ def test_pruning_stops_a_trial_and_its_run_says_so(tmp_path, cli, store100, monk
     epochs pruning saved."""
     import optuna
 
-    from ecgtransfer.stages import tune
+    from ecgtransfer.training import study
 
-    monkeypatch.setattr(tune, "_pruner", lambda config: optuna.pruners.ThresholdPruner(
+    monkeypatch.setattr(study, "pruner", lambda name: optuna.pruners.ThresholdPruner(
         upper=-1.0, n_warmup_steps=2))   # every value is above -1: pruned from epoch 2 on
     space = _space(tmp_path, SPACE.replace("metric: val_macro_auroc", "metric: val_loss"))
     done = cli(*_args(store100, space, 2))

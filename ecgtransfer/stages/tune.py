@@ -40,6 +40,7 @@ from ecgtransfer.stages.trained import BOOKKEEPING
 from ecgtransfer.tags import tag_values
 from ecgtransfer.tracking import EndedEarly
 from ecgtransfer.training.callbacks import Callback
+from ecgtransfer.training import study as study_lib
 
 if TYPE_CHECKING:
     from ecgtransfer.training.search_space import SearchSpace
@@ -189,16 +190,6 @@ def study_name(config: TuneConfig, space: SearchSpace, base: dict[str, Any]) -> 
 
 
 # ---- the study's storage ----------------------------------------------------------------------
-def _shown_url(url: str) -> str:
-    """A storage URL as it may be shown and logged: its password hidden."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: shown as given
-        return url
-
-
 def _holds_trials(out: Path) -> bool:
     """Whether a search folder holds the trials of an earlier session of its search."""
     try:
@@ -206,125 +197,6 @@ def _holds_trials(out: Path) -> bool:
         return (out / "trials.csv").is_file() or (trials.is_dir() and any(trials.iterdir()))
     except OSError:
         return False
-
-
-def _check_storage(config: TuneConfig, url: str, out: Path, trials_done: bool) -> None:
-    """Refuse, touching nothing, a storage that cannot hold the study: not a URL, an unknown
-    database kind, an in-memory or unreachable SQLite file, or an SQLite study file that is
-    damaged, another program's database, or empty or missing while ``out`` holds the
-    search's trials (their study is lost: a new one would run over them).
-
-    Raises
-    ------
-    ValueError
-        One line naming ``--storage`` and its value, or the default storage's file.
-    """
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    from ecgtransfer import tracking
-
-    flag = f"--storage {_shown_url(url)}"
-    try:
-        parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise ValueError(f"--storage {url}: not a database URL; give one such as "
-                         "sqlite:///optuna.db (an SQLite file) or postgresql://USER@HOST/DB"
-                         ) from None
-    try:
-        parsed.get_dialect()
-    except sqlalchemy.exc.NoSuchModuleError:
-        raise ValueError(f"{flag}: no database kind {parsed.get_backend_name()!r} is known "
-                         "(sqlite, postgresql, mysql, ...)") from None
-    if parsed.get_backend_name() != "sqlite":
-        return
-    database = parsed.database or ""
-    if database in ("", ":memory:"):
-        raise ValueError(f"{flag}: an in-memory database keeps no study between runs; name a "
-                         "file, such as sqlite:///optuna.db")
-    if database.startswith("file:"):  # an SQLite URI filename: SQLite's own business
-        return
-    path = Path(database).resolve()
-    who = flag if config.storage else str(path)
-    if not path.parent.is_dir():
-        problem = "is a file" if path.parent.exists() else "does not exist"
-        if config.storage:
-            raise ValueError(f"{flag}: the folder {path.parent} {problem}; create it, or name "
-                             "a file in an existing folder")
-        if path.parent != out.resolve():  # beside the MLflow store; a new --out is made
-            uri = tracking.tracking_uri(config.tracking_uri)
-            raise ValueError(f"{uri}: the folder {path.parent} {problem}; create it, or pass "
-                             "another --tracking-uri")
-    if path.is_dir():
-        raise ValueError(f"{who}: is a folder, not an SQLite file")
-    lost = (f"but {out} holds this search's trials (their study is lost); nothing was "
-            "touched: restore the study file from a backup, or choose another --out to start a "
-            "new search")
-    if not path.exists():
-        if trials_done:
-            raise ValueError(f"{who}: no such study file, {lost}")
-        return
-    _check_study_file(path, who, lost if trials_done else "")
-
-
-def _check_study_file(path: Path, who: str, lost: str) -> None:
-    """An existing SQLite study file, read only: empty (refused when ``lost`` says why), not
-    SQLite, damaged, or another program's database."""
-    import sqlite3
-    from urllib.parse import quote
-
-    restore = ("nothing was touched: restore it from a backup, or move it away and start the "
-               "search in a new --out")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as exc:
-        raise ValueError(f"{who}: cannot be read ({exc.strerror})") from None
-    if not head:
-        if lost:
-            raise ValueError(f"{who}: empty (0 bytes), {lost}")
-        return  # a new study file (created, then killed before its tables were written)
-    if head != b"SQLite format 3\x00":
-        raise ValueError(f"{who}: not an SQLite database (damaged, or another kind of file); "
-                         f"{restore}")
-    try:  # read-write without creating: a journal a kill left behind is rolled back
-        db = sqlite3.connect(f"file:{quote(str(path))}?mode=rw", uri=True)
-        try:
-            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
-            tables = {row[0] for row in
-                      db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        verdict, tables = str(exc).splitlines()[0] if str(exc) else type(exc).__name__, set()
-    if verdict != "ok":
-        raise ValueError(f"{who}: a damaged SQLite database ({verdict}); {restore}")
-    if tables and not {"studies", "version_info"} <= tables:
-        shown = ", ".join(sorted(tables)[:4]) + (", ..." if len(tables) > 4 else "")
-        raise ValueError(f"{who}: another program's database (tables {shown}), not Optuna "
-                         "studies; pass another --storage")
-
-
-def _open_storage(config: TuneConfig, url: str):
-    """Optuna's storage at ``url`` (checked by :func:`_check_storage`); one line if it cannot be
-    opened (a server that does not answer, a missing driver, an incompatible schema)."""
-    import optuna
-
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # SQLAlchemy, the database's driver and Optuna raise many kinds
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        who = f"--storage {_shown_url(url)}" if config.storage else _shown_url(url)
-        raise ValueError(f"{who}: cannot be opened as an Optuna storage "
-                         f"({type(exc).__name__}{': ' + first if first else ''})") from None
-
-
-def _has_study(storage, name: str) -> bool:
-    try:
-        storage.get_study_id_from_name(name)
-    except KeyError:
-        return False
-    return True
 
 
 # ---- the search -------------------------------------------------------------------------------
@@ -339,27 +211,6 @@ class _TrialFailed(Exception):
 
 class _BadMetric(ConfigError):
     """The space names a metric the stage does not log: the whole search stops."""
-
-
-def _sampler(config: TuneConfig, space: SearchSpace):
-    import optuna
-
-    if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=config.sampler_seed)
-    if config.sampler == "grid":
-        return optuna.samplers.GridSampler({p.name: p.grid_values() for p in space.params},
-                                           seed=config.sampler_seed)
-    return optuna.samplers.TPESampler(seed=config.sampler_seed)
-
-
-def _pruner(config: TuneConfig):
-    import optuna
-
-    if config.pruner == "median":  # none before 3 trials finished, nor before epoch 2
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
-    if config.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    return optuna.pruners.NopPruner()
 
 
 @dataclass
@@ -412,9 +263,10 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
     # the study's storage is checked before anything is written: a damaged or lost study file
     # beside the search's trials must not start a new study over them
     storage_url = config.storage or default_storage(config)
-    shown = _shown_url(storage_url)
+    shown = study_lib.shown_url(storage_url)
     trials_done = _holds_trials(out)
-    _check_storage(config, storage_url, out, trials_done)
+    study_lib.check_storage(storage_url, named=bool(config.storage), out=out,
+                            trials_done=trials_done, tracking_uri=tracker.uri)
     name = config.study or study_name(config, space, base)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # its failure notices carry tracebacks;
     # a failed trial is one line of ours instead
@@ -427,8 +279,8 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
     except OSError as exc:
         raise ValueError(f"--out {out}: cannot be written ({exc.strerror})") from None
     try:
-        storage = _open_storage(config, storage_url)
-        if trials_done and not _has_study(storage, name):
+        storage = study_lib.open_storage(storage_url, named=bool(config.storage))
+        if trials_done and not study_lib.has_study(storage, name):
             raise ValueError(f"{out}: holds the trials of a search whose study {name} is not "
                              f"in {shown} (a lost or replaced study file, or a changed space "
                              f"file); nothing was touched: restore the study file, or choose "
@@ -437,9 +289,11 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
         with atomic_file(out / "config.yaml") as f:
             f.write(to_yaml(config))
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                    direction=space.direction, sampler=_sampler(config, space),
-                                    pruner=_pruner(config))
-        _fail_interrupted(study, storage)
+                                    direction=space.direction,
+                                    sampler=study_lib.sampler(config.sampler,
+                                                              config.sampler_seed, space),
+                                    pruner=study_lib.pruner(config.pruner))
+        study_lib.fail_interrupted(study, storage)
         # before the trials' stage describes it as its own: this experiment holds searches
         tracker.describe_experiment(config.experiment, (
             "Optuna searches by `ecgtransfer tune`: each search is a run, its trials (runs of "
@@ -465,7 +319,7 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
             t0 = time.perf_counter()
             objective = _Objective(config, replace(context, tracker=tracker), space, stage, base, out,
                                    run.id)
-            remaining = config.trials - _counted(study)
+            remaining = config.trials - study_lib.counted(study)
             if remaining > 0:
                 study.optimize(objective, n_trials=remaining, timeout=config.timeout,
                                catch=(_TrialFailed,))
@@ -473,31 +327,10 @@ def tune(config: TuneConfig, context: Context) -> TuneResult:
             result = _report(config, space, stage, base, study, run, out, seconds)
             c = result.counts
             if c["fail"] and not c["complete"] and not c["pruned"]:  # the run ends FAILED
-                raise ValueError(_every_trial_failed(study, out))
+                raise ValueError(study_lib.every_trial_failed(study, out))
     finally:
         lock.__exit__(None, None, None)
     return result
-
-
-def _counted(study) -> int:
-    """Trials that count towards ``trials``: finished ones, not those a kill interrupted."""
-    from optuna.trial import TrialState
-
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-               and not t.user_attrs.get("interrupted"))
-
-
-def _fail_interrupted(study, storage) -> None:
-    """Trials left RUNNING by a killed search (this process holds the search's lock, so no one
-    runs them) are marked failed and interrupted, and run again with the same values."""
-    from optuna.trial import TrialState
-
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params, skip_if_exists=False)
-        log.info("trial %d was interrupted; it runs again with the same values", t.number)
 
 
 def _end_interrupted_runs(tracker, experiment: str, search_run: str) -> None:
@@ -509,19 +342,6 @@ def _end_interrupted_runs(tracker, experiment: str, search_run: str) -> None:
         tracker.end_run(found.run_id, "KILLED")
         log.info("the run of trial %s was left running by a killed search; it is marked KILLED",
                  found.tag("trial", "?"))
-
-
-def _every_trial_failed(study, out: Path) -> str:
-    """The one line for a search none of whose trials finished: the first one's reason and
-    where every reason is."""
-    from optuna.trial import TrialState
-
-    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-              if not t.user_attrs.get("interrupted")]
-    first = failed[0]
-    reason = first.user_attrs.get("error") or "no reason recorded"
-    return (f"{out}: every trial failed ({len(failed)} of {len(failed)}); trial {first.number}: "
-            f"{reason}; each trial's reason is in {out / 'trials.csv'} (user_attrs_error)")
 
 
 class _Objective:
@@ -715,40 +535,11 @@ def _report(config: TuneConfig, space: SearchSpace, stage: Stage, base: dict, st
         run.log_metrics({f"best_{space.metric}": best_value, "best_trial": best_trial})
         run.set_tags(tag_values(best_trial=best_trial,
                                 best_config_hash=config_hash(cfg, exclude=_BOOKKEEPING)))
-        _plots(study, run, out)
+        for path in study_lib.plots(study, out / "plots"):
+            run.log_artifact(path, "plots")
     return TuneResult(out, run.id, study.study_name,
-                      _shown_url(config.storage or default_storage(config)),
+                      study_lib.shown_url(config.storage or default_storage(config)),
                       best_trial, best_value, best_params, counts, seconds)
-
-
-def _plots(study, run, out: Path) -> None:
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    plots = [("optimization_history", ovm.plot_optimization_history)]
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
-        plots.append(("param_importances", ovm.plot_param_importances))
-    for name, plot in plots:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna's "experimental" notices
-            try:
-                ax = plot(study)
-            except (ValueError, RuntimeError) as exc:  # e.g. importances of a constant value
-                log.info("no %s plot: %s", name, exc)
-                continue
-        fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
-        fig.set_size_inches(8, 5)
-        fig.tight_layout()
-        (out / "plots").mkdir(exist_ok=True)
-        fig.savefig(out / "plots" / f"{name}.png", dpi=100)
-        run.log_artifact(out / "plots" / f"{name}.png", "plots")
-        plt.close(fig)
 
 
 def run_tune(config: TuneConfig, context: Context) -> StageResult:
