@@ -13,7 +13,8 @@ import pandas as pd
 
 from ecgtransfer.explain.waves import OTHER, WAVES
 
-__all__ = ["ecg_paper", "wave_share_bars", "faithfulness_curves", "MM_PER_S", "MM_PER_MV"]
+__all__ = ["ecg_paper", "wave_share_bars", "faithfulness_curves", "Pages", "MM_PER_S",
+           "MM_PER_MV"]
 
 MM_PER_S = 25.0
 """Paper speed."""
@@ -174,3 +175,22 @@ def faithfulness_curves(curves: pd.DataFrame, ylabel: str = "score"):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+class Pages:
+    """The multi-record PDF, a page added as each figure is made (none kept in memory)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._pdf = None
+
+    def add(self, fig) -> None:
+        from matplotlib.backends.backend_pdf import PdfPages
+
+        if self._pdf is None:
+            self._pdf = PdfPages(self.path)
+        self._pdf.savefig(fig)
+
+    def close(self) -> None:
+        if self._pdf is not None:
+            self._pdf.close()

@@ -40,21 +40,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ecgtransfer.config import check, setting
+from ecgtransfer.explain import summary
 from ecgtransfer.explain.attribution import METHODS
+from ecgtransfer.explain.summary import PARTS as _PARTS
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ExplainConfig", "explain", "WAVE_SHARE_COLUMNS"]
+__all__ = ["ExplainConfig", "explain"]
 
 log = logging.getLogger("ecgtransfer")
 
 EXPLAIN_VERSION = 1
 """Bumped whenever the stage's algorithm changes what it computes (a pipeline re-runs it)."""
-_PARTS = ("p", "pr", "qrs", "st", "t", "other")
-WAVE_SHARE_COLUMNS = ("output", "method", "n_records", *(f"share_{p}" for p in _PARTS),
-                      *(f"time_{p}" for p in _PARTS))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -324,188 +323,6 @@ def _notes(loaded, names, shown, truth, intervals) -> list[str]:
     return [line for line in (pred, true, lab) if line]
 
 
-def _tables(records: list[_Record], loaded, config: ExplainConfig) -> dict[str, pd.DataFrame]:
-    import pandas as pd
-
-    rows = pd.DataFrame([r for rec in records for r in rec.rows])
-    shares = pd.DataFrame([r for rec in records for r in rec.shares])
-    curves = pd.DataFrame([r for rec in records for r in rec.curves])
-    sanity = pd.DataFrame([r for rec in records for r in rec.sanity])
-    out: dict[str, pd.DataFrame] = {"records": rows}
-    if len(shares):
-        cols = [f"share_{p}" for p in _PARTS] + [f"time_{p}" for p in _PARTS]
-        table = shares.groupby(["output", "method"], sort=False)[cols].mean().reset_index()
-        table.insert(2, "n_records", shares.groupby(["output", "method"], sort=False)
-                     .size().to_numpy())
-        for part in _PARTS:
-            bounds = [_interval(g[f"share_{part}"].to_numpy(), config)
-                      for _, g in shares.groupby(["output", "method"], sort=False)]
-            table[f"share_{part}_ci_low"] = [b[0] for b in bounds]
-            table[f"share_{part}_ci_high"] = [b[1] for b in bounds]
-        out["wave_share_records"] = shares
-        if loaded.kind == "regressor":
-            table = _defining(table, shares)
-        out["wave_share"] = table
-    if len(curves):
-        out["faithfulness"] = _faithfulness(curves, config)
-        points = []
-        for method, part in curves.groupby("method", sort=False):
-            for kind in ("deletion", "insertion"):
-                fr = np.mean(np.stack(part["fractions"].to_list()), axis=0)
-                val = np.nanmean(np.stack(part[kind].to_list()), axis=0)
-                points += [{"method": method, "kind": kind, "fraction": f, "value": v}
-                           for f, v in zip(fr, val)]
-        out["curves"] = pd.DataFrame(points)
-    if len(sanity):
-        table = sanity.groupby("method", sort=False).agg(
-            n=("spearman", "count"), spearman_mean=("spearman", "mean"),
-            spearman_min=("spearman", "min"), spearman_max=("spearman", "max"),
-            spearman_input=("spearman_input", "mean")).reset_index()
-        table["randomisation"] = [_differs(r) for r in table["spearman_mean"]]
-        out["sanity"] = table
-    timing = [c for c in rows.columns if c.startswith("seconds_")]
-    out["timing"] = pd.DataFrame({"method": [c[len("seconds_"):] for c in timing],
-                                  "seconds_per_record_output": [rows[c].mean() for c in timing],
-                                  "n": len(rows)})
-    return out
-
-
-class _Pages:
-    """The multi-record PDF, a page added as each figure is made (none kept in memory)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._pdf = None
-
-    def add(self, fig) -> None:
-        from matplotlib.backends.backend_pdf import PdfPages
-
-        if self._pdf is None:
-            self._pdf = PdfPages(self.path)
-        self._pdf.savefig(fig)
-
-    def close(self) -> None:
-        if self._pdf is not None:
-            self._pdf.close()
-
-
-def _interval(values: np.ndarray, config: ExplainConfig) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of per-record ``values`` (resampling the
-    records; NaN without resamples or values)."""
-    from ecgtransfer.training.metrics import bootstrap_draws, percentile_interval
-
-    values = np.asarray(values, dtype=float)
-    if not config.bootstrap or not len(values):
-        return (np.nan, np.nan)
-    draws = bootstrap_draws(len(values), n_resamples=config.bootstrap, seed=config.seed)
-    return percentile_interval([np.nanmean(values[idx]) for _, idx in draws])
-
-
-def _faithfulness(curves: pd.DataFrame, config: ExplainConfig) -> pd.DataFrame:
-    """Mean areas per output and method (and over all outputs), with each method's paired
-    difference to the random orders of the same record and output and its 95% interval."""
-    import pandas as pd
-
-    per = curves.groupby(["record_id", "output", "method"], sort=False)[
-        ["deletion_auc", "insertion_auc"]].mean().reset_index()
-    rand = per[per["method"] == "random"].set_index(["record_id", "output"])
-    rows = []
-    for output in ["all", *dict.fromkeys(per["output"])]:
-        part = per if output == "all" else per[per["output"] == output]
-        for method, g in part.groupby("method", sort=False):
-            row = {"output": output, "method": method,
-                   "n": int(g["deletion_auc"].notna().sum()),
-                   "deletion_auc": g["deletion_auc"].mean(),
-                   "insertion_auc": g["insertion_auc"].mean()}
-            key = pd.MultiIndex.from_frame(g[["record_id", "output"]])
-            for kind in ("deletion", "insertion"):
-                diff = g[f"{kind}_auc"].to_numpy() - rand[f"{kind}_auc"].reindex(key).to_numpy()
-                row[f"{kind}_vs_random"] = float(np.nanmean(diff)) if len(diff) else np.nan
-                lo, hi = _interval(diff, config) if method != "random" else (0.0, 0.0)
-                row[f"{kind}_vs_random_ci_low"], row[f"{kind}_vs_random_ci_high"] = lo, hi
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _against_baseline(shares: pd.DataFrame, baseline: str, config: ExplainConfig) -> pd.DataFrame:
-    """Paired differences of the wave shares to another explain folder's, record by record (the
-    records, outputs and methods both explained), with 95% bootstrap intervals."""
-    import pandas as pd
-
-    path = Path(baseline) / "wave_share_records.csv"
-    try:
-        theirs = pd.read_csv(path, dtype={"record_id": str})
-    except (OSError, ValueError):
-        raise ValueError(f"--baseline {baseline}: no wave_share_records.csv (not an explain "
-                         "folder of this version?)") from None
-    keys = ["record_id", "output", "method"]
-    both = shares.merge(theirs, on=keys, suffixes=("", "_baseline"))
-    if both.empty:
-        raise ValueError(f"--baseline {baseline}: no record, output and method explained in "
-                         "both")
-    rows = []
-    for (output, method), g in both.groupby(["output", "method"], sort=False):
-        for part in _PARTS:
-            diff = (g[f"share_{part}"] - g[f"share_{part}_baseline"]).to_numpy()
-            both_have = np.isfinite(diff)  # a map of all zeros (Grad-CAM's ReLU) has no shares
-            diff = diff[both_have]
-            lo, hi = _interval(diff, config)
-            rows.append({"output": output, "method": method, "part": part,
-                         "n_records": int(both_have.sum()),
-                         "share": g[f"share_{part}"][both_have].mean(),
-                         "baseline_share": g[f"share_{part}_baseline"][both_have].mean(),
-                         "difference": float(np.mean(diff)) if len(diff) else np.nan,
-                         "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(rows)
-
-
-ENRICHMENT = 1.5
-"""An interval's attribution sits on its defining wave when that wave's share of |attribution|
-is at least this many times its share of the time, and no other wave is more enriched."""
-
-
-def _enrichment(row, parts) -> float:
-    t = sum(row[f"time_{p}"] for p in parts)
-    return sum(row[f"share_{p}"] for p in parts) / t if t > 0 else np.nan
-
-
-def _most_enriched(row) -> str:
-    return max(_PARTS[:-1], key=lambda p: row[f"share_{p}"] / max(row[f"time_{p}"], 1e-9))
-
-
-def _defining(table: pd.DataFrame, shares: pd.DataFrame) -> pd.DataFrame:
-    """The wave-share table of a regressor with whether each interval's attribution sits on the
-    wave that defines it (:data:`ENRICHMENT`), over the mean shares and record by record."""
-    from ecgtransfer.explain.waves import DEFINING_WAVES
-
-    table = table.copy()
-    parts = [DEFINING_WAVES.get(o, ()) for o in table["output"]]
-    table["defining"] = ["+".join(p) for p in parts]
-    table["defining_share"] = [sum(r[f"share_{w}"] for w in p)
-                               for p, (_, r) in zip(parts, table.iterrows())]
-    table["defining_enrichment"] = [_enrichment(r, p) for p, (_, r) in zip(parts, table.iterrows())]
-    table["most_enriched"] = [_most_enriched(r) for _, r in table.iterrows()]
-    table["on_defining_wave"] = [bool(p) and e >= ENRICHMENT and m in p for p, e, m in zip(
-        parts, table["defining_enrichment"], table["most_enriched"])]
-    per_record = []
-    for (output, method), part in shares.groupby(["output", "method"], sort=False):
-        p = DEFINING_WAVES.get(output, ())
-        hits = [bool(p) and _enrichment(r, p) >= ENRICHMENT and _most_enriched(r) in p
-                for _, r in part.iterrows()]
-        per_record.append(float(np.mean(hits)) if hits else np.nan)
-    table["records_on_defining_wave"] = per_record
-    return table
-
-
-def _differs(rho: float) -> str:
-    """Adebayo et al.'s check in words: how far the trained model's attributions are from the
-    randomised model's (mean Spearman of |attribution|)."""
-    if not np.isfinite(rho):
-        return "not measured"
-    return ("differs clearly" if rho < 0.3 else "differs partly" if rho < 0.6
-            else "hardly differs (fails)")
-
-
 def _replace_folder(tmp: Path, out: Path) -> None:
     """``tmp`` renamed to ``out``; an earlier ``out`` (explain's own, checked up front and again
     here) is removed only once the new one is in place."""
@@ -527,7 +344,7 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
 
     from ecgtransfer.data.store import SignalStore, StoreError
     from ecgtransfer.explain.faithfulness import randomized_model
-    from ecgtransfer.explain.figures import faithfulness_curves, wave_share_bars
+    from ecgtransfer.explain.figures import Pages, faithfulness_curves, wave_share_bars
     from ecgtransfer.files import atomic_file, check_output_folder, mark_output_folder, on_disk_full
     from ecgtransfer.transfer import load_folds, load_model
 
@@ -572,7 +389,7 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
             mark_output_folder(tmp, "explain")
             (tmp / "figures").mkdir()
             (tmp / "attributions").mkdir()
-            pdf = _Pages(tmp / "explain.pdf") if config.figures else None
+            pdf = Pages(tmp / "explain.pdf") if config.figures else None
             records = []
             index = store.index.set_index("record_id")
             with torch.random.fork_rng(devices=[]):
@@ -585,10 +402,13 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
                              if model.kind == "classifier" else [])
                     records.append(_explain_record(config, model, randomized[id(model)],
                                                    record_id, x, own, truth, tmp, pdf))
-            tables = _tables(records, loaded, config)
+            tables = summary.tables(
+                *([r for rec in records for r in getattr(rec, part)]
+                  for part in ("rows", "shares", "curves", "sanity")),
+                kind=loaded.kind, bootstrap=config.bootstrap, seed=config.seed)
             if config.baseline and "wave_share_records" in tables:
-                tables["wave_share_vs_baseline"] = _against_baseline(
-                    tables["wave_share_records"], config.baseline, config)
+                tables["wave_share_vs_baseline"] = summary.against_baseline(
+                    tables["wave_share_records"], config.baseline, config.bootstrap, config.seed)
             for name, table in tables.items():
                 if name == "curves":
                     continue
