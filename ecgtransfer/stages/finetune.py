@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -23,11 +23,7 @@ from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
                                         TrainingResult, check_model_settings, used_counts)
 from ecgtransfer.tags import tag_values
 from ecgtransfer.training.evaluation import evaluator_for
-from ecgtransfer.training.targets import (class_weights, diagnostic_targets, statement_targets,
-                                          store_classes)
-
-if TYPE_CHECKING:
-    import pandas as pd
+from ecgtransfer.training.targets import class_targets, class_weights
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "setting_hash"]
 
@@ -152,7 +148,7 @@ class _Fold:
 
 
 class _Finetune(TrainedStage):
-    """Store, labels, splits, trunks and model of one ``finetune`` call: everything checked
+    """Store, targets, folds, trunks and model of one ``finetune`` call: everything checked
     before a file is written."""
 
     experiment_note = ("PTB-XL diagnostic classifiers by `ecgtransfer finetune`: pretrained "
@@ -162,38 +158,14 @@ class _Finetune(TrainedStage):
                        "compare` pools the seeds.")
 
     def __init__(self, config: FinetuneConfig, context: Context):
-        from ecgtransfer.data.splits import cv_folds, split_positions, stratified_positions
         from ecgtransfer.training.distributed import barrier
 
         super().__init__(config, context, "finetune")
-        where = str(self.store.path)
-        self.multilabel = config.task != "single_label"
-        index = self.store.index
-        if config.task in BENCHMARK_TASKS:
-            self.classes, self.targets, self.reasons = statement_targets(index, config.task, where)
-        else:
-            self.classes = store_classes(self.store)
-            self.targets, self.reasons = diagnostic_targets(index, config.task, where,
-                                                            self.classes)
+        self.labels = class_targets(self.store, config.task)
+        self.classes, self.multilabel = self.labels.classes, self.labels.multilabel
         self.evaluator = evaluator_for(self.classes, self.multilabel, config.bootstrap,
                                        config.seed, self._challenge_scoring())
-        how = config.split
-        if how == "auto":
-            how = ("folds" if "split" in index.columns else
-                   "stratified" if self.classes != SUPERCLASSES else "random")
-        self.split_how = how
-        labels = (self.targets.astype(np.int64) if self.multilabel else
-                  np.eye(len(self.classes), dtype=np.int64)[np.maximum(self.targets, 0)]
-                  * (self.targets >= 0)[:, None])
-        if config.cv:
-            self.folds = cv_folds(index, config.cv, how, where=where, labels=labels)
-        elif how == "stratified" or config.holdout:
-            self.folds = [stratified_positions(labels, seed=config.seed,
-                                               fractions=config.split_fractions,
-                                               test=self._held_out(), where=where)]
-        else:
-            self.folds = [split_positions(index, how, seed=config.seed,
-                                          fractions=config.split_fractions, where=where)]
+        self.split_how, self.folds = _folds(config, self.store, self.labels)
         for fold in range(len(self.folds)):  # every fold usable before anything is written
             self._choose(fold)
         if self.dist.is_main:  # the tracking store exists before any rank reads runs from it
@@ -214,31 +186,16 @@ class _Finetune(TrainedStage):
                              "classes in order; prepare it again with this ecgtransfer")
         return scoring
 
-    def _held_out(self) -> np.ndarray | None:
-        """The records of the ``holdout`` database (the test split), or None."""
-        database = self.config.holdout
-        if not database:
-            return None
-        index = self.store.index
-        if "database" not in index.columns:
-            raise ConfigError(f"holdout: {self.store.path} has no source databases (a Challenge "
-                              "2021 store has)", "holdout")
-        found = index["database"].astype(str).to_numpy()
-        if database not in set(found):
-            raise ConfigError(f"holdout: no {database!r} records in {self.store.path} (it has "
-                              f"{', '.join(sorted(set(found)))})", "holdout")
-        return found == database
-
     def _choose(self, fold: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The usable records of each split of ``fold`` (the training patients subsampled to
         ``train_fraction``) and their counts."""
         from ecgtransfer.data.splits import subsample_patients
 
-        config = self.config
+        config, reasons = self.config, self.labels.reasons
         splits = self.folds[fold]
         chosen: dict[str, np.ndarray] = {}
         for split, pos in splits.items():
-            keep = pos[self.reasons[pos] == ""]
+            keep = pos[reasons[pos] == ""]
             if split == "train":
                 keep = subsample_patients(self.store.index, keep, config.train_fraction,
                                           config.seed)
@@ -249,52 +206,46 @@ class _Finetune(TrainedStage):
                 raise ValueError(f"{self.store.path}: {which}{len(chosen[split])} usable {split} "
                                  f"records for {config.task} (split {config.split!r}, "
                                  f"train_fraction {config.train_fraction}); need at least 2")
-        return chosen, used_counts(splits, chosen, self.reasons)
+        return chosen, used_counts(splits, chosen, reasons)
 
     def fold(self, i: int) -> _Fold:
         """Fold ``i``'s data (0 without cross-validation): its splits and counts, its run
         folder (``out/fold<i+1>`` under cross-validation) and freshly loaded trunks (training
         changes them)."""
-        cv = bool(self.config.cv)
-        splits, counts = self._choose(i)
-        return _Fold(i + 1 if cv else None, splits, counts,
-                     self.out / f"fold{i + 1}" if cv else self.out, tuple(self._trunks()))
-
-    def _trunks(self) -> list:
-        """The trunks ``--from`` names, loaded anew and checked against the strategy, the
-        model asked for and the store's leads."""
         from ecgtransfer.transfer import load_trunks
 
-        c = self.config
-        return load_trunks(c.sources, strategy=c.strategy, model=c.model,
-                           leads=self.store.leads, where=str(self.store.path),
-                           tracker=self.tracker)
+        c, cv = self.config, bool(self.config.cv)
+        splits, counts = self._choose(i)
+        trunks = load_trunks(c.sources, strategy=c.strategy, model=c.model,
+                             leads=self.store.leads, where=str(self.store.path),
+                             tracker=self.tracker)
+        return _Fold(i + 1 if cv else None, splits, counts,
+                     self.out / f"fold{i + 1}" if cv else self.out, tuple(trunks))
 
-    # ---- trunks ------------------------------------------------------------------------
-    def _scratch_meta(self) -> dict[str, Any]:
-        from ecgtransfer.models import DEFAULT_MODEL, model_defaults
-
-        name = self.config.model or DEFAULT_MODEL
-        fs, n_samples = self.input_shape(self.config.fs)
-        return {"model": name, "model_kwargs": {**model_defaults(name), **self.config.model_kwargs},
-                "targets": [], "units": [], "fs": fs, "n_samples": n_samples,
-                "leads": list(self.store.leads)}
-
+    # ---- model and data --------------------------------------------------------------------
     def build_model(self, fold: _Fold):
         """The classifier of ``fold``, seeded: its pretrained trunks, or fresh ones whose lead
         normalisation is fitted on its training records."""
         import torch
 
         from ecgtransfer.data.dataset import fit_lead_stats
+        from ecgtransfer.models import DEFAULT_MODEL, model_defaults
         from ecgtransfer.models.classifier import TransferClassifier
         from ecgtransfer.models.regressor import blank_regressor
 
         config = self.config
 
+        def scratch_meta() -> dict[str, Any]:
+            name = config.model or DEFAULT_MODEL
+            fs, n_samples = self.input_shape(config.fs)
+            return {"model": name, "model_kwargs": {**model_defaults(name), **config.model_kwargs},
+                    "targets": [], "units": [], "fs": fs, "n_samples": n_samples,
+                    "leads": list(self.store.leads)}
+
         def make():
             if config.strategy == "scratch":
                 metas = ([json.loads(json.dumps(s.regressor.meta)) for s in fold.sources]
-                         or [self._scratch_meta()] * (config.trunks or 1))
+                         or [scratch_meta()] * (config.trunks or 1))
                 trunks = [blank_regressor(m) for m in metas]
                 mean, std = fit_lead_stats(self.store, fold.splits["train"])
                 idx = self.lead_index(metas[0]["leads"])
@@ -313,95 +264,25 @@ class _Finetune(TrainedStage):
     def lead_index(self, leads: list[str]) -> list[int]:
         return [self.store.leads.index(lead) for lead in leads]
 
-    # ---- data ----------------------------------------------------------------------------
     def dataset(self, model, pos: np.ndarray):
         from ecgtransfer.data.dataset import StoreDataset
 
         meta = model.meta
         n = len(meta["leads"])
-        return StoreDataset(self.store, pos, self.targets[pos], np.zeros(n), np.ones(n),
+        return StoreDataset(self.store, pos, self.labels.targets[pos], np.zeros(n), np.ones(n),
                             meta["fs"], meta["n_samples"], leads=self.lead_index(meta["leads"]))
-
-    def table(self) -> pd.DataFrame:
-        """Record id and label of every store record (the MLflow dataset inputs)."""
-        import pandas as pd
-
-        ids = self.store.index["record_id"].to_numpy()
-        if self.multilabel:
-            table = pd.DataFrame(self.targets.astype(float), columns=list(self.classes))
-            table.insert(0, "record_id", ids)
-            return table
-        labels = np.array([self.classes[t] if t >= 0 else "" for t in self.targets])
-        return pd.DataFrame({"record_id": ids, "superclass": labels})
 
     def task(self, fold: _Fold):
         from ecgtransfer.training.tasks import ClassificationTask
 
         weights = None
         if self.config.class_weights != "none":
-            weights = class_weights(self.targets[fold.splits["train"]], self.multilabel,
-                                     str(self.store.path), self.classes)
+            weights = class_weights(self.labels.targets[fold.splits["train"]], self.multilabel,
+                                    str(self.store.path), self.classes)
             if self.config.class_weights == "sqrt":
                 weights = np.sqrt(weights)
         return ClassificationTask(self.classes, multilabel=self.multilabel, class_weights=weights,
                                   loss=self.config.loss)
-
-    # ---- tracking ------------------------------------------------------------------------
-    def run_tags(self, model, fold: _Fold, evaluation: str | None = None) -> dict[str, Any]:
-        """What the run is, in tags that mean exactly that: a scratch run has no pretraining
-        source (``source`` is ``none``); the architecture it borrowed is in ``architecture_from``.
-        ``evaluation``: ``test``, ``fold`` (a cross-validation's fold run, by default) or
-        ``cv`` (its own run)."""
-        c = self.config
-        src = fold.sources
-        number = fold.number if evaluation != "cv" else None
-        tags = tag_values(
-            strategy=c.strategy, freeze=c.freeze, task=c.task, train_fraction=c.train_fraction,
-            seed=c.seed, split=self.split_how + (f":{c.holdout}" if c.holdout else ""),
-            setting=setting_hash(c), trunks=len(model.trunks),
-            model=",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
-            evaluation=evaluation or ("test" if number is None else "fold"), cv=c.cv or None,
-            fold=number)
-        if c.strategy == "scratch":
-            return {**tags, **tag_values(
-                source="none",
-                architecture_from=",".join(dict.fromkeys(s.ref for s in src)) if src else None)}
-        return {**tags, **tag_values(
-            source=",".join(dict.fromkeys(s.dataset or "unknown" for s in src)),
-            source_targets=",".join(s.name for s in src),
-            source_refs=",".join(dict.fromkeys(s.ref for s in src)),
-            source_runs=",".join(s.run_id for s in src if s.run_id),
-            source_models=",".join(s.model_uri for s in src if s.model_uri))}
-
-    def run_name(self, model, fold: _Fold, own: bool = False) -> str:
-        """What differs between fine-tune runs first, short enough for the UI's column:
-        ``single qrs f0.1 s2``, ``combined x4 frozen f1 s0``, ``scratch x4 f1 s0``, and a
-        cross-validation fold's ``single qrs f1 s0 fold3`` (``own``: the cross-validation's
-        own run, without the fold)."""
-        c = self.config
-        n = len(model.trunks)
-        trunks = (f"x{n}" if n > 1 else "") if c.strategy != "single" else fold.sources[0].name
-        number = None if own else fold.number
-        if c.run_name:
-            return c.run_name + ("" if number is None else f" fold{number}")
-        parts = [c.strategy, trunks, "" if c.freeze == "full" else c.freeze,
-                 f"f{c.train_fraction:g}", f"s{c.seed}", "" if number is None else f"fold{number}"]
-        return " ".join(p for p in parts if p)
-
-    def note(self, model, fold: _Fold) -> str:
-        """The run's description: what its trunks are, linking the pretrain runs."""
-        def link(s) -> str:
-            where = self.tracker.experiment_of(s.run_id) if s.run_id else ""
-            return (f"[{s.ref}](#/experiments/{where}/runs/{s.run_id})" if where else s.ref)
-
-        n = len(model.trunks)
-        arch = model.meta["sources"][0]["model"] + (f" x{n}" if n > 1 else "")
-        if self.config.strategy == "scratch":
-            borrowed = ", ".join(f"{s.name}: {link(s)}" for s in fold.sources)
-            return (f"From scratch ({arch}, randomly initialised"
-                    + (f"; architecture of {borrowed}" if borrowed else "") + ").")
-        lines = [f"- {s.name}: {link(s)}" for s in fold.sources]
-        return f"Pretrained trunks ({arch}) from:\n\n" + "\n".join(lines)
 
     def job(self, fold: _Fold) -> Training:
         """``fold``'s model and its training."""
@@ -445,14 +326,14 @@ class _Finetune(TrainedStage):
         example = datasets["test" if len(datasets["test"]) else "val"].signal(0)[None]
         return Training(
             folder=fold.folder, model=model, task=task, datasets=datasets,
-            run_name=self.run_name(model, fold), tags=self.run_tags(model, fold),
-            counts=fold.counts, note=self.note(model, fold),
+            run_name=_run_name(config, model, fold),
+            tags=_run_tags(config, self.split_how, model, fold),
+            counts=fold.counts, note=_note(config, self.tracker, model, fold),
             params={"sources": None,  # tags carry them, and a param value is capped in length
-                    "input": {"fs": model.meta["fs"], "n_samples": model.meta["n_samples"],
-                              "leads": model.meta["leads"]},
-                    "trunks": len(model.trunks), "head_features": model.num_features,
+                    **_model_params(model),
                     "data": {f"n_{s}": c["used"] for s, c in fold.counts.items()}},
-            inputs=(self.table(), fold.splits, None if self.multilabel else "superclass"),
+            inputs=(self.labels.table(self.store.index["record_id"].to_numpy()), fold.splits,
+                    self.labels.label_column),
             example=example.astype(np.float32),
             curves=lambda fit: plots.classification_curves(fit.history, fit.best_epoch),
             evaluate=evaluate_test, finish=finish, save=save_classifier,
@@ -460,6 +341,107 @@ class _Finetune(TrainedStage):
             trainer_kwargs={"param_groups": groups},
             log_model=fold.number is None,
             desc=f"finetune {config.strategy}/{config.freeze}")
+
+
+# ---- the records and folds ------------------------------------------------------------------
+def _folds(config: FinetuneConfig, store, labels) -> tuple[str, list[dict[str, np.ndarray]]]:
+    """How the records are split (``config.split``, ``auto`` resolved) and the splits of each
+    fold (one without cross-validation)."""
+    from ecgtransfer.data.splits import cv_folds, split_positions, stratified_positions
+
+    index, where = store.index, str(store.path)
+    how = config.split
+    if how == "auto":
+        how = ("folds" if "split" in index.columns else
+               "stratified" if labels.classes != SUPERCLASSES else "random")
+    if config.cv:
+        return how, cv_folds(index, config.cv, how, where=where, labels=labels.indicators())
+    if how == "stratified" or config.holdout:
+        return how, [stratified_positions(labels.indicators(), seed=config.seed,
+                                          fractions=config.split_fractions,
+                                          test=_held_out(config.holdout, store), where=where)]
+    return how, [split_positions(index, how, seed=config.seed, fractions=config.split_fractions,
+                                 where=where)]
+
+
+def _held_out(database: str | None, store) -> np.ndarray | None:
+    """The records of the ``holdout`` database (the test split), or None."""
+    if not database:
+        return None
+    index = store.index
+    if "database" not in index.columns:
+        raise ConfigError(f"holdout: {store.path} has no source databases (a Challenge 2021 "
+                          "store has)", "holdout")
+    found = index["database"].astype(str).to_numpy()
+    if database not in set(found):
+        raise ConfigError(f"holdout: no {database!r} records in {store.path} (it has "
+                          f"{', '.join(sorted(set(found)))})", "holdout")
+    return found == database
+
+
+# ---- what the runs say -------------------------------------------------------------------------
+def _model_params(model) -> dict[str, Any]:
+    meta = model.meta
+    return {"input": {"fs": meta["fs"], "n_samples": meta["n_samples"], "leads": meta["leads"]},
+            "trunks": len(model.trunks), "head_features": model.num_features}
+
+
+def _run_tags(c: FinetuneConfig, split_how: str, model, fold: _Fold,
+              evaluation: str | None = None) -> dict[str, Any]:
+    """What the run is, in tags that mean exactly that: a scratch run has no pretraining
+    source (``source`` is ``none``); the architecture it borrowed is in ``architecture_from``.
+    ``evaluation``: ``test``, ``fold`` (a cross-validation's fold run, by default) or ``cv``
+    (its own run)."""
+    src = fold.sources
+    number = fold.number if evaluation != "cv" else None
+    tags = tag_values(
+        strategy=c.strategy, freeze=c.freeze, task=c.task, train_fraction=c.train_fraction,
+        seed=c.seed, split=split_how + (f":{c.holdout}" if c.holdout else ""),
+        setting=setting_hash(c), trunks=len(model.trunks),
+        model=",".join(dict.fromkeys(m["model"] for m in model.meta["sources"])),
+        evaluation=evaluation or ("test" if number is None else "fold"), cv=c.cv or None,
+        fold=number)
+    if c.strategy == "scratch":
+        return {**tags, **tag_values(
+            source="none",
+            architecture_from=",".join(dict.fromkeys(s.ref for s in src)) if src else None)}
+    return {**tags, **tag_values(
+        source=",".join(dict.fromkeys(s.dataset or "unknown" for s in src)),
+        source_targets=",".join(s.name for s in src),
+        source_refs=",".join(dict.fromkeys(s.ref for s in src)),
+        source_runs=",".join(s.run_id for s in src if s.run_id),
+        source_models=",".join(s.model_uri for s in src if s.model_uri))}
+
+
+def _run_name(c: FinetuneConfig, model, fold: _Fold, own: bool = False) -> str:
+    """What differs between fine-tune runs first, short enough for the UI's column:
+    ``single qrs f0.1 s2``, ``combined x4 frozen f1 s0``, ``scratch x4 f1 s0``, and a
+    cross-validation fold's ``single qrs f1 s0 fold3`` (``own``: the cross-validation's own run,
+    without the fold)."""
+    n = len(model.trunks)
+    trunks = (f"x{n}" if n > 1 else "") if c.strategy != "single" else fold.sources[0].name
+    number = None if own else fold.number
+    if c.run_name:
+        return c.run_name + ("" if number is None else f" fold{number}")
+    parts = [c.strategy, trunks, "" if c.freeze == "full" else c.freeze,
+             f"f{c.train_fraction:g}", f"s{c.seed}", "" if number is None else f"fold{number}"]
+    return " ".join(p for p in parts if p)
+
+
+def _note(c: FinetuneConfig, tracker, model, fold: _Fold) -> str:
+    """The run's description: what its trunks are, linking the pretrain runs."""
+    def link(s) -> str:
+        where = tracker.experiment_of(s.run_id) if s.run_id else ""
+        return (f"[{s.ref}](#/experiments/{where}/runs/{s.run_id})" if where else s.ref)
+
+    n = len(model.trunks)
+    arch = model.meta["sources"][0]["model"] + (f" x{n}" if n > 1 else "")
+    if c.strategy == "scratch":
+        borrowed = ", ".join(f"{s.name}: {link(s)}" for s in fold.sources)
+        return (f"From scratch ({arch}, randomly initialised"
+                + (f"; architecture of {borrowed}" if borrowed else "") + ").")
+    lines = [f"- {s.name}: {link(s)}" for s in fold.sources]
+    return f"Pretrained trunks ({arch}) from:\n\n" + "\n".join(lines)
 
 
 def _train(config: FinetuneConfig, context: Context) -> FinetuneResult:
@@ -508,12 +490,11 @@ def _cross_validate(stage: _Finetune, parent_run_id: str | None) -> FinetuneResu
     stage.start()
     info = stage.cross_validate(CrossValidation(
         k=config.cv, folder=stage.out, job=lambda i: stage.job(stage.fold(i)),
-        run_name=stage.run_name(model, first, own=True),
-        tags=stage.run_tags(model, first, evaluation="cv"),
-        params={"input": {"fs": model.meta["fs"], "n_samples": model.meta["n_samples"],
-                          "leads": model.meta["leads"]},
-                "trunks": len(model.trunks), "head_features": model.num_features},
-        note=stage.note(model, replace(first, number=None)) + f"\n\n{config.cv}-fold "
+        run_name=_run_name(config, model, first, own=True),
+        tags=_run_tags(config, stage.split_how, model, first, evaluation="cv"),
+        params=_model_params(model),
+        note=_note(config, stage.tracker, model, replace(first, number=None))
+        + f"\n\n{config.cv}-fold "
         "cross-validation: the metrics pool the out-of-fold predictions of the fold runs "
         "nested here (each record predicted by the one model that never saw it).",
         read=read_predictions, evaluate=evaluate), parent_run_id)

@@ -327,6 +327,13 @@ class TrainedStage:
         median = float(np.median(lengths)) if len(lengths) else 0.0
         return rate, int(round(median * rate / self.store.fs))
 
+    def settings(self) -> dict[str, Any]:
+        """What a model is trained with, as a run's params: the config bar its bookkeeping
+        (where it is written or logged; ``config.yaml`` keeps that), the device and the number
+        of processes."""
+        settings = {k: v for k, v in to_dict(self.config).items() if k not in BOOKKEEPING}
+        return {**settings, "device": str(self.device), "world_size": self.dist.world_size}
+
     def build(self, make: Callable[[], Any]) -> Any:
         """``make()`` with torch's random generator seeded by ``config.seed`` inside a fork, so
         the model's initialisation is the seed's and the caller's generator is untouched."""
@@ -403,9 +410,7 @@ class TrainedStage:
             if run.new:
                 # what the model was trained with; where it was written or logged is
                 # bookkeeping (config.yaml keeps it)
-                settings = {k: v for k, v in to_dict(self.config).items() if k not in BOOKKEEPING}
-                params = {**settings, **job.params, "device": str(self.device),
-                          "world_size": self.dist.world_size}
+                params = {**self.settings(), **job.params}
                 run.log_params({k: v for k, v in params.items()
                                 if not (k in job.params and job.params[k] is None)})
                 run.log_text(to_yaml(self.config), "config.yaml")
@@ -426,7 +431,9 @@ class TrainedStage:
             run.log_artifact(job.folder / "history.csv")
             model = job.finish(trainer.model.cpu().eval())
             job.save(model, job.folder / "model.pt")
-            cost = self.log_cost(run, model, job, fit)
+            cost, measured_at = _cost(model, job, fit)
+            run.log_metrics(cost)
+            run.log_params(measured_at)
             model_uri = None
             if job.log_model:
                 model_uri = run.log_model(model, job.example, job.folder / "model.pt")
@@ -463,9 +470,7 @@ class TrainedStage:
                                           marker=cv.folder / "parent_run.json",
                                           parent=parent) as run:
             # params skip keys logged already, so a run reopened by --resume keeps its own
-            settings = {k: v for k, v in to_dict(self.config).items() if k not in BOOKKEEPING}
-            run.log_params({**settings, **cv.params, "device": str(self.device),
-                            "world_size": self.dist.world_size})
+            run.log_params({**self.settings(), **cv.params})
             run.log_text(to_yaml(self.config), "config.yaml")
             run.set_note(cv.note)
             folds = []
@@ -489,30 +494,6 @@ class TrainedStage:
             write_json(cv.folder / "result.json", result)
         return read_json(cv.folder / "result.json")
 
-    def log_cost(self, run, model, job: Training, fit) -> dict[str, float]:
-        """The model's cost report on its run (metrics ``cost_*``): parameters, MACs per record
-        at its input rate (PyTorch's FlopCounterMode), its weights file's size, CPU latency per
-        record at batch 1 and 64, and the training throughput (training records per second of
-        training, median over epochs)."""
-        from ecgtransfer.models.cost import model_cost
-
-        meta = getattr(model, "meta", {})
-        fs, n_samples = float(meta.get("fs", 0)), int(meta.get("n_samples", 0))
-        leads = len(meta.get("leads") or ()) or int(job.example.shape[1])
-        if not n_samples:
-            n_samples = int(job.example.shape[-1])
-        threads = torch_threads()
-        cost = model_cost(model, fs, n_samples, leads, budget_s=0.3).metrics()
-        cost["cost_size_mb"] = (job.folder / "model.pt").stat().st_size / 1e6
-        seconds = sorted(m["train_seconds"] for m in fit.history if "train_seconds" in m)
-        if seconds:
-            n_train = len(job.datasets["train"])
-            cost["cost_train_records_per_s"] = n_train / seconds[len(seconds) // 2]
-        run.log_metrics(cost)
-        run.log_params({"cost_input": {"fs": fs, "n_samples": n_samples, "leads": leads,
-                                       "cpu_threads": threads}})
-        return cost
-
     def close(self) -> None:
         """Leave the ``torchrun`` process group, if any, and give torch back the caller's
         number of threads (``threads`` is the stage's setting, not the process's)."""
@@ -524,6 +505,29 @@ class TrainedStage:
 
             torch.set_num_threads(self._threads)
             self._threads = None
+
+
+def _cost(model, job: Training, fit) -> tuple[dict[str, float], dict[str, Any]]:
+    """The model's cost report (metrics ``cost_*``): parameters, MACs per record at its input
+    rate (PyTorch's FlopCounterMode), its weights file's size, CPU latency per record at batch
+    1 and 64, and the training throughput (training records per second of training, median
+    over epochs); and the input it was measured at (a param)."""
+    from ecgtransfer.models.cost import model_cost
+
+    meta = getattr(model, "meta", {})
+    fs, n_samples = float(meta.get("fs", 0)), int(meta.get("n_samples", 0))
+    leads = len(meta.get("leads") or ()) or int(job.example.shape[1])
+    if not n_samples:
+        n_samples = int(job.example.shape[-1])
+    threads = torch_threads()
+    cost = model_cost(model, fs, n_samples, leads, budget_s=0.3).metrics()
+    cost["cost_size_mb"] = (job.folder / "model.pt").stat().st_size / 1e6
+    seconds = sorted(m["train_seconds"] for m in fit.history if "train_seconds" in m)
+    if seconds:
+        n_train = len(job.datasets["train"])
+        cost["cost_train_records_per_s"] = n_train / seconds[len(seconds) // 2]
+    return cost, {"cost_input": {"fs": fs, "n_samples": n_samples, "leads": leads,
+                                 "cpu_threads": threads}}
 
 
 def _cv_counts(folds: list[dict]) -> dict[str, Any]:

@@ -10,18 +10,78 @@ the statements the store's records have.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ecgtransfer.data.ptbxl import SUPERCLASSES
+from ecgtransfer.data.ptbxl import BENCHMARK_TASKS, SUPERCLASSES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["class_weights", "diagnostic_targets", "statement_targets", "store_classes"]
+__all__ = ["ClassTargets", "class_targets", "class_weights", "diagnostic_targets",
+           "statement_targets", "store_classes"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClassTargets:
+    """A store's records' targets for one classification task (what :func:`class_targets`
+    reads).
+
+    Attributes
+    ----------
+    classes : tuple of str
+    targets : numpy.ndarray
+        Per record: its class index (-1 for none) for a single-label task, a 0/1 row per class
+        for a multi-label one.
+    reasons : numpy.ndarray of str
+        Why each record cannot be used for the task ("" when it can).
+    multilabel : bool
+    """
+
+    classes: tuple[str, ...]
+    targets: np.ndarray
+    reasons: np.ndarray
+    multilabel: bool
+
+    def indicators(self) -> np.ndarray:
+        """0/1 per record and class (what a stratified split balances)."""
+        if self.multilabel:
+            return self.targets.astype(np.int64)
+        one_hot = np.eye(len(self.classes), dtype=np.int64)[np.maximum(self.targets, 0)]
+        return one_hot * (self.targets >= 0)[:, None]
+
+    @property
+    def label_column(self) -> str | None:
+        """The label's column in :meth:`table` (None: one column per class)."""
+        return None if self.multilabel else "superclass"
+
+    def table(self, record_ids: np.ndarray) -> pd.DataFrame:
+        """Record id and label of every record (what a run logs as its dataset inputs)."""
+        import pandas as pd
+
+        if self.multilabel:
+            table = pd.DataFrame(self.targets.astype(float), columns=list(self.classes))
+            table.insert(0, "record_id", record_ids)
+            return table
+        labels = np.array([self.classes[t] if t >= 0 else "" for t in self.targets])
+        return pd.DataFrame({"record_id": record_ids, self.label_column: labels})
+
+
+def class_targets(store, task: str) -> ClassTargets:
+    """The targets of ``store``'s records for ``task``: a PTB-XL benchmark statement task
+    (:data:`~ecgtransfer.data.ptbxl.BENCHMARK_TASKS`, multi-label), or the diagnostic classes
+    its index holds (``single_label``, ``multi_label``). Problems are one line naming the store."""
+    where = str(store.path)
+    if task in BENCHMARK_TASKS:
+        classes, targets, reasons = statement_targets(store.index, task, where)
+    else:
+        classes = store_classes(store)
+        targets, reasons = diagnostic_targets(store.index, task, where, classes)
+    return ClassTargets(tuple(classes), targets, reasons, task != "single_label")
 
 
 def store_classes(store) -> tuple[str, ...]:
