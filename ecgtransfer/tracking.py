@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -182,14 +181,10 @@ def code_version() -> str:
 
 
 def store_hash(store_path: str | Path) -> str:
-    """12 hex digits identifying a store's content: its identity in ``store.json`` and its
-    index (which records, in which order, with which columns)."""
-    path = Path(store_path)
-    meta = json.loads((path / "store.json").read_text())
-    key = {k: meta.get(k) for k in ("format", "source", "fs", "leads", "identity", "n_records")}
-    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
-    h.update((path / "index.csv").read_bytes())
-    return h.hexdigest()[:12]
+    """12 hex digits identifying a store's content (:func:`ecgtransfer.data.store.content_hash`)."""
+    from ecgtransfer.data.store import content_hash
+
+    return content_hash(store_path)
 
 
 def text(value: Any) -> str:

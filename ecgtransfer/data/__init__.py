@@ -7,7 +7,7 @@ import importlib
 
 _EXPORTS = {"LEADS_8": "leads", "LEADS_12": "leads", "lead_set": "leads",
             "match_leads": "leads", "SignalStore": "store", "StoreError": "store",
-            "StoreWriter": "store"}
+            "StoreWriter": "store", "at_rate": "resampled"}
 """Names re-exported here, with their module: loaded on first use (PEP 562), so that importing
 one data module (``ecgtransfer.data.ptbxl``) does not import the store's pandas and SciPy."""
 
@@ -19,6 +19,7 @@ __all__ = [
     "SignalStore",
     "StoreError",
     "StoreWriter",
+    "at_rate",
 ]
 
 

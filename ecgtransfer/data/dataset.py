@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import Dataset
 
 from ecgtransfer.data.store import SignalStore
-from ecgtransfer.data.transforms import resample
 
 __all__ = ["StoreDataset", "fit_lead_stats"]
 
@@ -60,7 +59,8 @@ class StoreDataset(Dataset):
     lead_mean, lead_std : numpy.ndarray
         Per-lead normalisation, mV: ``x = (signal - mean) / std``.
     fs : float, optional
-        Rate to resample to; default the store's.
+        Rate to train at; default the store's. Another rate reads the store's resampled copy
+        (:func:`ecgtransfer.data.resampled.at_rate`, made once, now if there is none).
     n_samples : int, optional
         Length at ``fs``: longer records are cut, shorter zero-padded (after normalisation).
         Default: 10 s.
@@ -72,14 +72,16 @@ class StoreDataset(Dataset):
     def __init__(self, store: SignalStore, positions: Sequence[int], targets: np.ndarray | None,
                  lead_mean: np.ndarray, lead_std: np.ndarray, fs: float | None = None,
                  n_samples: int | None = None, leads: Sequence[int] | None = None):
-        self.store = store
+        from ecgtransfer.data.resampled import at_rate
+
+        self.fs = float(fs or store.fs)
+        self.store = at_rate(store, self.fs)  # the store itself at its own rate
         self.positions = np.asarray(positions, dtype=np.int64)
         if targets is not None and len(targets) != len(self.positions):
             raise ValueError(f"{len(targets)} targets for {len(self.positions)} records")
         self.targets = targets
         self.mean = np.asarray(lead_mean, dtype=np.float32)[:, None]
         self.std = np.asarray(lead_std, dtype=np.float32)[:, None]
-        self.fs = float(fs or store.fs)
         self.n_samples = int(n_samples or round(10 * self.fs))
         self.leads = None if leads is None else np.asarray(leads, dtype=np.int64)
 
@@ -91,8 +93,6 @@ class StoreDataset(Dataset):
         x = self.store[int(self.positions[i])]
         if self.leads is not None:
             x = x[self.leads]
-        if self.fs != self.store.fs:
-            x = resample(x, self.store.fs, self.fs)
         x = (x - self.mean) / self.std
         if x.shape[1] >= self.n_samples:
             return np.ascontiguousarray(x[:, :self.n_samples])

@@ -37,7 +37,8 @@ from ecgtransfer.data.transforms import to_microvolts
 from ecgtransfer.errors import UserError
 from ecgtransfer.files import append_synced, atomic_file, exclusive_lock, on_disk_full
 
-__all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT", "merge_stores"]
+__all__ = ["SignalStore", "StoreError", "StoreWriter", "STORE_FORMAT", "merge_stores",
+           "content_hash"]
 
 STORE_FORMAT = 1
 _META = "store.json"
@@ -71,6 +72,19 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     raise TypeError(f"cannot store a {type(value).__name__} in the index")
+
+
+def content_hash(path: str | Path) -> str:
+    """12 hex digits identifying a store's content: its identity in ``store.json`` and its
+    index (which records, in which order, with which columns)."""
+    import hashlib
+
+    path = Path(path)
+    meta = json.loads((path / _META).read_text())
+    key = {k: meta.get(k) for k in ("format", "source", "fs", "leads", "identity", "n_records")}
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
+    h.update((path / _INDEX).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _first_difference(meta: Mapping[str, Any], want: Mapping[str, Any]):
