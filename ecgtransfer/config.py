@@ -101,6 +101,9 @@ def _set(config: Any, name: str, value: Any) -> None:
     object.__setattr__(config, name, value)
 
 
+AMP_DTYPES = ("auto", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     """The settings of the one training loop, shared by every training stage."""
@@ -118,11 +121,15 @@ class LoopConfig:
     seed: int = setting(0, "seeds model initialisation, shuffling, splits and dropout")
     num_workers: int = setting(0, "DataLoader worker processes")
     amp: bool = setting(True, "mixed precision on CUDA (ignored on CPU)")
+    amp_dtype: str = setting("auto", "the mixed precision's type on CUDA: bf16 (no loss "
+                             "scaling; Ampere and later), fp16 with a loss scaler, or auto: bf16 "
+                             "where the GPU has it, else fp16", choices=AMP_DTYPES)
     threads: int | None = setting(None, "CPU threads torch may use (default: torch's own "
                                   "choice; 1 or 2 on a shared machine)")
 
     def __post_init__(self) -> None:
         check(self.optimizer not in ("adam", "adamw"), "optimizer", "adam or adamw")
+        check(self.amp_dtype not in AMP_DTYPES, "amp_dtype", ", ".join(AMP_DTYPES))
         check(self.scheduler not in ("cosine", "plateau", "constant"), "scheduler",
               "cosine, plateau or constant")
         for key in ("epochs", "batch_size"):

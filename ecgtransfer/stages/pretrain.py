@@ -51,7 +51,8 @@ class PretrainConfig(TrainingConfig):
                          metavar="NAME")
     model_kwargs: dict[str, Any] = setting({}, "the architecture's parameters "
                                            "(--set model_kwargs.width=64)", cli=False)
-    fs: float | None = setting(None, "input rate; records are resampled (default: the store's)",
+    fs: float | None = setting(None, "input rate; a store at another rate is read from its "
+                               "resampled copy, made once (default: the store's)",
                                unit="Hz")
     max_train_records: int | None = setting(None, "use at most this many training records (a "
                                             "seeded subsample), e.g. for quick runs")

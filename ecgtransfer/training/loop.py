@@ -26,7 +26,7 @@ from ecgtransfer.training import TrainingError
 from ecgtransfer.training.callbacks import Callback, LogProgress, SaveCheckpoint
 from ecgtransfer.training.distributed import DistInfo, gather_objects
 
-__all__ = ["FitResult", "Trainer"]
+__all__ = ["FitResult", "Trainer", "amp_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,18 @@ class FitResult:
     best_score: float
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
+
+
+def amp_dtype(config: Any, device: torch.device) -> torch.dtype | None:
+    """The autocast type of ``config``'s mixed precision on ``device``: None on CPU or with
+    ``amp`` off; ``bfloat16`` for ``amp_dtype`` bf16, or auto where the GPU has it (Ampere and
+    later: H100 and H200 prefer it to fp16); else ``float16``."""
+    if not config.amp or device.type != "cuda":
+        return None
+    want = getattr(config, "amp_dtype", "auto")
+    if want == "bf16" or (want == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -103,8 +115,10 @@ class Trainer:
         elif config.scheduler == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode="min", factor=0.5, patience=2)
-        self.amp = bool(config.amp and device.type == "cuda")
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.amp_dtype = amp_dtype(config, device)
+        self.amp = self.amp_dtype is not None
+        # bf16 has fp32's range: only fp16 needs its loss scaled
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
                                           shuffle=True, seed=config.seed, drop_last=False)
         per_rank = math.ceil(len(train_set) / dist.world_size)
@@ -137,7 +151,8 @@ class Trainer:
         self.model.eval()
         outs, ys = [], []
         for x, y in loader:
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float16,
+                                enabled=self.amp):
                 out = self.model(x.to(self.device, non_blocking=True))
             outs.append(out.float().cpu().numpy())
             ys.append(y.numpy())
@@ -170,7 +185,8 @@ class Trainer:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float16,
+                                enabled=self.amp):
                 out = self.net(x)
                 loss = self.task.loss(out, y)
             if not torch.isfinite(loss):
