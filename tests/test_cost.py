@@ -60,7 +60,10 @@ def test_latency_is_measured_per_record():
     cost = model_cost(net, 100, 1000, latency=False)
     assert math.isnan(cost.latency_ms_b1) and cost.params == count_parameters(net)
     assert set(cost.metrics()) == {"cost_params", "cost_macs", "cost_size_mb",
-                                   "cost_latency_ms_b1", "cost_latency_ms_b64"}
+                                   "cost_latency_ms_b1", "cost_latency_ms_b64",
+                                   "cost_onnx_latency_ms_b1"}
+    measured = model_cost(net, 100, 1000, budget_s=0.05)  # ONNX Runtime is a test dependency
+    assert 0 < measured.onnx_latency_ms_b1 < 1e4
 
 
 def test_models_command_lists_every_model_at_both_rates(cli, tmp_path):

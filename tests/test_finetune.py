@@ -111,7 +111,8 @@ def test_combined_gradual_multilabel_logs_a_complete_run(ptbxl_labelled, pretrai
     assert metrics["cost_macs"] == count_macs(kept, len(kept.meta["leads"]), kept.meta["n_samples"])
     assert metrics["cost_size_mb"] == pytest.approx(
         (tmp_path / "run" / "model.pt").stat().st_size / 1e6)
-    for key in ("cost_latency_ms_b1", "cost_latency_ms_b64", "cost_train_records_per_s"):
+    for key in ("cost_latency_ms_b1", "cost_latency_ms_b64", "cost_onnx_latency_ms_b1",
+                "cost_train_records_per_s"):
         assert 0 < metrics[key] < float("inf"), key
     assert json.loads(params["cost_input.fs"]) == kept.meta["fs"]
 

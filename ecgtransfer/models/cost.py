@@ -34,6 +34,9 @@ class ModelCost:
     latency_ms_b1, latency_ms_b64 : float
         CPU milliseconds per record, at batch 1 and batch 64 (median of repeats; NaN when not
         measured).
+    onnx_latency_ms_b1 : float
+        CPU milliseconds of one record through ONNX Runtime, the model exported as
+        ``ecgtransfer export`` writes it (NaN when not measured).
     fs : float
     n_samples, leads : int
         The input shape the MACs and latency are of.
@@ -44,6 +47,7 @@ class ModelCost:
     size_mb: float
     latency_ms_b1: float
     latency_ms_b64: float
+    onnx_latency_ms_b1: float
     fs: float
     n_samples: int
     leads: int
@@ -142,11 +146,15 @@ def latency_ms(model: nn.Module, leads: int, n_samples: int, batch: int,
 def model_cost(model: nn.Module, fs: float, n_samples: int, leads: int = 8,
                latency: bool = True, budget_s: float = 1.0) -> ModelCost:
     """Parameters, MACs, size and (with ``latency``) CPU latency at batch 1 and 64 of ``model``
-    on records of ``leads`` x ``n_samples`` at ``fs``."""
+    on records of ``leads`` x ``n_samples`` at ``fs``, and ONNX Runtime's at batch 1."""
+    from ecgtransfer.models.export import onnx_latency_ms
+
     nan = float("nan")
     return ModelCost(
         params=count_parameters(model), macs=count_macs(model, leads, n_samples),
         size_mb=state_size(model),
         latency_ms_b1=latency_ms(model, leads, n_samples, 1, budget_s) if latency else nan,
         latency_ms_b64=latency_ms(model, leads, n_samples, 64, budget_s) if latency else nan,
+        onnx_latency_ms_b1=(onnx_latency_ms(model, leads, n_samples, budget_s) if latency
+                            else nan),
         fs=float(fs), n_samples=int(n_samples), leads=int(leads))

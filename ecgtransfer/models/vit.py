@@ -68,7 +68,7 @@ class ViT1d(ECGModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch(x).transpose(1, 2)
         tokens = tokens + _positions(tokens.shape[1], tokens.shape[2], tokens.device, tokens.dtype)
-        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
+        tokens = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         return self.norm(self.encoder(tokens)[:, 0])
 
 

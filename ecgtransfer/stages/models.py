@@ -26,8 +26,8 @@ class ModelsConfig:
     seconds: float = setting(10.0, "record length", unit="s")
     leads: int = setting(8, "input leads")
     num_outputs: int = setting(5, "outputs of the head (5: PTB-XL's superclasses)")
-    latency: bool = setting(False, "also measure CPU latency per record at batch 1 and 64 "
-                            "(about a second per model and rate)")
+    latency: bool = setting(False, "also measure CPU latency per record at batch 1 and 64, "
+                            "and ONNX Runtime's at batch 1 (a few seconds per model and rate)")
     threads: int | None = setting(None, "CPU threads for the latency (default: torch's own)")
     models: list[str] = setting([], "only these registered models (default: all)",
                                 metavar="NAME[,NAME...]")
@@ -76,7 +76,8 @@ def cost_table(config: ModelsConfig) -> pd.DataFrame:
                              "fs_hz": fs, "n_samples": n, "params": c.params,
                              "macs_m": c.macs / 1e6, "size_mb": c.size_mb,
                              "latency_ms_b1": c.latency_ms_b1,
-                             "latency_ms_b64": c.latency_ms_b64})
+                             "latency_ms_b64": c.latency_ms_b64,
+                             "onnx_latency_ms_b1": c.onnx_latency_ms_b1})
     finally:
         torch.set_num_threads(before)
     return pd.DataFrame(rows)
@@ -98,6 +99,7 @@ def run_models(config: ModelsConfig, context: Context) -> StageResult:
             part = table[table["fs_hz"] == fs].set_index("model")
             shown[f"ms/record b1 @ {fs:g} Hz"] = part["latency_ms_b1"]
             shown[f"ms/record b64 @ {fs:g} Hz"] = part["latency_ms_b64"]
+            shown[f"ONNX Runtime ms b1 @ {fs:g} Hz"] = part["onnx_latency_ms_b1"]
     shown = shown.reset_index()
     text = shown.to_markdown(index=False, floatfmt=".3g", intfmt=",")
     note = (f"{config.leads} leads, {config.seconds:g} s records, {config.num_outputs} outputs; "
@@ -118,5 +120,6 @@ register_stage(Stage(
     help="list every registered model with its parameters, MACs per record and size",
     description="Every registered architecture with its parameter count, multiply-accumulates "
                 "per record at each input rate (PyTorch's FlopCounterMode), the size of its "
-                "weights and, with --latency, CPU milliseconds per record at batch 1 and 64. "
-                "--out writes the table as CSV. See docs/pretrain.md (Models)."))
+                "weights and, with --latency, CPU milliseconds per record at batch 1 and 64 "
+                "(PyTorch) and at batch 1 (ONNX Runtime, the model as `ecgtransfer export` "
+                "writes it). --out writes the table as CSV. See docs/pretrain.md (Models)."))
