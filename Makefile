@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup quickstart test test-fast bench clean
+.PHONY: setup quickstart test test-fast bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ bench: setup
 	$(BIN)/python benchmarks/bench_tune.py
 	$(BIN)/python benchmarks/bench_finetune.py
 	$(BIN)/python benchmarks/ptbxl_tasks.py
+	$(BIN)/python benchmarks/bench_data.py
+
+# Every stage at 1/10 and at the study's full size (about 45 GB in WORK, 1-2 hours on 2 cores).
+WORK ?= bench-scale
+bench-scale: setup
+	$(BIN)/python benchmarks/bench_scale.py --work $(WORK) --out $(WORK)/scale.json
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
