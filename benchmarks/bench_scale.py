@@ -21,18 +21,28 @@ Parts, in order (``--parts`` picks some):
   including making the store's 100 Hz copy.
 - ``finetune``: one epoch per fold of a 10-fold cross-validation of a scratch classifier at
   100 Hz on the PTB-XL store (10 fold runs, their pooled predictions and bootstrap).
+- ``runs``: an MLflow store of 2,000 fine-tune runs, made through the tracking layer. 500 of
+  them are test-split runs with their predictions of PTB-XL's 2,184 test records: 10 settings
+  by 50 seeds, probabilities that follow the truth. The other 1,500 are cross-validation fold
+  runs. This part is set-up, timed but not a stage.
+- ``compare``: ``ecgtransfer compare`` over the 500 runs: the seed-and-record bootstrap, paired
+  differences and figures.
+- ``ui``: ``ecgtransfer ui`` on that store. The link it prints is opened in headless Chromium
+  (Selenium), and the part times how long until the fine-tune runs and their test macro AUROC
+  column are on the page. Needs Debian's ``chromium`` and ``chromium-driver``.
 
-Each stage runs under ``benchmarks/measure.py``: seconds from process start (imports included),
-the process's peak RSS and its largest child's (label's workers). The table says, per stage,
-the records, seconds, records/s and peak RSS at each scale, and full/tenth ratios of memory and
-of time per record (targets: at most 1.5x each).
+Each stage runs under ``benchmarks/measure.py``. It records seconds from process start, imports
+included. It also records peak memory of the process tree (label's workers included), sampled
+from ``/proc``: anonymous memory, which is what a stage takes from the machine, and RSS with the
+store's memory-mapped pages, which the kernel may drop. Per stage, the table gives the records,
+seconds, records/s and peak memory at each scale, and the full/tenth ratios of memory and of
+time per record (targets: at most 1.5x each).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +54,12 @@ sys.path.insert(0, str(HERE))
 
 import standins  # noqa: E402
 
-PARTS = ("build", "prepare_ptbxl", "prepare_challenge", "label", "pretrain", "finetune")
+PARTS = ("build", "prepare_ptbxl", "prepare_challenge", "label", "pretrain", "finetune", "runs",
+         "compare", "ui")
+FULL_RUNS, FULL_COMPARED = 2000, 500
+"""An MLflow store of 2,000 fine-tune runs at full size, 500 of them test-split runs with their
+predictions (what ``compare`` reads); the others are cross-validation fold runs."""
+CLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 
 
 def measured(work: Path, name: str, args: list[str]) -> dict:
@@ -77,24 +92,23 @@ def run_scale(work: Path, scale: float, parts: list[str], log) -> list[dict]:
     rows = []
 
     def add(stage: str, records: int, record: dict) -> None:
+        nan = float("nan")
         row = {"scale": scale, "stage": stage, "records": records,
-               "seconds": record["wall_seconds"], "peak_rss_mb": record["peak_rss_mb"],
-               "peak_child_rss_mb": record.get("peak_child_rss_mb", 0.0)}
+               "seconds": record["wall_seconds"], "peak_anon_mb": record.get("peak_anon_mb", nan),
+               "peak_rss_mb": record.get("peak_rss_mb", nan)}
         rows.append(row)
         log(f"{stage:18s} scale {scale:g}: {records:7d} records in {row['seconds']:8.1f} s "
-            f"({records / max(row['seconds'], 1e-9):8.1f}/s), peak RSS {row['peak_rss_mb']:.0f} MB"
-            f" (largest child {row['peak_child_rss_mb']:.0f} MB)")
+            f"({records / max(row['seconds'], 1e-9):8.1f}/s), peak memory "
+            f"{row['peak_anon_mb']:.0f} MB (RSS with mapped files {row['peak_rss_mb']:.0f} MB)")
 
     if "build" in parts:
         t0 = time.perf_counter()
         standins.deepfake_store(data / "deepfake", n_df)
-        add("build_deepfake", n_df, {"wall_seconds": time.perf_counter() - t0,
-                                     "peak_rss_mb": float("nan")})
+        add("build_deepfake", n_df, {"wall_seconds": time.perf_counter() - t0})
         t0 = time.perf_counter()
         standins.ptbxl_folder(data / "ptbxl", n_ptbxl)
         standins.challenge_folder(data / "challenge", scale)
-        add("build_folders", n_ptbxl, {"wall_seconds": time.perf_counter() - t0,
-                                       "peak_rss_mb": float("nan")})
+        add("build_folders", n_ptbxl, {"wall_seconds": time.perf_counter() - t0})
     n_cinc = sum(max(1, round(s[0] * scale)) for s in standins.CHALLENGE_SOURCES.values())
     if "prepare_ptbxl" in parts:
         add("prepare_ptbxl", n_ptbxl, measured(data, "prepare_ptbxl", [
@@ -121,14 +135,111 @@ def run_scale(work: Path, scale: float, parts: list[str], log) -> list[dict]:
             "--cv", "10", "--epochs", "1", "--fs", "100", "--batch-size", "256",
             "--device", "cpu", "--bootstrap", "200",
             "--out", str(_fresh(runs / "finetune")), "--tracking-uri", uri, "-q"]))
+    n_runs, n_compared = round(FULL_RUNS * scale), round(FULL_COMPARED * scale)
+    experiment = "scale-finetune"
+    if "runs" in parts:
+        t0 = time.perf_counter()
+        make_runs(data / "runs-store", experiment, n_runs, n_compared,
+                  round(standins.FULL["ptbxl"] * 0.1 * scale))
+        add("runs", n_runs, {"wall_seconds": time.perf_counter() - t0})
+    runs_uri = f"sqlite:///{data / 'runs-store' / 'mlflow.db'}"
+    if "compare" in parts:
+        add("compare", n_compared, measured(data, "compare", [
+            "compare", "--experiment", experiment, "--tracking-uri", runs_uri,
+            "--out", str(_fresh(runs / "compare")), "-q"]))
+    if "ui" in parts:
+        add("ui", n_runs, {"wall_seconds": ui_seconds(runs_uri, experiment)})
     return rows
+
+
+def make_runs(folder: Path, experiment: str, n_runs: int, n_compared: int,
+              n_test: int) -> None:
+    """``n_runs`` fine-tune runs in a new SQLite store in ``folder`` (see ``runs`` above)."""
+    import numpy as np
+
+    from ecgtransfer.tags import tag_values
+    from ecgtransfer.tracking import Tracker
+    from ecgtransfer.training.predictions import predictions_table, write_predictions
+
+    _fresh(folder).mkdir(parents=True)
+    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
+    rng = np.random.default_rng(0)
+    ids = [f"{i:05d}" for i in range(1, n_test + 1)]
+    truth = (rng.random((n_test, len(CLASSES))) < 0.25).astype(int)
+    settings = [(strategy, fraction) for strategy in ("scratch", "single")
+                for fraction in (0.05, 0.1, 0.25, 0.5, 1.0)]
+    for i in range(n_runs):
+        strategy, fraction = settings[i % len(settings)]
+        compared = i < n_compared
+        seed = i // len(settings) if compared else (i - n_compared) // 10
+        tags = tag_values(stage="finetune", task="multi_label", split="folds",
+                          source="none" if strategy == "scratch" else "deepfake",
+                          source_targets="" if strategy == "scratch" else "qrs",
+                          strategy=strategy, trunks=1, freeze="full", train_fraction=fraction,
+                          setting=f"s{fraction:g}", seed=seed, model="resnet1d_fast",
+                          evaluation="test" if compared else "fold",
+                          cv=None if compared else 10,
+                          fold=None if compared else (i - n_compared) % 10 + 1)
+        with tracker.open_run(experiment=experiment, name=f"{strategy} f{fraction:g} s{seed}",
+                              tags=tags) as run:
+            skill = 0.6 + 0.3 * fraction + (0.05 if strategy == "single" else 0.0)
+            logits = truth * skill * 3 + rng.normal(0, 1, truth.shape)
+            probs = 1 / (1 + np.exp(-(logits - 1.5)))
+            run.log_params({"model": "resnet1d_fast", "data": {"n_train": 17000 * fraction,
+                                                              "n_test": n_test}})
+            run.log_metrics({"test_macro_auroc": 0.7 + 0.2 * fraction + rng.normal(0, 0.01),
+                             "test_accuracy": 0.5 + 0.2 * fraction,
+                             "test_macro_f1": 0.5 + 0.2 * fraction})
+            if compared:
+                path = write_predictions(predictions_table(ids, CLASSES, probs, truth, True),
+                                         folder / "test_predictions.csv")
+                run.log_artifact(path)
+
+
+def ui_seconds(uri: str, experiment: str) -> float:
+    """Seconds from opening the link ``ecgtransfer ui`` prints to the fine-tune runs and their
+    test macro AUROC column on the page, in headless Chromium."""
+    import shutil as which
+    import socket
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "ecgtransfer", "ui", "--tracking-uri", uri,
+                               "--experiment", experiment, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1600,1000"):
+        options.add_argument(arg)
+    options.binary_location = which.which("chromium") or which.which("chromium-browser")
+    browser = webdriver.Chrome(service=Service(which.which("chromedriver")), options=options)
+    try:
+        link = server.stdout.readline().split(" at ", 1)[1].strip()
+        browser.get("about:blank")
+        t0 = time.perf_counter()
+        browser.get(link)
+        while time.perf_counter() - t0 < 120:
+            text = browser.find_element("tag name", "body").text
+            if "matching runs" in text and "test_macro_a" in text:
+                return time.perf_counter() - t0
+            time.sleep(0.1)
+        raise RuntimeError(f"ui: the runs were not on the page after 120 s: {text[:300]}")
+    finally:
+        browser.quit()
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def table(rows: list[dict]) -> str:
     by = {(r["stage"], r["scale"]): r for r in rows}
     scales = sorted({r["scale"] for r in rows})
     lines = ["| stage | " + " | ".join(f"records @ {s:g} | s @ {s:g} | records/s @ {s:g} | "
-                                      f"peak RSS MB @ {s:g}" for s in scales)
+                                      f"peak MB @ {s:g}" for s in scales)
              + (" | memory full/tenth | time per record full/tenth |" if len(scales) == 2 else " |"),
              "|---" * (1 + 4 * len(scales) + (2 if len(scales) == 2 else 0)) + "|"]
     for stage in dict.fromkeys(r["stage"] for r in rows):
@@ -138,12 +249,11 @@ def table(rows: list[dict]) -> str:
             if r is None:
                 cells += ["", "", "", ""]
                 continue
-            rss = max(r["peak_rss_mb"], r["peak_child_rss_mb"] or 0)
             cells += [f"{r['records']:,}", f"{r['seconds']:.1f}",
-                      f"{r['records'] / r['seconds']:.1f}", f"{rss:.0f}"]
+                      f"{r['records'] / r['seconds']:.1f}", f"{r['peak_anon_mb']:.0f}"]
         if len(scales) == 2 and all((stage, s) in by for s in scales):
             lo, hi = by[(stage, scales[0])], by[(stage, scales[1])]
-            mem = [max(x["peak_rss_mb"], x["peak_child_rss_mb"] or 0) for x in (lo, hi)]
+            mem = [x["peak_anon_mb"] for x in (lo, hi)]
             per = [x["seconds"] / x["records"] for x in (lo, hi)]
             cells += [f"{mem[1] / mem[0]:.2f}x", f"{per[1] / per[0]:.2f}x"]
         elif len(scales) == 2:
@@ -152,13 +262,51 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Seconds and peak memory of each stage against its records, one line per stage over the
+    scales (log-log: a straight line of slope 1 is linear time)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        part = sorted((r for r in rows if r["stage"] == stage), key=lambda r: r["records"])
+        x = [r["records"] for r in part]
+        ax_t.plot(x, [r["seconds"] for r in part], "o-", label=stage)
+        if any(r["peak_anon_mb"] == r["peak_anon_mb"] for r in part):  # not NaN
+            ax_m.plot(x, [r["peak_anon_mb"] for r in part], "o-", label=stage)
+    for ax, what in ((ax_t, "wall seconds (whole process)"), (ax_m, "peak memory, MB "
+                                                                   "(anonymous, process tree)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("records")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=7)
+    fig.suptitle("ecgtransfer stages at 1/10 and full size (2 CPU cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--scales", default="0.1,1")
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None, help="time and memory against size (PNG)")
+    ap.add_argument("--table-only", action="store_true",
+                    help="print the table (and --plot) of --out's rows; run nothing")
     args = ap.parse_args(argv)
+    if args.table_only:
+        rows = json.loads(args.out.read_text())
+        print(table(rows))
+        if args.plot:
+            plot(rows, args.plot)
+        return 0
     parts = [p for p in args.parts.split(",") if p]
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
@@ -170,6 +318,8 @@ def main(argv=None) -> int:
         if args.out:
             args.out.write_text(json.dumps(rows, indent=2))
     print("\n" + table(rows))
+    if args.plot:
+        plot(rows, args.plot)
     return 0
 
 
