@@ -46,6 +46,26 @@ def labelled_store(ptbxl: Path, work: Path) -> Path:
     return store.path
 
 
+def training_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  seconds: float) -> float:
+    """Samples/s of training steps (forward, smooth-L1 loss, backward, AdamW step) on the
+    batch ``x``, ``y`` for ``seconds``, after one warm-up step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.smooth_l1_loss(model(x), y).backward()
+        opt.step()
+
+    step()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += len(x)
+    return n / (time.perf_counter() - t0)
+
+
 def speed(store_path: Path, seconds: float) -> list[dict]:
     from ecgtransfer.data.store import SignalStore
     from ecgtransfer.data.transforms import resample
@@ -61,21 +81,7 @@ def speed(store_path: Path, seconds: float) -> list[dict]:
             y = torch.randn(batch, 1, generator=torch.Generator().manual_seed(0))
             torch.manual_seed(0)
             model = create_model(name, in_channels=store.n_leads, num_outputs=1)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            model.train()
-
-            def step():
-                opt.zero_grad()
-                loss = torch.nn.functional.smooth_l1_loss(model(x), y)
-                loss.backward()
-                opt.step()
-
-            step()
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                step()
-                n += batch
-            rate = n / (time.perf_counter() - t0)
+            rate = training_rate(model, x, y, seconds)
             params = sum(p.numel() for p in model.parameters())
             rows.append({"model": name, "fs": fs, "samples_per_s": rate, "params": params})
             print(f"{name:14s} {fs:4d} Hz  {rate:8.1f} samples/s  ({params / 1e6:.2f} M params)",

@@ -305,9 +305,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ecgtransfer.files import disk_full
 
     args = build_parser().parse_args(argv)
-    from ecgtransfer.memory import keep_heap_flat
-
-    keep_heap_flat()  # memory flat in the records a command goes through (ecgtransfer.memory)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _terminate)

@@ -101,15 +101,3 @@ def test_a_store_folder_that_takes_no_copy_keeps_it_in_the_users_cache(tmp_path,
     copy = resampled.at_rate(store, 100.0)
     assert copy.path.parent == tmp_path / "cache" / "ecgtransfer" / "resampled"
     assert copy.path.name.endswith("-100Hz") and len(copy) == 3
-
-
-def test_the_c_heap_is_kept_flat_on_linux():
-    """glibc's dynamic mmap threshold grew pretrain's memory by one batch per step (2,258 MB at
-    150,000 records against 692 MB at 15,000, benchmarks/bench_scale.py); the threshold is
-    fixed where the CLI, the training loop and prepare start (ecgtransfer.memory)."""
-    import sys
-
-    from ecgtransfer.memory import keep_heap_flat
-
-    if sys.platform.startswith("linux"):
-        assert keep_heap_flat() is True and keep_heap_flat() is True

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ecgtransfer"
 # The flow, lowest first: a module may import its own layer and those below it, never above.
 LAYERS = [
     ("ecgtransfer", "ecgtransfer.config", "ecgtransfer.errors", "ecgtransfer.files",
-     "ecgtransfer.memory", "ecgtransfer.plots", "ecgtransfer.tags"),
+     "ecgtransfer.plots", "ecgtransfer.tags"),
     ("ecgtransfer.data",),
     ("ecgtransfer.features",),
     ("ecgtransfer.models", "ecgtransfer.training", "ecgtransfer.explain",

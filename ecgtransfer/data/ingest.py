@@ -89,9 +89,6 @@ def ingest(
         The store cannot be written, e.g. a full disk (one line naming the store and the file;
         what was written stays valid and the same command continues from there).
     """
-    from ecgtransfer.memory import keep_heap_flat
-
-    keep_heap_flat()  # large records must not grow the heap for good
     written = skipped = 0
     rejects: list[tuple[str, str]] = []
     with writer:

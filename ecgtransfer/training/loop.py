@@ -255,9 +255,6 @@ class Trainer:
         Dropout and every other draw come from torch's generator seeded with ``config.seed``
         inside a fork: the caller's generator is left as it was.
         """
-        from ecgtransfer.memory import keep_heap_flat
-
-        keep_heap_flat()  # one batch's memory per step, not one more per step
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.config.seed)
