@@ -131,3 +131,23 @@ def test_export_refuses_what_is_not_a_model_in_one_line(cli, tmp_path):
     save_regressor(_regressor(), tmp_path / "r.pt")
     done = cli("export", str(tmp_path / "r.pt"), "--out", str(tmp_path / "folder"))
     assert done.returncode == 2 and "folder" in done.stderr, done.stderr
+
+
+
+def test_checking_on_a_store_at_another_rate_makes_no_copy_of_it(tmp_path, ludb_root):
+    """A few records are resampled one by one: the export does not make the store's resampled
+    copy (at full size, minutes and gigabytes for eight records)."""
+    from ecgtransfer.data.store import StoreWriter
+    from ecgtransfer.data.wfdb_io import read_record
+
+    w = StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8)
+    for i in range(1, 4):
+        w.add(f"r{i}", read_record(ludb_root / "data" / str(i), leads=LEADS_8).signal)
+    store = w.finalize()
+    save_regressor(_regressor(), tmp_path / "r.pt")
+    result = get_stage("export").run(ExportConfig(model=str(tmp_path / "r.pt"),
+                                                  out=str(tmp_path / "m.onnx"),
+                                                  check_store=str(store.path)),
+                                     Context(progress=False))
+    assert "3 records of" in result.summary and result.details.max_abs_diff <= TOLERANCE
+    assert not (store.path / "resampled").exists()

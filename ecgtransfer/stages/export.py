@@ -41,14 +41,15 @@ class ExportConfig:
 
 
 def _check_records(config: ExportConfig, model):
-    """Records of ``--check-store`` as the model takes them (raw mV at its rate, its leads);
-    None without a store."""
+    """Records of ``--check-store`` as the model takes them (raw mV at its rate, its leads,
+    cut or zero-padded to its length), each resampled on its own (a few records do not need
+    the store's resampled copy); None without a store."""
     if not config.check_store:
         return None
     import numpy as np
 
-    from ecgtransfer.data.dataset import StoreDataset
     from ecgtransfer.data.store import SignalStore
+    from ecgtransfer.data.transforms import resample
 
     store = SignalStore(config.check_store)
     meta = model.meta
@@ -56,11 +57,13 @@ def _check_records(config: ExportConfig, model):
     if missing:
         raise ValueError(f"--check-store {store.path}: has no lead {missing[0]}, which the model "
                          "takes")
-    n = len(meta["leads"])
-    ds = StoreDataset(store, range(min(config.check_records, len(store))), None, np.zeros(n),
-                      np.ones(n), meta["fs"], meta["n_samples"],
-                      leads=[store.leads.index(lead) for lead in meta["leads"]])
-    return np.stack([ds.signal(i) for i in range(len(ds))])
+    rows = [store.leads.index(lead) for lead in meta["leads"]]
+    n = int(meta["n_samples"])
+    out = np.zeros((min(config.check_records, len(store)), len(rows), n), dtype=np.float32)
+    for i in range(len(out)):
+        x = resample(store[i][rows], store.fs, float(meta["fs"]))[:, :n]
+        out[i, :, :x.shape[1]] = x
+    return out
 
 
 def export(config: ExportConfig, context: Context) -> StageResult:
