@@ -271,12 +271,14 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for stage in dict.fromkeys(r["stage"] for r in rows):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, stage in enumerate(dict.fromkeys(r["stage"] for r in rows)):
         part = sorted((r for r in rows if r["stage"] == stage), key=lambda r: r["records"])
         x = [r["records"] for r in part]
-        ax_t.plot(x, [r["seconds"] for r in part], "o-", label=stage)
+        color = colors[k % len(colors)]  # one colour per stage in both panels
+        ax_t.plot(x, [r["seconds"] for r in part], "o-", label=stage, color=color)
         if any(r["peak_anon_mb"] == r["peak_anon_mb"] for r in part):  # not NaN
-            ax_m.plot(x, [r["peak_anon_mb"] for r in part], "o-", label=stage)
+            ax_m.plot(x, [r["peak_anon_mb"] for r in part], "o-", label=stage, color=color)
     for ax, what in ((ax_t, "wall seconds (whole process)"), (ax_m, "peak memory, MB "
                                                                    "(anonymous, process tree)")):
         ax.set_xscale("log")
@@ -285,6 +287,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
     ax_t.legend(fontsize=7)
+    ax_m.legend(fontsize=7)
     fig.suptitle("ecgtransfer stages at 1/10 and full size (2 CPU cores)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
