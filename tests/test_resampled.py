@@ -101,3 +101,14 @@ def test_a_store_folder_that_takes_no_copy_keeps_it_in_the_users_cache(tmp_path,
     copy = resampled.at_rate(store, 100.0)
     assert copy.path.parent == tmp_path / "cache" / "ecgtransfer" / "resampled"
     assert copy.path.name.endswith("-100Hz") and len(copy) == 3
+
+
+def test_a_damaged_copy_is_made_again(tmp_path, ludb_signals):
+    store = _store(tmp_path / "s", ludb_signals[:3])
+    whole = (resampled.at_rate(store, 100.0).path / "signals.i16").read_bytes()
+    copy = store.path / "resampled" / "100Hz"
+    (copy / "store.json").write_text("{broken")
+    assert (resampled.at_rate(store, 100.0).path / "signals.i16").read_bytes() == whole
+    (copy / "signals.i16").write_bytes(b"xx")  # samples cut short under a complete journal
+    again = resampled.at_rate(store, 100.0)
+    assert len(again) == 3 and (again.path / "signals.i16").read_bytes() == whole

@@ -64,7 +64,16 @@ def at_rate(store: SignalStore, fs: float, *, progress: bool = False) -> SignalS
             found = _reusable(folder, made_from)
             if found is not None:
                 return found
-            return _make(store, fs, folder, made_from, progress)
+            try:
+                return _make(store, fs, folder, made_from, progress)
+            except StoreError:
+                if not folder.exists():
+                    raise
+                # a copy damaged beyond continuing (its samples cut short): only a copy, so it
+                # is made again rather than left for the user to remove
+                log.info("%s: damaged; made again", folder)
+                shutil.rmtree(folder)
+                return _make(store, fs, folder, made_from, progress)
     except TimeoutError:
         raise StoreError(f"{folder}: another process has been making this resampled copy for "
                          f"{COPY_WAIT_S:.0f} s; wait for it or stop it") from None
