@@ -183,3 +183,39 @@ def test_the_predictions_table_reads_back_what_it_wrote(tmp_path, multilabel):
     assert got_classes == classes and got_multi == multilabel
     np.testing.assert_allclose(got_probs, probs, rtol=1e-12)
     np.testing.assert_array_equal(got_y, y)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_weighted_metrics_equal_the_metrics_of_the_repeated_rows(multilabel, decimals):
+    """What a bootstrap resample costs: the seeds' predictions sorted once, every resample a
+    weighting of the records. Its values must be those of ranking the repeated rows afresh,
+    ties included (``decimals`` rounds the scores into many ties), averaged over the drawn
+    seeds with their repeats; a fold is a 0/1 weighting."""
+    from ecgtransfer.training.metrics import RankedPredictions, bootstrap_draws
+
+    rng = np.random.default_rng(3)
+    seeds, n, k = 3, 120, 4
+    probs = rng.random((seeds, n, k))
+    if multilabel:
+        y = (rng.random((n, k)) < 0.3).astype(int)
+        y[:, 3] = 0                                       # a class no record has: no AUROC
+    else:
+        probs /= probs.sum(axis=2, keepdims=True)
+        y = rng.integers(0, k, n)
+    if decimals is not None:
+        probs = np.round(probs, decimals)
+    classes = ["A", "B", "C", "D"]
+    ranked = RankedPredictions(probs, y, classes, multilabel)
+    for drawn, rows in bootstrap_draws(n, seeds, n_resamples=15, seed=1):
+        got = ranked.metrics(np.bincount(rows, minlength=n), drawn)
+        each = [classification_metrics(probs[s][rows], y[rows], classes, multilabel)
+                for s in drawn]
+        for key in ("accuracy", "macro_auroc", "macro_f1", *(f"auroc_{c}" for c in classes)):
+            expected = np.mean([v[key] for v in each])
+            assert got[key] == pytest.approx(expected, abs=1e-12, nan_ok=True), key
+    fold = (np.arange(n) % 3 == 0).astype(float)
+    one = classification_metrics(probs[1][fold == 1], y[fold == 1], classes, multilabel)
+    got = ranked.metrics(fold, np.array([1]))
+    assert got["macro_auroc"] == pytest.approx(one["macro_auroc"], abs=1e-12)
+    assert got["macro_f1"] == pytest.approx(one["macro_f1"], abs=1e-12)

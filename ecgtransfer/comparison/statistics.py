@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Sequence
+from collections import OrderedDict
+from functools import cached_property
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +41,13 @@ class _Stack:
     classes: list[str]
     multilabel: bool
 
+    @cached_property
+    def ranked(self):
+        """The predictions sorted once, for the metrics of any weighting of the records."""
+        from ecgtransfer.training.metrics import RankedPredictions
+
+        return RankedPredictions(self.probs, self.y, self.classes, self.multilabel)
+
 
 class Bootstrap:
     """The seed-and-record bootstrap of runs' predictions (see :func:`run_predictions`).
@@ -48,13 +57,18 @@ class Bootstrap:
     bootstrap; each stack's per-resample values are computed once.
     """
 
-    def __init__(self, predictions: dict[str, pd.DataFrame], n_resamples: int = 1000,
+    _KEPT = 2
+    """Stacks kept for reuse (a group's, then its baseline's): the predictions in memory are a
+    few groups', never every run's."""
+
+    def __init__(self, predictions: Mapping[str, pd.DataFrame], n_resamples: int = 1000,
                  seed: int = 0, level: float = 0.95):
         self.predictions = predictions
         self.n_resamples = n_resamples
         self.seed = seed
         self.level = level
         self._cache: dict[Any, dict[str, np.ndarray]] = {}
+        self._stacks: OrderedDict[tuple[str, ...], _Stack | None] = OrderedDict()
 
     def stack(self, runs: pd.DataFrame, seeds: Sequence[str] | None = None) -> _Stack | None:
         """``runs``' predictions for ``seeds`` (default: all); None when a run has none, or
@@ -67,6 +81,15 @@ class Bootstrap:
         if runs.empty or not all(r in self.predictions for r in runs["run_id"]):
             return None
         runs = runs.sort_values("seed", key=lambda s: pd.to_numeric(s, errors="coerce"))
+        key = tuple(runs["run_id"])
+        if key not in self._stacks:
+            self._stacks[key] = self._read(runs)
+            while len(self._stacks) > self._KEPT:
+                self._stacks.popitem(last=False)
+        self._stacks.move_to_end(key)
+        return self._stacks[key]
+
+    def _read(self, runs: pd.DataFrame) -> _Stack | None:
         tables = [self.predictions[r].drop_duplicates("record_id").set_index("record_id")
                   for r in runs["run_id"]]
         records = set(tables[0].index)
@@ -86,17 +109,15 @@ class Bootstrap:
 
     def metrics(self, stack: _Stack, rows: np.ndarray | None = None) -> dict[str, float]:
         """Each metric averaged over the stack's seeds, on ``rows`` (default all records)."""
-        from ecgtransfer.training.metrics import classification_metrics
-
-        rows = np.arange(len(stack.ids)) if rows is None else rows
-        values = [classification_metrics(p[rows], stack.y[rows], stack.classes, stack.multilabel)
-                  for p in stack.probs]
-        return {m: float(np.mean([v[m] for v in values])) for m in _keys(stack)}
+        weights = None
+        if rows is not None:
+            weights = np.bincount(rows, minlength=len(stack.ids))
+        return stack.ranked.metrics(weights)
 
     def draws(self, stack: _Stack) -> dict[str, np.ndarray]:
         """Per metric, its value in every resample (seeds and records drawn with replacement,
         the metric averaged over the drawn seeds)."""
-        from ecgtransfer.training.metrics import bootstrap_draws, classification_metrics
+        from ecgtransfer.training.metrics import bootstrap_draws
 
         cache_key = (stack.runs, tuple(stack.ids.tolist()))
         if cache_key in self._cache:
@@ -106,16 +127,9 @@ class Bootstrap:
         draws = bootstrap_draws(len(stack.ids), len(stack.seeds), n_resamples=self.n_resamples,
                                 seed=self.seed)
         for i, (seeds, rows) in enumerate(draws):
-            y = stack.y[rows]
-            drawn, times = np.unique(seeds, return_counts=True)
-            total = dict.fromkeys(keys, 0.0)
-            for s, t in zip(drawn, times):
-                v = classification_metrics(stack.probs[s][rows], y, stack.classes,
-                                           stack.multilabel)
-                for m in keys:
-                    total[m] += t * v[m]
+            values = stack.ranked.metrics(np.bincount(rows, minlength=len(stack.ids)), seeds)
             for m in keys:
-                out[m][i] = total[m] / len(seeds)
+                out[m][i] = values[m]
         self._cache[cache_key] = out
         return out
 
@@ -297,16 +311,14 @@ def paired_differences(runs: pd.DataFrame, metric: str = "macro_auroc", level: f
 def _paired(bootstrap: Bootstrap, key: Any, mine: _Stack, theirs: _Stack, metric: str,
             pairs: list[dict] | None) -> dict[str, Any]:
     """The paired bootstrap of ``mine - theirs`` and the per (fold, seed) comparison."""
-    from ecgtransfer.training.metrics import classification_metrics
-
     point = bootstrap.metrics(mine)[metric] - bootstrap.metrics(theirs)[metric]
     low, high = bootstrap.interval(bootstrap.draws(mine)[metric] - bootstrap.draws(theirs)[metric])
     won = counted = 0
     for s, seed in enumerate(mine.seeds):
         for fold in np.unique(mine.folds):
             rows = np.flatnonzero(mine.folds == fold)
-            a, b = (classification_metrics(st.probs[s][rows], st.y[rows], st.classes,
-                                           st.multilabel)[metric] for st in (mine, theirs))
+            inside = (mine.folds == fold).astype(np.float64)
+            a, b = (st.ranked.metrics(inside, np.array([s]))[metric] for st in (mine, theirs))
             if not (np.isfinite(a) and np.isfinite(b)):
                 continue
             counted += 1

@@ -28,6 +28,8 @@ import contextlib
 import json
 import logging
 import re
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CompareConfig", "compare", "finetune_runs", "run_predictions"]
+__all__ = ["CompareConfig", "PredictionFiles", "compare", "finetune_runs", "run_predictions"]
 
 _COLUMNS = ["run_id", "run_name", *GROUP, "seed", "evaluation", "n_train", "n_test", "model",
             "model_kwargs"] + [f"{m}{s}" for m in METRICS for s in ("", "_ci_low", "_ci_high")] + [
@@ -114,34 +116,59 @@ def finetune_runs(tracker: Tracker, experiments: Sequence[str] = ("ecgtransfer-f
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
+class PredictionFiles(Mapping):
+    """Runs' predictions tables by run id, read from their downloaded files when asked: what
+    a comparison of many runs holds is one group's tables at a time, not every run's.
+
+    The files live in ``folder``, or in a temporary folder removed with this object.
+    """
+
+    def __init__(self, paths: dict[str, Path], folder: tempfile.TemporaryDirectory | None = None):
+        self._paths = paths
+        self._folder = folder  # kept alive as long as the tables may be read
+
+    def __getitem__(self, run_id: str) -> pd.DataFrame:
+        from ecgtransfer.training.predictions import read_predictions
+
+        return read_predictions(self._paths[run_id])
+
+    def __contains__(self, run_id) -> bool:  # Mapping's own would read the file
+        return run_id in self._paths
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
 def run_predictions(tracker: Tracker, runs: pd.DataFrame,
-                    problems: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
+                    problems: dict[str, str] | None = None) -> PredictionFiles:
     """Each run's logged predictions by run id (``oof_predictions.csv`` of a cross-validation,
     ``test_predictions.csv`` else), as :func:`read_predictions` reads them: record id, truth,
-    class probabilities (and fold).
+    class probabilities (and fold). The files are downloaded and checked now, and read again
+    when a table is asked for (:class:`PredictionFiles`).
 
     A run logged without them is left out of the result. So is a run whose file is there but
     unusable; given ``problems``, it is named there (run id -> ``"FILE: what is wrong"``).
     """
-    import tempfile
-
-    import pandas as pd
-
     from ecgtransfer.training.predictions import read_predictions
 
-    out: dict[str, pd.DataFrame] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for run_id, evaluation in zip(runs["run_id"], runs["evaluation"]):
-            name = _PREDICTIONS.get(evaluation, "")
-            path = tracker.download_artifact(run_id, name, Path(tmp) / run_id) if name else None
-            if path is None:
-                continue
-            try:
-                out[run_id] = read_predictions(path)
-            except ValueError as exc:
-                if problems is not None:
-                    problems[run_id] = f"{name}: {exc}"
-    return out
+    folder = tempfile.TemporaryDirectory(prefix="ecgtransfer-compare-")
+    paths: dict[str, Path] = {}
+    for run_id, evaluation in zip(runs["run_id"], runs["evaluation"]):
+        name = _PREDICTIONS.get(evaluation, "")
+        path = tracker.download_artifact(run_id, name, Path(folder.name) / run_id) if name else None
+        if path is None:
+            continue
+        try:
+            read_predictions(path)
+        except ValueError as exc:
+            if problems is not None:
+                problems[run_id] = f"{name}: {exc}"
+            continue
+        paths[run_id] = path
+    return PredictionFiles(paths, folder)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,17 +42,20 @@ def evaluate(classes: Sequence[str], multilabel: bool, probs: np.ndarray, y: np.
              n_resamples: int, seed: int) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Test metrics of ``probs`` against ``y`` and their 95% bootstrap intervals over records
     (none when ``n_resamples`` is 0)."""
-    from ecgtransfer.training.metrics import bootstrap_interval, classification_metrics
+    from ecgtransfer.training.metrics import RankedPredictions, percentile_interval
 
-    def metric(p, t):
-        return classification_metrics(p, t, list(classes), multilabel)
-
-    values = metric(probs, y)
+    ranked = RankedPredictions(np.asarray(probs)[None], y, list(classes), multilabel)
+    values = ranked.metrics()
     intervals = {}
-    if n_resamples:
-        intervals = {k: list(v) for k, v in
-                     bootstrap_interval(metric, probs, y, n_resamples=n_resamples, seed=seed).items()
-                     if k != "macro_classes"}
+    if n_resamples:  # the records resampled as bootstrap_interval draws them
+        rng = np.random.default_rng(seed)
+        draws = {k: np.empty(n_resamples) for k in values if k != "macro_classes"}
+        for i in range(n_resamples):
+            resample = ranked.metrics(np.bincount(rng.integers(0, len(y), len(y)),
+                                                  minlength=len(y)))
+            for k in draws:
+                draws[k][i] = resample[k]
+        intervals = {k: list(percentile_interval(v)) for k, v in draws.items()}
     return values, intervals
 
 
