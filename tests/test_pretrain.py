@@ -239,6 +239,35 @@ def test_best_weights_are_a_copy(ptbxl_labelled):
     assert len(fit.history) == 3
 
 
+def test_predictions_are_the_model_outputs_in_record_order(ptbxl_labelled):
+    """The loop collects outputs into arrays made once (memory flat over an epoch): what it
+    returns must be the model's outputs on each record, in order, with their targets."""
+    from ecgtransfer.config import LoopConfig
+    from ecgtransfer.data.dataset import StoreDataset
+    from ecgtransfer.models import create_model
+    from ecgtransfer.training.loop import Trainer, _Rows
+    from ecgtransfer.training.tasks import RegressionTask
+
+    store = ptbxl_labelled
+    mean, std = fit_lead_stats(store, range(30))
+    y = np.linspace(-1, 1, 30, dtype=np.float32)[:, None]
+    data = StoreDataset(store, range(30), y, mean, std, fs=100)
+    torch.manual_seed(0)
+    trainer = Trainer(create_model("cnn"), RegressionTask(["x"], ["u"], [0], [1]), data, data,
+                      LoopConfig(epochs=1, batch_size=7), progress=False,
+                      device=torch.device("cpu"))
+    out, targets = trainer.predict(data)
+    trainer.model.eval()
+    with torch.no_grad():
+        one_by_one = np.concatenate([trainer.model(data[i][0][None]).numpy() for i in range(30)])
+    assert out.shape == (30, 1) and np.allclose(out, one_by_one, atol=1e-5)
+    assert np.array_equal(targets, y)
+    rows = _Rows(3)  # a loader that yields more rows than it said: the arrays grow
+    for start in range(0, 10, 4):
+        rows.add(np.arange(start, min(start + 4, 10))[:, None], np.zeros(min(4, 10 - start)))
+    assert rows.result()[0].ravel().tolist() == list(range(10))
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(deepfake_labelled, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
