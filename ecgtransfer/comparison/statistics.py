@@ -103,7 +103,8 @@ class Bootstrap:
         if not multilabel and (y < 0).any():
             return None
         probs = np.stack([prediction_arrays(t.loc[ids], classes)[1] for t in tables])
-        folds = first["fold"].to_numpy(np.int64) if "fold" in first.columns else np.ones(len(ids), np.int64)
+        folds = (first["fold"].to_numpy(np.int64) if "fold" in first.columns
+                 else np.ones(len(ids), np.int64))
         return _Stack(tuple(runs["run_id"]), list(runs["seed"]), ids, probs, y, folds, classes,
                       multilabel)
 

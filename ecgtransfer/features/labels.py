@@ -522,10 +522,11 @@ def _label(src: _Source, ids: list[str], cfg: LabellerConfig, base: Path, path: 
     with on_disk_full(LabelError, folder, side.name), atomic_file(side) as fh:
         json.dump({**meta, "complete": False}, fh, indent=2)
     computed = 0
+    partial = _partial(path)
+    # appends start after the last complete line, cutting a row torn by a kill; this run's
+    # rows (in ``todo`` order) follow byte ``fresh`` of the partial file
+    end = fresh = _complete_lines(partial) if todo else 0
     if todo:
-        partial = _partial(path)
-        # appends start after the last complete line, cutting a row torn by a kill
-        end = _complete_lines(partial)
         pending = [] if end else [_HEADER]
         bar = None
         if progress is True:
@@ -537,7 +538,6 @@ def _label(src: _Source, ids: list[str], cfg: LabellerConfig, base: Path, path: 
                 for row in _results(src, cfg, todo, workers):
                     line = _line(_format(row))
                     pending.append(line)
-                    known[row["record_id"]] = line
                     computed += 1
                     if computed % _CHUNK == 0:
                         end = append_synced(partial, ["".join(pending).encode()], end)
@@ -551,13 +551,28 @@ def _label(src: _Source, ids: list[str], cfg: LabellerConfig, base: Path, path: 
                     bar.close()
                 if pending:
                     append_synced(partial, ["".join(pending).encode()], end)
-    with on_disk_full(LabelError, folder, path.name), atomic_file(path) as fh:
+    n_ok = dict.fromkeys((c for c in LABEL_COLUMNS if c.endswith("_status")), 0)
+    with on_disk_full(LabelError, folder, path.name), atomic_file(path) as fh, \
+            open(partial, encoding="utf-8") if todo else contextlib.nullcontext() as new:
+        # the file in record order, streamed: reused rows from memory, this run's from disk
+        if new is not None:
+            new.seek(fresh)
         fh.write(_HEADER)
         for rid in ids:
-            fh.write(known[rid])
+            line = known.get(rid)
+            if line is None:
+                line = new.readline()
+                if line == _HEADER:
+                    line = new.readline()
+            cells = dict(zip(LABEL_COLUMNS, next(csv.reader([line]), [])))
+            if cells.get("record_id") != rid:  # only if the partial file was changed meanwhile
+                raise LabelError(f"{partial}: changed while labelling (found "
+                                 f"{cells.get('record_id')!r} where {rid!r} was written); run "
+                                 "the label command again")
+            for c in n_ok:
+                n_ok[c] += cells.get(c) == "ok"
+            fh.write(line)
     seconds = time.perf_counter() - start
-    table = read_labels(path)
-    n_ok = {c: int((table[c] == "ok").sum()) for c in LABEL_COLUMNS if c.endswith("_status")}
     with on_disk_full(LabelError, folder, side.name), atomic_file(side) as fh:
         json.dump({**meta, "complete": True, "n_records": len(ids), "n_ok": n_ok,
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, fh, indent=2)
