@@ -10,6 +10,7 @@ import pytest
 from ecgtransfer.data import store as store_module
 from ecgtransfer.data.leads import LEADS_8
 from ecgtransfer.data.store import SignalStore, StoreError, StoreWriter
+from ecgtransfer.data.transforms import to_microvolts
 from ecgtransfer.data.wfdb_io import read_record
 
 from conftest import disk_fills_after, one_line_disk_full
@@ -131,6 +132,22 @@ def test_done_is_a_live_read_only_view_not_a_copy_per_call(tmp_path, ludb_signal
     assert done == {"r0", "r1", "r2"} and "r2" in done and len(done) == 3
     assert not hasattr(done, "add") and not hasattr(done, "discard")
     w.finalize()
+
+
+def test_long_records_are_written_once_their_bytes_reach_the_limit(tmp_path, ludb_signals):
+    """A source of 30-minute records must not hold ``flush_every`` of them in memory (74 of
+    them took 1.1 GB): the buffer is written once its samples reach ``flush_bytes``."""
+    one = ludb_signals[0].size * 2  # int16 bytes of one LUDB record (8 leads, 10 s)
+    w = StoreWriter(tmp_path / "s", source="wfdb", fs=500, leads=LEADS_8, flush_every=100,
+                    flush_bytes=int(2.5 * one))
+    journal = tmp_path / "s" / "journal.jsonl"
+    for i, x in enumerate(ludb_signals[:5]):
+        w.add(f"r{i}", x)
+        written = journal.read_text().count("\n") if journal.exists() else 0
+        assert written == (3 if i >= 2 else 0), i  # the 3rd record passes 2.5 records' bytes
+    store = w.finalize()
+    assert store.record_ids == [f"r{i}" for i in range(5)]
+    assert np.array_equal(store.raw(4), to_microvolts(ludb_signals[4]))
 
 
 @pytest.mark.parametrize("text, problem", [

@@ -339,6 +339,9 @@ class StoreWriter:
         Values saved in ``store.json`` that do not decide identity (where the data came from).
     flush_every : int
         Records buffered in memory before they are written and fsync'd.
+    flush_bytes : int
+        ... or fewer, once their samples reach this many bytes: a source of long records
+        (30-minute Holters) would otherwise hold ``flush_every`` of them in memory.
     """
 
     def __init__(
@@ -351,11 +354,14 @@ class StoreWriter:
         identity: Mapping[str, Any] | None = None,
         info: Mapping[str, Any] | None = None,
         flush_every: int = 256,
+        flush_bytes: int = 64 << 20,
     ):
         self.path = Path(path)
         self.leads = tuple(leads)
         self.fs = float(fs)
         self.flush_every = int(flush_every)
+        self.flush_bytes = int(flush_bytes)
+        self._buffered_bytes = 0
         want = {"format": STORE_FORMAT, "source": source, "fs": self.fs,
                 "leads": list(self.leads), "identity": dict(identity or {})}
         want = json.loads(json.dumps(want, default=_jsonable))
@@ -532,9 +538,10 @@ class StoreWriter:
                "n_samples": int(data.shape[1]), "leads": ",".join(self.leads), **columns}
         self._mark_incomplete()
         self._buffer.append((row, data))
+        self._buffered_bytes += data.nbytes
         self._done.add(record_id)
         self._rejects.pop(record_id, None)
-        if len(self._buffer) >= self.flush_every:
+        if len(self._buffer) >= self.flush_every or self._buffered_bytes >= self.flush_bytes:
             self.flush()
 
     def _check(self, record_id: str, signal: np.ndarray) -> None:
@@ -577,6 +584,7 @@ class StoreWriter:
         self._end = end
         self._n_written += len(lines)
         self._buffer.clear()
+        self._buffered_bytes = 0
         self._n_synced = 0
 
     def finalize(self) -> SignalStore:
