@@ -30,6 +30,9 @@ Parts, in order (``--parts`` picks some):
 - ``ui``: ``ecgtransfer ui`` on that store. The link it prints is opened in headless Chromium
   (Selenium), and the part times how long until the fine-tune runs and their test macro AUROC
   column are on the page. Needs Debian's ``chromium`` and ``chromium-driver``.
+- ``tune``: ``ecgtransfer tune`` of a scratch classifier's learning rate and head on the
+  package's 350 PTB-XL records (one epoch a trial), 200 trials at full size in a new Optuna
+  storage: what grows here is the study and the MLflow store, not the data.
 
 Each stage runs under ``benchmarks/measure.py``. It records seconds from process start, imports
 included. It also records peak memory of the process tree (label's workers included), sampled
@@ -55,7 +58,16 @@ sys.path.insert(0, str(HERE))
 import standins  # noqa: E402
 
 PARTS = ("build", "prepare_ptbxl", "prepare_challenge", "label", "pretrain", "finetune", "runs",
-         "compare", "ui")
+         "compare", "ui", "tune")
+FULL_TRIALS = 200
+"""Trials of the ``tune`` part's study at full size."""
+TUNE_SPACE = """\
+stage: finetune
+metric: val_macro_auroc
+params:
+  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+  head_hidden: {type: categorical, choices: [64, 128]}
+"""
 FULL_RUNS, FULL_COMPARED = 2000, 500
 """An MLflow store of 2,000 fine-tune runs at full size, 500 of them test-split runs with their
 predictions (what ``compare`` reads); the others are cross-validation fold runs."""
@@ -149,6 +161,24 @@ def run_scale(work: Path, scale: float, parts: list[str], log) -> list[dict]:
             "--out", str(_fresh(runs / "compare")), "-q"]))
     if "ui" in parts:
         add("ui", n_runs, {"wall_seconds": ui_seconds(runs_uri, experiment)})
+    if "tune" in parts:
+        trials = round(FULL_TRIALS * scale)
+        sample = data / "tune-ptbxl"
+        if not (sample / "store.json").exists():
+            subprocess.run([sys.executable, "-m", "ecgtransfer", "data", "prepare", "ptbxl",
+                            "--sample", "--out", str(sample), "-q"], check=True)
+        space = data / "tune-space.yaml"
+        space.write_text(TUNE_SPACE)
+        storage = data / "tune-optuna.db"
+        storage.unlink(missing_ok=True)
+        tracked = _fresh(data / "tune-mlflow")
+        tracked.mkdir()
+        add("tune", trials, measured(data, "tune", [
+            "tune", "--space", str(space), "--store", str(sample), "--task", "superdiagnostic",
+            "--strategy", "scratch", "--trials", str(trials), "--set", "epochs=1",
+            "--set", "bootstrap=0", "--set", "batch_size=64", "--storage",
+            f"sqlite:///{storage}", "--out", str(_fresh(runs / "tune")),
+            "--tracking-uri", f"sqlite:///{tracked / 'mlflow.db'}", "-q"]))
     return rows
 
 
