@@ -364,26 +364,34 @@ def prepare_challenge2021(input_dir: str | Path, out: str | Path, *, fs: float =
                          identity={"dataset": "challenge2021"},
                          info={"input": str(input_dir.resolve()), "classes": scoring.names,
                                "class_codes": [sorted(c) for c in scoring.codes]})
-    jobs, early = [], []
+    early: list[tuple[str, str]] = []
     first: dict[str, str] = {}  # record name -> the path it was first found at
-    for name in names:
-        record_id = Path(name).name
-        if record_id in first:  # the store's ids are names: one record per name
-            early.append((name, f"duplicate of {first[record_id]} (a record name is stored "
-                                "once)"))
-            continue
-        first[record_id] = name
-        try:
-            columns = record_columns(input_dir / name, scoring, codes_known)
-        except ValueError as exc:
-            early.append((record_id, str(exc).removeprefix(f"{input_dir / name}.hea: ")))
-            continue
-        jobs.append(RecordJob(record_id, input_dir / name,
-                              {"database": source_database(name), **columns}))
-    early = [(record_id, reason) for record_id, reason in early if record_id not in writer.done]
-    for record_id, reason in early:
-        log.warning("rejected %s: %s", record_id, reason)  # as ingest reports the others
-        writer.reject(record_id, reason)
-    report = ingest(writer, jobs, total=len(jobs), progress=progress, desc="prepare challenge2021")
+
+    def jobs():
+        """Each record's job, its header read as the copy reaches it: a list of 88,253 jobs
+        with their columns took 100 MB. A record refused on its header or name is rejected
+        here, as ingest rejects the others."""
+        for name in names:
+            record_id = Path(name).name
+            if record_id in first:  # the store's ids are names: one record per name
+                reason = f"duplicate of {first[record_id]} (a record name is stored once)"
+                record_id = name
+            else:
+                first[record_id] = name
+                try:
+                    columns = record_columns(input_dir / name, scoring, codes_known)
+                except ValueError as exc:
+                    reason = str(exc).removeprefix(f"{input_dir / name}.hea: ")
+                else:
+                    yield RecordJob(record_id, input_dir / name,
+                                    {"database": source_database(name), **columns})
+                    continue
+            if record_id not in writer.done:
+                log.warning("rejected %s: %s", record_id, reason)
+                writer.reject(record_id, reason)
+                early.append((record_id, reason))
+
+    report = ingest(writer, jobs(), total=len(names), progress=progress,
+                    desc="prepare challenge2021")
     report.rejects[:0] = early
     return report
