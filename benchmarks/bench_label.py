@@ -115,26 +115,18 @@ def _naive_worker(args) -> int:
 
 
 def _tree_rss_mb(root: int) -> float:
-    """Anonymous resident memory of ``root`` and its descendants, MB (Linux /proc).
+    """Anonymous memory of ``root`` and its descendants, MB: the proportional share each
+    process holds (``Pss_Anon + Pss_Shmem``, see ``measure.py``), so that the parent's pages a
+    forked worker shares count once.
 
     Anonymous: the store's memory-mapped signal pages are page cache, shared and reclaimable,
     and would otherwise count once per record read.
     """
-    parents, rss = {}, {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
-            continue
-        pid = int(status.parent.name)
-        parents[pid] = int(fields.get("PPid", "0").strip())
-        rss[pid] = int(fields.get("RssAnon", "0 kB").split()[0])
-    tree, grew = {root}, True
-    while grew:
-        more = {p for p, pp in parents.items() if pp in tree} - tree
-        tree |= more
-        grew = bool(more)
-    return sum(rss.get(p, 0) for p in tree) / 1024
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from measure import _status, _tree
+
+    return sum(s.get("Pss_Anon", 0) + s.get("Pss_Shmem", 0)
+               for s in map(_status, _tree(root))) / 1024
 
 
 def _memory_child(store: str) -> None:

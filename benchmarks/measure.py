@@ -7,9 +7,12 @@ It records:
 - seconds from the process's start, imports included, as long as a user waits;
 - memory of the whole process tree (this process and its workers), sampled every 0.2 s from
   ``/proc``:
-  - ``peak_anon_mb``: the largest sum over the tree of anonymous and shared-memory pages
-    (``RssAnon + RssShmem``). This is the RAM the command takes from the machine and what
-    "memory flat" is judged on.
+  - ``peak_anon_mb``: the largest sum over the tree of each process's proportional share of
+    its anonymous and shared-memory pages (``Pss_Anon + Pss_Shmem`` of ``smaps_rollup``). This
+    is the RAM the command takes from the machine and what "memory flat" is judged on. A page
+    two processes share (a worker started by ``fork``, copy-on-write) counts once, half to
+    each: summing ``RssAnon`` counted a forked child's inherited pages again, so a ``git``
+    subprocess caught between its fork and its exec doubled the figure.
   - ``peak_rss_mb``: the largest sum of ``VmRSS``. It also counts the pages of memory-mapped
     files the command has read: page cache the kernel can drop, and the store's pages a
     memory-mapped reader touches. It grows with the data read even when nothing is held.
@@ -32,14 +35,17 @@ INTERVAL_S = 0.2
 
 
 def _status(pid: int) -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile and RssShmem of ``pid`` in kB ({} when it is gone)."""
+    """VmRSS, RssAnon, RssFile and RssShmem of ``pid`` in kB, and Pss_Anon and Pss_Shmem
+    ({} when it is gone)."""
     out = {}
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-                    out[key] = int(value.split()[0])
+        for name, keys in (("status", ("VmRSS", "RssAnon", "RssFile", "RssShmem")),
+                           ("smaps_rollup", ("Pss_Anon", "Pss_Shmem"))):
+            with open(f"/proc/{pid}/{name}") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in keys:
+                        out[key] = int(value.split()[0])
     except OSError:
         return {}
     return out
@@ -75,7 +81,7 @@ class Sampler(threading.Thread):
         anon = rss = 0
         for pid in _tree(os.getpid()):
             s = _status(pid)
-            anon += s.get("RssAnon", 0) + s.get("RssShmem", 0)
+            anon += s.get("Pss_Anon", 0) + s.get("Pss_Shmem", 0)
             rss += s.get("VmRSS", 0)
         self.peak_anon, self.peak_rss = max(self.peak_anon, anon), max(self.peak_rss, rss)
 

@@ -36,7 +36,9 @@ def ui(config: UIConfig, context: Context) -> StageResult:
     experiment = config.experiment or latest_pipeline_experiment(tracker)
     base = f"http://{config.host}:{config.port}"
     link = ui_link(tracker, base, experiment)
-    server = start_ui(tracker, config.host, config.port, config.workers)
+    found = tracker.client.get_experiment_by_name(experiment) if experiment else None
+    server = start_ui(tracker, config.host, config.port, config.workers,
+                      experiment_id=found.experiment_id if found else None)
     try:
         shown = f"experiment {experiment!r}" if experiment else "no pipeline run yet"
         context.say(f"MLflow UI ({shown}) at {link}\nCtrl-C stops it.")
