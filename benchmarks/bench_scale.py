@@ -323,8 +323,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax_t.plot(x, [r["seconds"] for r in part], "o-", label=stage, color=color)
         if any(r["peak_anon_mb"] == r["peak_anon_mb"] for r in part):  # not NaN
             ax_m.plot(x, [r["peak_anon_mb"] for r in part], "o-", label=stage, color=color)
-    for ax, what in ((ax_t, "wall seconds (whole process)"), (ax_m, "peak memory, MB "
-                                                                   "(anonymous, process tree)")):
+    for ax, what in ((ax_t, "wall seconds (whole process)"), (ax_m, "peak memory, MB (PSS, "
+                                                                   "anonymous, process tree)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("records")

@@ -344,9 +344,13 @@ def ui(quickstart):
         with pytest.raises(OSError):  # the server went with it
             urllib.request.urlopen(f"{base}/health", timeout=2)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed check: SIGTERM stops the server with it
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def test_ui_serves_the_quickstart_runs_at_the_printed_link(ui, quickstart):
