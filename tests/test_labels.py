@@ -105,9 +105,11 @@ def test_atrial_fibrillation_has_no_pr(ludb_labels, ludb_root):
 
 
 def test_label_file_has_the_documented_columns(ludb_labels, ludb_root, tmp_path):
-    assert list(ludb_labels.reset_index().columns[:12]) == [
-        "record_id", "hr_bpm", "pr_ms", "qrs_ms", "qt_ms", "n_beats", "leads", "dropped_leads",
-        "hr_status", "pr_status", "qrs_status", "qt_status"]
+    assert list(ludb_labels.reset_index().columns[:13]) == [
+        "record_id", "hr_bpm", "pr_ms", "qrs_ms", "qt_ms", "n_beats", "quality", "leads",
+        "dropped_leads", "hr_status", "pr_status", "qrs_status", "qt_status"]
+    # every LUDB record's beats repeat (quality well above the noise threshold)
+    assert ludb_labels["quality"].between(LabellerConfig().min_quality, 1).all()
     # a LUDB folder record has 12 leads, and all of them are measured
     assert (ludb_labels["leads"] == " ".join(LEADS_12)).all()
     ok = ludb_labels["qrs_status"] == "ok"

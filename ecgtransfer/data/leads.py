@@ -7,12 +7,13 @@ the information of 12.
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
 
 __all__ = ["LEADS_8", "LEADS_12", "MissingLeadsError", "canonical_lead", "expand_to_12", "lead_set",
-           "match_leads"]
+           "match_leads", "measured_lead_names", "nearest_lead"]
 
 LEADS_12: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
@@ -29,6 +30,80 @@ def canonical_lead(name: str) -> str:
     that is no standard lead (``ECG``, ``CM5``) comes back stripped, as it is."""
     text = str(name).strip()
     return _ALIASES.get(text.lower(), text)
+
+
+# Holter and wearable leads named after the standard lead they resemble: bipolar chest leads
+# (CM5, CC5, CS5, ML5: the positive electrode at V5's place), modified chest leads (MCL1, CM1,
+# MV1, mod.V1) and the Italian numbering of the limb leads (D1, D2, D3).
+_HOLTER = re.compile(r"^(?:cm|cc|cs|ml|mcl|mv|mod\.?\s*v|m\.?v)([1-6])$")
+_ROMAN = {"d1": "I", "di": "I", "d2": "II", "dii": "II", "d3": "III", "diii": "III"}
+_UNNAMED = re.compile(r"^(?:record\s+\S+,\s*)?signal\s+\d+$|^$|^ch(?:annel)?\s*\d+$|^ecg\s*\d*$",
+                      re.IGNORECASE)
+
+
+def nearest_lead(name: str) -> str | None:
+    """The standard lead a lead name stands for, or None.
+
+    A standard name in any spelling is itself (:func:`canonical_lead`); a Holter lead is the
+    standard lead it resembles: ``CM5``, ``CC5``, ``CS5``, ``ML5`` -> ``V5``; ``MCL1``,
+    ``CM1``, ``MV1``, ``mod.V1`` -> ``V1`` (any of 1-6); ``D1``-``D3`` -> ``I``-``III``. A lead
+    between two chest positions (``V2-V3``), or any other name, stands for none.
+
+    Parameters
+    ----------
+    name : str
+        A lead name as a header writes it.
+
+    Returns
+    -------
+    str or None
+    """
+    text = canonical_lead(name)
+    if text in LEADS_12:
+        return text
+    key = text.lower().replace(" ", "")
+    if key in _ROMAN:
+        return _ROMAN[key]
+    match = _HOLTER.match(key)
+    return f"V{match.group(1)}" if match else None
+
+
+def measured_lead_names(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The names a record's leads are measured under, and how a label shows them.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The record's lead names, as its header writes them.
+
+    Returns
+    -------
+    measured : list of str
+        Per lead, the standard lead it stands for (:func:`nearest_lead`) unless an earlier lead
+        of the record already is that lead; else its own name; a lead without a name (empty,
+        ``record 30, signal 0``, ``signal 1``, ``ECG``) is ``unnamed:K`` (K its position).
+    shown : list of str
+        Per lead, what a label's ``leads`` column says: the standard name, ``CM5=V5`` for a lead
+        measured as another, ``unnamed:K``, or the own name (spaces removed).
+    """
+    measured: list[str] = []
+    shown: list[str] = []
+    taken: set[str] = set()
+    standard = [nearest_lead(n) for n in names]
+    direct = {canonical_lead(n) for n in names if canonical_lead(n) in LEADS_12}
+    for k, (name, near) in enumerate(zip(names, standard)):
+        own = canonical_lead(name)
+        if _UNNAMED.match(own):
+            label = show = f"unnamed:{k}"
+        elif near is not None and near not in taken and (near == own or near not in direct):
+            label = near
+            show = near if near == own else f"{own.replace(' ', '')}={near}"
+        else:
+            label = show = own.replace(" ", "")
+        taken.add(label)
+        measured.append(label)
+        shown.append(show)
+    return measured, shown
 
 
 class MissingLeadsError(ValueError):

@@ -18,7 +18,7 @@ import numpy as np
 from ecgtransfer.data.leads import MissingLeadsError, match_leads
 from ecgtransfer.errors import UserError
 
-__all__ = ["Annotation", "RecordError", "Recording", "find_records", "read_annotation", "read_record",
+__all__ = ["Annotation", "RecordError", "RecordReader", "Recording", "find_records", "read_annotation", "read_record",
            "record_fs"]
 
 # Bytes per sample of the uncompressed WFDB formats (WFDB "signal" specification).
@@ -136,6 +136,104 @@ def _check_data_size(record_id: str, folder: Path, header) -> None:
             )
 
 
+# Physical units a lead may be stated in, and the factor to mV (wfdb's default when a header
+# states none is mV, as the WFDB specification's).
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "v": 1e3}
+
+
+class RecordReader:
+    """One WFDB record opened for reading in pieces, float64 mV.
+
+    The header is read and checked once (record line, data file sizes, the leads asked for,
+    every lead's unit a voltage); :meth:`read` then reads any stretch of samples, so a 24-hour
+    Holter record is labelled window by window with memory flat in its length.
+
+    Parameters
+    ----------
+    path : str or Path
+        Record path without extension; ``.hea`` is read beside it.
+    leads : sequence of str, optional
+        Leads to read, in this order, matched case-insensitively. All leads if None.
+    record_id : str, optional
+        Name used in errors; defaults to the file stem.
+
+    Attributes
+    ----------
+    fs : float
+        The header's sampling rate, Hz.
+    n_samples : int
+        Samples per lead, as the header states (and the data file's size confirms).
+    leads : tuple of str
+        The leads read, as named (the names asked for, or the header's).
+
+    Raises
+    ------
+    RecordError
+        Missing or malformed header, a data file whose size disagrees with the header, missing
+        leads, or a unit that is not a voltage. The message names the record and the reason.
+    """
+
+    def __init__(self, path: str | Path, leads: Sequence[str] | None = None,
+                 record_id: str | None = None):
+        import wfdb
+
+        self.path = Path(path)
+        self.record_id = record_id or self.path.name
+        header_path = self.path.with_name(self.path.name + ".hea")
+        if not header_path.exists():
+            raise RecordError(self.record_id, f"header file {header_path.name} is missing")
+        _check_header(self.record_id, header_path)
+        try:
+            header = wfdb.rdheader(str(self.path))
+        except Exception as exc:  # wfdb raises bare ValueError/IndexError on malformed headers
+            raise RecordError(self.record_id, f"unreadable header ({exc})") from None
+        if not header.n_sig:
+            raise RecordError(self.record_id, "header lists no signals")
+        _check_data_size(self.record_id, self.path.parent, header)
+        names = [str(n) for n in (header.sig_name or [])]
+        try:
+            self.channels = (match_leads(names, leads) if leads is not None
+                             else list(range(len(names))))
+        except MissingLeadsError as exc:
+            raise RecordError(self.record_id, str(exc)) from None
+        self.leads: tuple[str, ...] = tuple(leads) if leads is not None else tuple(names)
+        units = list(header.units or [])
+        scale = []
+        for k, c in enumerate(self.channels):
+            unit = str(units[c] if c < len(units) and units[c] else "mV").strip()
+            factor = _TO_MV.get(unit.lower())
+            if factor is None:
+                raise RecordError(self.record_id, f"lead {self.leads[k]}: unit {unit!r} is not "
+                                                  "a voltage (mV, uV or V)")
+            scale.append(factor)
+        self._scale = np.asarray(scale, dtype=np.float64)[:, None]
+        self.fs = float(header.fs)
+        self.n_samples = int(header.sig_len)
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples ``start:stop`` of the leads, ``(n_leads, stop - start)`` float64 mV (NaN
+        where the data holds the format's invalid value).
+
+        Raises
+        ------
+        RecordError
+            A range outside the record, or data wfdb cannot read, naming the record.
+        """
+        import wfdb
+
+        stop = self.n_samples if stop is None else int(stop)
+        start = int(start)
+        if not 0 <= start < stop <= self.n_samples:
+            raise RecordError(self.record_id, f"samples {start}:{stop} are outside the record's "
+                                              f"{self.n_samples}")
+        try:
+            rec = wfdb.rdrecord(str(self.path), sampfrom=start, sampto=stop,
+                                channels=self.channels, physical=True, return_res=64)
+        except Exception as exc:
+            raise RecordError(self.record_id, f"cannot read signal data ({exc})") from None
+        return np.asarray(rec.p_signal, dtype=np.float64).T * self._scale
+
+
 def read_record(
     path: str | Path,
     leads: Sequence[str] | None = None,
@@ -160,46 +258,21 @@ def read_record(
     ------
     RecordError
         Missing or malformed header, a data file whose size disagrees with the header,
-        missing leads, or NaN samples. The message names the record and the reason.
+        missing leads, a unit that is not a voltage, or NaN samples. The message names the
+        record and the reason.
     """
-    import wfdb
-
-    path = Path(path)
-    record_id = record_id or path.name
-    header_path = path.with_name(path.name + ".hea")
-    if not header_path.exists():
-        raise RecordError(record_id, f"header file {header_path.name} is missing")
-    _check_header(record_id, header_path)
-    try:
-        header = wfdb.rdheader(str(path))
-    except Exception as exc:  # wfdb raises bare ValueError/IndexError on malformed headers
-        raise RecordError(record_id, f"unreadable header ({exc})") from None
-    if not header.n_sig:
-        raise RecordError(record_id, "header lists no signals")
-    _check_data_size(record_id, path.parent, header)
-
-    names = list(header.sig_name or [])
-    try:
-        channels = match_leads(names, leads) if leads is not None else list(range(len(names)))
-    except MissingLeadsError as exc:
-        raise RecordError(record_id, str(exc)) from None
-    try:
-        rec = wfdb.rdrecord(str(path), channels=channels, physical=True, return_res=64)
-    except Exception as exc:
-        raise RecordError(record_id, f"cannot read signal data ({exc})") from None
-
-    signal = np.asarray(rec.p_signal, dtype=np.float64).T
+    reader = RecordReader(path, leads, record_id)
+    signal = reader.read()
     nan_rows = np.isnan(signal).any(axis=1)
-    out_leads = tuple(leads) if leads is not None else tuple(names)
     if nan_rows.any():
-        bad = [out_leads[i] for i in np.flatnonzero(nan_rows)]
+        bad = [reader.leads[i] for i in np.flatnonzero(nan_rows)]
         n_bad = int(np.isnan(signal).sum())
-        raise RecordError(record_id, f"{n_bad} NaN sample(s) in lead(s) {', '.join(bad)}")
+        raise RecordError(reader.record_id, f"{n_bad} NaN sample(s) in lead(s) {', '.join(bad)}")
     return Recording(
-        record_id=record_id,
+        record_id=reader.record_id,
         signal=signal.astype(np.float32),
-        fs=float(header.fs),
-        leads=out_leads,
+        fs=reader.fs,
+        leads=reader.leads,
     )
 
 

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ecgtransfer.config import ConfigError, check, setting
-from ecgtransfer.data.leads import canonical_lead
+from ecgtransfer.data.leads import canonical_lead, measured_lead_names
 from ecgtransfer.data.transforms import resample
 from ecgtransfer.features.vocabulary import INTERVALS, status_column
 
@@ -69,14 +69,15 @@ __all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "METHODS", "OP
            "STATUS_COLUMNS", "ecg_intervals", "ecg_waves", "unmeasured", "WAVE_COLUMNS"]
 
 # Bumped whenever the algorithm changes what it computes: part of the config hash.
-LABELLER_VERSION = 3
+LABELLER_VERSION = 4
 STATUS_COLUMNS: tuple[str, ...] = tuple(status_column(c) for c in INTERVALS)
-LABEL_COLUMNS: tuple[str, ...] = ("record_id", *INTERVALS, "n_beats", "leads", "dropped_leads",
-                                  *STATUS_COLUMNS)
+LABEL_COLUMNS: tuple[str, ...] = ("record_id", *INTERVALS, "n_beats", "quality", "leads",
+                                  "dropped_leads", *STATUS_COLUMNS)
 """A label file's columns. ``leads`` (the recorded leads measured, space-separated) is new in
 labeller version 2, ``dropped_leads`` (each lead left out and why, ``; ``-separated) in version
-3; both are optional when a file is read."""
-OPTIONAL_COLUMNS: tuple[str, ...] = ("leads", "dropped_leads")
+3, ``quality`` (how alike the beats are, see :class:`LabellerConfig`'s ``min_quality``) in
+version 4; they are optional when a file is read."""
+OPTIONAL_COLUMNS: tuple[str, ...] = ("leads", "dropped_leads", "quality")
 """Columns a label file of an earlier labeller version may lack."""
 MIN_FS = 100.0
 """The lowest sampling rate measured (Hz); ``docs/labels.md`` states the accuracy at 100 Hz."""
@@ -134,6 +135,15 @@ class LabellerConfig:
     p_wave_min_correlation: float = setting(0.7, "PR is measured only where the beats' P-wave "
                                             "windows correlate at least this well with the "
                                             "template (median over beats and leads)")
+    min_quality: float = setting(0.3, "a record (or window) whose beats correlate less than "
+                                 "this with the mean of their other beats, from 0.05 s before R to the T "
+                                 "wave (median over beats and leads: the quality column), is "
+                                 "noise: every interval abstains")
+    window_s: float = setting(0.0, "label files: measure records in windows this long, each a "
+                              "row of a windows table, plus a beat table and a per-record "
+                              "summary (0: each record whole)", unit="s")
+    step_s: float = setting(0.0, "label files: windows start this far apart (0: window_s, "
+                            "windows that do not overlap)", unit="s")
 
     def __post_init__(self) -> None:
         try:
@@ -146,8 +156,17 @@ class LabellerConfig:
         check(not self.peak_methods, "peak_methods", "at least one method is needed")
         for f in fields(LabellerConfig):  # a stage config extends it with its own fields
             value = getattr(self, f.name)
-            check(f.name not in ("method", "peak_methods", "leads") and not (np.isfinite(value) and value > 0),
-                  f.name, f"must be a positive number, got {value!r}")
+            if f.name in ("window_s", "step_s"):
+                check(not (np.isfinite(value) and value >= 0), f.name,
+                      f"must be 0 or a positive number, got {value!r}")
+            else:
+                check(f.name not in ("method", "peak_methods", "leads")
+                      and not (np.isfinite(value) and value > 0),
+                      f.name, f"must be a positive number, got {value!r}")
+        check(self.step_s > 0 and not self.window_s > 0, "step_s",
+              "needs window_s (windows to step between)")
+        check(self.window_s > 0 and self.window_s < self.min_duration_s, "window_s",
+              f"must be at least min_duration_s ({self.min_duration_s:g} s)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LabellerConfig":
@@ -195,7 +214,7 @@ def unmeasured(record_id: str, reason: str, n_beats: float = np.nan,
                leads: Sequence[str] = (), dropped: Sequence[str] = ()) -> dict[str, Any]:
     """A result row with every interval NaN for one reason."""
     row: dict[str, Any] = {"record_id": record_id, **dict.fromkeys(INTERVALS, np.nan),
-                           "n_beats": n_beats, "leads": " ".join(leads),
+                           "n_beats": n_beats, "quality": np.nan, "leads": " ".join(leads),
                            "dropped_leads": "; ".join(dropped)}
     row.update(dict.fromkeys(STATUS_COLUMNS, reason))
     return row
@@ -439,12 +458,25 @@ def _neurokit_intervals(twelve: np.ndarray, peaks: np.ndarray, whole: np.ndarray
     return per_lead, _median(onsets)
 
 
-def _p_wave_correlation(beats: np.ndarray, tpl: np.ndarray, lo: int, hi: int) -> float:
-    """Median correlation of each beat's P-wave window with the template's, over beats and leads."""
+def _window_correlation(beats: np.ndarray, tpl: np.ndarray, lo: int, hi: int) -> float:
+    """Median correlation of each beat's window ``lo:hi`` with the template's, over beats and
+    leads (the P wave's window for PR; QRS to T for the record's quality)."""
     seg = beats[:, :, lo:hi] - beats[:, :, lo:hi].mean(-1, keepdims=True)
     ref = tpl[:, None, lo:hi] - tpl[:, None, lo:hi].mean(-1, keepdims=True)
     num = (seg * ref).sum(-1)
     den = np.sqrt((seg ** 2).sum(-1) * (ref ** 2).sum(-1)) + 1e-12
+    return float(np.median(num / den))
+
+
+def _quality(beats: np.ndarray, lo: int, hi: int) -> float:
+    """How alike the beats are: the median over beats and leads of each beat's correlation, in
+    the window ``lo:hi``, with the mean of the other beats (a beat is not compared with a
+    template it is part of, so a few beats of noise do not look alike)."""
+    seg = beats[:, :, lo:hi] - beats[:, :, lo:hi].mean(-1, keepdims=True)
+    n = seg.shape[1]
+    others = (seg.sum(1, keepdims=True) - seg) / max(n - 1, 1)
+    num = (seg * others).sum(-1)
+    den = np.sqrt((seg ** 2).sum(-1) * (others ** 2).sum(-1)) + 1e-12
     return float(np.median(num / den))
 
 
@@ -504,12 +536,17 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
     if signal.ndim != 2 or signal.shape[0] != len(leads):
         return unmeasured(record_id, f"signal of shape {signal.shape} does not match "
                                      f"{len(leads)} leads"), None
-    names = [canonical_lead(name) for name in leads]
+    # Holter leads are measured as the standard lead they resemble (CM5 as V5), unnamed ones
+    # as generic leads; the label's leads column shows both (CM5=V5, unnamed:0)
+    names, shown = measured_lead_names(list(leads))
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         return unmeasured(record_id, f"lead {twice[0]} appears twice"), None
     if cfg.leads:
-        lookup = {name.lower(): i for i, name in enumerate(names)}
+        lookup: dict[str, int] = {}
+        for i, (name, own, show) in enumerate(zip(names, leads, shown)):
+            for key in (name, canonical_lead(own), show):
+                lookup.setdefault(key.lower(), i)
         missing = [name for name in cfg.leads if name.lower() not in lookup]
         if missing:
             return unmeasured(record_id, f"missing lead(s) {', '.join(missing)}"), None
@@ -518,7 +555,7 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
         rows = list(range(len(names)))
     if not rows:
         return unmeasured(record_id, "no leads"), None
-    names = [names[i] for i in rows]
+    names, shown = [names[i] for i in rows], [shown[i] for i in rows]
     if not fs >= MIN_FS:
         return unmeasured(record_id, f"sampling rate {fs!r} Hz is below {MIN_FS:g} Hz"), None
     x = signal[rows]
@@ -528,7 +565,7 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
                           f"too short ({seconds:.2f} s < {cfg.min_duration_s:g} s)"), None
     # a lead that is flat, saturated or holds NaN (a loose electrode) is left out, and the
     # record measured on the others, as long as at least half of its leads are good
-    problems = [_lead_problem(name, lead, fs, cfg) for name, lead in zip(names, x)]
+    problems = [_lead_problem(name, lead, fs, cfg) for name, lead in zip(shown, x)]
     dropped = [p for p in problems if p]
     good = [i for i, p in enumerate(problems) if not p]
     if len(good) < max(1, -(-len(names) // 2)):
@@ -539,7 +576,7 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
                                      f"{'; '.join(dropped[:2])}{more}",
                           dropped=dropped), None
     if dropped:
-        x, names = x[good], [names[i] for i in good]
+        x, names, shown = x[good], [names[i] for i in good], [shown[i] for i in good]
     if fs != cfg.fs:
         x, fs = resample(x, fs, cfg.fs).astype(np.float64), cfg.fs
 
@@ -554,9 +591,9 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
     peaks = _agreed_peaks(clean[voters], fs, cfg)
     if len(peaks) < 2:
         return unmeasured(record_id, f"too few beats ({len(peaks)} R peak(s) agreed across leads)",
-                          n_beats=float(len(peaks)), leads=names, dropped=dropped), None
+                          n_beats=float(len(peaks)), leads=shown, dropped=dropped), None
     rr = float(np.median(np.diff(peaks)))
-    row = unmeasured(record_id, OK, n_beats=float(len(peaks)), leads=names, dropped=dropped)
+    row = unmeasured(record_id, OK, n_beats=float(len(peaks)), leads=shown, dropped=dropped)
     row["hr_bpm"] = 60.0 * fs / rr
 
     measured = _with_derived_limb_leads(clean, names)
@@ -568,6 +605,16 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
         return row, None
     beats = np.stack([measured[:, p - before: p + after] for p in whole], axis=1)  # lead, beat, t
     tpl = np.median(beats, axis=1)
+    # noise: beats that do not repeat (movement, electrode noise, peaks found in noise) are not
+    # measured; the window runs from before the QRS to the T wave at this heart rate
+    quality = _quality(beats, before - int(0.05 * fs), before + int(min(0.45 * fs, 0.8 * rr)))
+    row["quality"] = quality
+    if not quality >= cfg.min_quality:
+        reason = (f"noise (beats correlate {quality:.2f} with each other < "
+                  f"{cfg.min_quality:g})")
+        row.update({c: reason for c in STATUS_COLUMNS})
+        row["hr_bpm"] = np.nan
+        return row, None
     marks = None
     if cfg.method == "ecgtransfer":
         marks = _delineate_templates(tpl, before, fs, rr, cfg)
@@ -582,7 +629,7 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
     qon = before + onset
     if np.isfinite(qon):
         lo = max(int(qon) - int(min(0.3 * fs, 0.5 * rr)), 0)
-        corr = _p_wave_correlation(beats, tpl, lo, int(qon) - int(0.02 * fs))
+        corr = _window_correlation(beats, tpl, lo, int(qon) - int(0.02 * fs))
         if not corr >= cfg.p_wave_min_correlation:
             values["pr_ms"] = np.nan
             row["pr_status"] = (f"no P wave (P windows correlate {corr:.2f} < "

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 64  # rows between flushes of the partial file
 _HEADER = ",".join(LABEL_COLUMNS) + "\n"
-_NUMBERS = (*INTERVALS, "n_beats")  # the numeric columns of a label file
+_NUMBERS = (*INTERVALS, "n_beats", "quality")  # the numeric columns of a label file
 IMPLAUSIBLE_SHARE = 0.01
 """A label file with more than this share of an interval's values (and more than one) outside
 its plausible range is refused; fewer are left out with a warning."""
