@@ -66,7 +66,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["LABEL_COLUMNS", "LABELLER_VERSION", "LabellerConfig", "METHODS", "OPTIONAL_COLUMNS",
-           "STATUS_COLUMNS", "ecg_intervals", "ecg_waves", "unmeasured", "WAVE_COLUMNS"]
+           "STATUS_COLUMNS", "ecg_intervals", "ecg_waves", "unmeasured", "wave_marks",
+           "WAVE_COLUMNS"]
 
 # Bumped whenever the algorithm changes what it computes: part of the config hash.
 LABELLER_VERSION = 4
@@ -385,7 +386,8 @@ def _wave_edges(tpl: np.ndarray, marks: np.ndarray, r: int, fs: float) -> np.nda
     slope = np.gradient(tpl, axis=-1)
     for lead, (x, dx, (p_on, q_on, q_off, t_off)) in enumerate(zip(tpl, slope, marks)):
         if np.isfinite(p_on) and np.isfinite(q_on):
-            lo, hi = int(round(r + p_on)), int(r + q_on) - max(int(0.01 * fs), 1)
+            # a P onset found before the template's start (a slow rate's long PR) is clipped
+            lo, hi = max(int(round(r + p_on)), 0), int(r + q_on) - max(int(0.01 * fs), 1)
             if hi - lo > 3:
                 level = x[lo]
                 pp = lo + int(np.argmax(np.abs(x[lo:hi] - level)))
@@ -395,7 +397,7 @@ def _wave_edges(tpl: np.ndarray, marks: np.ndarray, r: int, fs: float) -> np.nda
                     end = ps + (level - x[ps]) / dx[ps] if dx[ps] != 0 else hi
                     out[lead, 0] = float(np.clip(end, pp, r + q_on)) - r
         if np.isfinite(q_off) and np.isfinite(t_off):
-            lo, hi = int(r + q_off), int(round(r + t_off))
+            lo, hi = int(r + q_off), min(int(round(r + t_off)), tpl.shape[1] - 1)
             if hi - lo > 3:
                 level = x[lo]
                 skip = max(int(0.04 * fs), 1)  # the T peak lies past the J point
@@ -680,13 +682,21 @@ def ecg_waves(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id:
     """
     import pandas as pd
 
+    row, table = wave_marks(signal, fs, leads, record_id=record_id, config=config)
+    return pd.DataFrame(table, columns=list(WAVE_COLUMNS)), row
+
+
+def wave_marks(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id: str = "",
+               config: LabellerConfig | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """:func:`ecg_waves` without pandas: the intervals row, and the beat marks as a
+    ``(n_beats, 7)`` float array in :data:`WAVE_COLUMNS` order (0 rows when the record could not
+    be delineated)."""
     row, detail = _measure(signal, fs, leads, record_id, config, None, detail=True)
     if detail is None:
-        return pd.DataFrame(columns=list(WAVE_COLUMNS), dtype=float), row
+        return row, np.zeros((0, len(WAVE_COLUMNS)))
     rel = np.array([_median(detail["marks"][:, k]) for k in (0, 4, 1, 2, 5, 3)])
     if not np.isfinite(row["pr_ms"]):
         rel[:2] = np.nan  # no P wave
     scale = fs / detail["fs"]
     peaks = detail["peaks"].astype(float)
-    table = np.column_stack([peaks, peaks[:, None] + rel[None, :]]) * scale
-    return pd.DataFrame(table, columns=list(WAVE_COLUMNS)), row
+    return row, np.column_stack([peaks, peaks[:, None] + rel[None, :]]) * scale

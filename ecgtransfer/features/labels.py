@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ecgtransfer.data.store import SignalStore
+from ecgtransfer.data.wfdb_io import RecordError
 from ecgtransfer.errors import UserError
 from ecgtransfer.features.intervals import (LABEL_COLUMNS, OPTIONAL_COLUMNS, STATUS_COLUMNS,
                                             LabellerConfig, ecg_intervals, neurokit2_version,
@@ -44,7 +45,8 @@ from ecgtransfer.features.vocabulary import (INTERVALS, UNITS, implausible_reaso
                                              plausible_range, status_column)
 from ecgtransfer.files import append_synced, atomic_file, exclusive_lock, on_disk_full
 
-__all__ = ["LabelError", "LabelReport", "default_label_path", "label_records", "read_labels"]
+__all__ = ["LabelError", "LabelReport", "default_label_path", "label_records", "read_beats",
+           "read_labels", "read_windows", "windows_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +287,36 @@ class _Source:
     def measure(self, record_id: str, config: LabellerConfig) -> dict[str, Any]:
         raise NotImplementedError
 
+    def open_record(self, record_id: str,
+                    config: LabellerConfig) -> tuple[Callable[[int, int], np.ndarray], int, float,
+                                                     Sequence[str]]:
+        """``read(start, stop)``, length, rate and lead names of one record, nothing read yet."""
+        raise NotImplementedError
+
+    def measure_windows(self, record_id: str, config: LabellerConfig,
+                        folder: Path) -> dict[str, Any]:
+        """Label one record in windows: its windows and beat tables written (each file
+        complete or absent) into ``folder``, its summary row returned."""
+        from ecgtransfer.features.windows import BEAT_COLUMNS, WINDOW_COLUMNS, Summary, label_windows
+
+        try:
+            read, n, fs, leads = self.open_record(record_id, config)
+        except RecordError as exc:
+            return unmeasured(record_id, exc.reason)
+        summary = Summary(record_id)
+        windows_file, beats_file = _record_files(folder, record_id)
+        windows_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(windows_file) as wf, atomic_file(beats_file) as bf:
+            windows, beats = csv.writer(wf, lineterminator="\n"), csv.writer(bf, lineterminator="\n")
+            windows.writerow(WINDOW_COLUMNS)
+            beats.writerow(BEAT_COLUMNS)
+            for window, marks in label_windows(read, n, fs, leads, record_id, config):
+                window = _plausible_row(window)
+                summary.add(window)
+                windows.writerow([_cell(window.get(c, "")) for c in WINDOW_COLUMNS])
+                beats.writerows([record_id, *map(_cell, m)] for m in marks)
+        return summary.row()
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": str(self.path)}
 
@@ -303,6 +335,14 @@ class _StoreSource(_Source):
         return ecg_intervals(self.store.get(record_id), self.store.fs, self.store.leads,
                              record_id=record_id, config=config)
 
+    def open_record(self, record_id: str, config: LabellerConfig):
+        signal = self.store.get(record_id)  # memory-mapped: a window is read when sliced
+
+        def read(start: int, stop: int) -> np.ndarray:
+            return np.asarray(signal[:, start:stop], dtype=np.float64)
+
+        return read, signal.shape[1], self.store.fs, self.store.leads
+
     def describe(self) -> dict[str, Any]:
         meta = self.store.meta
         return {**super().describe(), "source": meta.get("source"), "n_records": len(self.store),
@@ -318,7 +358,7 @@ class _FolderSource(_Source):
         return find_records(self.path)
 
     def measure(self, record_id: str, config: LabellerConfig) -> dict[str, Any]:
-        from ecgtransfer.data.wfdb_io import RecordError, read_record
+        from ecgtransfer.data.wfdb_io import read_record
 
         try:
             rec = read_record(self.path / record_id, leads=config.leads or None,
@@ -327,23 +367,35 @@ class _FolderSource(_Source):
             return unmeasured(record_id, exc.reason)
         return ecg_intervals(rec.signal, rec.fs, rec.leads, record_id=record_id, config=config)
 
+    def open_record(self, record_id: str, config: LabellerConfig):
+        from ecgtransfer.data.wfdb_io import RecordReader
 
-_WORKER: tuple[_Source, LabellerConfig] | None = None
+        reader = RecordReader(self.path / record_id, leads=config.leads or None,
+                              record_id=record_id)
+        return reader.read, reader.n_samples, reader.fs, reader.leads
+
+
+_WORKER: tuple[_Source, LabellerConfig, Path | None] | None = None
 
 
 def _open(kind: str, path: Path) -> _Source:
     return _StoreSource(path) if kind == "store" else _FolderSource(path)
 
 
-def _init_worker(kind: str, path: str, config: dict) -> None:
+def _init_worker(kind: str, path: str, config: dict, windows: str | None) -> None:
     global _WORKER
-    _WORKER = (_open(kind, Path(path)), LabellerConfig.from_dict(config))
+    _WORKER = (_open(kind, Path(path)), LabellerConfig.from_dict(config),
+               Path(windows) if windows else None)
 
 
-def _measure(source: _Source, record_id: str, config: LabellerConfig) -> dict[str, Any]:
-    """One record's row; whatever goes wrong becomes its reason, never a crashed run, and a
-    value outside its plausible range NaN with the reason, never a label."""
+def _measure(source: _Source, record_id: str, config: LabellerConfig,
+             windows: Path | None = None) -> dict[str, Any]:
+    """One record's row (in windows written into ``windows`` when the config has a
+    ``window_s``); whatever goes wrong becomes its reason, never a crashed run, and a value
+    outside its plausible range NaN with the reason, never a label."""
     try:
+        if config.window_s > 0 and windows is not None:
+            return _plausible_row(source.measure_windows(record_id, config, windows))
         return _plausible_row(source.measure(record_id, config))
     except Exception as exc:  # noqa: BLE001 - a record must not stop the other 21,000
         message = str(exc).splitlines()[0] if str(exc) else ""
@@ -352,22 +404,23 @@ def _measure(source: _Source, record_id: str, config: LabellerConfig) -> dict[st
 
 def _work(record_id: str) -> dict[str, Any]:
     assert _WORKER is not None
-    source, config = _WORKER
-    return _measure(source, record_id, config)
+    source, config, windows = _WORKER
+    return _measure(source, record_id, config, windows)
 
 
 def _results(source: _Source, config: LabellerConfig, todo: Sequence[str],
-             workers: int) -> Iterator[dict[str, Any]]:
+             workers: int, windows: Path | None) -> Iterator[dict[str, Any]]:
     """Rows for ``todo`` in order, computed in ``workers`` processes (inline for 1)."""
     if workers <= 1:
         for rid in todo:
-            yield _measure(source, rid, config)
+            yield _measure(source, rid, config, windows)
         return
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(workers, initializer=_init_worker,
-                  initargs=(source.kind, str(source.path), config.to_dict())) as pool:
+                  initargs=(source.kind, str(source.path), config.to_dict(),
+                            str(windows) if windows else None)) as pool:
         yield from pool.imap(_work, todo, chunksize=4)
 
 
@@ -378,6 +431,64 @@ def _versions() -> dict[str, str]:
 
     return {"ecgtransfer": ecgtransfer.__version__, "neurokit2": neurokit2_version(),
             "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+
+
+def _cell(value: Any) -> Any:
+    """A windows or beat table cell: numbers to 10 significant digits (a beat's time in a
+    24-hour record keeps its milliseconds), NaN empty."""
+    if isinstance(value, (float, np.floating)):
+        return "" if not np.isfinite(value) else f"{float(value):.10g}"
+    return value
+
+
+def windows_folder(path: str | Path) -> Path:
+    """Where a windowed label file keeps its windows and beat tables: ``<stem>.windows/``
+    beside it (``labels-<hash>.windows/``), one ``<record>.windows.csv`` and
+    ``<record>.beats.csv`` per record (shards share it)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.windows")
+
+
+def _record_files(folder: Path, record_id: str) -> tuple[Path, Path]:
+    return folder / f"{record_id}.windows.csv", folder / f"{record_id}.beats.csv"
+
+
+def read_windows(path: str | Path, record_id: str) -> pd.DataFrame:
+    """One record's windows table (:data:`~ecgtransfer.features.windows.WINDOW_COLUMNS`) of a
+    windowed label file ``path``.
+
+    Raises
+    ------
+    LabelError
+        The label file was not made in windows, or the record has no windows table yet.
+    """
+    return _record_table(path, record_id, 0)
+
+
+def read_beats(path: str | Path, record_id: str) -> pd.DataFrame:
+    """One record's beat table (:data:`~ecgtransfer.features.windows.BEAT_COLUMNS`) of a
+    windowed label file ``path``: every beat's R time, wave boundaries (s) and intervals (ms).
+
+    Raises
+    ------
+    LabelError
+        As :func:`read_windows`.
+    """
+    return _record_table(path, record_id, 1)
+
+
+def _record_table(path: str | Path, record_id: str, which: int) -> pd.DataFrame:
+    folder = windows_folder(path)
+    if not folder.is_dir():
+        raise LabelError(f"{path}: has no windows (label with window_s > 0 to get them)")
+    file = _record_files(folder, str(record_id))[which]
+    try:
+        return pd.read_csv(file, dtype={"record_id": str}, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise LabelError(f"{file}: no such table (record {record_id!r} not labelled in "
+                         "windows yet)") from None
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise LabelError(f"{file}: unreadable ({str(exc).splitlines()[0]})") from None
 
 
 def _format(row: dict[str, Any]) -> dict[str, Any]:
@@ -477,9 +588,11 @@ def _label(src: _Source, ids: list[str], cfg: LabellerConfig, base: Path, path: 
            progress: bool | Callable[[int], None]) -> LabelReport:
     """:func:`label_records` once it holds the label file's lock."""
     digest = cfg.config_hash()
+    windows = windows_folder(base) if cfg.window_s > 0 else None
     meta = {"config_hash": digest, "config": cfg.to_dict(), "versions": _versions(),
             "source": src.describe(), "shard": list(shard) if shard else None,
-            "columns": list(LABEL_COLUMNS)}
+            "columns": list(LABEL_COLUMNS),
+            "windows": windows.name if windows is not None else None}
     side = _sidecar(path)
     if side.exists():
         theirs = _config_hash(side)
@@ -535,7 +648,7 @@ def _label(src: _Source, ids: list[str], cfg: LabellerConfig, base: Path, path: 
             bar = tqdm(total=len(ids), initial=reused, unit="rec", desc="label")
         with on_disk_full(LabelError, folder, partial.name):
             try:
-                for row in _results(src, cfg, todo, workers):
+                for row in _results(src, cfg, todo, workers, windows):
                     line = _line(_format(row))
                     pending.append(line)
                     computed += 1
