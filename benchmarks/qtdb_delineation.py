@@ -71,7 +71,7 @@ def annotated(path: Path, record: str) -> tuple[pd.DataFrame, float]:
 
     ann = read_annotation(path / record, "q1c", record_id=record)
     beats = annotated_beats({"q1c": (ann.samples, ann.symbols)})
-    return beats.drop(columns=["lead", "t_on"]) / ann.fs, ann.fs
+    return beats.drop(columns=["lead", "t_on"]).astype(float) / ann.fs, ann.fs
 
 
 def ours(path: Path, record: str) -> pd.DataFrame:
@@ -174,7 +174,7 @@ def _matched(peaks: np.ndarray, detected: pd.DataFrame) -> pd.DataFrame:
 def _intervals(beats: pd.DataFrame) -> dict[str, float]:
     out = {}
     for name, (a, b) in INTERVALS.items():
-        v = (beats[b] - beats[a]).to_numpy() * 1000.0
+        v = (beats[b] - beats[a]).to_numpy(dtype=float) * 1000.0
         v = v[np.isfinite(v)]
         out[name] = float(np.median(v)) if len(v) else np.nan
     return out

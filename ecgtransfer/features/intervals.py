@@ -131,6 +131,10 @@ class LabellerConfig:
     qrs_quiet_s: float = setting(0.012, "... and stays there this long", unit="s")
     slope_smoothing_s: float = setting(0.010, "moving-average width applied to the absolute "
                                        "slope", unit="s")
+    t_peak_fraction: float = setting(0.7, "the T wave is the first wave after the QRS (away "
+                                     "from the PR level) at least this fraction of the "
+                                     "largest one there: a U wave or the next P wave is not "
+                                     "taken for it")
     t_area_window_s: float = setting(0.12, "trapezium-area window after the T wave's steepest "
                                      "point (Zhang's t_r)", unit="s")
     p_wave_min_correlation: float = setting(0.7, "PR is measured only where the beats' P-wave "
@@ -306,6 +310,18 @@ def _runs(low: np.ndarray, m: int, *, ending: bool) -> np.ndarray:
     return count if ending else count[::-1]
 
 
+def _first_large_peak(magnitude: np.ndarray, fraction: float) -> int:
+    """The earliest local maximum of ``magnitude`` that reaches ``fraction`` of its largest
+    value (the largest value's position when none does, or for ``fraction`` 1)."""
+    import scipy.signal
+
+    top = int(np.argmax(magnitude))
+    if fraction >= 1:
+        return top
+    peaks, _ = scipy.signal.find_peaks(magnitude, height=fraction * magnitude[top])
+    return int(peaks[0]) if len(peaks) and peaks[0] < top else top
+
+
 def _delineate_templates(tpl: np.ndarray, r: int, fs: float, rr: float,
                          cfg: LabellerConfig) -> np.ndarray:
     """Per lead P onset, QRS onset, QRS offset, T offset of templates, samples relative to R."""
@@ -342,7 +358,7 @@ def _delineate_templates(tpl: np.ndarray, r: int, fs: float, rr: float,
         # T wave: its peak is the largest excursion from the PR level after the QRS
         t_lo, t_hi = qoff + int(0.06 * fs), min(r + int(min(0.7 * rr, 0.65 * fs)), n - 1)
         if t_hi - t_lo > int(0.05 * fs):
-            tp = t_lo + int(np.argmax(np.abs(x[t_lo:t_hi] - base)))
+            tp = t_lo + _first_large_peak(np.abs(x[t_lo:t_hi] - base), cfg.t_peak_fraction)
             sign = np.sign(x[tp] - base)
             end = min(tp + int(0.2 * fs), t_hi)
             if end - tp > 2:
@@ -480,6 +496,38 @@ def _quality(beats: np.ndarray, lo: int, hi: int) -> float:
     num = (seg * others).sum(-1)
     den = np.sqrt((seg ** 2).sum(-1) * (others ** 2).sum(-1)) + 1e-12
     return float(np.median(num / den))
+
+
+def _t_amplitudes(tpl: np.ndarray, marks: np.ndarray, r: int, fs: float) -> np.ndarray:
+    """Per lead, the T wave's largest excursion (mV) from the level before the QRS, between
+    the QRS offset and the T offset of :func:`_delineate_templates`'s ``marks``."""
+    out = np.zeros(len(tpl))
+    for lead, (x, (_, q_on, q_off, t_off)) in enumerate(zip(tpl, marks)):
+        if not np.isfinite([q_on, q_off, t_off]).all():
+            continue
+        on, lo, hi = int(r + q_on), int(r + q_off), min(int(r + t_off), tpl.shape[1] - 1)
+        if hi > lo:
+            base = float(np.median(x[max(on - int(0.02 * fs), 0): on + 1]))
+            out[lead] = float(np.max(np.abs(x[lo:hi + 1] - base)))
+    return out
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The median of ``values`` weighted by ``weights`` (the plain median where the weights
+    are all zero); NaN values left out."""
+    ok = np.isfinite(values) & np.isfinite(weights)
+    values, weights = values[ok], weights[ok]
+    if not len(values):
+        return np.nan
+    if not weights.sum() > 0:
+        return float(np.median(values))
+    order = np.argsort(values)
+    values, cum = values[order], np.cumsum(weights[order])
+    half = cum[-1] / 2
+    k = int(np.searchsorted(cum, half))
+    if np.isclose(cum[k], half) and k + 1 < len(values):  # exactly between two: their mean
+        return float((values[k] + values[k + 1]) / 2)
+    return float(values[k])
 
 
 def _median(values: np.ndarray) -> float:
@@ -626,8 +674,11 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
     else:  # LabellerConfig refuses other names; a method added to METHODS must be added here
         raise ValueError(f"labeller method {cfg.method!r} has no delineator")
     ms = 1000.0 / fs
+    qt = _median(per_lead[:, 2])
+    if marks is not None:  # leads weighted by their T wave's size: a flat T ends anywhere
+        qt = _weighted_median(per_lead[:, 2], _t_amplitudes(tpl, marks, before, fs))
     values = {"pr_ms": _median(per_lead[:, 0]) * ms, "qrs_ms": _median(per_lead[:, 1]) * ms,
-              "qt_ms": _median(per_lead[:, 2]) * ms}
+              "qt_ms": qt * ms}
     qon = before + onset
     if np.isfinite(qon):
         lo = max(int(qon) - int(min(0.3 * fs, 0.5 * rr)), 0)
@@ -694,7 +745,11 @@ def wave_marks(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id
     row, detail = _measure(signal, fs, leads, record_id, config, None, detail=True)
     if detail is None:
         return row, np.zeros((0, len(WAVE_COLUMNS)))
-    rel = np.array([_median(detail["marks"][:, k]) for k in (0, 4, 1, 2, 5, 3)])
+    marks = detail["marks"]
+    rel = np.array([_median(marks[:, k]) for k in (0, 4, 1, 2, 5, 3)])
+    # the T offset as the QT: leads weighted by their T wave's size
+    rel[5] = _weighted_median(marks[:, 3], _t_amplitudes(detail["templates"], marks[:, :4],
+                                                         detail["before"], detail["fs"]))
     if not np.isfinite(row["pr_ms"]):
         rel[:2] = np.nan  # no P wave
     scale = fs / detail["fs"]
