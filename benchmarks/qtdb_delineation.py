@@ -80,10 +80,49 @@ def ours(path: Path, record: str) -> pd.DataFrame:
     from ecgtransfer.features.windows import BEAT_COLUMNS, label_windows
 
     reader = RecordReader(path / record, record_id=record)
-    beats = [b for _, b in label_windows(reader.read, reader.n_samples, reader.fs,
-                                         reader.leads, record, LabellerConfig(window_s=10.0))]
+    beats, windows = [], {"windows": 0, "ok": 0, "noise": 0}
+    for window, b in label_windows(reader.read, reader.n_samples, reader.fs, reader.leads,
+                                   record, LabellerConfig(window_s=10.0)):
+        beats.append(b)
+        windows["windows"] += 1
+        windows["ok"] += window["qt_status"] == "ok"
+        windows["noise"] += str(window["qt_status"]).startswith("noise")
     table = pd.DataFrame(np.concatenate(beats), columns=list(BEAT_COLUMNS[1:]))
-    return pd.DataFrame({"peak": table["time_s"], **{b: table[f"{b}_s"] for b in BOUNDS}})
+    out = pd.DataFrame({"peak": table["time_s"], **{b: table[f"{b}_s"] for b in BOUNDS}})
+    out.attrs["windows"] = windows
+    return out
+
+
+def holter_speed(path: Path, record: str = "sel30", repeats: int = 3) -> dict:
+    """Seconds to label one whole 15-minute record in 10-s windows in this process (one core:
+    call with one thread), the best of ``repeats``."""
+    from threadpoolctl import threadpool_limits
+
+    from ecgtransfer.data.wfdb_io import RecordReader
+
+    times = []
+    with threadpool_limits(1):
+        for _ in range(repeats + 1):  # the first run imports and warms up
+            times.append(_label_once(path, record))
+    reader = RecordReader(path / record, record_id=record)
+    return {"record": record, "minutes": reader.n_samples / reader.fs / 60, "fs": reader.fs,
+            "leads": len(reader.leads), "windows": times[0][1],
+            "seconds": min(t for t, _ in times[1:])}
+
+
+def _label_once(path: Path, record: str) -> tuple[float, int]:
+    from ecgtransfer.data.wfdb_io import RecordReader
+    from ecgtransfer.features.intervals import LabellerConfig
+    from ecgtransfer.features.windows import Summary, label_windows
+
+    start = time.perf_counter()
+    reader = RecordReader(path / record, record_id=record)
+    summary = Summary(record)
+    for window, _ in label_windows(reader.read, reader.n_samples, reader.fs, reader.leads,
+                                   record, LabellerConfig(window_s=10.0)):
+        summary.add(window)
+    summary.row()
+    return time.perf_counter() - start, summary.n_windows
 
 
 def _stretch(path: Path, record: str, ann: pd.DataFrame) -> tuple[np.ndarray, float, float]:
@@ -201,7 +240,8 @@ def one_record(args) -> dict:
         matched = _matched(ann["peak"].to_numpy(), det)
         errors = {b: ((matched[b] - ann[b]) * 1000.0).tolist() for b in BOUNDS}
         result["methods"][method] = {"errors": errors, "intervals": _intervals(matched),
-                                     "seconds": time.perf_counter() - start}
+                                     "seconds": time.perf_counter() - start,
+                                     "windows": det.attrs.get("windows")}
     return result
 
 
@@ -235,7 +275,11 @@ def summarise(results: list[dict], methods) -> dict:
                 e = np.array([v for d, v in pairs if d == db], float)
                 per_db.setdefault(db, {})[name] = (float(np.nanmean(np.abs(e)))
                                                    if np.isfinite(e).any() else None)
+        counts = [r["methods"][method]["windows"] for r in rows
+                  if r["methods"][method].get("windows")]
+        windows = ({k: int(sum(c[k] for c in counts)) for k in counts[0]} if counts else None)
         out[method] = {"boundaries": bounds, "intervals": overall, "per_database": per_db,
+                       "windows": windows,
                        "records": len(rows),
                        "failed": [r["record"] for r in results
                                   if "error" in r["methods"].get(method, {})],
@@ -298,16 +342,24 @@ def run(root: Path = DEFAULT, methods=METHODS, workers: int = 2, limit: int | No
         for b in BOUNDS:
             r["has_" + b] = np.isfinite(ann[b].to_numpy()).astype(float).tolist()
     summary = summarise(results, methods)
+    speed = holter_speed(path) if "ours" in methods else None
     print(f"QTDB: {len(records)} records, {sum(r['n_annotated'] for r in results)} annotated "
           f"beats, {time.perf_counter() - start:.0f} s on {workers} worker(s)")
     print_table(summary)
+    if speed is not None:
+        w = summary["ours"]["windows"]
+        print(f"\nours: {w['windows']} windows of 10 s, {w['ok']} measured, {w['noise']} abstained "
+              f"as noise; one {speed['minutes']:.0f}-minute {speed['leads']}-lead record at "
+              f"{speed['fs']:g} Hz ({speed['windows']} windows) in {speed['seconds']:.2f} s on "
+              "one core (target <= 1 s)")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         per_record = [{"record": r["record"], "database": r["database"],
                        "reference": r["reference"],
                        **{m: r["methods"][m].get("intervals") for m in methods}}
                       for r in results]
-        out.write_text(json.dumps({"summary": summary, "records": per_record}, indent=1))
+        out.write_text(json.dumps({"summary": summary, "speed": speed, "records": per_record},
+                                  indent=1))
     return summary
 
 

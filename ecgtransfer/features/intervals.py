@@ -83,6 +83,9 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("leads", "dropped_leads", "quality")
 MIN_FS = 100.0
 """The lowest sampling rate measured (Hz); ``docs/labels.md`` states the accuracy at 100 Hz."""
 OK = "ok"
+FEW_LEADS = 3
+"""With this many delineated leads or fewer, the QT's median over leads is weighted by each
+lead's T-wave amplitude (a Holter's two leads: no majority outvotes a lead with a flat T)."""
 METHODS: tuple[str, ...] = ("ecgtransfer", "neurokit")
 """Delineation methods of :func:`ecg_intervals`; the first is the default."""
 # nk.ecg_delineate's method behind method="neurokit": part of that method's config hash.
@@ -140,7 +143,7 @@ class LabellerConfig:
     p_wave_min_correlation: float = setting(0.7, "PR is measured only where the beats' P-wave "
                                             "windows correlate at least this well with the "
                                             "template (median over beats and leads)")
-    min_quality: float = setting(0.3, "a record (or window) whose beats correlate less than "
+    min_quality: float = setting(0.25, "a record (or window) whose beats correlate less than "
                                  "this with the mean of their other beats, from 0.05 s before R to the T "
                                  "wave (median over beats and leads: the quality column), is "
                                  "noise: every interval abstains")
@@ -675,7 +678,9 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
         raise ValueError(f"labeller method {cfg.method!r} has no delineator")
     ms = 1000.0 / fs
     qt = _median(per_lead[:, 2])
-    if marks is not None:  # leads weighted by their T wave's size: a flat T ends anywhere
+    if marks is not None and len(marks) <= FEW_LEADS:
+        # too few leads for a median to outvote a lead whose T wave is small (it ends anywhere):
+        # the leads are weighted by their T wave's size
         qt = _weighted_median(per_lead[:, 2], _t_amplitudes(tpl, marks, before, fs))
     values = {"pr_ms": _median(per_lead[:, 0]) * ms, "qrs_ms": _median(per_lead[:, 1]) * ms,
               "qt_ms": qt * ms}
@@ -747,9 +752,9 @@ def wave_marks(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id
         return row, np.zeros((0, len(WAVE_COLUMNS)))
     marks = detail["marks"]
     rel = np.array([_median(marks[:, k]) for k in (0, 4, 1, 2, 5, 3)])
-    # the T offset as the QT: leads weighted by their T wave's size
-    rel[5] = _weighted_median(marks[:, 3], _t_amplitudes(detail["templates"], marks[:, :4],
-                                                         detail["before"], detail["fs"]))
+    if len(marks) <= FEW_LEADS:  # the T offset as the QT's: leads weighted by their T wave
+        rel[5] = _weighted_median(marks[:, 3], _t_amplitudes(detail["templates"], marks[:, :4],
+                                                             detail["before"], detail["fs"]))
     if not np.isfinite(row["pr_ms"]):
         rel[:2] = np.nan  # no P wave
     scale = fs / detail["fs"]
