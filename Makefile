@@ -37,7 +37,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
 
+# ECGdeli (GPL-3.0) is a baseline of the QT Database benchmark only: installed beside the
+# benchmarks, never into the package's environment or its dependencies.
 bench: setup
+	$(BIN)/pip install --quiet --no-deps --target benchmarks/.gpl "ecgdeli==1.0.0"
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/synth_amplitude.py

@@ -4,6 +4,11 @@ Run from the repository root::
 
     python benchmarks/bench_label.py [--root ../shared/data/ludb-sample] [--ptbxl ../shared/data/ptbxl-sample]
                                      [--naive-n 40] [--memory-n 500,2000] [--skip-speed]
+                                     [--qtdb ../shared/data/qtdb-sample] [--skip-qtdb | --only-qtdb]
+
+QT Database (``qtdb_delineation.py``, first): the ambulatory records' per-beat wave boundaries
+and per-record intervals against the cardiologist's marks, ours beside NeuroKit2 (dwt,
+prominence) and ECGdeli; results also in ``docs/qtdb.json``.
 
 Accuracy. Reference: ``ecgtransfer.features.ludb_reference`` (each LUDB record's 12 per-lead
 annotations). Naive baselines on the record's lead II: ``nk.ecg_clean``, ``nk.ecg_peaks``,
@@ -435,12 +440,25 @@ def main() -> None:
                     help="leave out the strata, lead sets and rates")
     ap.add_argument("--skip-diagnoses", action="store_true",
                     help="leave out the agreement with interval-defined diagnoses")
+    ap.add_argument("--qtdb", type=Path, default=DEFAULT_ROOT.parent / "qtdb-sample",
+                    help="QT Database folder (RECORDS, data/)")
+    ap.add_argument("--skip-qtdb", action="store_true",
+                    help="leave out the QT Database part (qtdb_delineation.py)")
+    ap.add_argument("--only-qtdb", action="store_true", help="run only the QT Database part")
     ap.add_argument("--_memory", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._memory:
         _memory_child(args._memory)
         return
     warnings.filterwarnings("ignore")
+    if args.only_qtdb or not args.skip_qtdb:
+        import qtdb_delineation  # beside this file
+
+        print("QT Database: ambulatory records against the cardiologists' marks "
+              "(qtdb_delineation.py):")
+        qtdb_delineation.run(args.qtdb, out=REPO / "docs" / "qtdb.json")
+        if args.only_qtdb:
+            return
     names = find_records(args.root / "data")
     records = {name: read_record(args.root / "data" / name, leads=LEADS_12, record_id=name)
                for name in names}

@@ -26,7 +26,11 @@ from ecgtransfer.features.vocabulary import INTERVALS, column
 __all__ = ["INTERVALS", "annotated_waves", "annotated_beats", "reference_intervals",
            "ludb_reference", "ludb_beats", "agreement"]
 
-_WAVES = {"p": "P", "N": "QRS", "t": "T"}
+# A QRS peak is marked with its beat's WFDB label: LUDB marks every one N; the QT Database
+# marks each with its type (N, B bundle branch block, A atrial premature, V ventricular, Q
+# unclassifiable, ...).
+_BEATS = "NLRBAaJSVrFejnE/fQ?"
+_WAVES = {"p": "P", "t": "T", **{beat: "QRS" for beat in _BEATS}}
 
 
 def _wave_table(samples: np.ndarray, symbols) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +85,7 @@ def _pick(waves: np.ndarray, idx: np.ndarray, column: int, keep) -> np.ndarray:
 def _lead_values(samples: np.ndarray, symbols) -> dict[str, float]:
     """Per-lead medians over beats, in samples: rr, pr, qrs, qt; and the number of beats."""
     kinds, pos = _wave_table(samples, symbols)
-    qrs, p, t = pos[kinds == "N"], pos[kinds == "p"], pos[kinds == "t"]
+    qrs, p, t = pos[np.isin(kinds, list(_BEATS))], pos[kinds == "p"], pos[kinds == "t"]
     peaks = qrs[:, 1]
     before = np.concatenate([[-np.inf], peaks[:-1]])
     after = np.concatenate([peaks[1:], [np.inf]])
