@@ -147,7 +147,7 @@ def _per_lead_neurokit() -> None:
     ``nk.ecg_findpeaks`` called lead by lead, each designing its filters again (the baseline)."""
     import neurokit2 as nk
 
-    from ecgtransfer.features import intervals
+    from ecgtransfer.features import fast, intervals
 
     def clean(signal, fs):
         return np.stack([nk.ecg_clean(x, sampling_rate=fs) for x in signal])
@@ -164,7 +164,7 @@ def _per_lead_neurokit() -> None:
 
     warnings.filterwarnings("ignore")
     intervals._clean = clean
-    intervals.fast.find_peaks = find_peaks
+    fast.find_peaks = find_peaks  # intervals imports it when it measures
 
 
 def _store_worker(args) -> float:

@@ -212,3 +212,29 @@ def test_a_label_file_without_windows_says_so(ludb_root, tmp_path):
     report = label_records(folder, out=tmp_path / "l.csv", kind="wfdb")
     with pytest.raises(LabelError, match="has no windows"):
         read_windows(report.path, "1")
+
+
+def test_store_and_challenge_records_are_labelled_in_windows(ptbxl_store, cinc_root, tmp_path):
+    cfg = LabellerConfig(window_s=5.0)
+    report = label_records(ptbxl_store.path, out=tmp_path / "ptbxl.csv", config=cfg,
+                           shard=(0, 50))
+    labels = read_labels(report.path)
+    assert len(labels) == len(ptbxl_store.record_ids[0::50])
+    for rid in labels["record_id"]:
+        windows = read_windows(report.path, rid)
+        assert windows["start_s"].tolist() == [0.0, 5.0] and windows["end_s"].tolist() == [5.0, 10.0]
+        assert len(read_beats(report.path, rid)) >= windows["n_beats"].sum() - 2
+    assert (labels["qt_status"] == "ok").mean() >= 0.8
+    # a Challenge record (12 leads, 500 Hz, .mat) in windows: the summary is its windows' median
+    folder = tmp_path / "cinc"
+    folder.mkdir()
+    for ext in ("hea", "mat"):
+        shutil.copy(cinc_root / f"E07509.{ext}", folder)
+    report = label_records(folder, out=tmp_path / "cinc.csv", kind="wfdb", config=cfg)
+    row = read_labels(report.path).iloc[0]
+    windows = read_windows(report.path, "E07509")
+    assert row["qrs_status"] == "ok" and len(windows) == 2
+    assert row["qrs_ms"] == pytest.approx(windows["qrs_ms"].median())
+    whole = read_record(folder / "E07509")
+    single = ecg_intervals(whole.signal, whole.fs, whole.leads)
+    assert row["qrs_ms"] == pytest.approx(single["qrs_ms"], abs=15)

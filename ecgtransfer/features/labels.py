@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import platform
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -446,7 +447,8 @@ def windows_folder(path: str | Path) -> Path:
     beside it (``labels-<hash>.windows/``), one ``<record>.windows.csv`` and
     ``<record>.beats.csv`` per record (shards share it)."""
     path = Path(path)
-    return path.with_name(f"{path.stem}.windows")
+    stem = re.sub(r"\.shard-\d+-of-\d+$", "", path.stem)  # a shard file: its full file's
+    return path.with_name(f"{stem}.windows")
 
 
 def _record_files(folder: Path, record_id: str) -> tuple[Path, Path]:
