@@ -238,3 +238,36 @@ def test_store_and_challenge_records_are_labelled_in_windows(ptbxl_store, cinc_r
     whole = read_record(folder / "E07509")
     single = ecg_intervals(whole.signal, whole.fs, whole.leads)
     assert row["qrs_ms"] == pytest.approx(single["qrs_ms"], abs=15)
+
+
+def test_the_beat_table_follows_each_beats_qt(qtdb):
+    """Beats whose ST-T segment is delayed by 24 ms (samples inserted after the QRS, as many
+    taken out of the following T-P segment: RR unchanged) get a QT about 24 ms longer than their
+    window's other beats."""
+    from ecgtransfer.features.intervals import ecg_waves
+
+    reader = RecordReader(qtdb / UNNAMED)
+    fs = reader.fs
+    x = reader.read(0, int(10 * fs))
+    waves, _ = ecg_waves(x, fs, reader.leads)
+    delay = int(round(0.024 * fs))
+    y = x.copy()
+    moved = []
+    for k in range(1, len(waves) - 1, 2):  # every other beat
+        q_off = int(waves["qrs_off"].iloc[k])
+        next_p = int(waves["p_on"].iloc[k + 1]) - int(0.02 * fs)
+        if next_p - q_off < 3 * delay:
+            continue
+        segment = x[:, q_off:next_p]
+        y[:, q_off:next_p] = np.concatenate(
+            [np.repeat(segment[:, :1], delay, axis=1), segment[:, :-delay]], axis=1)
+        moved.append(waves["r"].iloc[k])
+    assert len(moved) >= 4
+    row = ecg_intervals(y, fs, reader.leads)
+    beats = next(iter(label_windows(lambda a, b: y[:, a:b], y.shape[1], fs, reader.leads,
+                                    UNNAMED, LabellerConfig(window_s=10.0))))[1]
+    qt = beats[:, BEAT_COLUMNS.index("qt_ms") - 1]
+    is_moved = np.isin(np.round(beats[:, 0] * fs), np.round(moved))
+    assert is_moved.sum() >= 3 and (~is_moved).sum() >= 3
+    assert np.nanmedian(qt[is_moved]) - np.nanmedian(qt[~is_moved]) == pytest.approx(24, abs=8)
+    assert row["qt_status"] == "ok"

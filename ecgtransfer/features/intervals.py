@@ -703,7 +703,8 @@ def _measure(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str
     if marks is None:  # another method delineated the intervals; the waves are the templates'
         marks = _delineate_templates(tpl, before, fs, rr, cfg)
     return row, {"peaks": peaks, "fs": fs, "rr": rr, "before": before, "templates": tpl,
-                 "marks": np.column_stack([marks, _wave_edges(tpl, marks, before, fs)])}
+                 "marks": np.column_stack([marks, _wave_edges(tpl, marks, before, fs)]),
+                 "beats": beats, "whole": whole}
 
 
 WAVE_COLUMNS: tuple[str, ...] = ("r", "p_on", "p_off", "qrs_on", "qrs_off", "t_on", "t_off")
@@ -717,10 +718,12 @@ def ecg_waves(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id:
     The beats are the R peaks agreed across leads (step 3 of the module's notes). Their wave
     boundaries are the templates' (step 5, ``"ecgtransfer"`` delineation, the median over the
     leads of each boundary) placed at each beat's R peak, plus the P offset and T onset found the
-    same way (tangents at the P wave's steepest return and the T wave's steepest approach). A
-    template boundary stands for every beat: beat-to-beat changes of PR, QRS and QT are not
-    followed. Where the labeller finds no P wave (PR is NaN: atrial fibrillation, flutter), the
-    P marks are NaN.
+    same way (tangents at the P wave's steepest return and the T wave's steepest approach). The
+    T onset and offset then follow each beat's own T wave: they move by the shift (within
+    ±60 ms, :data:`T_LAG_S`) that best aligns the beat's ST-T segment with the template's, so a
+    beat's QT follows its repolarisation (version 4); its P and QRS marks stay the template's.
+    Where the labeller finds no P wave (PR is NaN: atrial fibrillation, flutter), the P marks
+    are NaN.
 
     Parameters
     ----------
@@ -759,4 +762,41 @@ def wave_marks(signal: np.ndarray, fs: float, leads: Sequence[str], *, record_id
         rel[:2] = np.nan  # no P wave
     scale = fs / detail["fs"]
     peaks = detail["peaks"].astype(float)
-    return row, np.column_stack([peaks, peaks[:, None] + rel[None, :]]) * scale
+    table = np.column_stack([peaks, peaks[:, None] + rel[None, :]])
+    # each beat's own T wave: the template's T onset and offset moved by how far the beat's
+    # T wave lies from the template's (beat-to-beat QT follows it)
+    lags = _t_lags(detail, rel)
+    table[:, 5:7] += lags[:, None]
+    return row, table * scale
+
+
+T_LAG_S = 0.06
+"""The farthest a beat's T wave is followed from its median beat's (s), either way."""
+
+
+def _t_lags(detail: dict[str, Any], rel: np.ndarray) -> np.ndarray:
+    """Per R peak, the shift (samples) that best aligns the beat's T wave with its median beat's
+    (summed correlation over leads, from the QRS offset to 40 ms past the T offset, shifts within
+    :data:`T_LAG_S`); 0 for a beat not wholly inside the record and where the template has no T
+    offset."""
+    peaks, whole, beats, tpl = (detail[k] for k in ("peaks", "whole", "beats", "templates"))
+    r, fs = detail["before"], detail["fs"]
+    out = np.zeros(len(peaks))
+    q_off, t_off = rel[3], rel[5]
+    if not (np.isfinite(q_off) and np.isfinite(t_off)) or not len(whole):
+        return out
+    span = int(T_LAG_S * fs)
+    lo, hi = int(r + q_off), int(r + t_off + 0.04 * fs)
+    lo, hi = max(lo, span), min(hi, tpl.shape[1] - span)
+    if hi - lo < int(0.05 * fs):
+        return out
+    ref = tpl[:, lo:hi] - tpl[:, lo:hi].mean(-1, keepdims=True)
+    shifts = np.arange(-span, span + 1)
+    windows = np.lib.stride_tricks.sliding_window_view(beats[:, :, lo - span: hi + span],
+                                                       hi - lo, axis=-1)  # lead, beat, shift, t
+    seg = windows - windows.mean(-1, keepdims=True)
+    num = np.einsum("lbst,lt->bs", seg, ref)
+    den = np.sqrt(np.einsum("lbst,lbst->bs", seg, seg) * float((ref ** 2).sum())) + 1e-12
+    best = shifts[np.argmax(num / den, axis=1)]
+    out[np.searchsorted(peaks, whole)] = best
+    return out

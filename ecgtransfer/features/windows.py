@@ -11,9 +11,9 @@ status) and its beats (:data:`BEAT_COLUMNS`: each beat's time, wave boundaries a
 :class:`Summary` folds the windows into the record's row of the label file (the median of each
 interval over the windows that measured it).
 
-A beat's boundaries are its window's template boundaries placed at the beat's own R peak (as
-:func:`~ecgtransfer.features.intervals.ecg_waves`): beat-to-beat changes inside a window are not
-followed, changes from window to window are (a smaller ``step_s`` follows them more finely).
+A beat's boundaries are its window's template boundaries placed at the beat's own R peak, its T
+onset and offset moved with its own T wave (as :func:`~ecgtransfer.features.intervals.ecg_waves`):
+a beat's QT follows it, its PR and QRS are its window's.
 With overlapping windows (``step_s < window_s``) each beat is reported once, by the window whose
 middle it lies in.
 
