@@ -271,3 +271,19 @@ def test_the_beat_table_follows_each_beats_qt(qtdb):
     assert is_moved.sum() >= 3 and (~is_moved).sum() >= 3
     assert np.nanmedian(qt[is_moved]) - np.nanmedian(qt[~is_moved]) == pytest.approx(24, abs=8)
     assert row["qt_status"] == "ok"
+
+
+def test_label_command_in_windows_names_its_tables(qtdb, tmp_path, cli):
+    folder = tmp_path / "holter"
+    folder.mkdir()
+    for ext in ("hea", "dat"):
+        shutil.copy(qtdb / f"{HOLTER}.{ext}", folder)
+    done = cli("label", "--input", str(folder), "--out", str(tmp_path / "h.csv"),
+               "--window-s", "10", "--step-s", "5", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert "h.windows/" in done.stdout and "10-s windows" in done.stdout
+    windows = read_windows(tmp_path / "h.csv", HOLTER)
+    assert np.allclose(np.diff(windows["start_s"]), 5.0)
+    bad = cli("label", "--input", str(folder), "--out", str(tmp_path / "b.csv"), "--step-s", "5")
+    assert bad.returncode != 0 and "step_s" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

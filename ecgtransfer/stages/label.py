@@ -56,6 +56,11 @@ def label(config: LabelConfig, context: Context) -> StageResult:
     summary = (f"{report.path}: {report.n_records} records (config {report.config_hash}; "
                f"{report.n_computed} measured now at {rate:.1f}/s, {report.n_reused} reused); "
                f"measured: {counts}")
+    if config.window_s > 0:
+        from ecgtransfer.features.labels import windows_folder
+
+        summary += (f"; windows and beats of each record in {windows_folder(report.path)}/ "
+                    f"({config.window_s:g}-s windows)")
     # ${labels} in a pipeline is the labelled store (pretrain's store:), and its label file
     # goes to pretrain's labels: by name.
     output = str(config.store) if config.store else str(report.path)
