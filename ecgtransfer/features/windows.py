@@ -105,8 +105,8 @@ def label_windows(read: Callable[[int, int], np.ndarray], n_samples: int, fs: fl
                 _no_beats()
             continue
         row, marks = wave_marks(x, fs, leads, record_id=record_id, config=config)
-        window = {"record_id": record_id, **times, **{k: v for k, v in row.items()
-                                                       if k != "record_id"}}
+        window = {"record_id": record_id, **times, **{key: value for key, value in row.items()
+                                                       if key != "record_id"}}
         # each beat once: the one whose R peak lies in this window's middle step
         margin = (width - step) / 2
         lo = 0.0 if start == 0 else margin
