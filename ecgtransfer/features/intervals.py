@@ -792,11 +792,19 @@ def _t_lags(detail: dict[str, Any], rel: np.ndarray) -> np.ndarray:
         return out
     ref = tpl[:, lo:hi] - tpl[:, lo:hi].mean(-1, keepdims=True)
     shifts = np.arange(-span, span + 1)
-    windows = np.lib.stride_tricks.sliding_window_view(beats[:, :, lo - span: hi + span],
-                                                       hi - lo, axis=-1)  # lead, beat, shift, t
-    seg = windows - windows.mean(-1, keepdims=True)
-    num = np.einsum("lbst,lt->bs", seg, ref)
-    den = np.sqrt(np.einsum("lbst,lbst->bs", seg, seg) * float((ref ** 2).sum())) + 1e-12
+    # correlation of each shifted beat segment with the template's, its mean taken off: ref has
+    # none, so the numerator needs no centring, and the segments' sums of squares come from
+    # running sums (no (lead, beat, shift, time) copy)
+    part = beats[:, :, lo - span: hi + span]
+    windows = np.lib.stride_tricks.sliding_window_view(part, hi - lo, axis=-1)  # l, b, s, t
+    num = np.einsum("lbst,lt->bs", windows, ref)
+    run1 = np.concatenate([np.zeros(part.shape[:2] + (1,)), np.cumsum(part, -1)], -1)
+    run2 = np.concatenate([np.zeros(part.shape[:2] + (1,)), np.cumsum(part ** 2, -1)], -1)
+    width = hi - lo
+    s1 = run1[..., width:] - run1[..., :-width]
+    s2 = run2[..., width:] - run2[..., :-width]
+    energy = np.maximum(s2 - s1 ** 2 / width, 0.0).sum(0)  # beat, shift
+    den = np.sqrt(energy * float((ref ** 2).sum())) + 1e-12
     best = shifts[np.argmax(num / den, axis=1)]
     out[np.searchsorted(peaks, whole)] = best
     return out
