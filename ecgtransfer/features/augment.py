@@ -34,7 +34,7 @@ from ecgtransfer.config import check, setting
 from ecgtransfer.errors import UserError
 
 __all__ = ["AugmentConfig", "AugmentReport", "TOLERANCE", "augment_store", "record_id",
-           "warp_one"]
+           "warp_one", "warp_to"]
 
 TOLERANCE = {"hr_bpm": 2.0, "pr_ms": 10.0, "qrs_ms": 10.0, "qt_ms": 15.0}
 """How far a measured interval may land from the requested one before the warp is corrected,
@@ -75,7 +75,7 @@ class AugmentConfig:
                                 "QRS, QT measured together) instead of the ranges",
                                 role="input", metavar="FILE")
     tries: int = setting(50, "requests drawn for one record before it is given up")
-    corrections: int = setting(1, "warps again, the miss taken off, when an interval lands "
+    corrections: int = setting(2, "warps again, the miss taken off, when an interval lands "
                                "outside its tolerance (HR 2 bpm, PR and QRS 10 ms, QT 15 ms)")
     shard_index: int = setting(0, "make records K, K+M, ... only (merge the shards with "
                                "`data merge`)", metavar="K")
@@ -135,8 +135,61 @@ def _misses(measured: dict, request) -> dict[str, float]:
     return out
 
 
+def _corrected(base: dict, own: dict, measured: dict, request) -> dict[str, float]:
+    """The record's values to warp from next: the warp asked for ``request - base`` and the
+    labeller saw ``measured - own``; the next ask is the last one less the miss divided by that
+    gain (a secant step; the gain kept within 0.5-1.5, 1 for a move under 5 ms)."""
+    out = dict(base)
+    for k in _INTERVALS:
+        want, got = float(getattr(request, k)), float(measured.get(k, math.nan))
+        if not (np.isfinite(want) and np.isfinite(got) and np.isfinite(own[k])):
+            continue
+        asked, seen = want - base[k], got - own[k]
+        gain = float(np.clip(seen / asked, 0.5, 1.5)) if abs(asked) >= 5 else 1.0
+        out[k] = want - (asked - (got - want) / gain)
+    return out
+
+
 def _badness(misses: dict[str, float]) -> float:
     return sum(abs(v) / TOLERANCE[k] if np.isfinite(v) else 1e6 for k, v in misses.items())
+
+
+def warp_to(signal: np.ndarray, fs: float, leads: Sequence[str], row: dict, marks: np.ndarray,
+            request, warped: np.ndarray | None = None,
+            corrections: int = 2) -> tuple[np.ndarray, dict[str, Any]]:
+    """``signal`` warped to ``request`` (its labeller ``row`` and beat ``marks`` given), and the
+    labeller's row of the result: where an interval landed outside :data:`TOLERANCE`, warped
+    again with the miss taken off (a secant step, ``corrections`` times at most), keeping the
+    attempt that landed closest. ``warped``: the first attempt, when already made.
+
+    Raises
+    ------
+    WarpError
+        The request does not fit the record (the first attempt's reason).
+    """
+    from ecgtransfer.features.intervals import ecg_intervals
+    from ecgtransfer.features.warp import WarpError, warp_record
+
+    x = np.asarray(signal, dtype=np.float64)
+    if warped is None:
+        warped = warp_record(x, fs, marks, row, request)
+    measured = ecg_intervals(warped, fs, leads)
+    misses = _misses(measured, request)
+    own = {k: float(row.get(k, math.nan)) for k in _INTERVALS}
+    base, last = dict(own), measured
+    for _ in range(int(corrections)):
+        if all(np.isfinite(v) and abs(v) <= TOLERANCE[k] for k, v in misses.items()):
+            break
+        base = _corrected(base, own, last, request)
+        try:
+            again = warp_record(x, fs, marks, base, request)
+        except WarpError:
+            break
+        last = ecg_intervals(again, fs, leads)
+        misses_again = _misses(last, request)
+        if _badness(misses_again) < _badness(misses):
+            warped, measured, misses = again, last, misses_again
+    return warped, measured
 
 
 def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, config: AugmentConfig,
@@ -144,7 +197,7 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
     """Warped record ``index`` of ``config`` made from ``signal``, and its index columns
     (``requested_*``, ``measured_*``, ``warp_tries``); None and ``{"reason": ...}`` when it was
     given up."""
-    from ecgtransfer.features.intervals import ecg_intervals, wave_marks
+    from ecgtransfer.features.intervals import wave_marks
     from ecgtransfer.features.warp import NotWarpable, WarpError, draw_request, warp_record
 
     x = np.asarray(signal, dtype=np.float64)
@@ -170,22 +223,8 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
         break
     else:
         return None, {"reason": f"no request fits in {config.tries} tries (last: {reason})"}
-    measured = ecg_intervals(warped, fs, leads)
-    misses = _misses(measured, request)
-    base = {k: float(row.get(k, math.nan)) for k in _INTERVALS}
-    for _ in range(int(config.corrections)):
-        if all(np.isfinite(v) and abs(v) <= TOLERANCE[k] for k, v in misses.items()):
-            break
-        base = {k: base[k] + misses[k] if np.isfinite(misses.get(k, math.nan)) else base[k]
-                for k in _INTERVALS}
-        try:
-            again = warp_record(x, fs, marks, base, request)
-        except WarpError:
-            break
-        measured_again = ecg_intervals(again, fs, leads)
-        misses_again = _misses(measured_again, request)
-        if _badness(misses_again) < _badness(misses):
-            warped, measured, misses = again, measured_again, misses_again
+    warped, measured = warp_to(x, fs, leads, row, marks, request, warped,
+                               int(config.corrections))
     columns: dict[str, Any] = {f"requested_{k}": float(getattr(request, k)) for k in _INTERVALS}
     columns.update({f"measured_{k}": float(measured.get(k, math.nan)) for k in _INTERVALS})
     columns["warp_tries"] = tries
