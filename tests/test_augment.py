@@ -205,3 +205,24 @@ def test_augment_command_bad_values_are_one_line(cli, deepfake_labelled, tmp_pat
         assert done.returncode != 0
         lines = [ln for ln in done.stderr.strip().splitlines() if ln]
         assert len(lines) == 1 and key in lines[0], (args, done.stderr)
+
+
+def test_pr_is_drawn_from_the_part_of_its_range_that_fits_the_record(deepfake_labelled):
+    from ecgtransfer.features.warp import longest_pr_ms
+
+    measured = {"hr_bpm": 70.0, "pr_ms": 150.0, "qrs_ms": 90.0, "qt_ms": 390.0}
+    rng = np.random.default_rng(0)
+    drawn = [draw_request(rng, measured, Ranges(), room=lambda r: 150.0) for _ in range(200)]
+    pr = np.array([r.pr_ms for r in drawn if r is not None])
+    assert len(pr) > 50 and pr.max() <= 150.0 and pr.min() >= 80.0
+    assert all(draw_request(rng, measured, Ranges(), room=lambda r: 70.0) is None
+               for _ in range(20))
+    # on a real record: the longest PR that fits is the one the warp still makes
+    x, fs, leads = _records(deepfake_labelled, 1)[0]
+    row, marks = wave_marks(x, fs, leads)
+    request = Request(hr_bpm=110.0, qt_ms=330.0)
+    longest = longest_pr_ms(marks, fs, row, request)
+    assert row["pr_ms"] < longest < 400
+    warp_record(x, fs, marks, row, Request(hr_bpm=110.0, qt_ms=330.0, pr_ms=longest - 1))
+    with pytest.raises(WarpError, match="T-P"):
+        warp_record(x, fs, marks, row, Request(hr_bpm=110.0, qt_ms=330.0, pr_ms=longest + 5))

@@ -65,7 +65,7 @@ class AugmentConfig:
                                   unit="ms")
     qtc_ms: list[float] = setting([350.0, 560.0], "range the corrected QT is drawn from; the QT "
                                   "is the QTc at the drawn rate by qt_rr", unit="ms")
-    qt_ms: list[float] = setting([300.0, 560.0], "a QT outside this range is drawn again",
+    qt_ms: list[float] = setting([240.0, 560.0], "a QT outside this range is drawn again",
                                  unit="ms")
     qt_rr: str = setting("fridericia", "the QT-RR relation that gives a QT its rate",
                          choices=("fridericia", "bazett", "framingham"))
@@ -198,7 +198,8 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
     (``requested_*``, ``measured_*``, ``warp_tries``); None and ``{"reason": ...}`` when it was
     given up."""
     from ecgtransfer.features.intervals import wave_marks
-    from ecgtransfer.features.warp import NotWarpable, WarpError, draw_request, warp_record
+    from ecgtransfer.features.warp import (NotWarpable, WarpError, draw_request, longest_pr_ms,
+                                           warp_record)
 
     x = np.asarray(signal, dtype=np.float64)
     row, marks = wave_marks(x, fs, leads)
@@ -208,7 +209,8 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
     ranges = config.ranges()
     reason = "no drawn QT inside qt_ms"
     for tries in range(1, int(config.tries) + 1):
-        request = draw_request(rng, row, ranges, table)
+        request = draw_request(rng, row, ranges, table,
+                               room=lambda r: longest_pr_ms(marks, fs, row, r))
         if request is None:
             continue
         if not np.isfinite(row.get("pr_ms", math.nan)):  # no P wave (AF): PR stays unmeasured

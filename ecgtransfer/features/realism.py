@@ -15,7 +15,7 @@ from ecgtransfer.features.vocabulary import INTERVALS, display_name, status_colu
 
 __all__ = ["interval_histograms", "interval_summary"]
 
-_RANGES = {"hr_bpm": (30, 180), "pr_ms": (60, 320), "qrs_ms": (40, 200), "qt_ms": (250, 600)}
+_RANGES = {"hr_bpm": (30, 180), "pr_ms": (60, 360), "qrs_ms": (40, 200), "qt_ms": (250, 600)}
 
 
 def _measured(table: pd.DataFrame, interval: str) -> pd.Series:

@@ -27,13 +27,13 @@ again on the warped record (:mod:`ecgtransfer.features.augment`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 __all__ = ["INTERVALS", "NotWarpable", "QT_RR", "Request", "Ranges", "WarpError", "draw_request",
-           "qt_from_qtc", "qtc_from_qt", "warp_record", "WARP_VERSION"]
+           "longest_pr_ms", "qt_from_qtc", "qtc_from_qt", "warp_record", "WARP_VERSION"]
 
 WARP_VERSION = 1
 """The warp's own version: part of a warped store's identity."""
@@ -50,7 +50,7 @@ MIN_QRS_S = 0.04
 """The narrowest QRS a warp makes (s)."""
 MIN_ST_T_S = 0.08
 """The shortest ST-T segment (QRS offset to T offset) a warp makes (s)."""
-MIN_TP_S = 0.02
+MIN_TP_S = 0.01
 """The shortest T-P segment (T offset to the next P onset) a warp makes (s): a faster rate with
 a long PR and QT that leaves less is refused, not overlapped."""
 TERMINAL_SHARE = 0.6
@@ -122,23 +122,31 @@ class Ranges:
     pr_ms: tuple[float, float] = (80.0, 320.0)
     qrs_ms: tuple[float, float] = (60.0, 180.0)
     qtc_ms: tuple[float, float] = (350.0, 560.0)
-    qt_ms: tuple[float, float] = (300.0, 560.0)
+    qt_ms: tuple[float, float] = (240.0, 560.0)
     qt_rr: str = "fridericia"
     change: tuple[str, ...] = INTERVALS
 
 
 def draw_request(rng: np.random.Generator, measured: Mapping[str, float], ranges: Ranges,
-                 table: np.ndarray | None = None) -> Request | None:
+                 table: np.ndarray | None = None,
+                 room: Callable[[Request], float] | None = None) -> Request | None:
     """One request for a record whose labeller row is ``measured``: from ``ranges``, or a row of
     ``table`` (``(n, 4)`` HR, PR, QRS, QT of another store's labels) when given. None when the
-    drawn QT falls outside ``ranges.qt_ms`` (the caller draws again)."""
+    drawn QT falls outside ``ranges.qt_ms``, or no PR in its range fits (the caller draws
+    again).
+
+    ``room``, when given, is the longest PR (ms) that fits the record at a request's rate and QT
+    (:func:`longest_pr_ms`): the PR is then drawn from the part of its range below it, so fast
+    rates are not lost to long PRs that cannot fit before them."""
     if table is not None:
         row = table[int(rng.integers(len(table)))]
         values = dict(zip(INTERVALS, map(float, row)))
         return Request(**{k: values[k] if k in ranges.change else math.nan for k in INTERVALS})
-    draw = {k: float(rng.uniform(*getattr(ranges, k))) for k in ("hr_bpm", "pr_ms", "qrs_ms")}
+    hr_draw = float(rng.uniform(*ranges.hr_bpm))
+    pr_u = float(rng.uniform())
+    qrs_draw = float(rng.uniform(*ranges.qrs_ms))
     qtc = float(rng.uniform(*ranges.qtc_ms))
-    hr = draw["hr_bpm"] if "hr_bpm" in ranges.change else float(measured["hr_bpm"])
+    hr = hr_draw if "hr_bpm" in ranges.change else float(measured["hr_bpm"])
     if "qt_ms" in ranges.change:
         qt = qt_from_qtc(qtc, 60.0 / hr, ranges.qt_rr)
         if not ranges.qt_ms[0] <= qt <= ranges.qt_ms[1]:
@@ -148,9 +156,18 @@ def draw_request(rng: np.random.Generator, measured: Mapping[str, float], ranges
         qt = qt_from_qtc(own, 60.0 / hr, ranges.qt_rr)
     else:
         qt = math.nan
-    values = {**draw, "hr_bpm": hr, "qt_ms": qt}
-    return Request(**{k: values[k] if k in ranges.change or k == "qt_ms" else math.nan
-                      for k in INTERVALS})
+    request = Request(hr_bpm=hr if "hr_bpm" in ranges.change else math.nan,
+                      qrs_ms=qrs_draw if "qrs_ms" in ranges.change else math.nan, qt_ms=qt)
+    if "pr_ms" not in ranges.change:
+        return request
+    lo, hi = ranges.pr_ms
+    if room is not None:
+        longest = room(request)
+        if np.isfinite(longest):
+            hi = min(hi, longest)
+    if hi < lo:
+        return None
+    return replace(request, pr_ms=lo + pr_u * (hi - lo))
 
 
 # ---- the warp --------------------------------------------------------------------------------
@@ -189,13 +206,29 @@ def _usable(marks: np.ndarray, has_p: bool) -> tuple[int, int]:
     return best
 
 
-def _plan(marks: np.ndarray, fs: float, measured: Mapping[str, float], request: Request) -> _Plan:
+@dataclass
+class _Frame:
+    """A record's usable beats and what a request moves, in samples."""
+
+    has_p: bool
+    beats: np.ndarray  # the usable run of the marks
+    start: np.ndarray  # each beat's P onset (QRS onset without P waves)
+    rr: np.ndarray  # R to next R
+    tp: np.ndarray  # T offset to the next beat's start
+    scale: float  # every RR interval's factor
+    d_pr: float
+    d_qrs: float
+    d_qt: float
+
+
+def _frame(marks: np.ndarray, fs: float, measured: Mapping[str, float],
+           request: Request) -> _Frame:
     has_p = bool(np.isfinite(measured.get("pr_ms", math.nan))
                  and np.isfinite(marks[:, [_P_ON, _P_OFF]]).any())
     lo, hi = _usable(marks, has_p)
     if hi - lo < MIN_PIECES + 2:
         raise NotWarpable(f"{hi - lo} consecutive delineated beats, a warp needs "
-                        f"{MIN_PIECES + 2}")
+                          f"{MIN_PIECES + 2}")
     b = marks[lo:hi]
     ms = fs / 1000.0
 
@@ -208,20 +241,40 @@ def _plan(marks: np.ndarray, fs: float, measured: Mapping[str, float], request: 
                             "cannot be moved")
         return (want - have) * ms
 
-    d_pr = delta("pr_ms") if has_p else 0.0
-    if has_p is False and np.isfinite(request.pr_ms):
+    if not has_p and np.isfinite(request.pr_ms):
         raise WarpError("no P wave (PR not measured), so PR cannot be moved")
-    d_qrs, d_qt = delta("qrs_ms"), delta("qt_ms")
-    start = b[:, _P_ON] if has_p else b[:, _Q_ON]
-    cut = 0.5 * (b[:-1, _T_OFF] + start[1:])  # between beat k and k + 1
-    tp = start[1:] - b[:-1, _T_OFF]
-    rr = np.diff(b[:, _R])
     scale = 1.0
     if np.isfinite(request.hr_bpm):
         have = float(measured.get("hr_bpm", math.nan))
         if not np.isfinite(have):
             raise WarpError("HR is not measured on the record, so it cannot be moved")
         scale = have / float(request.hr_bpm)  # every RR interval by the same factor
+    start = b[:, _P_ON] if has_p else b[:, _Q_ON]
+    return _Frame(has_p, b, start, np.diff(b[:, _R]), start[1:] - b[:-1, _T_OFF], scale,
+                  delta("pr_ms") if has_p else 0.0, delta("qrs_ms"), delta("qt_ms"))
+
+
+def longest_pr_ms(marks: np.ndarray, fs: float, measured: Mapping[str, Any],
+                  request: Request) -> float:
+    """The longest PR (ms) that leaves every T-P segment :data:`MIN_TP_S` at the request's
+    rate and QT (its own PR left out); NaN where the record has no P wave or cannot be warped."""
+    try:
+        f = _frame(np.asarray(marks, dtype=float), float(fs), measured,
+                   replace(request, pr_ms=math.nan))
+    except WarpError:
+        return math.nan
+    if not f.has_p:
+        return math.nan
+    free = f.scale * f.rr - f.rr + f.tp - f.d_qt
+    return float(measured["pr_ms"]) + float(free.min() - MIN_TP_S * fs) * 1000.0 / fs
+
+
+def _plan(marks: np.ndarray, fs: float, measured: Mapping[str, float], request: Request) -> _Plan:
+    f = _frame(marks, fs, measured, request)
+    has_p, b, start, rr, tp, scale = f.has_p, f.beats, f.start, f.rr, f.tp, f.scale
+    d_pr, d_qrs, d_qt = f.d_pr, f.d_qrs, f.d_qt
+    ms = fs / 1000.0
+    cut = 0.5 * (b[:-1, _T_OFF] + start[1:])  # between beat k and k + 1
     tp_new = scale * rr - rr + tp - d_pr - d_qt
     if tp_new.min() < MIN_TP_S * fs:
         raise WarpError(f"T-P segment of {tp_new.min() / ms:.0f} ms at this rate, PR and QT "
