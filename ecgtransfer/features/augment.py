@@ -60,7 +60,8 @@ class AugmentConfig:
     seed: int = setting(0, "record i's request depends only on (seed, i)")
     hr_bpm: list[float] = setting([35.0, 160.0], "range the heart rate is drawn from "
                                   "(uniform; low and high)", unit="bpm")
-    pr_ms: list[float] = setting([80.0, 320.0], "range the PR interval is drawn from", unit="ms")
+    pr_ms: list[float] = setting([80.0, 300.0], "range the PR interval is drawn from (the "
+                                 "labeller measures PR up to 300 ms)", unit="ms")
     qrs_ms: list[float] = setting([60.0, 180.0], "range the QRS duration is drawn from",
                                   unit="ms")
     qtc_ms: list[float] = setting([350.0, 560.0], "range the corrected QT is drawn from; the QT "

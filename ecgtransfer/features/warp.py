@@ -119,7 +119,7 @@ class Ranges:
     the record's own corrected QT)."""
 
     hr_bpm: tuple[float, float] = (35.0, 160.0)
-    pr_ms: tuple[float, float] = (80.0, 320.0)
+    pr_ms: tuple[float, float] = (80.0, 300.0)
     qrs_ms: tuple[float, float] = (60.0, 180.0)
     qtc_ms: tuple[float, float] = (350.0, 560.0)
     qt_ms: tuple[float, float] = (240.0, 560.0)
