@@ -226,3 +226,29 @@ def test_pr_is_drawn_from_the_part_of_its_range_that_fits_the_record(deepfake_la
     warp_record(x, fs, marks, row, Request(hr_bpm=110.0, qt_ms=330.0, pr_ms=longest - 1))
     with pytest.raises(WarpError, match="T-P"):
         warp_record(x, fs, marks, row, Request(hr_bpm=110.0, qt_ms=330.0, pr_ms=longest + 5))
+
+
+def test_a_fraction_mixes_source_records_kept_as_they_are_with_warped_ones(deepfake_labelled,
+                                                                          tmp_path):
+    from ecgtransfer.features.augment import augment_store
+
+    done = augment_store(deepfake_labelled.path, tmp_path / "mix",
+                         AugmentConfig(n=12, seed=1, fraction=0.5), workers=1, progress=False)
+    store, index = done.store, done.store.index
+    kept = index[~index["warped"].astype(bool)]
+    assert 2 <= len(kept) <= 10 and done.report["kept_as_they_are"] == len(kept)
+    for _, row in kept.iterrows():
+        np.testing.assert_array_equal(store.raw(store.position(row["record_id"])),
+                                      deepfake_labelled.raw(deepfake_labelled.position(
+                                          row["source_record"])))
+        assert math.isnan(row["requested_qrs_ms"]) and row["measured_qrs_ms"] > 0
+    warped = index[index["warped"].astype(bool)]
+    # a record's request does not depend on the fraction
+    whole = augment_store(deepfake_labelled.path, tmp_path / "all", AugmentConfig(n=12, seed=1),
+                          workers=1, progress=False).store.index.set_index("record_id")
+    common = warped["record_id"][warped["record_id"].isin(whole.index)]
+    assert len(common) and np.allclose(
+        warped.set_index("record_id").loc[common, "requested_qrs_ms"],
+        whole.loc[common, "requested_qrs_ms"])
+    with pytest.raises(ConfigError, match="fraction"):
+        AugmentConfig(fraction=0)

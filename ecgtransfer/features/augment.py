@@ -11,10 +11,12 @@ workers, shard split or resume. For each record:
    tolerance (:data:`TOLERANCE`), the warp is made again with the miss taken off the record's
    measured value (``corrections`` times at most), and the attempt that landed closest is kept.
 
-The index keeps the request (``requested_*``) beside what the labeller measured on the warped
-record (``measured_*``); labels for training come from the label stage run on the warped store,
-which measures the same numbers. ``warp_report.json`` says how close the measured intervals
-landed to the requested ones and how many records were given up, and why.
+With ``fraction`` below 1, a record is warped with that probability (its own seeded draw) and
+is otherwise its source record as it is (``warped`` False, no request): DeepFake and warped
+records in one store. The index keeps the request (``requested_*``) beside what the labeller
+measured on the record (``measured_*``); labels for training come from the label stage run on
+the warped store, which measures the same numbers. ``warp_report.json`` says how close the
+measured intervals landed to the requested ones and how many records were given up, and why.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class AugmentConfig:
     match: str | None = setting(None, "a label file: each request is one of its rows (HR, PR, "
                                 "QRS, QT measured together) instead of the ranges",
                                 role="input", metavar="FILE")
+    fraction: float = setting(1.0, "share of the records warped; the others are their source "
+                              "record as it is (DeepFake plus warped records in one store, "
+                              "for pretraining on a mix)")
     tries: int = setting(50, "requests drawn for one record before it is given up")
     corrections: int = setting(2, "warps again, the miss taken off, when an interval lands "
                                "outside its tolerance (HR 2 bpm, PR and QRS 10 ms, QT 15 ms)")
@@ -98,6 +103,8 @@ class AugmentConfig:
         check(self.n is not None and int(self.n) <= 0, "n", f"must be positive, got {self.n}")
         check(int(self.seed) < 0, "seed", f"must be a non-negative integer, got {self.seed}")
         check(int(self.tries) < 1, "tries", f"must be at least 1, got {self.tries}")
+        check(not 0 < float(self.fraction) <= 1, "fraction",
+              f"a share in (0, 1], got {self.fraction}")
         check(int(self.corrections) < 0, "corrections", "must not be negative")
         check(int(self.num_shards) < 1, "num_shards", "must be at least 1")
         check(not 0 <= int(self.shard_index) < int(self.num_shards), "shard_index",
@@ -193,6 +200,16 @@ def warp_to(signal: np.ndarray, fs: float, leads: Sequence[str], row: dict, mark
     return warped, measured
 
 
+def warped_here(config: AugmentConfig, index: int) -> bool:
+    """Whether record ``index`` is warped (else its source record is kept as it is): a draw
+    below ``config.fraction`` from ``default_rng([seed, index, 1])``, a stream of its own, so
+    a record's request does not depend on the fraction."""
+    if float(config.fraction) >= 1:
+        return True
+    return bool(np.random.default_rng([int(config.seed), int(index), 1]).uniform()
+                < float(config.fraction))
+
+
 def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, config: AugmentConfig,
              table: np.ndarray | None = None) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Warped record ``index`` of ``config`` made from ``signal``, and its index columns
@@ -203,6 +220,14 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
                                            warp_record)
 
     x = np.asarray(signal, dtype=np.float64)
+    if not warped_here(config, index):  # kept as it is: a mix of source and warped records
+        from ecgtransfer.features.intervals import ecg_intervals
+
+        row = ecg_intervals(x, fs, leads)
+        return x.astype(np.float32), {
+            **{f"requested_{k}": math.nan for k in _INTERVALS},
+            **{f"measured_{k}": float(row.get(k, math.nan)) for k in _INTERVALS},
+            "warped": False, "warp_tries": 0}
     row, marks = wave_marks(x, fs, leads)
     if not len(marks):
         return None, {"reason": f"not delineated ({row.get('qrs_status') or 'no beats'})"}
@@ -230,7 +255,7 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
                                int(config.corrections))
     columns: dict[str, Any] = {f"requested_{k}": float(getattr(request, k)) for k in _INTERVALS}
     columns.update({f"measured_{k}": float(measured.get(k, math.nan)) for k in _INTERVALS})
-    columns["warp_tries"] = tries
+    columns.update(warped=True, warp_tries=tries)
     return warped.astype(np.float32), columns
 
 
@@ -313,7 +338,9 @@ def summarise(index, rejects) -> dict[str, Any]:
     """``warp_report.json``'s numbers from a warped store's index and rejects."""
     from ecgtransfer.features.warp import summarise_errors
 
-    out: dict[str, Any] = {"records": int(len(index)), "given_up": int(len(rejects)),
+    kept = int((~index["warped"].astype(bool)).sum()) if "warped" in index else 0
+    out: dict[str, Any] = {"records": int(len(index)), "warped": int(len(index)) - kept,
+                           "kept_as_they_are": kept, "given_up": int(len(rejects)),
                            "tolerance": TOLERANCE, "intervals": {}}
     for k in _INTERVALS:
         req, got = f"requested_{k}", f"measured_{k}"

@@ -43,11 +43,13 @@ def augment(config: AugmentStageConfig, context: Context) -> StageResult:
         .replace(" ms", " bpm" if k == "hr_bpm" else " ms")
         for k, v in report["intervals"].items() if v["n"])
     shard = f" (shard {config.shard_index}/{config.num_shards})" if config.num_shards > 1 else ""
+    what = (f"{len(store)} ECGs ({report['warped']} warped, {report['kept_as_they_are']} kept "
+            "as they are)" if report.get("kept_as_they_are") else f"{len(store)} warped ECGs")
     return StageResult(
         str(store.path),
-        f"{store.path}: {len(store)} warped ECGs{shard}, seed {config.seed} ({result.written} "
-        f"warped now at {rate:.1f}/s, {result.skipped} already there, {report['given_up']} given "
-        f"up); |measured - requested| median/95th percentile: {landed}; "
+        f"{store.path}: {what}{shard}, seed {config.seed} "
+        f"({result.written} made now at {rate:.1f}/s, {result.skipped} already there, "
+        f"{report['given_up']} given up); |measured - requested| median/95th percentile: {landed}; "
         f"{store.path / 'warp_report.json'}", details=result)
 
 
