@@ -176,6 +176,11 @@ def test_augment_stage_is_seeded_resumable_and_reports_its_landing(deepfake_labe
     report = json.loads((store.path / "warp_report.json").read_text())
     assert report["records"] == len(store) and set(report["intervals"]) >= {"qrs_ms", "qt_ms"}
     assert "warped ECGs" in first.summary and "median/95th" in first.summary
+    from ecgtransfer.data.store import StoreError
+
+    with pytest.raises(StoreError, match="identity.seed=3, this run asks for identity.seed=4"):
+        run_stage("augment", AugmentStageConfig(store=str(deepfake_labelled.path),
+                                                out=str(tmp_path / "a"), n=9, seed=4, workers=1))
     # requested and drawn: wide QRS and slow and fast rates occur, none of them in DeepFake
     assert index["requested_qrs_ms"].max() >= 120 or index["requested_hr_bpm"].min() < 57
 

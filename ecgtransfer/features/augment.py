@@ -324,7 +324,7 @@ def identity(source: Path, config: AugmentConfig) -> dict[str, Any]:
     settings = {k: v for k, v in asdict(config).items()
                 if k not in ("n", "shard_index", "num_shards", "match")}
     ident = {"source_store": content_hash(source), "warp_version": WARP_VERSION,
-             "labeller_version": LABELLER_VERSION, "settings": settings}
+             "labeller_version": LABELLER_VERSION, **settings}  # flat: a clash names its key
     if config.match:
         from ecgtransfer.data.manifests import sha256_file
 
