@@ -233,7 +233,7 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
         return None, {"reason": f"not delineated ({row.get('qrs_status') or 'no beats'})"}
     rng = np.random.default_rng([int(config.seed), int(index)])
     ranges = config.ranges()
-    reason = "no drawn QT inside qt_ms"
+    reason = "every drawn QT fell outside qt_ms, or no PR in pr_ms fitted before it"
     for tries in range(1, int(config.tries) + 1):
         request = draw_request(rng, row, ranges, table,
                                room=lambda r: longest_pr_ms(marks, fs, row, r))

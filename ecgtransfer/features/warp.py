@@ -16,8 +16,9 @@ leads stay in step and the amplitudes are the record's own. Per beat:
 * **Heart rate**: every RR interval is scaled by the same factor; the T-P segment (the warp's
   cut) takes whatever the beat's own changes leave, and must keep :data:`MIN_TP_S`.
 
-The knots are joined by a monotone cubic (PCHIP), so the warp's rate changes smoothly inside a
-beat. A faster rate needs more beats than the record holds: the beats are then played again from
+Between two knots the warp's rate is constant, and at each knot it changes over
+:data:`SMOOTH_S` (the piecewise-linear map's corners rounded), so the segments between fiducial
+points are stretched evenly and the signal has no corners at the knots. A faster rate needs more beats than the record holds: the beats are then played again from
 the first, the join (between two T-P segments) smoothed by a ramp over the next T-P half.
 
 The requested intervals are what the stage asks for; the labels are what the labeller measures
@@ -289,8 +290,8 @@ def _plan(marks: np.ndarray, fs: float, measured: Mapping[str, float], request: 
     if d_qrs >= 0:
         q1n, q2n = q1 + (1 - TERMINAL_SHARE) * d_qrs, q2 + TERMINAL_SHARE * d_qrs
     else:
-        f = (qrs + d_qrs) / qrs
-        q1n, q2n = q1 * f, q2 * f
+        shrink = (qrs + d_qrs) / qrs
+        q1n, q2n = q1 * shrink, q2 * shrink
     if (q1n + q2n).min() < MIN_QRS_S * fs:
         raise WarpError(f"QRS of {(q1n + q2n).min() / ms:.0f} ms (at least "
                         f"{MIN_QRS_S * 1000:.0f})")
@@ -305,10 +306,9 @@ def _plan(marks: np.ndarray, fs: float, measured: Mapping[str, float], request: 
             raise WarpError(f"PR leaves a PR segment of {seg_n.min() / ms:.0f} ms after the "
                             f"record's P wave of {pw.max() / ms:.0f} ms (at least "
                             f"{MIN_PR_SEGMENT_S * 1000:.0f}; the P wave is not shortened)")
-        pw_n = pw
         knots = [cut[:-1], p[:, _P_ON], p[:, _P_OFF], p[:, _Q_ON], p[:, _R], p[:, _Q_OFF],
                  p[:, _T_OFF]]
-        spans = [h1, pw_n, seg_n, q1n, q2n, st_t, h2]
+        spans = [h1, pw, seg_n, q1n, q2n, st_t, h2]
     else:
         knots = [cut[:-1], p[:, _Q_ON], p[:, _R], p[:, _Q_OFF], p[:, _T_OFF]]
         spans = [h1, q1n, q2n, st_t, h2]
