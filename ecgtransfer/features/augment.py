@@ -88,14 +88,13 @@ class AugmentConfig:
     num_shards: int = setting(1, "shards the records are split into", metavar="M")
 
     def __post_init__(self) -> None:
-        from ecgtransfer.features.warp import QT_RR, request_problem
+        from ecgtransfer.features.warp import request_problem
 
         for key in ("hr_bpm", "pr_ms", "qrs_ms", "qtc_ms", "qt_ms"):
             value = getattr(self, key)
             check(not isinstance(value, (list, tuple)) or len(value) != 2
                   or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                              for v in value), key, f"a range of two numbers, got {value!r}")
-        check(self.qt_rr not in QT_RR, "qt_rr", f"one of {', '.join(QT_RR)}, got {self.qt_rr!r}")
         problem = request_problem(self.ranges())
         if problem:
             key, _, why = problem.partition(": ")
