@@ -39,6 +39,10 @@ VOCABULARY: dict[str, str] = {
     "targets": "the intervals a regressor was trained to measure",
     "labels": "the label file the targets came from",
     "labeller_config_hash": "a hash of the labeller settings that made the labels",
+    # score
+    "scored_models": "the regressors a score run measured, as NAME=REF (one per seed)",
+    "truth": "what a score run measured the regressors against: a label file, or the "
+             "cardiologists' marks of LUDB records (ludb:FOLDER)",
     # finetune: what the run was (compare groups runs by these)
     "task": "the diagnostic task (superdiagnostic, challenge2021, ...)",
     "split": "how records were split into train, validation and test",

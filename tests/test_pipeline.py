@@ -172,10 +172,10 @@ def test_cli_run_names_a_bad_file_in_one_line(tmp_path, cli):
 
 
 def _log_finetune(client, experiment_id, strategy, fraction, seed, auroc, accuracy, f1,
-                  setting="s1", ci=None):
+                  setting="s1", ci=None, source="deepfake"):
     run = client.create_run(experiment_id, tags={
         "ecgtransfer.stage": "finetune", "ecgtransfer.task": "single_label",
-        "ecgtransfer.split": "folds", "ecgtransfer.source": "deepfake" if strategy != "scratch" else "none",
+        "ecgtransfer.split": "folds", "ecgtransfer.source": source if strategy != "scratch" else "none",
         "ecgtransfer.source_targets": "qrs", "ecgtransfer.strategy": strategy,
         "ecgtransfer.freeze": "full", "ecgtransfer.train_fraction": f"{fraction:g}",
         "ecgtransfer.seed": str(seed), "ecgtransfer.setting": setting})
@@ -186,6 +186,40 @@ def _log_finetune(client, experiment_id, strategy, fraction, seed, auroc, accura
             client.log_metric(run.info.run_id, f"test_{name}_ci_high", value + ci)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def test_compare_against_a_source(tmp_path, cli):
+    """``--against deepfake``: each other source's transfer set against DeepFake's (same
+    strategy, targets, fraction and seeds), not against scratch."""
+    import mlflow
+
+    from ecgtransfer.comparison.report import sentences
+    from ecgtransfer.comparison.statistics import paired_differences
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("src")
+    for seed, a in {0: 0.70, 1: 0.74, 2: 0.78}.items():
+        _log_finetune(client, exp, "single", 0.1, seed, a, 0.5, 0.3)
+        _log_finetune(client, exp, "single", 0.1, seed, a + 0.05 + seed / 100, 0.5, 0.3,
+                      source="deepfake+warped")
+        _log_finetune(client, exp, "scratch", 0.1, seed, a - 0.1, 0.4, 0.2)
+    runs = finetune_runs(Tracker(uri), ["src"])
+    against = paired_differences(runs, against="deepfake")
+    assert list(against["source"]) == ["deepfake+warped"]  # deepfake has no baseline of its own
+    assert against["delta"].iloc[0] == pytest.approx(0.06)
+    assert against["pairs"].iloc[0] == 3 and against["wins"].iloc[0] == 3
+    assert "vs single qrs from deepfake (full)" in sentences(against)[0]
+    assert len(paired_differences(runs)) == 2  # against scratch: both sources
+    done = cli("compare", "--experiment", "src", "--tracking-uri", uri, "--against", "deepfake",
+               "--out", str(tmp_path / "c"))
+    assert done.returncode == 0 and "+0.060" in done.stdout
+    bad = cli("compare", "--experiment", "src", "--tracking-uri", uri, "--against", "ptbxl",
+              "--out", str(tmp_path / "d"))
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode != 0 and len(lines) == 1
+    assert "--against ptbxl" in lines[0] and "deepfake, deepfake+warped" in lines[0]
 
 
 def test_compare_gives_the_numbers_computed_by_hand(tmp_path, cli, monkeypatch):
@@ -440,6 +474,30 @@ def test_study_pipelines_are_valid(name, ptbxl_root, tmp_path):
     if not Path("data/ptbxl").exists():
         with pytest.raises(PipelineError, match=r":\d+: stage 'ptbxl': root data/ptbxl does not exist"):
             load_pipeline(path)
+
+
+@pytest.mark.parametrize("name", ["pathology_study", "pathology_study_full"])
+def test_the_pathology_pipelines_are_valid(name, ptbxl_root, ludb_root, tmp_path):
+    """The pathology study (and its full-size twin) check out with LUDB pointed at, each score
+    stage naming both pretraining sources; without LUDB they name the line of its input."""
+    path = REPO / "pipelines" / f"{name}.yaml"
+    ludb = str(ludb_root / "data")
+    sets = [f"ludb.input={ludb}", f"ludb_scores.reference={ludb}", f"work={tmp_path / 'w'}"]
+    if name.endswith("full"):
+        sets.append(f"ptbxl.root={ptbxl_root}")
+    pipeline = load_pipeline(path, sets)
+    kinds = [s.kind for s in pipeline.stages]
+    assert kinds.count("augment") == 1 and kinds.count("score") == 2
+    assert kinds[-2:] == ["compare", "compare"]
+    scores = [s for s in pipeline.stages if s.kind == "score"]
+    for stage in scores:
+        names = [m.split("=")[0] for m in stage.settings["models"]]
+        assert set(names) == {"deepfake", "deepfake+warped"}
+        assert names.count("deepfake") == names.count("deepfake+warped") >= 2
+    if not Path("data/ludb/data").exists():
+        with pytest.raises(PipelineError, match=r":\d+: stage 'ludb': input data/ludb/data does "
+                                                r"not exist"):
+            load_pipeline(path, [f"ptbxl.root={ptbxl_root}"] if name.endswith("full") else [])
 
 
 def test_the_challenge_pipeline_is_valid(shared_data, tmp_path):

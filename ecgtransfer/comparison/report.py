@@ -20,18 +20,21 @@ __all__ = ["plot_axes", "plot_comparison", "plot_cost", "plot_per_class", "sente
 
 
 def plot_per_class(table: pd.DataFrame):
-    """Transfer minus scratch in AUROC per class with its interval, one panel per transfer
+    """Transfer minus its baseline in AUROC per class with its interval, one panel per transfer
     group, the classes grouped (and coloured) by the interval that defines them."""
     from ecgtransfer.plots import figure
 
     paired = table[np.isfinite(table["delta"].to_numpy(np.float64))]
-    groups = list(dict.fromkeys(zip(paired["label"], paired["train_fraction"]))) or [("", 1.0)]
+    groups = (list(dict.fromkeys(zip(paired["task"], paired["label"], paired["train_fraction"])))
+              or [("", "", 1.0)])
+    several = len({task for task, _, _ in groups}) > 1
     fig, axes = figure(len(groups), width=5.2, height=max(3.0, 0.22 * paired["class"].nunique()
                                                           + 1.2))
     colours = {"HR": "tab:red", "PR": "tab:orange", "QRS": "tab:blue", "QT": "tab:purple",
-               "": "tab:gray"}
-    for ax, (label, fraction) in zip(axes, groups):
-        part = paired[(paired["label"] == label) & (paired["train_fraction"] == fraction)]
+               "PR/QRS": "tab:cyan", "": "tab:gray"}
+    for ax, (task, label, fraction) in zip(axes, groups):
+        part = paired[(paired["task"] == task) & (paired["label"] == label)
+                      & (paired["train_fraction"] == fraction)]
         part = part.assign(order=part["defined_by"].map({"HR": 0, "PR": 1, "QRS": 2, "QT": 3})
                            .fillna(4)).sort_values(["order", "class"], ascending=[False, False])
         y = np.arange(len(part))
@@ -44,8 +47,10 @@ def plot_per_class(table: pd.DataFrame):
                                                                       part["defined_by"])],
                       fontsize=7)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set(title=f"{label}\nvs scratch, train fraction {fraction:g}",
-               xlabel="AUROC, transfer - scratch (95% interval)")
+        against = part["baseline"].iloc[0] if "baseline" in part and len(part) else "scratch"
+        ax.set(title=f"{label}\nvs {against}, train fraction {fraction:g}"
+               + (f", task {task}" if several else ""),
+               xlabel="AUROC difference to it (95% interval)")
         ax.title.set_fontsize(8)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -204,12 +209,14 @@ def sentences(diffs: pd.DataFrame, metric: str = "macro_auroc") -> list[str]:
     AUROC [-0.010, +0.070], 342 records x 2 seeds, 5 folds; higher in 7 of 10 fold-seed
     pairs`` (without predictions: ``... over 3 seeds (3 won), 46 test records``)."""
     name = metric.replace("_", " ").replace("auroc", "AUROC").replace("f1", "F1")
+    several = diffs["task"].nunique() > 1 if len(diffs) else False
     out = []
     for _, r in diffs.iterrows():
         interval = ("" if not np.isfinite(r["delta_low"])
                     else f" [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}]")
-        head = (f"{group_label(r)} vs {r['baseline']} at train fraction {r['train_fraction']:g}: "
-                f"{r['delta']:+.3f} {name}{interval}")
+        task = f" on task {r['task']}" if several else ""
+        head = (f"{group_label(r)} vs {r['baseline']} at train fraction {r['train_fraction']:g}"
+                f"{task}: {r['delta']:+.3f} {name}{interval}")
         if str(r["interval"]).startswith("bootstrap"):
             seeds, folds = int(r["seeds"]), int(r["folds"])
             unit = "fold-seed pairs" if folds > 1 else "seeds"
@@ -234,12 +241,16 @@ def per_class_sentences(classes: pd.DataFrame) -> list[str]:
     """One line per transfer group: its AUROC difference on the classes an interval defines."""
     out = []
     defined = classes[(classes["defined_by"] != "") & np.isfinite(classes["delta"])]
-    for (label, fraction), part in defined.groupby(["label", "train_fraction"], sort=True):
+    several = defined["task"].nunique() > 1 if len(defined) else False
+    for (task, label, fraction), part in defined.groupby(["task", "label", "train_fraction"],
+                                                         sort=True):
         shown = "; ".join(f"{r['class']} ({r['defined_by']}, {r['positives']} positive) "
                           f"{r['delta']:+.3f} [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}]"
                           for _, r in part.iterrows() if np.isfinite(r["delta"]))
+        against = part["baseline"].iloc[0] if "baseline" in part else "scratch"
         if shown:
-            out.append(f"{label} vs scratch at train fraction {fraction:g}, AUROC per class "
+            out.append(f"{label} vs {against} at train fraction {fraction:g}"
+                       f"{f' on task {task}' if several else ''}, AUROC per class "
                        f"defined by an interval: {shown}")
     return out
 

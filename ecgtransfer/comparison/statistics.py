@@ -23,9 +23,9 @@ import pandas as pd
 from ecgtransfer.comparison import COSTS, GROUP, METRICS
 from ecgtransfer.training.predictions import prediction_arrays
 
-__all__ = ["Bootstrap", "INTERVAL_OF", "axes_table", "axis_values", "comparison_table",
-           "group_label", "kwargs_text", "left_out_text", "paired_differences", "param_value",
-           "pareto_front", "per_class"]
+__all__ = ["Bootstrap", "INTERVAL_OF", "axes_table", "axis_values", "baseline_runs",
+           "comparison_table", "group_label", "kwargs_text", "left_out_text",
+           "paired_differences", "param_value", "pareto_front", "per_class"]
 
 
 @dataclass
@@ -250,11 +250,31 @@ def _baseline(row: dict, scratch: pd.DataFrame) -> pd.DataFrame:
     return base[base["setting"] == settings.index[0]].drop_duplicates("seed")
 
 
+def baseline_runs(row: Mapping[str, Any], runs: pd.DataFrame,
+                  against: str = "scratch") -> pd.DataFrame:
+    """The runs a transfer group (``row``: its GROUP keys) is set against.
+
+    ``against="scratch"``: scratch of the same size (:func:`_baseline`). Otherwise the name of a
+    pretraining source (``deepfake``): transfer from that source with the group's strategy,
+    trunk targets, trunks, freezing, task, split and train fraction, which asks whether the
+    group's own source adds anything over that one; a group of that source (or from scratch)
+    has none.
+    """
+    if against == "scratch":
+        return _baseline(dict(row), runs[runs["strategy"] == "scratch"])
+    if row["strategy"] == "scratch" or row["source"] == against:
+        return runs.iloc[0:0]
+    pool = runs[(runs["source"] == against) & (runs["strategy"] == row["strategy"])
+                & (runs["source_targets"] == row["source_targets"])]
+    return _baseline(dict(row), pool)
+
+
 def paired_differences(runs: pd.DataFrame, metric: str = "macro_auroc", level: float = 0.95,
                        bootstrap: Bootstrap | None = None,
-                       pairs: list[dict] | None = None) -> pd.DataFrame:
-    """Each transfer group against its scratch baseline (see :func:`_baseline`), on the same
-    seeds and, with predictions, the same records and folds.
+                       pairs: list[dict] | None = None, against: str = "scratch") -> pd.DataFrame:
+    """Each transfer group against its baseline (:func:`baseline_runs`: scratch of the same
+    size, or transfer from the source ``against``), on the same seeds and, with predictions,
+    the same records and folds.
 
     With a ``bootstrap`` holding every run's predictions, ``delta`` is ``transfer - scratch`` of
     the metric
@@ -274,12 +294,11 @@ def paired_differences(runs: pd.DataFrame, metric: str = "macro_auroc", level: f
     """
     from scipy import stats
 
-    scratch = runs[runs["strategy"] == "scratch"]
     out = []
     for key, group in runs[runs["strategy"] != "scratch"].groupby(list(GROUP), sort=True,
                                                                    dropna=False):
         row = dict(zip(GROUP, key))
-        base = _baseline(row, scratch)
+        base = baseline_runs(row, runs, against)
         if base.empty:
             continue
         row["baseline"] = group_label(base.iloc[0])
@@ -291,8 +310,8 @@ def paired_differences(runs: pd.DataFrame, metric: str = "macro_auroc", level: f
         if mine is not None and theirs is not None:
             row.update(_paired(bootstrap, key, mine, theirs, metric, pairs))
         else:
-            both = group.merge(base, on="seed", suffixes=("", "_scratch"))
-            diff = (both[metric] - both[f"{metric}_scratch"]).to_numpy(np.float64)
+            both = group.merge(base, on="seed", suffixes=("", "_baseline"))
+            diff = (both[metric] - both[f"{metric}_baseline"]).to_numpy(np.float64)
             diff = diff[np.isfinite(diff)]
             if not len(diff):
                 continue
@@ -326,7 +345,7 @@ def _paired(bootstrap: Bootstrap, key: Any, mine: _Stack, theirs: _Stack, metric
             won += int(a > b)
             if pairs is not None:
                 pairs.append({**dict(zip(GROUP, key)), "seed": seed, "fold": int(fold),
-                              "records": len(rows), metric: a, f"{metric}_scratch": b,
+                              "records": len(rows), metric: a, f"{metric}_baseline": b,
                               "delta": a - b})
     return {"pairs": counted, "wins": won, "delta": point, "delta_low": low, "delta_high": high,
             "interval": _resampled(mine), "n_test": float(len(mine.ids)),
@@ -339,18 +358,20 @@ INTERVAL_OF = {
     "CRBBB": "QRS", "IRBBB": "QRS", "NSIVCB": "QRS", "BBB": "QRS", "LQT": "QT",
     # PTB-XL statements
     "SBRAD": "HR", "STACH": "HR", "1AVB": "PR", "ILBBB": "QRS", "IVCD": "QRS", "LNGQT": "QT",
+    "LAFB": "QRS",  # by the frontal axis, with a QRS under 120 ms
+    "CD": "PR/QRS",  # PTB-XL's superclass of conduction disturbances: AV and bundle blocks
 }
 """The interval that defines a diagnosis: rate (sinus bradycardia, tachycardia), PR
 (first-degree AV block, prolonged PR), QRS (bundle branch blocks, IVCD), QT (prolonged QT).
 These are the classes where trunks pretrained to measure that interval should help most."""
 
 
-def per_class(runs: pd.DataFrame, bootstrap: Bootstrap) -> pd.DataFrame:
+def per_class(runs: pd.DataFrame, bootstrap: Bootstrap, against: str = "scratch"
+              ) -> pd.DataFrame:
     """Per group and class: AUROC (mean over seeds) with its bootstrap interval over records
     and seeds, the class's positives, the interval that defines it (:data:`INTERVAL_OF`), and
-    for a transfer group the paired difference to its scratch baseline (same records and
-    seeds, same draws). Groups without predictions are left out."""
-    scratch = runs[runs["strategy"] == "scratch"]
+    for a transfer group the paired difference to its baseline (:func:`baseline_runs`; same
+    records and seeds, same draws). Groups without predictions are left out."""
     rows = []
     for key, group in runs.groupby(list(GROUP), sort=True, dropna=False):
         row = dict(zip(GROUP, key))
@@ -359,7 +380,7 @@ def per_class(runs: pd.DataFrame, bootstrap: Bootstrap) -> pd.DataFrame:
             continue
         theirs = None
         if row["strategy"] != "scratch":
-            base = _baseline(row, scratch)
+            base = baseline_runs(row, runs, against)
             seeds = sorted(set(group["seed"]) & set(base["seed"])) if not base.empty else []
             mine = bootstrap.stack(group, seeds) if seeds else None
             theirs = bootstrap.stack(base, seeds) if mine is not None else None
@@ -377,11 +398,12 @@ def per_class(runs: pd.DataFrame, bootstrap: Bootstrap) -> pd.DataFrame:
             out = {**row, "label": group_label(pd.Series(row)), "class": c,
                    "defined_by": INTERVAL_OF.get(c, ""), "positives": int(positives),
                    "records": len(stack.ids), "auroc": point[k], "auroc_low": low,
-                   "auroc_high": high, "delta": np.nan, "delta_low": np.nan,
+                   "auroc_high": high, "baseline": "", "delta": np.nan, "delta_low": np.nan,
                    "delta_high": np.nan}
             if theirs is not None:
                 d_low, d_high = bootstrap.interval(draws[k] - base_draws[k])
-                out.update(delta=point[k] - base_point[k], delta_low=d_low, delta_high=d_high)
+                out.update(baseline=group_label(base.iloc[0]), delta=point[k] - base_point[k],
+                           delta_low=d_low, delta_high=d_high)
             rows.append(out)
     return pd.DataFrame(rows)
 

@@ -12,7 +12,21 @@ from torch.utils.data import Dataset
 
 from ecgtransfer.data.store import SignalStore
 
-__all__ = ["StoreDataset", "fit_lead_stats"]
+__all__ = ["StoreDataset", "fit_lead_stats", "model_input"]
+
+
+def model_input(store: SignalStore, record_id: str, meta: dict) -> tuple[np.ndarray, int]:
+    """A record as a model takes it (mV, the leads, rate and length its ``meta`` names:
+    resampled, cut or zero-padded) and the record's own length at that rate."""
+    from ecgtransfer.data.transforms import resample
+
+    x = store.get(record_id)
+    x = x[[store.leads.index(lead) for lead in meta["leads"]]]
+    if float(meta["fs"]) != store.fs:
+        x = resample(x, store.fs, float(meta["fs"]))
+    n, own = int(meta["n_samples"]), x.shape[1]
+    x = x[:, :n] if own >= n else np.pad(x, ((0, 0), (0, n - own)))
+    return np.ascontiguousarray(x, dtype=np.float32), min(own, n)
 
 
 def fit_lead_stats(store: SignalStore, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

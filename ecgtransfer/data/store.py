@@ -261,6 +261,13 @@ class SignalStore:
         return self._mm
 
     @property
+    def dataset(self) -> str:
+        """What the store holds: its identity's ``dataset`` (``ptbxl-1.0.3``,
+        ``deepfake+warped``), else its source (``deepfake``); the name training runs are
+        tagged with."""
+        return str((self.meta.get("identity") or {}).get("dataset") or self.meta.get("source", ""))
+
+    @property
     def n_leads(self) -> int:
         """Number of leads of every record."""
         return len(self.leads)

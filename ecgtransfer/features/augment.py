@@ -314,15 +314,19 @@ def _match_table(path: str) -> np.ndarray:
     return table
 
 
-def identity(source: Path, config: AugmentConfig) -> dict[str, Any]:
-    """What must match for a run to continue a warped store."""
+def identity(source: Path, config: AugmentConfig, dataset: str = "") -> dict[str, Any]:
+    """What must match for a run to continue a warped store; ``dataset`` (what the store
+    holds, the name training runs are tagged with) is ``warped-<source>`` when every record is
+    warped, ``<source>+warped`` when ``config.fraction`` keeps some as they are."""
     from ecgtransfer.data.store import content_hash
     from ecgtransfer.features.intervals import LABELLER_VERSION
     from ecgtransfer.features.warp import WARP_VERSION
 
     settings = {k: v for k, v in asdict(config).items()
                 if k not in ("n", "shard_index", "num_shards", "match")}
-    ident = {"source_store": content_hash(source), "warp_version": WARP_VERSION,
+    what = dataset or "store"
+    ident = {"dataset": f"warped-{what}" if config.fraction >= 1 else f"{what}+warped",
+             "source_store": content_hash(source), "warp_version": WARP_VERSION,
              "labeller_version": LABELLER_VERSION, **settings}  # flat: a clash names its key
     if config.match:
         from ecgtransfer.data.manifests import sha256_file
@@ -400,7 +404,7 @@ def augment_store(source: str | Path, out: str | Path, config: AugmentConfig, *,
     table = _match_table(config.match) if config.match else None
     n = int(config.n) if config.n is not None else len(src)
     writer = StoreWriter(out, source="warped", fs=src.fs, leads=src.leads,
-                         identity=identity(source, config),
+                         identity=identity(source, config, src.dataset),
                          info={"source_path": str(source), "source_kind": src.meta.get("source")})
     done = writer.done
     shard, shards = int(config.shard_index), int(config.num_shards)

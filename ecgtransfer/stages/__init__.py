@@ -26,8 +26,8 @@ __all__ = ["Stage", "Context", "StageResult", "register_stage", "get_stage", "li
 _log = logging.getLogger("ecgtransfer")
 
 _BUILTIN = ("prepare", "verify", "fetch", "info", "splits", "merge", "synth", "augment", "label",
-            "pretrain", "finetune", "tune", "explain", "compare", "evaluate", "models", "export",
-            "ui")
+            "pretrain", "score", "finetune", "tune", "explain", "compare", "evaluate", "models",
+            "export", "ui")
 """The stage modules of this package, in the order of the data's flow (and of ``--help``)."""
 
 

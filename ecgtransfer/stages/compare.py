@@ -185,7 +185,11 @@ class CompareConfig:
     runs: list[str] | None = setting(None, "only these run ids (a pipeline passes those of its "
                                      "finetune stages)", cli=False)
     metric: str = setting("macro_auroc", "the metric of the plot and of the differences to "
-                          "scratch", choices=METRICS)
+                          "the baseline", choices=METRICS)
+    against: str = setting("scratch", "each transfer group's baseline: scratch of the same "
+                           "size, or a pretraining source (e.g. deepfake: transfer from it with "
+                           "the same strategy, trunks, freezing and fraction), which asks what "
+                           "a source adds over that one", metavar="scratch|SOURCE")
     cost: bool = setting(False, "also plot the metric against each group's MACs and CPU "
                          "latency with the Pareto front marked (cost.png, cost.csv)")
     axes: list[str] = setting([], "also plot the metric along each of these architecture "
@@ -203,6 +207,7 @@ class CompareConfig:
               f"{', '.join(METRICS)}")
         check(self.bootstrap < 0, "bootstrap", "must not be negative")
         check(self.seed < 0, "seed", "must not be negative")
+        check(not str(self.against).strip(), "against", "scratch or a source's name")
         for axis in self.axes:
             check(axis != "model" and (not axis.startswith("model_kwargs.")
                                        or axis == "model_kwargs."), "axes",
@@ -259,6 +264,11 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
         more = f"; and {len(left) - 3} more" if len(left) > 3 else ""
         raise ValueError(f"nothing left to compare: all {len(left)} fine-tune runs were left out "
                          f"for unusable predictions ({'; '.join(named)}{more})")
+    sources = set(runs["source"]) if not runs.empty else set()
+    if config.against != "scratch" and sources and config.against not in sources:
+        known = sorted({str(x) for x in runs["source"] if x and str(x) != "none"})
+        raise ValueError(f"--against {config.against}: no fine-tune run here transferred from it "
+                         f"(sources: {', '.join(known) or 'none'})")
     notes = _notes(runs, left, predictions)
     for note in notes:
         log.warning("compare: %s", note)
@@ -270,9 +280,11 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
         return StageResult(str(config.out), summary.rstrip("\n"), exit_code=1, details=table)
     along = axes_table(table, config.metric, config.axes) if config.axes else None
     pairs: list[dict] = []
-    diffs = paired_differences(runs, config.metric, bootstrap=bootstrap, pairs=pairs)
+    diffs = paired_differences(runs, config.metric, bootstrap=bootstrap, pairs=pairs,
+                               against=config.against)
     said = sentences(diffs, config.metric)
-    classes = per_class(runs, bootstrap) if bootstrap is not None else pd.DataFrame()
+    classes = (per_class(runs, bootstrap, config.against) if bootstrap is not None
+               else pd.DataFrame())
     with _writing(out):
         paths = write_comparison(table, out, config.metric, pd.DataFrame(pairs), notes)
         if config.cost:
@@ -294,7 +306,8 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
         for p in paths.values():
             context.stage_run.log_artifact(p)
     if context.pipeline_run is not None:
-        _answer(context.pipeline_run, table, diffs, config.metric, said, paths, notes)
+        _answer(context.pipeline_run, table, diffs, config.metric, said, paths, notes,
+                config.against)
     summary += "".join(f"{line}\n" for line in said)
     summary += (f"{len(runs)} runs in {len(table)} groups"
                 + (f" ({len(left)} left out)" if len(left) else "") + "; wrote "
@@ -369,27 +382,41 @@ def _key(text: str) -> str:
 
 
 def _answer(run, table: pd.DataFrame, diffs: pd.DataFrame, metric: str, said: list[str],
-            paths: dict[str, Path], notes: Sequence[str] = ()) -> None:
-    """Put the answer on the pipeline's run: the mean test metric per group and the difference
-    to scratch with its interval as metrics, the table (``log_table``) and plot as artifacts,
-    and the sentences with the Markdown table as its description."""
+            paths: dict[str, Path], notes: Sequence[str] = (), against: str = "scratch") -> None:
+    """Put the answer on the pipeline's run: the mean test metric per group, task and fraction
+    (``test_macro_auroc.<group>.f<fraction>.<task>``) and the difference to the baseline with its
+    interval (``delta_macro_auroc...``; against a source, ``delta_vs_<source>_macro_auroc...``)
+    as metrics, the table (``log_table``) and files as artifacts under ``comparison/``
+    (``comparison_vs_<source>/``), and, against scratch, the sentences with the Markdown table as
+    its description (against a source they are ``comparison_vs_<source>/answer.md``)."""
     from ecgtransfer.comparison.report import markdown
     from ecgtransfer.comparison.statistics import group_label
 
+    def where(r) -> str:
+        return f"{group_label(r)}.f{r['train_fraction']:g}.{r['task']}"
+
+    delta = "delta" if against == "scratch" else f"delta_vs_{against}"
+    folder = "comparison" if against == "scratch" else _key(f"comparison_vs_{against}")
     values = {}
     for _, r in table.iterrows():
-        values[_key(f"test_{metric}.{group_label(r)}.f{r['train_fraction']:g}")] = r[metric]
+        values[_key(f"test_{metric}.{where(r)}")] = r[metric]
     for _, r in diffs.iterrows():
-        name = _key(f"delta_{metric}.{group_label(r)}.f{r['train_fraction']:g}")
+        name = _key(f"{delta}_{metric}.{where(r)}")
         values.update({name: r["delta"], f"{name}_ci_low": r["delta_low"],
                        f"{name}_ci_high": r["delta_high"]})
     run.log_metrics(values)
-    run.log_table(table, "comparison/comparison.json")
+    run.log_table(table, f"{folder}/comparison.json")
     for p in paths.values():
-        run.log_artifact(p, "comparison")
-    run.set_note("\n".join(["**Does pretraining help?** " + (
-        "; ".join(said) if said else "no scratch baseline to compare with") + ".", "",
-        markdown(table, notes)]))
+        run.log_artifact(p, folder)
+    question = ("Does pretraining help?" if against == "scratch"
+                else f"Does each source help beyond {against}?")
+    answer = "\n".join([f"**{question}** " + (
+        "; ".join(said) if said else f"no {against} baseline to compare with") + ".", "",
+        markdown(table, notes)])
+    if against == "scratch":
+        run.set_note(answer)
+    else:
+        run.log_text(answer, f"{folder}/answer.md")
 
 
 register_stage(Stage(

@@ -169,19 +169,6 @@ def _true_outputs(row: pd.Series, loaded) -> list[str]:
     return []
 
 
-def _model_input(store, record_id: str, meta: dict) -> tuple[np.ndarray, int]:
-    """The record as the model takes it (mV, its leads, rate and length) and its own length."""
-    from ecgtransfer.data.transforms import resample
-
-    x = store.get(record_id)
-    x = x[[store.leads.index(lead) for lead in meta["leads"]]]
-    if float(meta["fs"]) != store.fs:
-        x = resample(x, store.fs, float(meta["fs"]))
-    n, own = int(meta["n_samples"]), x.shape[1]
-    x = x[:, :n] if own >= n else np.pad(x, ((0, 0), (0, n - own)))
-    return np.ascontiguousarray(x, dtype=np.float32), min(own, n)
-
-
 # ---- the stage ---------------------------------------------------------------------------
 @dataclass
 class _Record:
@@ -342,6 +329,7 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
     """Explain the records ``config`` names (see the module's notes)."""
     import torch
 
+    from ecgtransfer.data.dataset import model_input
     from ecgtransfer.data.store import SignalStore, StoreError
     from ecgtransfer.explain.faithfulness import randomized_model
     from ecgtransfer.explain.figures import Pages, faithfulness_curves, wave_share_bars
@@ -395,7 +383,7 @@ def explain(config: ExplainConfig, context: Context) -> StageResult:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
                 for model, record_id in _progress(plan, context.progress):
-                    x, own = _model_input(store, record_id, meta)
+                    x, own = model_input(store, record_id, meta)
                     if not np.isfinite(x).all():
                         raise ValueError(f"{config.store}: record {record_id} holds NaN")
                     truth = (_true_outputs(index.loc[record_id], model)

@@ -307,8 +307,7 @@ class TrainedStage:
     @property
     def dataset_name(self) -> str:
         """What the store holds: its identity's ``dataset`` (e.g. ``ptbxl``), else its source."""
-        meta = self.store.meta
-        return str((meta.get("identity") or {}).get("dataset") or meta.get("source", ""))
+        return self.store.dataset
 
     def tags(self) -> dict[str, str]:
         """The tags every run of the stage carries."""
