@@ -285,7 +285,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tracker = Tracker(pipeline.tracking_uri)
     link = ui_link(tracker, "http://127.0.0.1:5000", pipeline.experiment)
     where = "" if tracker.uri == DEFAULT_TRACKING_URI else f" --tracking-uri {tracker.uri}"
-    print(f"\nMLflow experiment {pipeline.experiment!r}. To see the fine-tune runs side by side: "
+    what = ("the fine-tune runs side by side" if any(r.kind == "finetune" for r in results)
+            else "its runs")
+    print(f"\nMLflow experiment {pipeline.experiment!r}. To see {what}: "
           f"ecgtransfer ui{where}, then open {link}")
     return 0
 

@@ -16,7 +16,7 @@ from conftest import copy_records, run_stage
 from ecgtransfer.features import labels as labels_module
 from ecgtransfer.features.labels import LabelError, label_records, read_labels
 from ecgtransfer.features.vocabulary import INTERVALS
-from ecgtransfer.stages.pretrain import target_table
+from ecgtransfer.features.labels import target_table
 
 SAMPLE = "cinc2021-sample"
 

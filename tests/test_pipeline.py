@@ -451,9 +451,46 @@ def test_the_pipeline_run_carries_the_answer(quickstart):
     assert any(k.startswith("test_macro_auroc.scratch") for k in metrics)
     assert any(k.startswith("delta_macro_auroc.single") for k in metrics)
     files = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
-    assert {"comparison/comparison.json", "comparison/comparison.png"} <= files
+    assert {"comparison/comparison.json", "comparison/comparison.png",
+            "comparison/answer.md"} <= files
     exp = client.get_experiment(parent.info.experiment_id)
     assert exp.tags["mlflow.note.content"].startswith("DeepFake-pretrained")
+
+
+def test_a_long_answer_is_shortened_in_the_description_not_cut(monkeypatch):
+    """MLflow keeps 8,000 characters of a description: a longer answer (per-class sentences of
+    two tasks) keeps whole sentences there and points at answer.md, which holds all of it."""
+    from ecgtransfer.stages.compare import _answer
+
+    class Run:
+        def __init__(self):
+            self.texts, self.note = {}, None
+
+        def log_metrics(self, values):
+            pass
+
+        def log_table(self, table, name):
+            pass
+
+        def log_artifact(self, path, folder=None):
+            pass
+
+        def log_text(self, text, name):
+            self.texts[name] = text
+
+        def set_note(self, text):
+            self.note = text
+
+    said = [f"combined from deepfake vs scratch at train fraction 0.{i}: +0.0{i} macro AUROC "
+            + "x" * 300 for i in range(40)]
+    from ecgtransfer.comparison import report
+
+    monkeypatch.setattr(report, "markdown", lambda table, notes=(): "| task | ... |")
+    run = Run()
+    _answer(run, pd.DataFrame(columns=["task"]), pd.DataFrame(), "macro_auroc", said, {}, [])
+    assert len(run.note) <= 8000 and "comparison/answer.md" in run.note
+    assert run.note.count("x" * 300) == run.note.count("macro AUROC") > 5  # whole sentences
+    assert all(s in run.texts["comparison/answer.md"] for s in said)
 
 
 def test_compare_without_flags_reads_the_latest_pipeline(quickstart, cli):

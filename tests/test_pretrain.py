@@ -22,7 +22,7 @@ from ecgtransfer.stages.pretrain import PretrainConfig
 from ecgtransfer.data.dataset import fit_lead_stats
 from ecgtransfer.data.splits import split_positions
 from ecgtransfer.models.regressor import load_regressor
-from ecgtransfer.stages.pretrain import target_table
+from ecgtransfer.features.labels import target_table
 
 
 def _config(store, tmp_path, **kw) -> PretrainConfig:

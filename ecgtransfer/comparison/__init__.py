@@ -12,7 +12,7 @@ them from MLflow, and each run's predictions table) and know nothing of MLflow. 
 are the vocabulary of those tables; importing this package imports nothing else.
 """
 
-__all__ = ["COSTS", "GROUP", "METRICS"]
+__all__ = ["COSTS", "DEFAULT_STRATA", "GROUP", "METRICS"]
 
 METRICS = ("accuracy", "macro_auroc", "macro_f1")
 """The metrics compared (each run's ``test_<metric>``)."""
@@ -24,3 +24,7 @@ hyperparameters are never averaged together; ``cv`` is the number of cross-valid
 ("" for one test split)."""
 COSTS = ("params", "macs", "latency_ms_b1", "latency_ms_b64")
 """The cost report's figures (metrics ``cost_<name>`` of every run) that compare carries."""
+DEFAULT_STRATA = ("all", "qrs>=120", "pr>200", "qt>450", "hr<55", "hr>100")
+"""The strata ``ecgtransfer score`` reports by default (:mod:`~ecgtransfer.comparison.strata`):
+where DeepFake's normal range never goes - bundle branch block widths, first-degree AV block,
+long QT, bradycardia and tachycardia (by the truth's own values)."""

@@ -22,14 +22,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ecgtransfer.comparison import DEFAULT_STRATA
 from ecgtransfer.features.vocabulary import UNITS, column
 
 __all__ = ["Stratum", "DEFAULT_STRATA", "parse_stratum", "stratum_table", "plot_strata",
            "strata_sentences"]
 
-DEFAULT_STRATA = ("all", "qrs>=120", "pr>200", "qt>450", "hr<55", "hr>100")
-"""The strata the normal range of DeepFake never reaches: bundle branch block widths, first
-degree AV block, long QT, bradycardia and tachycardia (by the truth's own values)."""
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _PATTERN = re.compile(r"^\s*([a-z]+)\s*(<=|>=|<|>)\s*([-+]?\d+(?:\.\d*)?)\s*$")
@@ -142,8 +140,6 @@ def stratum_table(truth: pd.DataFrame, predictions: Mapping[str, Sequence[pd.Dat
 def strata_sentences(table: pd.DataFrame, baseline: str) -> list[str]:
     """One sentence per compared group, target and stratum: the MAE difference to the
     baseline with its interval, and whether the interval clears zero."""
-    from ecgtransfer.training.metrics import interval_text
-
     out = []
     for _, r in table[np.isfinite(table["delta"].to_numpy(np.float64))].iterrows():
         lo, hi = r["delta_low"], r["delta_high"]
@@ -151,7 +147,7 @@ def strata_sentences(table: pd.DataFrame, baseline: str) -> list[str]:
         out.append(f"{r['target'].upper()} on {r['stratum']} ({r['n_records']} records x "
                    f"{r['n_seeds']} seed{'s' if r['n_seeds'] != 1 else ''}): {r['model']} "
                    f"{r['mae']:.1f} vs {baseline} {r['mae'] - r['delta']:.1f} {r['unit']} MAE, "
-                   f"{r['delta']:+.1f} {interval_text((lo, hi), signed=True)}: {verdict}")
+                   f"{r['delta']:+.1f} [{lo:+.1f}, {hi:+.1f}]: {verdict}")
     return out
 
 

@@ -42,12 +42,13 @@ from ecgtransfer.errors import UserError
 from ecgtransfer.features.intervals import (LABEL_COLUMNS, OPTIONAL_COLUMNS, STATUS_COLUMNS,
                                             LabellerConfig, ecg_intervals, neurokit2_version,
                                             unmeasured)
-from ecgtransfer.features.vocabulary import (INTERVALS, UNITS, implausible_reason, plausible,
-                                             plausible_range, status_column)
+from ecgtransfer.config import ConfigError
+from ecgtransfer.features.vocabulary import (INTERVALS, UNITS, column, implausible_reason,
+                                             plausible, plausible_range, status_column)
 from ecgtransfer.files import append_synced, atomic_file, exclusive_lock, on_disk_full
 
-__all__ = ["LabelError", "LabelReport", "default_label_path", "label_records", "read_beats",
-           "read_labels", "read_windows", "windows_folder"]
+__all__ = ["LabelError", "LabelReport", "default_label_path", "find_labels", "label_records",
+           "read_beats", "read_labels", "read_windows", "target_table", "windows_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -709,3 +710,70 @@ def _complete_lines(path: Path) -> int:
         return 0
     data = path.read_bytes()
     return data.rfind(b"\n") + 1
+
+
+def find_labels(store_path: Path, labels: str | None) -> Path:
+    """The label file to use: ``labels`` or the store's only ``labels-*.csv``."""
+    if labels:
+        path = Path(labels)
+        if not path.exists():
+            raise FileNotFoundError(f"labels: {path} does not exist")
+        return path
+    found = sorted(p for p in store_path.glob("labels-*.csv") if ".shard-" not in p.name)
+    if not found:
+        raise FileNotFoundError(f"{store_path}: no label file; run `ecgtransfer label --store "
+                                f"{store_path}` first or pass --labels")
+    if len(found) > 1:
+        raise ConfigError(f"{store_path}: {len(found)} label files "
+                          f"({', '.join(p.name for p in found)}); pass --labels to choose one",
+                          "labels")
+    return found[0]
+
+
+def target_table(index: pd.DataFrame, labels: pd.DataFrame, targets: list[str],
+                 labels_path: Path | str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """Values of ``targets`` for every row of a store's index, and why each is unusable.
+
+    Returns
+    -------
+    values : numpy.ndarray
+        ``(n_records, n_targets)`` float64, NaN where unusable.
+    reasons : numpy.ndarray
+        Same shape, object: ``""`` for a usable value, else ``"no label row"``, ``"index:
+        <problem>"``, the labeller's status (``"flat lead V2"``, ...) or ``"implausible value
+        ..."`` for a value outside its plausible range.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``labels_path``: no row is a record of this store, or a target value
+        that is not a number.
+    """
+    import pandas as pd
+
+    labels = labels.set_index("record_id")
+    ids = index["record_id"].astype(str)
+    if not ids.isin(labels.index).any():
+        raise ValueError(f"{labels_path}: none of its rows is a record of this store (labels "
+                         "made for another store?)")
+    rows = labels.reindex(ids)
+    values = np.empty((len(rows), len(targets)), dtype=np.float64)
+    for j, t in enumerate(targets):
+        try:
+            values[:, j] = pd.to_numeric(rows[column(t)], errors="raise")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{labels_path}: column {column(t)}: {exc}") from None
+    reasons = np.full(values.shape, "", dtype=object)
+    for j, t in enumerate(targets):
+        status = rows[status_column(t)].fillna("").astype(str).to_numpy()
+        bad = (status != "ok") | ~np.isfinite(values[:, j])
+        reasons[bad, j] = np.where(status[bad] == "", "label NaN", status[bad])
+        for i in np.flatnonzero(~bad & ~plausible(t, values[:, j])):
+            reasons[i, j] = implausible_reason(t, values[i, j])
+    reasons[~ids.isin(labels.index).to_numpy(), :] = "no label row"
+    if "problem" in index.columns:
+        problem = index["problem"].fillna("").astype(str).to_numpy()
+        for i in np.flatnonzero(problem != ""):
+            reasons[i, :] = f"index: {problem[i]}"
+    values[reasons != ""] = np.nan
+    return values, reasons

@@ -316,6 +316,9 @@ def compare(config: CompareConfig, context: Context) -> StageResult:
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]+")
+_NOTE_LIMIT = 8000
+"""The longest run description MLflow keeps (a tag value); a longer answer is shortened and
+points at its whole text (``answer.md``)."""
 _OUTPUTS = ("comparison.csv", "comparison.md", "comparison.png", "pairs.csv", "cost.csv",
             "cost.png", "axes.csv", "axes.png", "per_class.csv", "per_class.png")
 """Every file compare may write into its folder."""
@@ -387,8 +390,9 @@ def _answer(run, table: pd.DataFrame, diffs: pd.DataFrame, metric: str, said: li
     (``test_macro_auroc.<group>.f<fraction>.<task>``) and the difference to the baseline with its
     interval (``delta_macro_auroc...``; against a source, ``delta_vs_<source>_macro_auroc...``)
     as metrics, the table (``log_table``) and files as artifacts under ``comparison/``
-    (``comparison_vs_<source>/``), and, against scratch, the sentences with the Markdown table as
-    its description (against a source they are ``comparison_vs_<source>/answer.md``)."""
+    (``comparison_vs_<source>/``), the sentences with the Markdown table as ``answer.md`` there
+    and, against scratch, as its description (cut to the sentences that fit, pointing at
+    ``answer.md``, where MLflow's limit would cut it)."""
     from ecgtransfer.comparison.report import markdown
     from ecgtransfer.comparison.statistics import group_label
 
@@ -410,13 +414,15 @@ def _answer(run, table: pd.DataFrame, diffs: pd.DataFrame, metric: str, said: li
         run.log_artifact(p, folder)
     question = ("Does pretraining help?" if against == "scratch"
                 else f"Does each source help beyond {against}?")
-    answer = "\n".join([f"**{question}** " + (
-        "; ".join(said) if said else f"no {against} baseline to compare with") + ".", "",
-        markdown(table, notes)])
+    head = f"**{question}** " + (
+        "; ".join(said) if said else f"no {against} baseline to compare with") + "."
+    answer = "\n".join([head, "", markdown(table, notes)])
+    run.log_text(answer, f"{folder}/answer.md")
     if against == "scratch":
+        if len(answer) > _NOTE_LIMIT:  # MLflow would cut the description short
+            answer = "\n".join([head[:_NOTE_LIMIT - 200].rsplit("; ", 1)[0], "", "(The whole "
+                                 f"answer, per class and with the table: {folder}/answer.md.)"])
         run.set_note(answer)
-    else:
-        run.log_text(answer, f"{folder}/answer.md")
 
 
 register_stage(Stage(

@@ -14,24 +14,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ecgtransfer.config import ConfigError, check, setting, to_dict, to_yaml
-from ecgtransfer.features.vocabulary import (UNITS, column, implausible_reason, plausible,
-                                             status_column)
+from ecgtransfer.config import check, setting, to_dict, to_yaml
+from ecgtransfer.features.vocabulary import UNITS, column
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
 from ecgtransfer.stages.trained import (TrainedStage, Training, TrainingConfig,
                                         TrainingResult, check_model_settings,
                                         median_best_epoch, used_counts)
 from ecgtransfer.tags import tag_values
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "find_labels",
-           "target_table"]
+__all__ = ["PretrainConfig", "PretrainResult", "pretrain"]
 
 log = logging.getLogger(__name__)
 
@@ -92,73 +87,6 @@ class PretrainResult(TrainingResult):
     folds: list[dict[str, Any]] = field(default_factory=list)
 
 
-def find_labels(store_path: Path, labels: str | None) -> Path:
-    """The label file to use: ``labels`` or the store's only ``labels-*.csv``."""
-    if labels:
-        path = Path(labels)
-        if not path.exists():
-            raise FileNotFoundError(f"labels: {path} does not exist")
-        return path
-    found = sorted(p for p in store_path.glob("labels-*.csv") if ".shard-" not in p.name)
-    if not found:
-        raise FileNotFoundError(f"{store_path}: no label file; run `ecgtransfer label --store "
-                                f"{store_path}` first or pass --labels")
-    if len(found) > 1:
-        raise ConfigError(f"{store_path}: {len(found)} label files "
-                          f"({', '.join(p.name for p in found)}); pass --labels to choose one",
-                          "labels")
-    return found[0]
-
-
-def target_table(index: pd.DataFrame, labels: pd.DataFrame, targets: list[str],
-                 labels_path: Path | str = "labels") -> tuple[np.ndarray, np.ndarray]:
-    """Values of ``targets`` for every row of a store's index, and why each is unusable.
-
-    Returns
-    -------
-    values : numpy.ndarray
-        ``(n_records, n_targets)`` float64, NaN where unusable.
-    reasons : numpy.ndarray
-        Same shape, object: ``""`` for a usable value, else ``"no label row"``, ``"index:
-        <problem>"``, the labeller's status (``"flat lead V2"``, ...) or ``"implausible value
-        ..."`` for a value outside its plausible range.
-
-    Raises
-    ------
-    ValueError
-        One line naming ``labels_path``: no row is a record of this store, or a target value
-        that is not a number.
-    """
-    import pandas as pd
-
-    labels = labels.set_index("record_id")
-    ids = index["record_id"].astype(str)
-    if not ids.isin(labels.index).any():
-        raise ValueError(f"{labels_path}: none of its rows is a record of this store (labels "
-                         "made for another store?)")
-    rows = labels.reindex(ids)
-    values = np.empty((len(rows), len(targets)), dtype=np.float64)
-    for j, t in enumerate(targets):
-        try:
-            values[:, j] = pd.to_numeric(rows[column(t)], errors="raise")
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{labels_path}: column {column(t)}: {exc}") from None
-    reasons = np.full(values.shape, "", dtype=object)
-    for j, t in enumerate(targets):
-        status = rows[status_column(t)].fillna("").astype(str).to_numpy()
-        bad = (status != "ok") | ~np.isfinite(values[:, j])
-        reasons[bad, j] = np.where(status[bad] == "", "label NaN", status[bad])
-        for i in np.flatnonzero(~bad & ~plausible(t, values[:, j])):
-            reasons[i, j] = implausible_reason(t, values[i, j])
-    reasons[~ids.isin(labels.index).to_numpy(), :] = "no label row"
-    if "problem" in index.columns:
-        problem = index["problem"].fillna("").astype(str).to_numpy()
-        for i in np.flatnonzero(problem != ""):
-            reasons[i, :] = f"index: {problem[i]}"
-    values[reasons != ""] = np.nan
-    return values, reasons
-
-
 def _labeller_hash(labels_path: Path) -> str:
     import json
 
@@ -190,7 +118,7 @@ class _Pretrain(TrainedStage):
 
     def __init__(self, config: PretrainConfig, context: Context):
         from ecgtransfer.data.splits import cv_folds, split_positions
-        from ecgtransfer.features.labels import read_labels
+        from ecgtransfer.features.labels import find_labels, read_labels
 
         super().__init__(config, context, "pretrain")
         self.labels_path = find_labels(self.store.path, config.labels)
@@ -207,6 +135,8 @@ class _Pretrain(TrainedStage):
                ) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
         """Usable positions per split of ``fold`` (0 without cross-validation), the target
         values, and the exclusion counts."""
+        from ecgtransfer.features.labels import target_table
+
         values, reasons = target_table(self.store.index, self.labels, targets, self.labels_path)
         why = np.array([_first_reason(r) for r in reasons], dtype=object)
         limit = self.config.max_train_records

@@ -11,8 +11,8 @@ Output folder (``config.out``)::
     predictions.csv   every record's true value and each regressor's prediction
 
 The run (experiment ``ecgtransfer-score``, or under a pipeline's) carries the MAE and the
-differences as metrics (``mae_qrs_ms.qrs_120.warped``), the files as artifacts, and what was
-scored against what as tags (``scored_models``, ``truth``, ``store``).
+differences as metrics (``mae_qrs_ms.qrs_ge_120.warped``), the files as artifacts, and what
+was scored against what as tags (``scored_models``, ``truth``, ``store``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ecgtransfer.comparison import DEFAULT_STRATA
 from ecgtransfer.config import check, setting
 from ecgtransfer.features.vocabulary import UNITS
 from ecgtransfer.stages import Context, Stage, StageResult, register_stage
@@ -53,7 +54,7 @@ class ScoreConfig:
     reference: str | None = setting(None, "the truth: the cardiologists' marks of the LUDB "
                                     "records in this folder (its data/: N.i, N.ii ...), "
                                     "instead of a label file", role="input", metavar="DIR")
-    strata: list[str] = setting(["all", "qrs>=120", "pr>200", "qt>450", "hr<55", "hr>100"],
+    strata: list[str] = setting(list(DEFAULT_STRATA),
                                 "record strata by the true interval: all, or INTERVAL OP "
                                 "NUMBER (qrs>=120)", metavar="LIST")
     baseline: str | None = setting(None, "the model the others are set against (default: the "
@@ -124,8 +125,7 @@ def _truth(config: ScoreConfig, store) -> tuple[pd.DataFrame, str]:
         except (OSError, ValueError) as exc:
             raise ValueError(f"--reference {folder}: {exc}") from None
         return table.reindex(ids)[columns].reset_index(drop=True), f"ludb:{folder.resolve()}"
-    from ecgtransfer.features.labels import read_labels
-    from ecgtransfer.stages.pretrain import find_labels, target_table
+    from ecgtransfer.features.labels import find_labels, read_labels, target_table
 
     path = find_labels(store.path, config.labels)
     values, _ = target_table(store.index, read_labels(path), list(UNITS), path)
@@ -134,38 +134,46 @@ def _truth(config: ScoreConfig, store) -> tuple[pd.DataFrame, str]:
 
 def _predict(regressors: list, store, ids: list[str], config: ScoreConfig, where: str
              ) -> pd.DataFrame:
-    """Each target's prediction for every record (NaN for a record holding NaN)."""
+    """Each target's prediction for every record (NaN for a record holding NaN). Regressors
+    that take the same input (leads, rate, length) share each batch: a record is read and
+    resampled once per input, not once per regressor."""
     import pandas as pd
     import torch
 
     from ecgtransfer.data.dataset import model_input
     from ecgtransfer.features.vocabulary import column
 
-    out = pd.DataFrame(index=range(len(ids)))
+    targets = [t for r in regressors for t in r.targets]
+    for t in targets:
+        if targets.count(t) > 1:
+            raise ValueError(f"--models {where}: two regressors of {t}; name one model.pt or "
+                             "a folder with one regressor per target")
+    inputs: dict[tuple, list] = {}
     for regressor in regressors:
         meta = regressor.meta
         lacking = [lead for lead in meta["leads"] if lead not in store.leads]
         if lacking:
             raise ValueError(f"--models {where}: the regressor takes lead(s) "
                              f"{', '.join(lacking)}, which {store.path} lacks")
-        regressor.eval()
-        values = np.full((len(ids), len(regressor.targets)), np.nan)
-        with torch.inference_mode():
+        key = (tuple(meta["leads"]), float(meta["fs"]), int(meta["n_samples"]))
+        inputs.setdefault(key, []).append(regressor)
+    out = pd.DataFrame({column(t): np.full(len(ids), np.nan) for t in UNITS})
+    with torch.inference_mode():
+        for group in inputs.values():
+            meta = group[0].meta
+            for regressor in group:
+                regressor.eval()
             for start in range(0, len(ids), config.batch_size):
-                rows = range(start, min(start + config.batch_size, len(ids)))
+                rows = np.arange(start, min(start + config.batch_size, len(ids)))
                 batch = np.stack([model_input(store, ids[i], meta)[0] for i in rows])
                 finite = np.isfinite(batch).all(axis=(1, 2))
-                if finite.any():
-                    y = regressor(torch.from_numpy(batch[finite])).numpy()
-                    values[np.asarray(rows)[finite]] = y
-        for j, target in enumerate(regressor.targets):
-            if column(target) in out.columns:
-                raise ValueError(f"--models {where}: two regressors of {target}; name one "
-                                 "model.pt or a folder with one regressor per target")
-            out[column(target)] = values[:, j]
-    for target in UNITS:
-        if column(target) not in out.columns:
-            out[column(target)] = np.nan
+                if not finite.any():
+                    continue
+                x = torch.from_numpy(batch[finite])
+                for regressor in group:
+                    y = regressor(x).numpy()
+                    for j, target in enumerate(regressor.targets):
+                        out.loc[rows[finite], column(target)] = y[:, j]
     return out
 
 
@@ -183,8 +191,14 @@ def _markdown(table: pd.DataFrame, said: list[str], truth: str) -> str:
 
 
 def _key(text: str) -> str:
+    """``text`` as an MLflow metric name: comparisons as words (``qrs>=120`` as ``qrs_ge_120``,
+    so that ``hr<55`` and ``hr>55`` stay apart), ``+`` as ``_plus_``, anything else not allowed
+    as ``_``."""
     import re
 
+    for op, word in ((">=", "_ge_"), ("<=", "_le_"), (">", "_gt_"), ("<", "_lt_"),
+                     ("+", "_plus_")):
+        text = text.replace(op, word)
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
