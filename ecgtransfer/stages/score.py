@@ -185,8 +185,9 @@ def _markdown(table: pd.DataFrame, said: list[str], truth: str) -> str:
                 f"{r['delta']:+.1f} [{r['delta_low']:+.1f}, {r['delta_high']:+.1f}]")
         mae = ("n/a" if not np.isfinite(r["mae"]) else
                f"{r['mae']:.1f} [{r['mae_low']:.1f}, {r['mae_high']:.1f}]")
+        bias = f"{r['bias']:+.1f}" if np.isfinite(r["bias"]) else "n/a"
         lines.append(f"| {r['model']} | {r['target'].upper()} ({r['unit']}) | {r['stratum']} | "
-                     f"{r['n_records']} | {mae} | {r['bias']:+.1f} | {diff} |")
+                     f"{r['n_records']} | {mae} | {bias} | {diff} |")
     return "\n".join(lines + [""] + [f"- {s}" for s in said]) + "\n"
 
 
