@@ -14,7 +14,7 @@ from ecgtransfer.config import ConfigError
 from ecgtransfer.stages.pretrain import PretrainConfig
 from ecgtransfer.stages.score import ScoreConfig
 
-LUDB_RECORDS = [str(i) for i in range(1, 41)]
+LUDB_RECORDS = [str(i) for i in range(1, 25)]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def regressors(deepfake_labelled, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ludb_store(ludb_root, tmp_path_factory):
-    """40 LUDB records as a store (8 leads, 500 Hz)."""
+    """24 LUDB records as a store (8 leads, 500 Hz)."""
     from conftest import copy_records
     from ecgtransfer.data.ingest import prepare_wfdb
     from ecgtransfer.data.store import SignalStore
@@ -88,7 +88,7 @@ def test_score_against_ludb_cardiologists(regressors, ludb_store, tmp_path):
     store, records = ludb_store
     a, b = regressors["refs"]
     config = ScoreConfig(models=[f"df={a}", f"df={b}", f"again={b}", f"again={a}"],
-                         store=str(store.path), reference=str(records), bootstrap=100,
+                         store=str(store.path), reference=str(records), bootstrap=50,
                          out=str(tmp_path / "out"), tracking_uri=regressors["uri"],
                          experiment="score")
     result = run_stage("score", config)
