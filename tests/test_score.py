@@ -113,6 +113,7 @@ def test_score_against_ludb_cardiologists(regressors, ludb_store, tmp_path):
     run = mlflow.MlflowClient().get_run(result.run_ids[0])
     assert run.data.tags["ecgtransfer.truth"].startswith("ludb:")
     assert run.data.tags["ecgtransfer.stage"] == "score"
+    assert run.info.run_name == "score 2 models on wfdb against LUDB's cardiologists"
     assert run.data.metrics["mae_qrs_ms.qrs_ge_120.df"] == pytest.approx(want, rel=1e-6)
     assert "seed" in run.data.params
 

@@ -284,7 +284,10 @@ def score(config: ScoreConfig, context: Context) -> StageResult:
                          store_hash=store_hash(store.path), code_version=code_version(),
                          scored_models=",".join(config.models), truth=truth_text),
             **context.tags}
-    with tracker.open_run(experiment=config.experiment, name=f"score {store.path.name}",
+    against = "LUDB's cardiologists" if config.reference else "its labels"
+    with tracker.open_run(experiment=config.experiment,
+                          name=f"score {len(groups)} models on {store.dataset or store.path.name} "
+                               f"against {against}",
                           tags=tags, parent=context.parent_run) as run:
         run.log_params({"models": ",".join(config.models), "strata": ",".join(config.strata),
                         "baseline": baseline, "bootstrap": config.bootstrap,
