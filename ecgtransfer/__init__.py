@@ -5,6 +5,6 @@ interval labels -> pretrained regressors -> fine-tuned classifier, with MLflow w
 Importing the package does no work; heavy dependencies load with the stage that needs them.
 """
 
-__version__ = "0.9.0"
+__version__ = "0.9.1"
 
 __all__ = ["__version__"]

@@ -35,7 +35,7 @@ def _qtdb_stretch(shared_data, name="sel16265", seconds=10.0):
     return reader.read(start, start + int(seconds * reader.fs)), reader.fs, reader.leads
 
 
-def _landing(records, key, move):
+def _landing(records, key, move, corrections=2):
     """|measured - requested| over the records where the warp was possible, as the stage warps
     (corrected twice at most)."""
     errors = []
@@ -43,7 +43,8 @@ def _landing(records, key, move):
         row, marks = wave_marks(x, fs, leads)
         want = row[key] + move
         try:
-            _, got = warp_to(x, fs, leads, row, marks, Request(**{key: want}))
+            _, got = warp_to(x, fs, leads, row, marks, Request(**{key: want}),
+                             corrections=corrections)
         except WarpError:
             continue
         errors.append(abs(got[key] - want))
@@ -57,6 +58,30 @@ def test_a_warp_moves_each_interval_by_the_requested_amount(deepfake_labelled, p
     assert len(errors) >= 14, "most records can be warped"
     assert np.nanmedian(errors) <= TOLERANCE[key]
     assert np.mean(errors <= 2 * TOLERANCE[key]) >= 0.75
+
+
+@pytest.mark.parametrize("move", [-25.0, 50.0])
+def test_the_first_warp_asks_for_what_the_labeller_does_not_see(deepfake_labelled, ptbxl_store,
+                                                                 move):
+    # the labeller sees about two thirds of a QRS's widening or narrowing: asked as it is, a
+    # widening by 50 ms lands ~17 ms short; asked through the prior gain, on target uncorrected
+    records = _records(deepfake_labelled, 8) + _records(ptbxl_store, 8)
+    first = _landing(records, "qrs_ms", move, corrections=0)
+    assert len(first) >= 10
+    assert np.median(first) <= TOLERANCE["qrs_ms"]
+
+
+def test_a_correction_steps_between_attempts_on_either_side():
+    from ecgtransfer.features.augment import _next_ask
+
+    # one attempt: along its own gain (asked 40, seen 20: gain 0.5, so 30 more seen needs 60)
+    assert _next_ask([(40.0, 20.0)], 50.0, 0.65) == pytest.approx(100.0)
+    # attempts on either side of the target: between them (regula falsi)
+    assert _next_ask([(40.0, 20.0), (100.0, 80.0)], 50.0, 0.65) == pytest.approx(70.0)
+    # a gain the labeller cannot have (saw the opposite) is held to the limits, not followed
+    assert _next_ask([(40.0, -10.0)], 50.0, 0.65) == pytest.approx(40.0 + 60.0 / 0.3)
+    # too small a move to read a gain from: the prior
+    assert _next_ask([(2.0, 1.0)], 14.0, 0.65) == pytest.approx(2.0 + 13.0 / 0.65)
 
 
 def test_a_warp_moves_the_heart_rate_with_the_qt(deepfake_labelled, shared_data):

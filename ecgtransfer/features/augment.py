@@ -142,32 +142,108 @@ def _misses(measured: dict, request) -> dict[str, float]:
     return out
 
 
-def _corrected(base: dict, own: dict, measured: dict, request) -> dict[str, float]:
-    """The record's values to warp from next: the warp asked for ``request - base`` and the
-    labeller saw ``measured - own``; the next ask is the last one less the miss divided by that
-    gain (a secant step; the gain kept within 0.5-1.5, 1 for a move under 5 ms)."""
-    out = dict(base)
-    for k in _INTERVALS:
-        want, got = float(getattr(request, k)), float(measured.get(k, math.nan))
-        if not (np.isfinite(want) and np.isfinite(got) and np.isfinite(own[k])):
-            continue
-        asked, seen = want - base[k], got - own[k]
-        gain = float(np.clip(seen / asked, 0.5, 1.5)) if abs(asked) >= 5 else 1.0
-        out[k] = want - (asked - (got - want) / gain)
-    return out
+PRIOR_GAIN = {"hr_bpm": 1.0, "pr_ms": 1.0, "qrs_ms": 0.65, "qt_ms": 0.9}
+"""How much of a warp's change of each interval the labeller measures, before a record has
+said: the first warp asks for the change divided by it. The labeller's QRS edges are where the
+slope falls below a share of the QRS's steepest, and a slowed QRS has lower slopes, so it sees
+about two thirds of a widening or narrowing (median gain 0.67 and 0.62 on 300 DeepFake records,
+10th-90th percentile 0.45-0.8; QT 0.9, PR and HR 1.0; ``docs/synth.md``)."""
+QRS_COUPLING = {"pr_ms": 0.08, "qt_ms": -0.08}
+"""What the labeller adds to PR and QT per ms of QRS change the warp asks: the part of a QRS's
+widening it does not see is partly at its onset, so its QRS onset lies later than the warp's,
+lengthening the PR and shortening the QT (slopes of the miss on the QRS ask: PR +0.07 widening,
++0.12 narrowing; QT -0.05, -0.07; 300 DeepFake records)."""
+_GAIN_LIMITS = (0.3, 2.0)
+
+
+def _next_ask(tried: list[tuple[float, float]], want: float, prior: float) -> float:
+    """The next change to ask for (warp space) to make the labeller see ``want`` (a change from
+    the record's own value), given the ``(asked, seen)`` pairs tried so far: between the closest
+    attempts on either side of ``want`` when there are (regula falsi), else along the gain of the
+    last attempt (its line through no change, seen nothing), the gain kept within
+    :data:`_GAIN_LIMITS` and ``prior`` for a move under 5 ms."""
+    below = [(a, s) for a, s in tried if s < want]
+    above = [(a, s) for a, s in tried if s > want]
+    if below and above:
+        a0, s0 = max(below, key=lambda t: t[1])
+        a1, s1 = min(above, key=lambda t: t[1])
+        return a0 + (want - s0) * (a1 - a0) / (s1 - s0)
+    asked, seen = tried[-1]
+    gain = float(np.clip(seen / asked, *_GAIN_LIMITS)) if abs(asked) >= 5 else prior
+    return asked + (want - seen) / gain
 
 
 def _badness(misses: dict[str, float]) -> float:
     return sum(abs(v) / TOLERANCE[k] if np.isfinite(v) else 1e6 for k, v in misses.items())
 
 
+def _wanted(row: dict, request) -> dict[str, float]:
+    """Per requested interval the change from the record's own value (the others left out)."""
+    out = {}
+    for k in _INTERVALS:
+        want, have = float(getattr(request, k)), float(row.get(k, math.nan))
+        if np.isfinite(want) and np.isfinite(have):
+            out[k] = want - have
+    return out
+
+
+def _base(row: dict, request, asks: dict[str, float]) -> dict[str, float]:
+    """The values :func:`warp_record` moves from so that it changes each interval by ``asks``."""
+    out = {k: float(row.get(k, math.nan)) for k in _INTERVALS}
+    out.update({k: float(getattr(request, k)) - a for k, a in asks.items()})
+    return out
+
+
+def first_ask(row: dict, request) -> dict[str, float]:
+    """The changes the first warp asks, per requested interval: the QRS's change divided by
+    the labeller's usual gain (:data:`PRIOR_GAIN`), PR's and QT's less what that QRS ask moves
+    them (:data:`QRS_COUPLING`), each divided by its own gain."""
+    wanted = _wanted(row, request)
+    asks = {}
+    if "qrs_ms" in wanted:
+        asks["qrs_ms"] = wanted["qrs_ms"] / PRIOR_GAIN["qrs_ms"]
+    for k, want in wanted.items():
+        if k != "qrs_ms":
+            want -= QRS_COUPLING.get(k, 0.0) * asks.get("qrs_ms", 0.0)
+            asks[k] = want / PRIOR_GAIN[k]
+    return asks
+
+
+def first_warp(x: np.ndarray, fs: float, marks: np.ndarray, row: dict,
+               request) -> tuple[np.ndarray, dict[str, float]]:
+    """The first attempt at ``request`` and the changes it asked: :func:`first_ask`'s, or the
+    request's own changes where those do not fit the record (a QRS asked wider than the request
+    can leave too short an ST-T).
+
+    Raises
+    ------
+    WarpError
+        The request itself does not fit the record.
+    """
+    from ecgtransfer.features.warp import NotWarpable, WarpError, warp_record
+
+    asks = first_ask(row, request)
+    try:
+        return warp_record(x, fs, marks, _base(row, request, asks), request), asks
+    except NotWarpable:
+        raise
+    except WarpError:
+        asks = _wanted(row, request)
+        return warp_record(x, fs, marks, _base(row, request, asks), request), asks
+
+
 def warp_to(signal: np.ndarray, fs: float, leads: Sequence[str], row: dict, marks: np.ndarray,
-            request, warped: np.ndarray | None = None,
+            request, first: tuple[np.ndarray, dict] | None = None,
             corrections: int = 2) -> tuple[np.ndarray, dict[str, Any]]:
     """``signal`` warped to ``request`` (its labeller ``row`` and beat ``marks`` given), and the
-    labeller's row of the result: where an interval landed outside :data:`TOLERANCE`, warped
-    again with the miss taken off (a secant step, ``corrections`` times at most), keeping the
-    attempt that landed closest. ``warped``: the first attempt, when already made.
+    labeller's row of the result.
+
+    The first warp asks each change as :func:`first_ask` says. Where an interval then landed
+    outside :data:`TOLERANCE`, the record is warped again (``corrections`` times at most), each
+    interval's ask moved by a root-finding step on what the labeller measured so far
+    (:func:`_next_ask`; PR and QT with what the QRS ask moves them taken off), and the attempt
+    that landed closest over all intervals is kept. ``first``: the first attempt and its asks,
+    when already made (:func:`first_warp`).
 
     Raises
     ------
@@ -178,24 +254,33 @@ def warp_to(signal: np.ndarray, fs: float, leads: Sequence[str], row: dict, mark
     from ecgtransfer.features.warp import WarpError, warp_record
 
     x = np.asarray(signal, dtype=np.float64)
-    if warped is None:
-        warped = warp_record(x, fs, marks, row, request)
+    own = {k: float(row.get(k, math.nan)) for k in _INTERVALS}
+    wanted = _wanted(row, request)
+    warped, asks = first if first is not None else first_warp(x, fs, marks, row, request)
     measured = ecg_intervals(warped, fs, leads)
     misses = _misses(measured, request)
-    own = {k: float(row.get(k, math.nan)) for k in _INTERVALS}
-    base, last = dict(own), measured
+    tried: dict[str, list[tuple[float, float]]] = {k: [] for k in wanted}
+    seen = measured
     for _ in range(int(corrections)):
         if all(np.isfinite(v) and abs(v) <= TOLERANCE[k] for k, v in misses.items()):
             break
-        base = _corrected(base, own, last, request)
+        # QRS first: its next ask moves PR's and QT's targets
+        nxt = dict(asks)
+        for k in sorted(wanted, key=lambda k: k != "qrs_ms"):
+            got = float(seen.get(k, math.nan)) - own[k]
+            if not np.isfinite(got):
+                continue
+            c = QRS_COUPLING.get(k, 0.0)
+            tried[k].append((asks[k], got - c * asks.get("qrs_ms", 0.0)))
+            nxt[k] = _next_ask(tried[k], wanted[k] - c * nxt.get("qrs_ms", 0.0), PRIOR_GAIN[k])
         try:
-            again = warp_record(x, fs, marks, base, request)
+            again = warp_record(x, fs, marks, _base(row, request, nxt), request)
         except WarpError:
             break
-        last = ecg_intervals(again, fs, leads)
-        misses_again = _misses(last, request)
+        asks, seen = nxt, ecg_intervals(again, fs, leads)
+        misses_again = _misses(seen, request)
         if _badness(misses_again) < _badness(misses):
-            warped, measured, misses = again, last, misses_again
+            warped, measured, misses = again, seen, misses_again
     return warped, measured
 
 
@@ -215,8 +300,7 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
     (``requested_*``, ``measured_*``, ``warp_tries``); None and ``{"reason": ...}`` when it was
     given up."""
     from ecgtransfer.features.intervals import wave_marks
-    from ecgtransfer.features.warp import (NotWarpable, WarpError, draw_request, longest_pr_ms,
-                                           warp_record)
+    from ecgtransfer.features.warp import NotWarpable, WarpError, draw_request, longest_pr_ms
 
     x = np.asarray(signal, dtype=np.float64)
     if not warped_here(config, index):  # kept as it is: a mix of source and warped records
@@ -241,7 +325,7 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
         if not np.isfinite(row.get("pr_ms", math.nan)):  # no P wave (AF): PR stays unmeasured
             request = replace(request, pr_ms=math.nan)
         try:
-            warped = warp_record(x, fs, marks, row, request)
+            first = first_warp(x, fs, marks, row, request)
         except NotWarpable as exc:
             return None, {"reason": str(exc)}
         except WarpError as exc:
@@ -250,7 +334,7 @@ def warp_one(signal: np.ndarray, fs: float, leads: Sequence[str], index: int, co
         break
     else:
         return None, {"reason": f"no request fits in {config.tries} tries (last: {reason})"}
-    warped, measured = warp_to(x, fs, leads, row, marks, request, warped,
+    warped, measured = warp_to(x, fs, leads, row, marks, request, first,
                                int(config.corrections))
     columns: dict[str, Any] = {f"requested_{k}": float(getattr(request, k)) for k in _INTERVALS}
     columns.update({f"measured_{k}": float(measured.get(k, math.nan)) for k in _INTERVALS})

@@ -36,8 +36,9 @@ import numpy as np
 __all__ = ["INTERVALS", "NotWarpable", "QT_RR", "Request", "Ranges", "WarpError", "draw_request",
            "longest_pr_ms", "qt_from_qtc", "qtc_from_qt", "warp_record", "WARP_VERSION"]
 
-WARP_VERSION = 1
-"""The warp's own version: part of a warped store's identity."""
+WARP_VERSION = 2
+"""The warp's own version, with how the stage aims it: part of a warped store's identity (2: the
+first warp asks through the labeller's usual gain, corrections step between attempts)."""
 
 INTERVALS: tuple[str, ...] = ("hr_bpm", "pr_ms", "qrs_ms", "qt_ms")
 """The intervals a request sets, in the labeller's column names."""
