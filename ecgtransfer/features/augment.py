@@ -7,9 +7,11 @@ workers, shard split or resume. For each record:
 1. the labeller's row and beat marks of the source record (:func:`wave_marks`);
 2. requests drawn until one fits the record (:func:`draw_request`, :func:`warp_record`; at most
    ``tries``), else the record is given up with the last reason;
-3. the warp, and the labeller again on the warped record. Where an interval landed outside its
-   tolerance (:data:`TOLERANCE`), the warp is made again with the miss taken off the record's
-   measured value (``corrections`` times at most), and the attempt that landed closest is kept.
+3. the warp, asked through the labeller's usual response to it (:data:`PRIOR_GAIN`,
+   :data:`QRS_COUPLING`), and the labeller again on the warped record. Where an interval landed
+   outside its tolerance (:data:`TOLERANCE`), the warp is made again aimed by what the labeller
+   measured so far (``corrections`` times at most), and the attempt that landed closest is
+   kept.
 
 With ``fraction`` below 1, a record is warped with that probability (its own seeded draw) and
 is otherwise its source record as it is (``warped`` False, no request): DeepFake and warped
